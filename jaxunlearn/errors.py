@@ -1,0 +1,34 @@
+"""Exceptions raised for bad input.
+
+Every error a user can cause derives from :class:`JaxUnlearnError`, so the CLI
+prints its message as one line and exits non-zero, and API callers can catch a
+specific type.
+"""
+
+
+class JaxUnlearnError(ValueError):
+  """Base class of every error caused by bad input or bad state on disk."""
+
+
+class ConfigError(JaxUnlearnError):
+  """A config field is unknown, of the wrong type or out of range."""
+
+
+class DataError(JaxUnlearnError):
+  """A dataset cannot be loaded or its arrays are malformed."""
+
+
+class SplitError(JaxUnlearnError):
+  """A forget / remain / reference index list is invalid."""
+
+
+class CheckpointError(JaxUnlearnError):
+  """A checkpoint is missing, incomplete, corrupted or would be overwritten."""
+
+
+class WorkdirError(JaxUnlearnError):
+  """The work directory cannot be used (not writable, holds another run)."""
+
+
+class NonFiniteError(JaxUnlearnError):
+  """A loss became NaN or infinite during a stage."""
