@@ -1,0 +1,153 @@
+"""The full default config and its validation.
+
+Config files in ``configs/`` start from :func:`base_config` and override a
+few fields. :func:`validate` rejects unknown keys, wrong types and values out
+of range with a :class:`ConfigError` that names the field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxunlearn.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field the pipeline reads, with defaults (LeNet-5 on mnist5k)."""
+  c = ml_collections.ConfigDict()
+  c.setting = "custom"
+  c.seed = 0
+  c.dataset = "mnist5k"          # mnist5k | mnist | fashion_mnist | cifar10 | svhn_cropped | npz:PATH
+  c.data_dir = ""                # tfds data_dir ("" = tfds default)
+  c.model = "lenet5"             # mlp | lenet5 | resnet18 | vgg16 | wide_resnet
+  c.model_kwargs = ml_collections.ConfigDict()
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 20
+  c.train.batch_size = 64
+  c.train.optimizer = "adam"     # sgd | adam | adamw
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9
+  c.train.weight_decay = 0.0
+  c.train.schedule = "constant"  # constant | cosine | step
+  c.train.driver = "auto"        # auto | scan | loop
+
+  c.forget = ml_collections.ConfigDict()
+  c.forget.mode = "random"       # random | indices | class
+  c.forget.fraction = 0.01
+  c.forget.size = 0              # > 0 overrides fraction
+  c.forget.index_file = ""
+  c.forget.classes = ()
+  c.forget.seed = -1             # -1: use config.seed
+
+  c.reference = ml_collections.ConfigDict()
+  c.reference.size = 0.1         # < 1: fraction of the training set; >= 1: count
+  c.reference.epochs = 50
+  c.reference.reuse = True
+
+  c.retrain = ml_collections.ConfigDict()
+  c.retrain.enabled = True
+
+  c.unlearn = ml_collections.ConfigDict()
+  c.unlearn.method = "lightweight"  # lightweight | finetune
+  c.unlearn.lam = 0.01
+  c.unlearn.epochs = 2
+  c.unlearn.tol = 0.0            # > 0: stop once mean KL on D_f < tol
+  c.unlearn.forget_batch_size = 64
+  c.unlearn.remain_batch_size = 64
+  c.unlearn.optimizer = "sgd"
+  c.unlearn.learning_rate = 0.01
+  c.unlearn.momentum = 0.0
+  c.unlearn.weight_decay = 0.0
+  c.unlearn.schedule = "constant"
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 1000
+
+  c.report = ml_collections.ConfigDict()
+  c.report.save_forget_indices = False
+  c.report.progress = True
+  return c
+
+
+_POSITIVE_INTS = ("train.epochs", "train.batch_size", "reference.epochs", "unlearn.epochs",
+                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size")
+_NON_NEGATIVE = ("train.learning_rate", "train.momentum", "train.weight_decay",
+                 "unlearn.learning_rate", "unlearn.momentum", "unlearn.weight_decay",
+                 "unlearn.tol", "forget.size")
+_CHOICES = {
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "unlearn.optimizer": ("sgd", "adam", "adamw"),
+    "train.schedule": ("constant", "cosine", "step"),
+    "unlearn.schedule": ("constant", "cosine", "step"),
+    "train.driver": ("auto", "scan", "loop"),
+    "forget.mode": ("random", "indices", "class"),
+}
+
+
+def _get(cfg, dotted):
+  for part in dotted.split("."):
+    cfg = cfg[part]
+  return cfg
+
+
+def _flat_keys(cfg, prefix=""):
+  for k, v in cfg.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, ml_collections.ConfigDict) and k != "model_kwargs":
+      yield from _flat_keys(v, name + ".")
+    else:
+      yield name, v
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks ``cfg`` against :func:`base_config`; returns it unchanged.
+
+  Raises:
+    ConfigError: naming the first bad field and how to fix it.
+  """
+  base = dict(_flat_keys(base_config()))
+  for name, value in _flat_keys(cfg):
+    if name not in base:
+      raise ConfigError(f"unknown config field '{name}'; valid top-level fields: "
+                        f"{', '.join(sorted(base_config().keys()))}")
+    default = base[name]
+    if isinstance(default, bool):
+      ok = isinstance(value, bool)
+    elif isinstance(default, int):
+      ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+      ok = isinstance(value, str)
+    elif isinstance(default, (tuple, list)):
+      ok = isinstance(value, (tuple, list))
+    else:
+      ok = True
+    if not ok:
+      raise ConfigError(f"config field '{name}' must be {type(default).__name__}, "
+                        f"got {value!r} ({type(value).__name__})")
+  for name in _POSITIVE_INTS:
+    if _get(cfg, name) < 1:
+      raise ConfigError(f"config field '{name}' must be a positive integer, got {_get(cfg, name)}")
+  for name in _NON_NEGATIVE:
+    if _get(cfg, name) < 0:
+      raise ConfigError(f"config field '{name}' must be >= 0, got {_get(cfg, name)}")
+  for name, choices in _CHOICES.items():
+    if _get(cfg, name) not in choices:
+      raise ConfigError(f"config field '{name}' must be one of {choices}, got {_get(cfg, name)!r}")
+  if not 0.0 < cfg.unlearn.lam <= 1.0:
+    raise ConfigError(f"unlearn.lam must be in (0, 1], got {cfg.unlearn.lam}; "
+                      "e.g. --config.unlearn.lam=0.01")
+  if cfg.forget.mode == "random" and not cfg.forget.size and not 0.0 < cfg.forget.fraction < 1.0:
+    raise ConfigError(f"forget.fraction must be in (0, 1), got {cfg.forget.fraction}")
+  if cfg.reference.size <= 0:
+    raise ConfigError(f"reference.size must be > 0 (a fraction < 1 or a count), got {cfg.reference.size}")
+  if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
+    raise ConfigError("learning rates must be > 0")
+  return cfg
+
+
+def resolve_size(size, n: int) -> int:
+  """A fraction (< 1) of ``n`` or an absolute count (>= 1)."""
+  return int(round(size * n)) if size < 1 else int(size)

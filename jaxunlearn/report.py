@@ -1,0 +1,62 @@
+"""A readable ``results.md`` from the ``results.json`` dict."""
+
+from __future__ import annotations
+
+MODEL_ORDER = ("original", "retrain", "reference", "unlearned")
+
+
+def _fmt(v) -> str:
+  if isinstance(v, float):
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+  return "" if v is None else str(v)
+
+
+def table(header, rows) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def results_markdown(r: dict) -> str:
+  out = [f"# Unlearning results: {r['setting']}", "",
+         f"Dataset `{r['dataset']}`, model `{r['model']}`, seed {r['seed']}: "
+         f"{r['n_train']} training examples, forget set {r['n_forget']}, "
+         f"reference set {r['n_reference']}"
+         + (" (reused)" if r.get("reference_reused") else "") + ".", ""]
+  models = r["models"]
+  names = [m for m in MODEL_ORDER if m in models]
+  keys = ("acc_test", "acc_forget", "acc_remain", "loss_test", "loss_forget")
+  out += ["## Accuracy and loss", "",
+          table(["model", *keys], [[m, *(models[m].get(k) for k in keys)] for m in names]), ""]
+  for section, title in (("mia", "Membership inference on D_f"),
+                         ("backdoor", "Backdoor planted in D_f"),
+                         ("distributions", "Output distributions")):
+    if section in r:
+      out += [f"## {title}", "", _section(r[section]), ""]
+  times = r["time_s"]
+  out += ["## Time (seconds of device work, compile time apart)", "",
+          table(["stage", "run s", "compile s"],
+                [[k, v, r["compile_s"].get(k)] for k, v in times.items()]), ""]
+  if "speedup" in r:
+    out += [f"Speedup over retraining: **{r['speedup']:.2f}x** "
+            f"(retrain / (reference + unlearn)); with the reference reused: "
+            f"**{r['speedup_amortized']:.1f}x** (retrain / unlearn).", ""]
+  env = r.get("environment", {})
+  if env:
+    out += [f"Run on {env.get('device')} ({env.get('backend')}), jax {env.get('jax')}, "
+            f"flax {env.get('flax')}, finished {r.get('finished')}.", ""]
+  return "\n".join(out)
+
+
+def _section(d: dict) -> str:
+  """A nested ``{model: {figure: value}}`` dict as a table; flat dicts as a list."""
+  nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+  flat = {k: v for k, v in d.items() if not isinstance(v, dict)}
+  parts = []
+  if nested:
+    keys = sorted({k for v in nested.values() for k, x in v.items() if not isinstance(x, dict)})
+    names = [m for m in MODEL_ORDER if m in nested] + [m for m in nested if m not in MODEL_ORDER]
+    parts.append(table(["", *keys], [[m, *(nested[m].get(k) for k in keys)] for m in names]))
+  if flat:
+    parts.append("\n".join(f"- {k}: {_fmt(v)}" for k, v in flat.items()))
+  return "\n\n".join(parts)

