@@ -3,8 +3,23 @@
     jaxunlearn run --config configs/quick.py --workdir runs/quick
 
 LeNet-5 on ``mnist5k`` (4,000 train / 1,000 test), forget 1% (40 images),
-reference model on 10% (400 images). Unlearning settings were chosen by
-measurement, see the ``unlearn`` block below.
+reference model on 10% (400 images), 50 epochs as in the paper.
+
+Why the unlearning settings differ from the paper's (lam 0.01, 2 epochs, kept
+in ``configs/mnist_lenet.py``): D_f here is 40 images, so an epoch over D_f is
+5 steps of 8 and the paper's defaults barely move the model. Measured on this
+config (seed 0, CPU), mean loss on D_f: original 0.0021, retrained 0.137.
+
+    lam   epochs  lr     unlearned loss_forget  test acc (retrained 0.977)
+    0.01  2       0.01   0.0022                 0.977   (paper defaults)
+    0.1   10      0.01   0.0208                 0.976
+    0.3   5       0.01   0.0444                 0.971
+    0.2   5       0.02   0.0465                 0.975   <- chosen
+    0.2   10      0.01   0.0429                 0.977
+
+lam 0.2 with 5 epochs at lr 0.02 moves the forget loss about three quarters
+of the way (on a log scale) to the retrained model's in about 1.5 s and keeps
+test accuracy within 0.002 of retraining.
 """
 
 from jaxunlearn.config import base_config
@@ -22,10 +37,10 @@ def get_config():
   c.forget.fraction = 0.01
   c.reference.size = 0.1
   c.reference.epochs = 50
-  c.unlearn.lam = 0.01
-  c.unlearn.epochs = 2
+  c.unlearn.lam = 0.2
+  c.unlearn.epochs = 5
   c.unlearn.forget_batch_size = 8
   c.unlearn.remain_batch_size = 64
   c.unlearn.optimizer = "sgd"
-  c.unlearn.learning_rate = 0.01
+  c.unlearn.learning_rate = 0.02
   return c
