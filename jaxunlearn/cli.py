@@ -15,10 +15,12 @@ USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR "
          "[--config.FIELD=VALUE ...]")
 
 
-def _define_flags() -> flags.FlagValues:
+def _define_flags(argv) -> flags.FlagValues:
   fv = flags.FlagValues()
+  # sys_argv: the override flags (--config.x.y) are found in argv, not sys.argv,
+  # so main() can be called in-process with its own arguments.
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", flag_values=fv,
-                                  lock_config=True)
+                                  lock_config=True, sys_argv=argv)
   flags.DEFINE_string("workdir", None, "Work directory for checkpoints and results.",
                       flag_values=fv)
   return fv
@@ -33,12 +35,28 @@ def main(argv=None) -> int:
   if command != "run":
     print(f"jaxunlearn: unknown command {command!r}; {USAGE}", file=sys.stderr)
     return 2
-  fv = _define_flags()
+  flag_argv = [argv[0], *argv[2:]]
+  fv = _define_flags(flag_argv)
   try:
-    fv([argv[0], *argv[2:]])
+    fv(flag_argv)
   except flags.Error as e:
-    msg = " ".join(str(e).split())
-    print(f"jaxunlearn: bad flags: {msg}", file=sys.stderr)
+    print(f"jaxunlearn: bad flags: {_one_line(e)}", file=sys.stderr)
+    return 2
+  except (KeyError, AttributeError) as e:
+    # ml_collections raises these for an override of a field the config lacks.
+    print(f"jaxunlearn: error: unknown config field {_one_line(e)} in an override; "
+          "see jaxunlearn/config.py for the valid fields", file=sys.stderr)
+    return 2
+  except Exception as e:  # a config file that fails to import or to build
+    print(f"jaxunlearn: error: cannot load the config: {type(e).__name__}: {_one_line(e)}",
+          file=sys.stderr)
+    return 2
+  try:
+    if fv["config"].value is not None:
+      fv.config.keys()  # a config file that failed to load raises only when used
+  except OSError as e:
+    reason = str(e).strip().splitlines()[-1].strip()
+    print(f"jaxunlearn: error: cannot load the config file: {reason}", file=sys.stderr)
     return 2
   if fv.config is None or fv.workdir is None:
     print(f"jaxunlearn: --config and --workdir are required; {USAGE}", file=sys.stderr)
@@ -58,6 +76,10 @@ def main(argv=None) -> int:
   print(summary_line(results))
   print(f"results: {fv.workdir}/results.json, {fv.workdir}/results.md")
   return 0
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).strip("'\"").split())
 
 
 def summary_line(r: dict) -> str:
