@@ -1,0 +1,160 @@
+"""Speedup of unlearning over retraining, measured side by side in one process.
+
+    python benchmarks/speedup.py --dataset mnist5k --model lenet5 --epochs 20 --repeats 3
+    python benchmarks/speedup.py --dataset synthetic:cifar:50000 --model resnet18 --epochs 10
+
+Three costs on the same data and schedule (optimizer, batch size, epochs):
+
+* retrain: from scratch on D_r (the exact-unlearning baseline);
+* reference + unlearn: train the reference model on D_s, then Algorithm 1;
+* unlearn alone: Algorithm 1 with an existing reference model (reuse).
+
+Each is timed after a warm-up (compilation excluded; the persistent
+compilation cache makes repeats skip recompiling) and the median of
+``--repeats`` runs is reported, with both ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from jaxunlearn import models, splits as splits_lib, train, unlearn  # noqa: E402
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default="mnist5k",
+                 help="mnist5k, npz:PATH, synthetic:mnist:N or synthetic:cifar:N")
+  p.add_argument("--model", default="lenet5")
+  p.add_argument("--dtype", default="float32", help="computation dtype (bfloat16 for mixed precision)")
+  p.add_argument("--epochs", type=int, default=20, help="training epochs (original and retrain)")
+  p.add_argument("--reference_epochs", type=int, default=0, help="0: same as --epochs")
+  p.add_argument("--batch_size", type=int, default=64)
+  p.add_argument("--optimizer", default="adam")
+  p.add_argument("--learning_rate", type=float, default=1e-3)
+  p.add_argument("--forget_fraction", type=float, default=0.01)
+  p.add_argument("--reference_fraction", type=float, default=0.1)
+  p.add_argument("--unlearn_epochs", type=int, default=2)
+  p.add_argument("--lam", type=float, default=0.01)
+  p.add_argument("--forget_batch_size", type=int, default=64)
+  p.add_argument("--remain_batch_size", type=int, default=64)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--driver", default="auto")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="", help="folder for speedup.json and speedup.md")
+  return p.parse_args(argv)
+
+
+def measure(args) -> dict:
+  common.enable_compile_cache()
+  data = common.load(args.dataset)
+  kwargs = {} if args.dtype == "float32" else {"dtype": args.dtype}
+  model = models.get_model(args.model, data.num_classes, **kwargs)
+  n = data.n_train
+  s = splits_lib.make_splits(n, data.y_train, seed=args.seed, fraction=args.forget_fraction,
+                             reference_size=int(round(args.reference_fraction * n)))
+  ref_epochs = args.reference_epochs or args.epochs
+  opt_cfg = common.Cfg(optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=0.9,
+                       weight_decay=0.0, schedule="constant")
+  mesh = None
+  x_all, y_all = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+  def fit(idx, epochs, key):
+    optimizer = train.make_optimizer(opt_cfg)
+    state = train.init_state(model, optimizer, jax.random.fold_in(key, 1), data.input_shape)
+    x, y = x_all[idx], y_all[idx]
+    return train.fit(model, optimizer, state, x, y, epochs=epochs, batch_size=args.batch_size,
+                     key=key, driver=args.driver, mesh=mesh, progress=False)
+
+  key = jax.random.key(args.seed)
+  original = fit(np.arange(n), args.epochs, jax.random.fold_in(key, 0))
+  apply_fn = train.eval_apply_fn(model, original.state.batch_stats)
+  x_f = x_all[s.forget_idx]
+  x_r, y_r = x_all[s.remain_idx], y_all[s.remain_idx]
+
+  def unlearn_once(ref_state, key):
+    ref_apply = train.eval_apply_fn(model, ref_state.batch_stats)
+    t0 = _now()
+    ref_probs = jax.nn.softmax(ref_apply(ref_state.params, x_f), -1).block_until_ready()
+    ref_probs_s = _now() - t0
+    import optax
+    method = unlearn.lightweight(apply_fn, optax.sgd(0.01), args.lam)
+    res = unlearn.unlearn(method, original.state.params, x_f, ref_probs, x_r, y_r,
+                          apply_fn=apply_fn, epochs=args.unlearn_epochs, key=key,
+                          forget_batch_size=args.forget_batch_size,
+                          remain_batch_size=args.remain_batch_size, progress=False)
+    return res, ref_probs_s
+
+  # Warm-up: one run of each (compiles and fills the cache), not timed.
+  fit(s.remain_idx, 1, key)
+  warm_ref = fit(s.reference_idx, 1, key)
+  unlearn_once(warm_ref.state, key)
+
+  rows = {"retrain": [], "reference": [], "unlearn": [], "compile_retrain": []}
+  for r in range(args.repeats):
+    k = jax.random.fold_in(key, 100 + r)
+    retrain = fit(s.remain_idx, args.epochs, k)
+    ref = fit(s.reference_idx, ref_epochs, k)
+    res, ref_probs_s = unlearn_once(ref.state, k)
+    rows["retrain"].append(retrain.run_s)
+    rows["reference"].append(ref.run_s)
+    rows["unlearn"].append(res.run_s + ref_probs_s)
+    rows["compile_retrain"].append(retrain.compile_s)
+  med = {k: statistics.median(v) for k, v in rows.items()}
+  total = med["reference"] + med["unlearn"]
+  return {
+      "dataset": args.dataset, "model": args.model, "dtype": args.dtype, "n_train": n,
+      "n_forget": s.n_forget, "n_reference": int(s.reference_idx.size),
+      "epochs": args.epochs, "reference_epochs": ref_epochs, "unlearn_epochs": args.unlearn_epochs,
+      "batch_size": args.batch_size, "repeats": args.repeats,
+      "retrain_s": med["retrain"], "reference_s": med["reference"], "unlearn_s": med["unlearn"],
+      "total_s": total, "speedup": med["retrain"] / total,
+      "speedup_reused": med["retrain"] / med["unlearn"], "runs": rows,
+      "machine": common.machine(), "date": common.today(), "versions": common.versions(),
+  }
+
+
+def _now():
+  import time
+  return time.perf_counter()
+
+
+HEADER = ["dataset", "model", "n", "epochs (ref)", "unlearn epochs", "unlearn s", "reference s",
+          "total s", "retrain s", "speedup", "speedup, reference reused"]
+
+
+def row(r: dict) -> list:
+  return [r["dataset"], r["model"] + ("" if r["dtype"] == "float32" else f" ({r['dtype']})"),
+          r["n_train"], f"{r['epochs']} ({r['reference_epochs']})", r["unlearn_epochs"],
+          r["unlearn_s"], r["reference_s"], r["total_s"], r["retrain_s"], r["speedup"],
+          r["speedup_reused"]]
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  r = measure(args)
+  text = (f"Machine: {r['machine']}; {r['versions']}; {r['date']}; median of {r['repeats']}\n\n"
+          + common.markdown_table(HEADER, [row(r)]))
+  print(text)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "speedup.json"), "w") as f:
+      json.dump(r, f, indent=2)
+    with open(os.path.join(args.out, "speedup.md"), "w") as f:
+      f.write(text + "\n")
+  return r
+
+
+if __name__ == "__main__":
+  main()
