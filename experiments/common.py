@@ -1,0 +1,153 @@
+"""Shared plumbing of the experiments: configs, seeds, aggregation, outputs.
+
+Every experiment runs the pipeline for each seed in its own work directory
+(``OUT/work/seed<S>``), so stages shared across settings (the original, the
+retrained model, the reference model) are trained once per seed and reused.
+Outputs: ``OUT/<name>.json`` (every run's figures plus provenance),
+``OUT/<name>.csv`` and ``OUT/<name>.md`` (mean ± std over seeds) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import importlib.util
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+
+def base_parser(description: str, default_config: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("--config", default=default_config, help="config file (configs/*.py)")
+  p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+  p.add_argument("--out", required=True, help="output folder")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="config override, e.g. --set train.epochs=5 (repeatable)")
+  return p
+
+
+def load_config(path: str, overrides=()):
+  """Loads ``get_config()`` from a config file and applies ``FIELD=VALUE`` overrides."""
+  spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config()
+  for item in overrides:
+    field, _, raw = item.partition("=")
+    set_field(cfg, field, parse_value(raw))
+  return cfg
+
+
+def parse_value(raw: str):
+  try:
+    return ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    return raw
+
+
+def set_field(cfg, field: str, value) -> None:
+  *path, last = field.split(".")
+  node = cfg
+  for p in path:
+    node = node[p]
+  node[last] = value
+
+
+def seeds(text: str) -> list[int]:
+  return [int(s) for s in str(text).split(",") if s.strip()]
+
+
+def run(cfg, workdir: Path, quiet: bool = True) -> dict:
+  from jaxunlearn import pipeline
+  if quiet:
+    cfg.report.progress = False
+  return pipeline.run(cfg, workdir)
+
+
+def get(results: dict, path: str, default=None):
+  """``get(r, 'models.unlearned.acc_test')``; ``default`` when any key is missing."""
+  node = results
+  for key in path.split("."):
+    if not isinstance(node, dict) or key not in node:
+      return default
+    node = node[key]
+  return node
+
+
+def mean_std(values):
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(mean, std) -> str:
+  if mean is None:
+    return "n/a"
+  digits = 2 if abs(mean) >= 10 else 4
+  return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def provenance(cfg=None) -> dict:
+  from jaxunlearn import pipeline
+  out = {"environment": pipeline.environment(), "command": " ".join(sys.argv)}
+  if cfg is not None:
+    out["config"] = cfg.to_dict()
+  return out
+
+
+def write_outputs(out: Path, name: str, header: list[str], rows: list[list], runs: list[dict],
+                  meta: dict, note: str = "") -> str:
+  """Writes ``name.json`` (runs + meta), ``name.csv`` and ``name.md``; returns the Markdown."""
+  out.mkdir(parents=True, exist_ok=True)
+  with open(out / f"{name}.json", "w") as f:
+    json.dump({"runs": runs, **meta}, f, indent=2, default=str)
+  with open(out / f"{name}.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
+  env = meta.get("environment", {})
+  lines = [f"# {name}", "", note, "" if note else None,
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  lines += ["", f"Command: `{meta.get('command', '')}`", "",
+            f"Machine: {env.get('device')} ({env.get('backend')}), jax {env.get('jax')}, "
+            f"flax {env.get('flax')}, host {env.get('host')}."]
+  text = "\n".join(x for x in lines if x is not None) + "\n"
+  (out / f"{name}.md").write_text(text)
+  return text
+
+
+def plot(path: Path, panels: list[dict], title: str = "") -> None:
+  """Line plots: each panel ``{'x': [...], 'series': {label: (means, stds)}, 'xlabel', 'ylabel', 'logx'}``."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+  for ax, panel in zip(axes[0], panels):
+    for label, (means, stds) in panel["series"].items():
+      if all(m is None for m in means):
+        continue
+      xs = [x for x, m in zip(panel["x"], means) if m is not None]
+      ms = [m for m in means if m is not None]
+      ss = [s or 0.0 for m, s in zip(means, stds) if m is not None]
+      ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=label)
+    if panel.get("logx"):
+      ax.set_xscale("log")
+    ax.set_xlabel(panel["xlabel"])
+    ax.set_ylabel(panel["ylabel"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
