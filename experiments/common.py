@@ -145,7 +145,8 @@ def plot(path: Path, panels: list[dict], title: str = "") -> None:
     ax.set_xlabel(panel["xlabel"])
     ax.set_ylabel(panel["ylabel"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
   if title:
     fig.suptitle(title)
   fig.tight_layout()

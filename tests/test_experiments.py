@@ -1,0 +1,75 @@
+"""Each experiment runs end to end at a tiny size and writes its table and plot."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxunlearn import data
+
+TINY = ["train.epochs=1", "reference.epochs=1", "unlearn.epochs=1", "train.batch_size=50",
+        "forget.size=10", "reference.size=100", "eval.batch_size=250"]
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+  """600 real MNIST training images and 200 test images."""
+  d = data.load("mnist5k")
+  path = tmp_path_factory.mktemp("data") / "tiny.npz"
+  np.savez(path, x_train=d.x_train[:600], y_train=d.y_train[:600],
+           x_test=d.x_test[:200], y_test=d.y_test[:200])
+  return path
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+  """One output folder for all experiments, so they share the trained stages."""
+  return tmp_path_factory.mktemp("experiments")
+
+
+def args(out, tiny_npz, *extra):
+  sets = [f"dataset=npz:{tiny_npz}", *TINY]
+  return ["--out", str(out), "--seeds", "0", *sum((["--set", s] for s in sets), []), *extra]
+
+
+def check_outputs(out, name, n_rows):
+  table = (out / f"{name}.md").read_text()
+  assert table.count("\n|") >= n_rows + 1
+  assert (out / f"{name}.csv").read_text().count("\n") == n_rows + 1
+  assert json.loads((out / f"{name}.json").read_text())["environment"]["jax"]
+  assert (out / f"{name}.png").stat().st_size > 1000
+
+
+def test_lambda_sweep(out, tiny_npz):
+  from experiments import lambda_sweep
+  res = lambda_sweep.main(args(out, tiny_npz, "--config", "configs/quick.py",
+                               "--lams", "1,0.01"))
+  check_outputs(out, "lambda_sweep", 4)
+  by_lam = {r["lam"]: r["results"] for r in res["runs"]}
+  # Same original for both λ; the unlearned models differ.
+  assert by_lam[1.0]["stages"]["original"] == by_lam[0.01]["stages"]["original"]
+  assert by_lam[1.0]["stages"]["unlearned"] != by_lam[0.01]["stages"]["unlearned"]
+
+
+def test_reference_size_sweep(out, tiny_npz):
+  from experiments import reference_size_sweep
+  res = reference_size_sweep.main(args(out, tiny_npz, "--sizes", "50,100"))
+  check_outputs(out, "reference_size_sweep", 2)
+  assert [r["results"]["n_reference"] for r in res["runs"]] == [50, 100]
+
+
+def test_speedup_table(out, tiny_npz):
+  from experiments import speedup_table
+  res = speedup_table.main(args(out, tiny_npz, "--configs", "configs/quick.py"))
+  check_outputs(out, "speedup_table", 1)
+  r = res["runs"][0]["results"]
+  assert r["speedup"] > 0
+
+
+def test_distributions(out, tiny_npz):
+  from experiments import distributions
+  distributions.main(args(out, tiny_npz))
+  check_outputs(out, "distributions", 4)
+  rows = (out / "distributions.csv").read_text().splitlines()
+  retrain = next(r for r in rows if r.startswith("retrain"))
+  assert retrain.split(",")[2] == "0.0000"    # KL of the retrained model to itself
