@@ -21,7 +21,8 @@ images and labels: the cost of a step does not depend on the values):
   ``randperm`` each epoch; one warm-up epoch; the clock stops after
   ``torch.cuda.synchronize()`` on GPU. ``--dtype bfloat16`` runs the forward
   pass under ``torch.autocast`` (mixed precision, as the JAX models'
-  ``dtype=bfloat16``).
+  ``dtype=bfloat16``). bfloat16 is for GPUs/TPUs: XLA's CPU backend runs
+  bfloat16 convolutions far slower than float32.
 
 Both sides use SGD (momentum 0.9, learning rate 0.01), drop the last partial
 batch, and report the median epoch time of ``--epochs`` timed epochs;
@@ -29,8 +30,11 @@ images/s counts the images actually trained on. ``speedup`` is
 ``torch_epoch_s / jax_epoch_s``. Writes ``throughput.json`` and
 ``throughput.md`` to ``--out``.
 
-On CPU, PyTorch gets one thread per available core (``torch.set_num_threads``)
-and XLA's CPU backend uses all cores by itself.
+On CPU, PyTorch gets one thread per available core (``torch.set_num_threads``;
+``--torch_threads`` overrides) and XLA's CPU backend uses all cores by itself.
+On a CPU shared with other work, PyTorch's OpenMP threads slow down far more
+than one thread does when the cores are oversubscribed: compare with
+``--torch_threads 1`` there.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ def parse_args(argv=None):
                  help="computation dtype; bfloat16 is mixed precision (float32 parameters)")
   p.add_argument("--driver", default="auto", choices=train.DRIVERS, help="JAX epoch driver")
   p.add_argument("--no_torch", action="store_true", help="skip the PyTorch column")
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="torch.set_num_threads on CPU (0: one per available core)")
   p.add_argument("--cudnn_benchmark", action="store_true",
                  help="set torch.backends.cudnn.benchmark (off in the plain eager loop)")
   p.add_argument("--no_compile_cache", action="store_true",
@@ -92,7 +98,7 @@ def parse_args(argv=None):
   if unknown or not args.models:
     p.error(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from: {', '.join(KIND)}")
-  for flag in ("n", "n_mnist", "n_cifar"):
+  for flag in ("n", "n_mnist", "n_cifar", "torch_threads"):
     if getattr(args, flag) < 0:
       p.error(f"--{flag} must be >= 0 (0 means the default), got {getattr(args, flag)}")
   for flag in ("epochs", "batch_mnist", "batch_cifar"):
@@ -128,7 +134,9 @@ def jax_epochs(name: str, x: np.ndarray, y: np.ndarray, batch: int, args) -> dic
       optimizer="sgd", learning_rate=LEARNING_RATE, momentum=MOMENTUM, weight_decay=0.0,
       schedule="constant"))
   key = jax.random.key(args.seed)
-  state = train.init_state(model, optimizer, jax.random.fold_in(key, 0), x.shape[1:])
+  # One jitted init compiles once instead of op by op (slow for the deep models).
+  state = jax.jit(lambda k: train.init_state(model, optimizer, k, x.shape[1:]))(
+      jax.random.fold_in(key, 0))
   xd, yd = jnp.asarray(x), jnp.asarray(y)
   run_s, recompile_s, loss = [], [], None
   for e in range(args.epochs + 1):
@@ -225,7 +233,7 @@ def measure(args) -> dict:
     print("PyTorch not installed: JAX only")
   if torch is not None:
     if torch_device(torch).type == "cpu":
-      torch.set_num_threads(_cores())
+      torch.set_num_threads(args.torch_threads or _cores())
     torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
   if not args.no_compile_cache:
     common.enable_compile_cache()
