@@ -351,20 +351,28 @@ def test_partition(ctx) -> tuple[np.ndarray, np.ndarray]:
   the target is judged on never helped fit the attack.
   """
   n_test = ctx.data.n_test
-  pool_n = _resolve_size(ctx.cfg.mia.pool_size, n_test)
-  if pool_n < 2:
-    raise ConfigError(f"mia.pool_size {ctx.cfg.mia.pool_size} gives {pool_n} shadow-pool "
-                      "images; use at least 2 (a fraction < 1 of the test split or a count)")
-  if n_test - pool_n < 2:
-    raise ConfigError(
-        f"mia.pool_size {ctx.cfg.mia.pool_size} takes {pool_n} of {n_test} test images and "
-        "leaves too few held-out non-members; use a smaller mia.pool_size")
+  pool_n = pool_size(ctx.cfg, n_test)
   perm = np.random.default_rng(_cfg_seed(ctx)).permutation(n_test)
   return np.sort(perm[:pool_n]), perm[pool_n:]
 
 
-def _resolve_size(size, n: int) -> int:
-  return int(round(size * n)) if size < 1 else int(size)
+def pool_size(cfg, n_test: int) -> int:
+  """Number of test images in the shadow pool (``mia.pool_size``: fraction or count).
+
+  Raises:
+    ConfigError: the pool would have fewer than 4 images (2 in, 2 out per
+      shadow) or leave fewer than 2 held-out test images.
+  """
+  size = cfg.mia.pool_size
+  pool_n = int(round(size * n_test)) if size < 1 else int(size)
+  if pool_n < 4:
+    raise ConfigError(f"mia.pool_size {size} gives {pool_n} shadow-pool images; use at "
+                      "least 4 (a fraction < 1 of the test split or a count)")
+  if n_test - pool_n < 2:
+    raise ConfigError(
+        f"mia.pool_size {size} takes {pool_n} of {n_test} test images and leaves too few "
+        "held-out non-members; use a smaller mia.pool_size")
+  return pool_n
 
 
 def _shadow_stage(ctx, pool_idx: np.ndarray) -> tuple[str, dict]:

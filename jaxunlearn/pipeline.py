@@ -122,6 +122,9 @@ def build_context(cfg, workdir) -> Context:
     from jaxunlearn import backdoor
     x_train, y_train = backdoor.poison(x_train, y_train, splits.forget_idx, cfg.backdoor,
                                        num_classes=data.num_classes)
+  if "mia" in evaluate.evaluator_names(cfg):
+    from jaxunlearn import mia
+    mia.pool_size(cfg, data.n_test)
   check_workdir(workdir, original_fingerprint(cfg, splits))
   return Context(cfg=cfg, workdir=workdir, data=data, x_train=x_train, y_train=y_train,
                  splits=splits, model=model, mesh=mesh, key=jax.random.key(cfg.seed))
