@@ -46,6 +46,7 @@ def parse_args(argv=None):
   p.add_argument("--num-shadows", type=int, default=8)
   p.add_argument("--features", default="sorted,logit_conf,unsorted")
   p.add_argument("--model", default="lenet5", help="a jaxunlearn model name")
+  p.add_argument("--dataset", default="mnist5k", help="a jaxunlearn dataset name")
   p.add_argument("--shadow-driver", default="auto", choices=("auto", "scan", "loop"))
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
@@ -53,7 +54,7 @@ def parse_args(argv=None):
 
 def run(args) -> dict:
   """Trains target, retrained model and shadows; returns the figures."""
-  data = data_lib.load("mnist5k")
+  data = data_lib.load(args.dataset)
   model = models.get_model(args.model, data.num_classes)
   rng = np.random.default_rng(args.seed)
   perm = rng.permutation(data.n_train)
@@ -142,7 +143,7 @@ def markdown(r: dict) -> str:
   a = r["args"]
   s = r["shadows"]
   out = ["# Shadow-model attack sanity check", "",
-         f"mnist5k, {a['model']}, target trained on {a['n_target']} images for {a['epochs']} epochs "
+         f"{a.get('dataset', 'mnist5k')}, {a['model']}, target trained on {a['n_target']} images for {a['epochs']} epochs "
          f"(Adam {a['learning_rate']}, batch {a['batch_size']}); |D_f| = {a['n_forget']}; "
          f"{a['num_shadows']} shadows under one vmap ({s['driver']} driver, {s['train_s']:.1f} s, compile "
          f"{s['compile_s']:.1f} s), shadow test accuracy "
