@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import time
 
@@ -47,8 +48,9 @@ def parse_args(argv=None):
 
 def machine() -> str:
   dev = jax.devices()[0]
-  return (f"{platform.node()} ({platform.platform()}), backend {jax.default_backend()}, "
-          f"device {getattr(dev, 'device_kind', str(dev))} x{jax.device_count()}")
+  return (f"{platform.node()} ({platform.platform()}), {os.cpu_count()} CPU cores, "
+          f"backend {jax.default_backend()}, device {getattr(dev, 'device_kind', str(dev))} "
+          f"x{jax.device_count()}")
 
 
 def main(argv=None):
@@ -117,6 +119,11 @@ def main(argv=None):
   for row in rows:
     lines.append("| " + " | ".join(str(c) if isinstance(c, int) else f"{c:.2f}" for c in row)
                  + " |")
+  # Other processes on a shared machine slow every column alike; say how busy it was.
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
+  if load is not None:
+    lines.insert(3, f"Load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / "
+                    f"{load[2]:.2f}")
   print("\n".join(lines))
   return rows
 

@@ -106,7 +106,7 @@ def evaluate(ctx) -> dict:
   out = {}
   for name, model in ctx.trained.items():
     logits = train_lib.predict(model.apply_fn, model.params, x_trig, ctx.cfg.eval.batch_size)
-    clean = ctx.logits[name]["test"]
+    clean = evaluate_lib.context_logits(ctx)[name]["test"]
     out[name] = {"attack_success": attack_success(logits, b.target_class),
                  "clean_acc": float(np.mean(np.argmax(clean, -1) == ctx.data.y_test))}
   out.update({"trigger": describe(b), "n_poisoned": int(ctx.splits.n_forget),

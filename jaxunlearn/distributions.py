@@ -76,7 +76,8 @@ def evaluate(ctx) -> dict:
   """
   out = {}
   probs = {name: {part: evaluate_lib.softmax(np.asarray(l[part], np.float64))
-                  for part in ("forget", "test")} for name, l in ctx.logits.items()}
+                  for part in ("forget", "test")}
+           for name, l in evaluate_lib.context_logits(ctx).items()}
   for name, p in probs.items():
     out[name] = {"max_prob_forget": float(p["forget"].max(-1).mean())}
   if "retrain" in probs:

@@ -101,3 +101,16 @@ def model_metrics(apply_fn, params, data, splits, batch_size: int = 1000,
     figures[f"acc_{part}"] = acc
     figures[f"loss_{part}"] = loss
   return figures, logits
+
+
+def context_logits(ctx) -> dict:
+  """``{model: {"test", "forget", "remain": logits}}`` of every model of a pipeline context.
+
+  ``pipeline.summarize`` fills ``ctx.logits``; any model it has not seen is
+  evaluated here (and kept), so evaluators also work on a context of their own.
+  """
+  for name, m in ctx.trained.items():
+    if name not in ctx.logits:
+      _, ctx.logits[name] = model_metrics(m.apply_fn, m.params, ctx.data, ctx.splits,
+                                          ctx.cfg.eval.batch_size, ctx.x_train, ctx.y_train)
+  return ctx.logits

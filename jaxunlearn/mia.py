@@ -461,7 +461,7 @@ def evaluate(ctx) -> dict:
   y_nonmember = ctx.data.y_test[nonmember_idx]
 
   out = {}
-  for name, logits in ctx.logits.items():
+  for name, logits in evaluate_lib.context_logits(ctx).items():
     lm, ln = logits["forget"][member_pos], logits["test"][nonmember_idx]
     row = {}
     for i, (kind, attack) in enumerate(attacks.items()):
