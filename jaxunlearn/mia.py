@@ -486,4 +486,10 @@ def evaluate(ctx) -> dict:
       "shadow_train_s": float(shadows.time_s), "shadow_compile_s": float(shadows.compile_s),
       "shadows_reused": reused, "shadow_stage": stage,
   })
+  backdoor = cfg.get("backdoor")
+  if backdoor is not None and backdoor.get("enabled", False):
+    out["note"] = ("D_f is poisoned (trigger on, labelled as the target class): features that "
+                   "use the label (logit_conf, unsorted, the loss) measure agreement with the "
+                   "poisoned label, which a model that never saw D_f lacks, so they can fall "
+                   "far below 0.5 there")
   return {"mia": out}
