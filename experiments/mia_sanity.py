@@ -16,6 +16,21 @@ outputs and then judges:
   images. D_f is unseen by that model, so a sound attack scores about 0.5.
 
 Writes ``mia_sanity.json`` and ``mia_sanity.md`` into ``--out``.
+
+Measured with the defaults (seed 0; 2 shared CPU cores, 240 s wall, of which
+179 s train the 8 shadows, 300 steps each; target test accuracy 0.863, shadows
+0.848), balanced accuracy (AUC):
+
+    case                     sorted          logit_conf      unsorted        loss LR
+    target, D vs test        0.645 (0.616)   0.588 (0.627)   0.620 (0.617)   0.558 (0.630)
+    target, D_f vs test      0.645 (0.684)   0.625 (0.673)   0.630 (0.695)   0.555 (0.638)
+    retrained, D_f vs test   0.470 (0.519)   0.525 (0.537)   0.505 (0.542)   0.500 (0.471)
+
+Every shadow-attack feature set clears 0.57 on the overfit target and stays
+within 0.05 of 0.5 on the retrained model. Keeping the true class's
+probability (``logit_conf``, ``unsorted``) gives AUCs close to the sorted
+vector's here, not better; the sorted attack calls 97% of members "member"
+and wins on balanced accuracy by rejecting more non-members.
 """
 
 from __future__ import annotations
