@@ -63,6 +63,28 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
+  # Evaluators run after training (jaxunlearn.evaluate); "backdoor" is added
+  # whenever backdoor.enabled.
+  c.eval.evaluators = ("mia", "distributions")
+
+  # Shadow-model membership inference (jaxunlearn.mia).
+  c.mia = ml_collections.ConfigDict()
+  c.mia.num_shadows = 8
+  c.mia.shadow_epochs = 0        # 0: train.epochs
+  c.mia.pool_size = 0.5          # shadow pool from the test split: < 1 fraction, >= 1 count
+  c.mia.features = ("sorted", "logit_conf")  # sorted | unsorted | logit_conf; first unprefixed
+  c.mia.shadow_driver = "auto"   # auto | scan | loop (auto: loop on CPU)
+  c.mia.loss_attack_folds = 5
+  c.mia.seed = -1                # -1: use config.seed
+
+  # A backdoor planted in D_f (jaxunlearn.backdoor).
+  c.backdoor = ml_collections.ConfigDict()
+  c.backdoor.enabled = False
+  c.backdoor.target_class = 0
+  c.backdoor.patch_size = 3
+  c.backdoor.patch_value = 1.0
+  c.backdoor.position = "bottom_right"  # bottom_right | bottom_left | top_right | top_left | center
+  c.backdoor.margin = 1          # pixels between the patch and the image edges
 
   c.report = ml_collections.ConfigDict()
   c.report.save_forget_indices = False
@@ -71,10 +93,12 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 _POSITIVE_INTS = ("train.epochs", "train.batch_size", "reference.epochs", "unlearn.epochs",
-                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size")
+                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size",
+                  "mia.num_shadows", "backdoor.patch_size")
 _NON_NEGATIVE = ("train.learning_rate", "train.momentum", "train.weight_decay",
                  "unlearn.learning_rate", "unlearn.momentum", "unlearn.weight_decay",
-                 "unlearn.tol", "forget.size")
+                 "unlearn.tol", "forget.size", "mia.shadow_epochs", "backdoor.target_class",
+                 "backdoor.margin")
 _CHOICES = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "unlearn.optimizer": ("sgd", "adam", "adamw"),
@@ -82,7 +106,10 @@ _CHOICES = {
     "unlearn.schedule": ("constant", "cosine", "step"),
     "train.driver": ("auto", "scan", "loop"),
     "forget.mode": ("random", "indices", "class"),
+    "mia.shadow_driver": ("auto", "scan", "loop"),
+    "backdoor.position": ("bottom_right", "bottom_left", "top_right", "top_left", "center"),
 }
+MIA_FEATURES = ("sorted", "unsorted", "logit_conf")
 
 
 def _get(cfg, dotted):
@@ -145,7 +172,32 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"reference.size must be > 0 (a fraction < 1 or a count), got {cfg.reference.size}")
   if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
     raise ConfigError("learning rates must be > 0")
+  _validate_evaluators(cfg)
   return cfg
+
+
+def _validate_evaluators(cfg) -> None:
+  from jaxunlearn import evaluate
+  for name in cfg.eval.evaluators:
+    evaluate.get_evaluator(name)
+  if "backdoor" in cfg.eval.evaluators and not cfg.backdoor.enabled:
+    raise ConfigError("eval.evaluators lists 'backdoor' but backdoor.enabled is False; "
+                      "set --config.backdoor.enabled=True or drop it")
+  if "mia" in cfg.eval.evaluators:
+    if not cfg.mia.features:
+      raise ConfigError(f"mia.features is empty; use some of {MIA_FEATURES}")
+    for f in cfg.mia.features:
+      if f not in MIA_FEATURES:
+        raise ConfigError(f"mia.features has unknown feature set {f!r}; use some of "
+                          f"{MIA_FEATURES}")
+    if cfg.mia.pool_size <= 0:
+      raise ConfigError(f"mia.pool_size must be > 0 (a fraction < 1 of the test split or a "
+                        f"count), got {cfg.mia.pool_size}")
+    if cfg.mia.loss_attack_folds < 2:
+      raise ConfigError(f"mia.loss_attack_folds must be >= 2, got {cfg.mia.loss_attack_folds}")
+  if cfg.backdoor.enabled and not 0.0 <= cfg.backdoor.patch_value <= 1.0:
+    raise ConfigError(f"backdoor.patch_value must be in [0, 1] (inputs are scaled to [0, 1]), "
+                      f"got {cfg.backdoor.patch_value}")
 
 
 def resolve_size(size, n: int) -> int:

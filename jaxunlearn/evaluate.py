@@ -1,10 +1,62 @@
-"""Accuracy and loss of a model on the test set, D_f and D_r."""
+"""Accuracy and loss of a model on the test set, D_f and D_r; the evaluator registry.
+
+Evaluators are functions ``fn(ctx) -> dict`` of a finished pipeline context
+(:class:`jaxunlearn.pipeline.Context`) whose output is merged into
+``results.json``. They register by name with :func:`register`; the config
+picks them with ``eval.evaluators`` (the ``backdoor`` evaluator is added
+whenever ``backdoor.enabled``). Built in:
+
+* ``mia``: membership inference on D_f (:mod:`jaxunlearn.mia`);
+* ``distributions``: posteriors against the retrained model
+  (:mod:`jaxunlearn.distributions`);
+* ``backdoor``: attack success of a trigger planted in D_f
+  (:mod:`jaxunlearn.backdoor`).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Callable
 
 import numpy as np
 
 from jaxunlearn import train as train_lib
+from jaxunlearn.errors import ConfigError
+
+EVALUATORS: dict[str, Callable] = {}
+# Built-in evaluators live in the module of the same name, imported on first use.
+BUILTIN_EVALUATORS = ("mia", "distributions", "backdoor")
+
+
+def register(name: str) -> Callable[[Callable], Callable]:
+  """Decorator: registers ``fn(ctx) -> dict`` as evaluator ``name``."""
+  def decorator(fn: Callable) -> Callable:
+    EVALUATORS[name] = fn
+    return fn
+  return decorator
+
+
+def get_evaluator(name: str) -> Callable:
+  """The evaluator registered as ``name``.
+
+  Raises:
+    ConfigError: no such evaluator.
+  """
+  if name not in EVALUATORS and name in BUILTIN_EVALUATORS:
+    importlib.import_module(f"jaxunlearn.{name}")
+  if name not in EVALUATORS:
+    valid = sorted(set(EVALUATORS) | set(BUILTIN_EVALUATORS))
+    raise ConfigError(f"unknown evaluator {name!r} in eval.evaluators; use some of {valid}")
+  return EVALUATORS[name]
+
+
+def evaluator_names(cfg) -> list[str]:
+  """The evaluators a config asks for, in order; ``backdoor`` added when enabled."""
+  names = list(cfg.eval.evaluators)
+  backdoor = cfg.get("backdoor")
+  if backdoor is not None and backdoor.get("enabled", False) and "backdoor" not in names:
+    names.append("backdoor")
+  return names
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,3 +101,16 @@ def model_metrics(apply_fn, params, data, splits, batch_size: int = 1000,
     figures[f"acc_{part}"] = acc
     figures[f"loss_{part}"] = loss
   return figures, logits
+
+
+def context_logits(ctx) -> dict:
+  """``{model: {"test", "forget", "remain": logits}}`` of every model of a pipeline context.
+
+  ``pipeline.summarize`` fills ``ctx.logits``; any model it has not seen is
+  evaluated here (and kept), so evaluators also work on a context of their own.
+  """
+  for name, m in ctx.trained.items():
+    if name not in ctx.logits:
+      _, ctx.logits[name] = model_metrics(m.apply_fn, m.params, ctx.data, ctx.splits,
+                                          ctx.cfg.eval.batch_size, ctx.x_train, ctx.y_train)
+  return ctx.logits

@@ -61,6 +61,7 @@ class Context:
   mesh: Any
   key: Any
   trained: dict = dataclasses.field(default_factory=dict)
+  logits: dict = dataclasses.field(default_factory=dict)   # model -> {test, forget, remain}
 
 
 def _hash(obj) -> str:
@@ -119,7 +120,11 @@ def build_context(cfg, workdir) -> Context:
   x_train, y_train = data.x_train, data.y_train
   if cfg.get("backdoor") is not None and cfg.backdoor.get("enabled", False):
     from jaxunlearn import backdoor
-    x_train, y_train = backdoor.poison(x_train, y_train, splits.forget_idx, cfg.backdoor)
+    x_train, y_train = backdoor.poison(x_train, y_train, splits.forget_idx, cfg.backdoor,
+                                       num_classes=data.num_classes)
+  if "mia" in evaluate.evaluator_names(cfg):
+    from jaxunlearn import mia
+    mia.pool_size(cfg, data.n_test)
   check_workdir(workdir, original_fingerprint(cfg, splits))
   return Context(cfg=cfg, workdir=workdir, data=data, x_train=x_train, y_train=y_train,
                  splits=splits, model=model, mesh=mesh, key=jax.random.key(cfg.seed))
@@ -246,7 +251,8 @@ def run(cfg: ml_collections.ConfigDict, workdir, *, evaluators=None) -> dict:
   Args:
     cfg: a config from ``configs/`` (see :func:`jaxunlearn.config.base_config`).
     workdir: where checkpoints and results go; finished stages there are reused.
-    evaluators: extra ``fn(ctx) -> dict`` whose output is merged into results.
+    evaluators: extra ``fn(ctx) -> dict`` whose output is merged into results,
+      run after the ones the config names in ``eval.evaluators``.
   """
   ctx = build_context(cfg, workdir)
   cfg = ctx.cfg
@@ -268,6 +274,8 @@ def run(cfg: ml_collections.ConfigDict, workdir, *, evaluators=None) -> dict:
   t["unlearned"] = unlearn_stage(ctx, t["original"], t["reference"], k_unlearn)
 
   results = summarize(ctx)
+  for name in evaluate.evaluator_names(cfg):
+    results.update(evaluate.get_evaluator(name)(ctx))
   for evaluator in evaluators or ():
     results.update(evaluator(ctx))
   if jax.process_index() == 0:
@@ -280,8 +288,8 @@ def summarize(ctx: Context) -> dict:
   cfg, s = ctx.cfg, ctx.splits
   figures = {}
   for name, m in ctx.trained.items():
-    figures[name], _ = evaluate.model_metrics(m.apply_fn, m.params, ctx.data, s,
-                                              cfg.eval.batch_size, ctx.x_train, ctx.y_train)
+    figures[name], ctx.logits[name] = evaluate.model_metrics(
+        m.apply_fn, m.params, ctx.data, s, cfg.eval.batch_size, ctx.x_train, ctx.y_train)
   t = ctx.trained
   time_s = {name: m.meta["time_s"] for name, m in t.items()}
   time_s["train"] = time_s.pop("original")

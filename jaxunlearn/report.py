@@ -33,6 +33,9 @@ def results_markdown(r: dict) -> str:
                          ("distributions", "Output distributions")):
     if section in r:
       out += [f"## {title}", "", _section(r[section]), ""]
+      figure = r[section].get("figure")
+      if isinstance(figure, str) and figure.endswith(".png"):
+        out += [f"![{title}]({figure})", ""]
   times = r["time_s"]
   out += ["## Time (seconds of device work, compile time apart)", "",
           table(["stage", "run s", "compile s"],
@@ -49,14 +52,25 @@ def results_markdown(r: dict) -> str:
 
 
 def _section(d: dict) -> str:
-  """A nested ``{model: {figure: value}}`` dict as a table; flat dicts as a list."""
+  """A nested ``{model: {figure: value}}`` dict as tables; flat entries as a list.
+
+  Figures named ``group.figure`` go to one table per group, after the table of
+  unprefixed figures.
+  """
   nested = {k: v for k, v in d.items() if isinstance(v, dict)}
   flat = {k: v for k, v in d.items() if not isinstance(v, dict)}
   parts = []
   if nested:
     keys = sorted({k for v in nested.values() for k, x in v.items() if not isinstance(x, dict)})
     names = [m for m in MODEL_ORDER if m in nested] + [m for m in nested if m not in MODEL_ORDER]
-    parts.append(table(["", *keys], [[m, *(nested[m].get(k) for k in keys)] for m in names]))
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+      group, _, _ = k.rpartition(".")
+      groups.setdefault(group, []).append(k)
+    for group in sorted(groups, key=lambda g: (g != "", g)):
+      cols = groups[group]
+      header = [group or "", *(c.rpartition(".")[2] for c in cols)]
+      parts.append(table(header, [[m, *(nested[m].get(k) for k in cols)] for m in names]))
   if flat:
     parts.append("\n".join(f"- {k}: {_fmt(v)}" for k, v in flat.items()))
   return "\n\n".join(parts)

@@ -1,0 +1,98 @@
+"""Output distributions: how close the unlearned model's posteriors are to retraining.
+
+For each model, the mean over examples of
+
+* ``KL(P_retrain || P_model) = sum_c p_c (log p_c - log q_c)`` and
+* ``JS(P_retrain, P_model) = (KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``,
+
+in nats (JS is at most ``log 2``), on D_f and on the test set; and a PNG of
+the histograms of the largest softmax probability on D_f for the original,
+retrained, unlearned and reference models (the paper's Fig. 13 and 16).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxunlearn import evaluate as evaluate_lib
+
+FIGURE_NAME = "distributions.png"
+
+
+def _xlogy(x, y):
+  return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
+
+
+def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+  """``KL(p || q)`` per row of two ``(n, C)`` probability arrays (nats).
+
+  Terms with ``p_c = 0`` contribute 0; ``q`` is floored at the smallest
+  positive float64 so a zero where ``p > 0`` gives a large finite value.
+  """
+  p = np.asarray(p, np.float64)
+  q = np.maximum(np.asarray(q, np.float64), np.finfo(np.float64).tiny)
+  return np.sum(_xlogy(p, p) - _xlogy(p, q), axis=-1)
+
+
+def js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+  """Jensen-Shannon divergence per row (nats, in ``[0, log 2]``)."""
+  p = np.asarray(p, np.float64)
+  q = np.asarray(q, np.float64)
+  m = 0.5 * (p + q)
+  return 0.5 * (kl(p, m) + kl(q, m))
+
+
+def max_prob(logits: np.ndarray) -> np.ndarray:
+  return evaluate_lib.softmax(np.asarray(logits, np.float64)).max(axis=-1)
+
+
+def plot_max_prob(max_probs: dict, path, title: str = "") -> None:
+  """Histograms of the max-softmax of each model (one panel each) into a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(max_probs)
+  fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), sharey=True,
+                           squeeze=False)
+  bins = np.linspace(0.0, 1.0, 21)
+  for ax, name in zip(axes[0], names):
+    ax.hist(max_probs[name], bins=bins, color="tab:blue", edgecolor="white")
+    ax.set_title(name)
+    ax.set_xlabel("max softmax probability")
+  axes[0][0].set_ylabel("examples of D_f")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+@evaluate_lib.register("distributions")
+def evaluate(ctx) -> dict:
+  """The ``distributions`` evaluator: divergences to the retrained model and the PNG.
+
+  Returns ``{"distributions": {model: {figure: value}, "figure": file name, ...}}``.
+  """
+  out = {}
+  probs = {name: {part: evaluate_lib.softmax(np.asarray(l[part], np.float64))
+                  for part in ("forget", "test")}
+           for name, l in evaluate_lib.context_logits(ctx).items()}
+  for name, p in probs.items():
+    out[name] = {"max_prob_forget": float(p["forget"].max(-1).mean())}
+  if "retrain" in probs:
+    base = probs["retrain"]
+    for name, p in probs.items():
+      if name == "retrain":
+        continue
+      for part in ("forget", "test"):
+        out[name][f"kl_{part}"] = float(kl(base[part], p[part]).mean())
+        out[name][f"js_{part}"] = float(js(base[part], p[part]).mean())
+    out["divergence"] = "mean over examples of KL(P_retrain || P_model) and JS, nats"
+  order = [m for m in ("original", "retrain", "unlearned", "reference") if m in probs]
+  if ctx.workdir is not None:
+    plot_max_prob({m: probs[m]["forget"].max(-1) for m in order},
+                  ctx.workdir / FIGURE_NAME,
+                  title=f"{ctx.cfg.setting}: max softmax on D_f ({ctx.splits.n_forget} images)")
+    out["figure"] = FIGURE_NAME
+  return {"distributions": out}

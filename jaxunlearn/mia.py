@@ -1,0 +1,495 @@
+"""Membership inference: Shokri et al.'s shadow-model attack and a loss attack.
+
+Shadow attack (Shokri et al. 2017):
+
+1. ``K`` shadow models of the target's architecture are trained, each on its
+   own random half ("in") of a shadow pool of data the target never trained
+   on; the other half is "out". All ``K`` train at once as one jitted
+   ``jax.vmap`` of :func:`jaxunlearn.train.make_train_fn` over keys and
+   per-shadow data (:func:`train_shadows`).
+2. An attack classifier per class (logistic regression) learns "member" vs
+   "non-member" from the shadows' outputs on the pool (:func:`fit_attack`).
+3. It then judges the target: members are D_f, non-members an equal number of
+   test points that neither the target nor the attack has seen.
+
+Attack features (:func:`attack_features`), all from the model's logits:
+
+* ``sorted``: the softmax vector sorted in decreasing order (Shokri's form);
+* ``unsorted``: the softmax vector as is (the per-class attack knows the class);
+* ``logit_conf``: ``log(p_y / (1 - p_y))`` for the true class ``y``, computed
+  from logits so it does not saturate at ``p_y = 1``.
+
+:func:`loss_attack` is the simple attack used across the unlearning
+literature: a logistic regression on the per-example loss, forget vs test,
+cross-validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import evaluate as evaluate_lib, train as train_lib
+from jaxunlearn.errors import ConfigError, NonFiniteError
+
+FEATURES = ("sorted", "unsorted", "logit_conf")
+
+
+# --- features -------------------------------------------------------------------
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+  z = logits - logits.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """``log(p_y / (1 - p_y))`` of the true class, stable for ``p_y`` near 0 or 1.
+
+  Equals ``z_y - logsumexp(z_c for c != y)`` for logits ``z``.
+  """
+  logits = np.asarray(logits, np.float64)
+  labels = np.asarray(labels)
+  n = labels.shape[0]
+  z_y = logits[np.arange(n), labels]
+  others = logits.copy()
+  others[np.arange(n), labels] = -np.inf
+  m = others.max(axis=-1)
+  lse = m + np.log(np.exp(others - m[:, None]).sum(axis=-1))
+  return z_y - lse
+
+
+def attack_features(logits: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
+  """Attack features of each example, ``(n, d)`` float64.
+
+  Args:
+    logits: ``(n, C)`` model outputs.
+    labels: ``(n,)`` the examples' labels (as trained on).
+    kind: one of :data:`FEATURES`.
+  """
+  logits = np.asarray(logits, np.float64)
+  if kind == "sorted":
+    return -np.sort(-np.exp(_log_softmax(logits)), axis=-1)
+  if kind == "unsorted":
+    return np.exp(_log_softmax(logits))
+  if kind == "logit_conf":
+    return logit_confidence(logits, labels)[:, None]
+  raise ConfigError(f"unknown attack features {kind!r}; use one of {FEATURES}")
+
+
+# --- shadow models ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Shadows:
+  """``K`` shadow models with a leading shadow axis on every leaf."""
+  params: Any
+  batch_stats: Any
+  in_idx: np.ndarray        # (K, n_in) pool positions each shadow trained on
+  losses: np.ndarray        # (K, epochs) mean training loss per epoch
+  time_s: float
+  compile_s: float
+
+  @property
+  def num_shadows(self) -> int:
+    return int(self.in_idx.shape[0])
+
+  def in_mask(self, n_pool: int) -> np.ndarray:
+    """``(K, n_pool)`` bool: which pool examples each shadow trained on."""
+    mask = np.zeros((self.num_shadows, n_pool), bool)
+    np.put_along_axis(mask, self.in_idx, True, axis=1)
+    return mask
+
+
+def shadow_in_indices(seed: int, num_shadows: int, n_pool: int) -> np.ndarray:
+  """Each shadow's own random half of the pool, ``(K, n_pool // 2)`` sorted rows."""
+  if n_pool < 2:
+    raise ConfigError(f"the shadow pool needs at least 2 examples, got {n_pool}")
+  rng = np.random.default_rng(seed)
+  n_in = n_pool // 2
+  return np.stack([np.sort(rng.permutation(n_pool)[:n_in]) for _ in range(num_shadows)])
+
+
+def make_shadow_train_fn(model, optimizer, input_shape, *, epochs: int,
+                         batch_size: int):
+  """``train_all(keys, in_idx, x_pool, y_pool) -> (states, losses)``, jitted.
+
+  One ``jax.vmap`` of :func:`train.make_train_fn` over the shadows' keys and
+  their own training data ``x_pool[in_idx[k]]``: the whole training of all
+  shadows is a single compiled computation.
+  """
+  train = train_lib.make_train_fn(model, optimizer, input_shape, epochs=epochs,
+                                  batch_size=batch_size)
+
+  def train_all(keys, in_idx, x_pool, y_pool):
+    return jax.vmap(train)(keys, x_pool[in_idx], y_pool[in_idx])
+  return jax.jit(train_all)
+
+
+def resolve_driver(driver: str) -> str:
+  """``'auto'`` is ``'loop'`` on CPU and ``'scan'`` elsewhere (as for training)."""
+  if driver not in train_lib.DRIVERS:
+    raise ConfigError(f"unknown shadow driver {driver!r}; use one of {train_lib.DRIVERS}")
+  if driver == "auto":
+    return "loop" if jax.default_backend() == "cpu" else "scan"
+  return driver
+
+
+def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
+                  epochs: int, batch_size: int, driver: str = "scan",
+                  progress: bool = False) -> Shadows:
+  """Trains ``K = in_idx.shape[0]`` shadow models at once under ``jax.vmap``.
+
+  Both drivers run the same vmapped train step with the same keys and data
+  order; they differ in what one compiled call covers:
+
+  * ``scan``: the whole training of all ``K`` shadows is one call of
+    :func:`make_shadow_train_fn` (the fastest on GPU/TPU);
+  * ``loop``: a host loop over one jitted, vmapped step. XLA on CPU runs
+    convolutions inside ``lax.scan`` several times slower than outside it
+    (``benchmarks/shadows.py``), so this is faster there.
+
+  Args:
+    model: the target's flax module.
+    optimizer: optax optimizer (the target's).
+    input_shape: per-example input shape.
+    x_pool, y_pool: the shadow pool.
+    in_idx: ``(K, n_in)`` positions in the pool each shadow trains on.
+    key: PRNG key; shadow ``k`` uses ``fold_in(key, k)``.
+    epochs, batch_size: each shadow's schedule (batch clipped to ``n_in``).
+    driver: ``'scan'``, ``'loop'`` or ``'auto'``.
+    progress: show a progress bar (``loop`` driver).
+
+  Returns:
+    :class:`Shadows`, compile time kept apart from run time.
+  """
+  in_idx = np.asarray(in_idx, np.int32)
+  k, n_in = in_idx.shape
+  batch_size = min(int(batch_size), n_in)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
+  args = (keys, jnp.asarray(in_idx), jnp.asarray(x_pool), jnp.asarray(y_pool))
+  if resolve_driver(driver) == "scan":
+    fn = make_shadow_train_fn(model, optimizer, input_shape, epochs=epochs,
+                              batch_size=batch_size)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    states, losses = jax.block_until_ready(compiled(*args))
+    time_s = time.perf_counter() - t0
+  else:
+    states, losses, time_s, compile_s = _train_loop(
+        model, optimizer, input_shape, *args, epochs=epochs, batch_size=batch_size,
+        progress=progress)
+  losses = np.asarray(losses)
+  if not np.all(np.isfinite(losses)):
+    raise NonFiniteError("a shadow model's training loss became non-finite; "
+                         "lower train.learning_rate")
+  return Shadows(states.params, states.batch_stats, in_idx, losses, time_s, compile_s)
+
+
+def _train_loop(model, optimizer, input_shape, keys, in_idx, x_pool, y_pool, *, epochs,
+                batch_size, progress):
+  """The ``loop`` driver: the steps of :func:`train.make_train_fn`, vmapped, from the host."""
+  n_in = int(in_idx.shape[1])
+  step = jax.vmap(train_lib.make_train_step(model, optimizer))
+
+  def init(keys, in_idx, x_pool, y_pool):
+    init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    states = jax.vmap(lambda k: train_lib.init_state(model, optimizer, k, input_shape))(init_keys)
+    return states, data_keys, x_pool[in_idx], y_pool[in_idx]
+
+  def rows(data_keys, e):
+    return jax.vmap(lambda k: train_lib.epoch_indices(
+        jax.random.fold_in(k, e), n_in, batch_size))(data_keys)
+
+  t0 = time.perf_counter()
+  jinit = jax.jit(init).lower(keys, in_idx, x_pool, y_pool).compile()
+  states, data_keys, x, y = jinit(keys, in_idx, x_pool, y_pool)
+  jrows = jax.jit(rows).lower(data_keys, 0).compile()
+  r0 = jrows(data_keys, 0)
+  jstep = jax.jit(step, donate_argnums=(0,)).lower(states, x, y, r0[:, 0]).compile()
+  compile_s = time.perf_counter() - t0
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=epochs, desc="   shadows", unit="epoch")
+  t0 = time.perf_counter()
+  losses = []
+  for e in range(epochs):
+    r = jrows(data_keys, e)
+    per_step = []
+    for i in range(r.shape[1]):
+      states, m = jstep(states, x, y, r[:, i])
+      per_step.append(m["loss"])
+    losses.append(jnp.stack(per_step, axis=1).mean(axis=1))
+    if bar is not None:
+      jax.block_until_ready(losses[-1])
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  losses = np.asarray(jax.block_until_ready(jnp.stack(losses, axis=1)))
+  return states, losses, time.perf_counter() - t0, compile_s
+
+
+def shadow_logits(model, params, batch_stats, x, batch_size: int = 1000) -> np.ndarray:
+  """Logits of every shadow on ``x``: ``(K, n, C)``, one vmapped call per batch."""
+  def apply(p, bs, xb):
+    return train_lib.apply_model(model, p, bs, xb, train=False)[0]
+  fn = jax.jit(jax.vmap(apply, in_axes=(0, 0, None)))
+  n = int(x.shape[0])
+  out = [np.asarray(fn(params, batch_stats, jnp.asarray(x[i:i + batch_size])))
+         for i in range(0, n, batch_size)]
+  return np.concatenate(out, axis=1).astype(np.float32)
+
+
+# --- attack classifiers ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Attack:
+  """One member-vs-non-member classifier per class (a constant where a class
+  had a single kind of shadow record)."""
+  kind: str
+  models: dict              # class -> fitted sklearn pipeline, or a float (constant score)
+
+  def score(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Probability of "member" for each example."""
+    feats = attack_features(logits, labels, self.kind)
+    labels = np.asarray(labels)
+    out = np.full(labels.shape[0], 0.5)
+    for c in np.unique(labels):
+      rows = labels == c
+      m = self.models.get(int(c), 0.5)
+      out[rows] = m if isinstance(m, float) else m.predict_proba(feats[rows])[:, 1]
+    return out
+
+
+def fit_attack(logits: np.ndarray, labels: np.ndarray, member: np.ndarray, kind: str, *,
+               seed: int = 0) -> Attack:
+  """Fits the per-class attack on shadow records.
+
+  Args:
+    logits: ``(n, C)`` shadow outputs (all shadows' records stacked).
+    labels: ``(n,)`` true labels of the records.
+    member: ``(n,)`` bool, whether the record was in its shadow's training set.
+    kind: feature set, one of :data:`FEATURES`.
+    seed: seed of the solver.
+  """
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.pipeline import make_pipeline
+  from sklearn.preprocessing import StandardScaler
+
+  feats = attack_features(logits, labels, kind)
+  labels = np.asarray(labels)
+  member = np.asarray(member, bool)
+  models = {}
+  for c in np.unique(labels):
+    rows = labels == c
+    ys = member[rows]
+    if ys.all() or not ys.any():
+      models[int(c)] = float(ys.mean())
+      continue
+    clf = make_pipeline(StandardScaler(),
+                        LogisticRegression(max_iter=1000, random_state=seed))
+    models[int(c)] = clf.fit(feats[rows], ys)
+  return Attack(kind, models)
+
+
+def attack_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> dict:
+  """Balanced accuracy and AUC of "member" calls (score > 0.5), and the share of
+  members called member."""
+  from sklearn.metrics import roc_auc_score
+  member_scores = np.asarray(member_scores, np.float64)
+  nonmember_scores = np.asarray(nonmember_scores, np.float64)
+  tpr = float(np.mean(member_scores > 0.5))
+  tnr = float(np.mean(nonmember_scores <= 0.5))
+  y = np.r_[np.ones(member_scores.size), np.zeros(nonmember_scores.size)]
+  auc = float(roc_auc_score(y, np.r_[member_scores, nonmember_scores]))
+  return {"balanced_acc": 0.5 * (tpr + tnr), "auc": auc, "forget_member_rate": tpr}
+
+
+def loss_attack(member_loss: np.ndarray, nonmember_loss: np.ndarray, *, folds: int = 5,
+                seed: int = 0) -> dict:
+  """Loss-threshold attack: logistic regression on the per-example loss.
+
+  Cross-validated (stratified ``folds``-fold); reports the balanced accuracy and
+  AUC of the held-out predictions.
+  """
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+  from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+  x = np.log(np.r_[member_loss, nonmember_loss].astype(np.float64) + 1e-12)[:, None]
+  y = np.r_[np.ones(len(member_loss), int), np.zeros(len(nonmember_loss), int)]
+  folds = int(min(folds, len(member_loss), len(nonmember_loss)))
+  if folds < 2:
+    raise ConfigError("the loss attack needs at least 2 members and 2 non-members")
+  cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+  proba = cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
+  return {"balanced_acc": float(balanced_accuracy_score(y, proba > 0.5)),
+          "auc": float(roc_auc_score(y, proba))}
+
+
+# --- pipeline evaluator ----------------------------------------------------------
+
+
+def _cfg_seed(ctx) -> int:
+  return ctx.cfg.mia.seed if ctx.cfg.mia.seed >= 0 else ctx.cfg.seed
+
+
+def test_partition(ctx) -> tuple[np.ndarray, np.ndarray]:
+  """Test positions of the shadow pool and of the held-out evaluation part.
+
+  The target trains on every training image, so the shadow pool comes from
+  the test split; the rest of the test split is kept apart so the non-members
+  the target is judged on never helped fit the attack.
+  """
+  n_test = ctx.data.n_test
+  pool_n = pool_size(ctx.cfg, n_test)
+  perm = np.random.default_rng(_cfg_seed(ctx)).permutation(n_test)
+  return np.sort(perm[:pool_n]), perm[pool_n:]
+
+
+def pool_size(cfg, n_test: int) -> int:
+  """Number of test images in the shadow pool (``mia.pool_size``: fraction or count).
+
+  Raises:
+    ConfigError: the pool would have fewer than 4 images (2 in, 2 out per
+      shadow) or leave fewer than 2 held-out test images.
+  """
+  size = cfg.mia.pool_size
+  pool_n = int(round(size * n_test)) if size < 1 else int(size)
+  if pool_n < 4:
+    raise ConfigError(f"mia.pool_size {size} gives {pool_n} shadow-pool images; use at "
+                      "least 4 (a fraction < 1 of the test split or a count)")
+  if n_test - pool_n < 2:
+    raise ConfigError(
+        f"mia.pool_size {size} takes {pool_n} of {n_test} test images and leaves too few "
+        "held-out non-members; use a smaller mia.pool_size")
+  return pool_n
+
+
+def _shadow_stage(ctx, pool_idx: np.ndarray) -> tuple[str, dict]:
+  from jaxunlearn import pipeline, splits as splits_lib
+  m = ctx.cfg.mia
+  spec = {"original": pipeline.original_fingerprint(ctx.cfg, ctx.splits),
+          "num_shadows": m.num_shadows, "epochs": shadow_epochs(ctx.cfg),
+          "batch_size": ctx.cfg.train.batch_size, "seed": _cfg_seed(ctx),
+          "pool": "test", "pool_hash": splits_lib.index_hash(pool_idx)}
+  return f"shadows-{pipeline._hash(spec)}", spec
+
+
+def shadow_epochs(cfg) -> int:
+  return cfg.mia.shadow_epochs or cfg.train.epochs
+
+
+def get_shadows(ctx, pool_idx: np.ndarray) -> tuple[Shadows, bool, str]:
+  """Trains the shadows on the pool, or restores them from ``checkpoints/shadows-<hash>``.
+
+  Returns ``(shadows, reused, stage)``.
+  """
+  from jaxunlearn import checkpoint
+  stage, spec = _shadow_stage(ctx, pool_idx)
+  path = ctx.workdir / "checkpoints" / stage
+  cfg, m = ctx.cfg, ctx.cfg.mia
+  n_in = pool_idx.size // 2
+  epochs = shadow_epochs(cfg)
+  steps = epochs * max(1, n_in // min(cfg.train.batch_size, n_in))
+  optimizer = train_lib.make_optimizer(cfg.train, steps)
+  key = jax.random.key(_cfg_seed(ctx), impl="rbg")   # rbg: much faster init compile on CPU
+  if checkpoint.exists(path):
+    target = jax.eval_shape(lambda k: jax.vmap(lambda kk: train_lib.init_state(
+        ctx.model, optimizer, kk, ctx.data.input_shape))(jax.random.split(k, m.num_shadows)), key)
+    variables, meta = checkpoint.restore(path, {"params": target.params,
+                                                "batch_stats": target.batch_stats})
+    shadows = Shadows(variables["params"], variables.get("batch_stats") or {},
+                      np.asarray(meta["in_idx"], np.int32), np.asarray(meta["losses"]),
+                      meta["time_s"], meta["compile_s"])
+    return shadows, True, stage
+  in_idx = shadow_in_indices(_cfg_seed(ctx), m.num_shadows, pool_idx.size)
+  if cfg.report.progress:
+    import sys
+    print(f"   shadows: training {m.num_shadows} models of {n_in} images, {epochs} epochs, "
+          f"under one vmap ({resolve_driver(m.shadow_driver)} driver)", file=sys.stderr)
+  shadows = train_shadows(ctx.model, optimizer, ctx.data.input_shape,
+                          ctx.data.x_test[pool_idx], ctx.data.y_test[pool_idx], in_idx, key,
+                          epochs=epochs, batch_size=cfg.train.batch_size,
+                          driver=m.shadow_driver, progress=cfg.report.progress)
+  meta = {"stage": stage, "time_s": shadows.time_s, "compile_s": shadows.compile_s,
+          "driver": resolve_driver(m.shadow_driver), "in_idx": shadows.in_idx.tolist(),
+          "pool_idx": pool_idx.tolist(), "losses": shadows.losses.tolist(), **spec}
+  checkpoint.save(path, {"params": shadows.params, "batch_stats": shadows.batch_stats}, meta)
+  return shadows, False, stage
+
+
+@evaluate_lib.register("mia")
+def evaluate(ctx) -> dict:
+  """The ``mia`` evaluator: shadow attack and loss attack on every trained model.
+
+  Returns ``{"mia": {model: {figure: value}, ...facts}}``. Unprefixed figures
+  (``balanced_acc``, ``auc``, ``forget_member_rate``) use the first feature set
+  of ``mia.features``; the others are prefixed with their name, and the loss
+  attack with ``loss_lr.``.
+  """
+  cfg, m = ctx.cfg, ctx.cfg.mia
+  seed = _cfg_seed(ctx)
+  pool_idx, holdout_idx = test_partition(ctx)
+  shadows, reused, stage = get_shadows(ctx, pool_idx)
+  x_pool, y_pool = ctx.data.x_test[pool_idx], ctx.data.y_test[pool_idx]
+  s_logits = shadow_logits(ctx.model, shadows.params, shadows.batch_stats, x_pool,
+                           cfg.eval.batch_size)
+  mask = shadows.in_mask(pool_idx.size)
+  shadow_acc = [float(np.mean(np.argmax(s_logits[k][~mask[k]], -1) == y_pool[~mask[k]]))
+                for k in range(shadows.num_shadows)]
+  flat_logits = s_logits.reshape(-1, s_logits.shape[-1])
+  flat_labels = np.tile(y_pool, shadows.num_shadows)
+  attacks = {kind: fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind, seed=seed)
+             for kind in m.features}
+
+  # Equal numbers of members (D_f) and held-out non-members.
+  rng = np.random.default_rng(seed + 1)
+  n = min(ctx.splits.n_forget, holdout_idx.size)
+  member_pos = np.sort(rng.permutation(ctx.splits.n_forget)[:n])
+  nonmember_idx = holdout_idx[:n]
+  y_member = ctx.y_train[ctx.splits.forget_idx][member_pos]
+  y_nonmember = ctx.data.y_test[nonmember_idx]
+
+  out = {}
+  for name, logits in evaluate_lib.context_logits(ctx).items():
+    lm, ln = logits["forget"][member_pos], logits["test"][nonmember_idx]
+    row = {}
+    for i, (kind, attack) in enumerate(attacks.items()):
+      figs = attack_metrics(attack.score(lm, y_member), attack.score(ln, y_nonmember))
+      row.update({(k if i == 0 else f"{kind}.{k}"): v for k, v in figs.items()})
+    loss = loss_attack(evaluate_lib.per_example_loss(lm, y_member),
+                       evaluate_lib.per_example_loss(ln, y_nonmember),
+                       folds=m.loss_attack_folds, seed=seed)
+    row.update({f"loss_lr.{k}": v for k, v in loss.items()})
+    out[name] = row
+  out.update({
+      "features": ", ".join(f"{k} (unprefixed)" if i == 0 else k
+                            for i, k in enumerate(m.features)),
+      "shadow_pool": (f"test split: {pool_idx.size} of {ctx.data.n_test} test images "
+                      "(the target trained on every training image); the other "
+                      f"{holdout_idx.size} are held out for non-members"),
+      "n_members": int(n), "n_nonmembers": int(n),
+      "num_shadows": shadows.num_shadows, "shadow_epochs": shadow_epochs(cfg),
+      "shadow_train_size": int(shadows.in_idx.shape[1]),
+      "shadow_test_acc_mean": float(np.mean(shadow_acc)),
+      "shadow_test_acc_min": float(np.min(shadow_acc)),
+      "shadow_train_s": float(shadows.time_s), "shadow_compile_s": float(shadows.compile_s),
+      "shadows_reused": reused, "shadow_stage": stage,
+  })
+  backdoor = cfg.get("backdoor")
+  if backdoor is not None and backdoor.get("enabled", False):
+    out["note"] = ("D_f is poisoned (trigger on, labelled as the target class): features that "
+                   "use the label (logit_conf, unsorted, the loss) measure agreement with the "
+                   "poisoned label, which a model that never saw D_f lacks, so they can fall "
+                   "far below 0.5 there")
+  return {"mia": out}
