@@ -15,10 +15,12 @@ USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR "
          "[--config.FIELD=VALUE ...]")
 
 
-def _define_flags() -> flags.FlagValues:
+def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
   fv = flags.FlagValues()
+  # sys_argv: the override flags (--config.x=...) are found in these arguments,
+  # not in sys.argv, so main(argv) also works when called from Python.
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", flag_values=fv,
-                                  lock_config=True)
+                                  lock_config=True, sys_argv=flag_argv)
   flags.DEFINE_string("workdir", None, "Work directory for checkpoints and results.",
                       flag_values=fv)
   return fv
@@ -33,9 +35,10 @@ def main(argv=None) -> int:
   if command != "run":
     print(f"jaxunlearn: unknown command {command!r}; {USAGE}", file=sys.stderr)
     return 2
-  fv = _define_flags()
+  flag_argv = [argv[0], *argv[2:]]
+  fv = _define_flags(flag_argv)
   try:
-    fv([argv[0], *argv[2:]])
+    fv(flag_argv)
   except flags.Error as e:
     msg = " ".join(str(e).split())
     print(f"jaxunlearn: bad flags: {msg}", file=sys.stderr)
