@@ -39,18 +39,33 @@ def main(argv=None) -> int:
   fv = _define_flags(flag_argv)
   try:
     fv(flag_argv)
+    config = fv.config
+    if config is not None:
+      config.to_dict()  # A config file that failed to load raises only when read.
   except flags.Error as e:
-    msg = " ".join(str(e).split())
-    print(f"jaxunlearn: bad flags: {msg}", file=sys.stderr)
+    print(f"jaxunlearn: bad flags: {_last_line(e)}", file=sys.stderr)
     return 2
-  if fv.config is None or fv.workdir is None:
+  except AttributeError as e:
+    # A locked ConfigDict refuses --config.X=... for a field it lacks.
+    key = str(e).strip("\"'")
+    given = [a.split("=")[0] for a in flag_argv if a.startswith("--config.")]
+    named = [a for a in given if key in a.split(".")[1:]] or [key]
+    print(f"jaxunlearn: bad flags: unknown config field {named[0]!r}; see "
+          "jaxunlearn/config.py for the valid fields", file=sys.stderr)
+    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    # The config file is user code: it may fail to be found, parsed or run.
+    print(f"jaxunlearn: cannot load the config file: {type(e).__name__}: {_last_line(e)}",
+          file=sys.stderr)
+    return 2
+  if config is None or fv.workdir is None:
     print(f"jaxunlearn: --config and --workdir are required; {USAGE}", file=sys.stderr)
     return 2
 
   from jaxunlearn import pipeline
   from jaxunlearn.errors import JaxUnlearnError
   try:
-    results = pipeline.run(fv.config, fv.workdir)
+    results = pipeline.run(config, fv.workdir)
   except JaxUnlearnError as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
@@ -61,6 +76,12 @@ def main(argv=None) -> int:
   print(summary_line(results))
   print(f"results: {fv.workdir}/results.json, {fv.workdir}/results.md")
   return 0
+
+
+def _last_line(error: BaseException) -> str:
+  """The gist of a message that may embed a traceback: its last non-empty line."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return " ".join(lines[-1:]) or type(error).__name__
 
 
 def summary_line(r: dict) -> str:
