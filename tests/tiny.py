@@ -123,3 +123,48 @@ FIGURE_KEYS = ("setting", "dataset", "model", "seed", "n_train", "n_test", "n_fo
 def figures(results: dict) -> dict:
   """The parts of ``results.json`` that must not depend on timing or the host."""
   return {k: results[k] for k in FIGURE_KEYS if k in results}
+
+
+_TMP_ROOT = None
+
+
+def scratch_dir(name: str) -> Path:
+  """A fresh directory under a per-process temp root removed at exit."""
+  global _TMP_ROOT
+  if _TMP_ROOT is None:
+    import atexit
+    import shutil
+    import tempfile
+    _TMP_ROOT = Path(tempfile.mkdtemp(prefix="jaxunlearn-tests-"))
+    atexit.register(shutil.rmtree, _TMP_ROOT, True)
+  path = _TMP_ROOT / name
+  path.mkdir(parents=True)
+  return path
+
+
+_FINISHED = {}
+
+
+def finished_run(seed: int = 0):
+  """A finished in-process ``pipeline.run`` of the tiny config, made once per process.
+
+  Returns ``(npz_path, workdir, results)``. Callers must not modify ``workdir``
+  (copy it with ``shutil.copytree`` first).
+  """
+  if seed not in _FINISHED:
+    from jaxunlearn import pipeline
+    root = scratch_dir(f"finished-{seed}")
+    npz = write_npz(root / "tiny.npz")
+    workdir = root / "work"
+    results = pipeline.run(config(npz, seed=seed), workdir)
+    _FINISHED[seed] = (npz, workdir, results)
+  return _FINISHED[seed]
+
+
+def stage_dirs(workdir) -> dict:
+  """``{model name: checkpoint dir}`` of the stages in ``workdir/checkpoints``."""
+  root = Path(workdir) / "checkpoints"
+  out = {}
+  for d in sorted(root.iterdir()) if root.is_dir() else ():
+    out[d.name.split("-")[0]] = d
+  return out
