@@ -121,8 +121,15 @@ FIGURE_KEYS = ("setting", "dataset", "model", "seed", "n_train", "n_test", "n_fo
 
 
 def figures(results: dict) -> dict:
-  """The parts of ``results.json`` that must not depend on timing or the host."""
-  return {k: results[k] for k in FIGURE_KEYS if k in results}
+  """The parts of ``results.json`` that must not depend on timing, host or data path."""
+  import json
+  # Through JSON, so an in-process result (tuples) compares with a file (lists).
+  results = json.loads(json.dumps(results))
+  out = {k: results[k] for k in FIGURE_KEYS if k in results}
+  out.pop("dataset", None)
+  if "config" in out:
+    out["config"] = {k: v for k, v in out["config"].items() if k != "dataset"}
+  return out
 
 
 _TMP_ROOT = None
