@@ -69,8 +69,10 @@ def config(npz_path, **overrides):
 
 def cli_args(npz_path, workdir, *extra) -> list[str]:
   """Arguments of ``jaxunlearn run`` on the tiny config (without the program name)."""
-  return ["run", f"--config={CONFIG}", f"--workdir={workdir}",
-          f"--config.dataset=npz:{npz_path}", *extra]
+  # --config must come before any --config.* override.
+  configs = [a for a in extra if a.startswith("--config=")] or [f"--config={CONFIG}"]
+  rest = [a for a in extra if not a.startswith("--config=")]
+  return ["run", *configs, f"--workdir={workdir}", f"--config.dataset=npz:{npz_path}", *rest]
 
 
 def cli_command() -> list[str]:
