@@ -388,6 +388,42 @@ def test_fuzz_from_arrays(x_train, y_train, x_test, y_test, num_classes):
   assert ds.num_classes >= 2
 
 
+@st.composite
+def _near_valid_datasets(draw):
+  """Consistent shapes, so most draws reach the value checks (NaN, labels, ...)."""
+  n_train, n_test = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+  example = draw(st.sampled_from([(3,), (2, 2), (2, 2, 1)]))
+  x_dtype = draw(st.sampled_from([np.uint8, np.int32, np.float32, np.float64]))
+  y_dtype = draw(st.sampled_from([np.int64, np.uint8, np.float64]))
+  x = [draw(hnp.arrays(x_dtype, (n, *example))) for n in (n_train, n_test)]
+  labels = {np.int64: st.integers(-1, 4), np.uint8: st.integers(0, 4),
+            np.float64: st.floats(-1, 4.5) | st.sampled_from([np.nan, np.inf, 2.0])}[y_dtype]
+  y = [draw(hnp.arrays(y_dtype, (n,), elements=labels)) for n in (n_train, n_test)]
+  return x[0], y[0], x[1], y[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays=_near_valid_datasets(), num_classes=st.one_of(st.none(), st.integers(1, 6)))
+def test_fuzz_from_arrays_values(arrays, num_classes):
+  x_train, y_train, x_test, y_test = arrays
+  try:
+    ds = data.from_arrays(x_train, y_train, x_test, y_test, num_classes=num_classes)
+  except DataError:
+    with np.errstate(over="ignore", invalid="ignore"):
+      xs_finite = all(np.all(np.isfinite(np.asarray(x, np.float32))) for x in (x_train, x_test))
+    ys = np.concatenate([y_train, y_test]).astype(np.float64)
+    ys_ok = np.all(np.isfinite(ys)) and np.all(ys == np.round(ys)) and ys.min() >= 0
+    k = num_classes if num_classes is not None else (int(ys.max()) + 1 if ys_ok else 0)
+    assert not (xs_finite and ys_ok and k >= 2 and ys.max() < k), "valid arrays refused"
+    return
+  assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
+  np.testing.assert_array_equal(ds.y_train, y_train)
+  assert ds.y_train.max() < ds.num_classes and ds.y_test.max() < ds.num_classes
+  if np.asarray(x_train).dtype == np.uint8:
+    np.testing.assert_allclose(ds.x_train, np.asarray(x_train).reshape(ds.x_train.shape) / 255.0,
+                               rtol=1e-6)
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(st.lists(st.one_of(st.floats(), st.integers(-3, 300), st.text(max_size=1)),
                               max_size=3), max_size=4))
