@@ -15,12 +15,12 @@ USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR "
          "[--config.FIELD=VALUE ...]")
 
 
-def _define_flags(argv) -> flags.FlagValues:
+def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
   fv = flags.FlagValues()
-  # sys_argv: the override flags (--config.x.y) are found in argv, not sys.argv,
-  # so main() can be called in-process with its own arguments.
+  # sys_argv: the override flags (--config.x=...) are found in these arguments,
+  # not in sys.argv, so main(argv) also works when called from Python.
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", flag_values=fv,
-                                  lock_config=True, sys_argv=argv)
+                                  lock_config=True, sys_argv=flag_argv)
   flags.DEFINE_string("workdir", None, "Work directory for checkpoints and results.",
                       flag_values=fv)
   return fv
@@ -39,33 +39,33 @@ def main(argv=None) -> int:
   fv = _define_flags(flag_argv)
   try:
     fv(flag_argv)
+    config = fv.config
+    if config is not None:
+      config.to_dict()  # A config file that failed to load raises only when read.
   except flags.Error as e:
-    print(f"jaxunlearn: bad flags: {_one_line(e)}", file=sys.stderr)
+    print(f"jaxunlearn: bad flags: {_last_line(e)}", file=sys.stderr)
     return 2
-  except (KeyError, AttributeError) as e:
-    # ml_collections raises these for an override of a field the config lacks.
-    print(f"jaxunlearn: error: unknown config field {_one_line(e)} in an override; "
-          "see jaxunlearn/config.py for the valid fields", file=sys.stderr)
+  except AttributeError as e:
+    # A locked ConfigDict refuses --config.X=... for a field it lacks.
+    key = str(e).strip("\"'")
+    given = [a.split("=")[0] for a in flag_argv if a.startswith("--config.")]
+    named = [a for a in given if key in a.split(".")[1:]] or [key]
+    print(f"jaxunlearn: bad flags: unknown config field {named[0]!r}; see "
+          "jaxunlearn/config.py for the valid fields", file=sys.stderr)
     return 2
-  except Exception as e:  # a config file that fails to import or to build
-    print(f"jaxunlearn: error: cannot load the config: {type(e).__name__}: {_one_line(e)}",
+  except Exception as e:  # pylint: disable=broad-except
+    # The config file is user code: it may fail to be found, parsed or run.
+    print(f"jaxunlearn: cannot load the config file: {type(e).__name__}: {_last_line(e)}",
           file=sys.stderr)
     return 2
-  try:
-    if fv["config"].value is not None:
-      fv.config.keys()  # a config file that failed to load raises only when used
-  except OSError as e:
-    reason = str(e).strip().splitlines()[-1].strip()
-    print(f"jaxunlearn: error: cannot load the config file: {reason}", file=sys.stderr)
-    return 2
-  if fv.config is None or fv.workdir is None:
+  if config is None or fv.workdir is None:
     print(f"jaxunlearn: --config and --workdir are required; {USAGE}", file=sys.stderr)
     return 2
 
   from jaxunlearn import pipeline
   from jaxunlearn.errors import JaxUnlearnError
   try:
-    results = pipeline.run(fv.config, fv.workdir)
+    results = pipeline.run(config, fv.workdir)
   except JaxUnlearnError as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
@@ -78,8 +78,10 @@ def main(argv=None) -> int:
   return 0
 
 
-def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).strip("'\"").split())
+def _last_line(error: BaseException) -> str:
+  """The gist of a message that may embed a traceback: its last non-empty line."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return " ".join(lines[-1:]) or type(error).__name__
 
 
 def summary_line(r: dict) -> str:
@@ -88,11 +90,6 @@ def summary_line(r: dict) -> str:
            for name in ("original", "retrain", "reference", "unlearned") if name in m]
   if "speedup" in r:
     parts.append(f"speedup={r['speedup']:.2f}x (reused reference: {r['speedup_amortized']:.1f}x)")
-  for section, figure in (("mia", "balanced_acc"), ("backdoor", "attack_success")):
-    if section in r:
-      values = [f"{name}={r[section][name][figure]:.3f}"
-                for name in ("original", "retrain", "unlearned") if name in r[section]]
-      parts.append(f"{section} {figure}: {' '.join(values)}")
   return "; ".join(parts)
 
 

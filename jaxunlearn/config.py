@@ -7,6 +7,8 @@ of range with a :class:`ConfigError` that names the field.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from jaxunlearn.errors import ConfigError
@@ -154,6 +156,18 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not ok:
       raise ConfigError(f"config field '{name}' must be {type(default).__name__}, "
                         f"got {value!r} ({type(value).__name__})")
+  for name, value in _flat_keys(cfg):
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"config field '{name}' must be a finite number, got {value}")
+  if cfg.seed < 0:
+    raise ConfigError(f"config field 'seed' must be >= 0, got {cfg.seed}")
+  if cfg.forget.seed < -1:
+    raise ConfigError(f"config field 'forget.seed' must be >= 0 (or -1 to use 'seed'), "
+                      f"got {cfg.forget.seed}")
+  if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+             for c in cfg.forget.classes):
+    raise ConfigError(f"config field 'forget.classes' must hold class ids (integers >= 0), "
+                      f"got {tuple(cfg.forget.classes)!r}; e.g. --config.forget.classes='(3,)'")
   for name in _POSITIVE_INTS:
     if _get(cfg, name) < 1:
       raise ConfigError(f"config field '{name}' must be a positive integer, got {_get(cfg, name)}")
@@ -166,10 +180,13 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 < cfg.unlearn.lam <= 1.0:
     raise ConfigError(f"unlearn.lam must be in (0, 1], got {cfg.unlearn.lam}; "
                       "e.g. --config.unlearn.lam=0.01")
-  if cfg.forget.mode == "random" and not cfg.forget.size and not 0.0 < cfg.forget.fraction < 1.0:
+  if not 0.0 < cfg.forget.fraction < 1.0:
     raise ConfigError(f"forget.fraction must be in (0, 1), got {cfg.forget.fraction}")
   if cfg.reference.size <= 0:
     raise ConfigError(f"reference.size must be > 0 (a fraction < 1 or a count), got {cfg.reference.size}")
+  if cfg.reference.size >= 1 and cfg.reference.size != int(cfg.reference.size):
+    raise ConfigError(f"reference.size {cfg.reference.size} is neither a fraction < 1 nor a "
+                      "whole count; e.g. 0.1 or 400")
   if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
     raise ConfigError("learning rates must be > 0")
   _validate_evaluators(cfg)

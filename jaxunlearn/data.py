@@ -232,9 +232,20 @@ def from_arrays(
   )
 
 
+def _as_array(key: str, a: Any) -> np.ndarray:
+  """``np.asarray`` with its errors (ragged nesting, odd objects) as DataError."""
+  try:
+    return np.asarray(a)
+  except (ValueError, TypeError, OverflowError) as e:
+    raise DataError(
+        f"{key} cannot be read as one numeric array ({e}); pass a numpy array "
+        "whose examples all have the same shape"
+    ) from None
+
+
 def _check_inputs(key: str, x: Any) -> np.ndarray:
   """Validates one input array and returns it as a new float32 array."""
-  x = np.asarray(x)
+  x = _as_array(key, x)
   if x.dtype.kind not in "iuf":
     raise DataError(
         f"{key} has dtype {x.dtype}, which is not a real number type; "
@@ -272,7 +283,7 @@ def _check_inputs(key: str, x: Any) -> np.ndarray:
 
 def _check_labels(key: str, y: Any) -> np.ndarray:
   """Validates one label array and returns it as int64."""
-  y = np.asarray(y)
+  y = _as_array(key, y)
   if y.dtype.kind not in "iuf":
     raise DataError(
         f"{key} has dtype {y.dtype}; labels must be integers 0..K-1, so "
@@ -294,7 +305,8 @@ def _check_labels(key: str, y: Any) -> np.ndarray:
           "class ids 0..K-1, e.g. convert with y.astype(int) if they are "
           "rounded already"
       )
-    if y.min() < np.iinfo(np.int64).min or y.max() > np.iinfo(np.int64).max:
+    # 2.0**63 itself compares equal to float(int64 max), so test with >=.
+    if y.min() < -(2.0**63) or y.max() >= 2.0**63:
       raise DataError(
           f"{key} holds labels too large for an integer; labels must be "
           "class ids 0..K-1"

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +33,7 @@ import numpy as np
 from jaxunlearn import checkpoint, config as config_lib, data as data_lib, evaluate
 from jaxunlearn import models, parallel, report, splits as splits_lib, train as train_lib
 from jaxunlearn import unlearn as unlearn_lib
-from jaxunlearn.errors import WorkdirError
+from jaxunlearn.errors import DataError, JaxUnlearnError, SplitError, WorkdirError
 
 MODEL_NAMES = ("original", "retrain", "reference", "unlearned")
 
@@ -87,8 +88,12 @@ def check_workdir(workdir: Path, fingerprint: dict) -> None:
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
   probe = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise WorkdirError(f"work directory {workdir} is not writable; choose another --workdir")
+  if not probe.is_dir():
+    raise WorkdirError(f"work directory {workdir} cannot be created: {probe} is a file; "
+                       "choose another --workdir")
+  if not _can_write(probe):
+    raise WorkdirError(f"work directory {workdir} is not writable ({probe} refuses new files); "
+                       "choose another --workdir")
   run_file = workdir / "run.json"
   if run_file.exists():
     try:
@@ -100,6 +105,23 @@ def check_workdir(workdir: Path, fingerprint: dict) -> None:
       raise WorkdirError(
           f"work directory {workdir} holds a run of a different config (differs in: "
           f"{', '.join(diff)}); use a new --workdir")
+
+
+def _can_write(directory: Path) -> bool:
+  """Whether a file can be created in ``directory``, by trying it.
+
+  ``os.access`` alone is not enough: it answers for the real user id, so it
+  says yes to root (and to a process whose effective user differs) where a
+  write would still fail.
+  """
+  if not os.access(directory, os.W_OK | os.X_OK):
+    return False
+  try:
+    with tempfile.TemporaryFile(dir=directory, prefix=".jaxunlearn-probe-"):
+      pass
+  except OSError:
+    return False
+  return True
 
 
 def build_context(cfg, workdir) -> Context:
@@ -117,6 +139,9 @@ def build_context(cfg, workdir) -> Context:
   mesh = parallel.make_mesh()
   parallel.check_batch_size(min(cfg.train.batch_size, splits.reference_idx.size), mesh,
                             "train.batch_size")
+  # Looked up now, not after hours of training, so a typo leaves the workdir as it was.
+  unlearn_lib.get_method(cfg.unlearn.method)
+  check_model_input(model, cfg.model, data.input_shape)
   x_train, y_train = data.x_train, data.y_train
   if cfg.get("backdoor") is not None and cfg.backdoor.get("enabled", False):
     from jaxunlearn import backdoor
@@ -128,6 +153,20 @@ def build_context(cfg, workdir) -> Context:
   check_workdir(workdir, original_fingerprint(cfg, splits))
   return Context(cfg=cfg, workdir=workdir, data=data, x_train=x_train, y_train=y_train,
                  splits=splits, model=model, mesh=mesh, key=jax.random.key(cfg.seed))
+
+
+def check_model_input(model, name: str, input_shape) -> None:
+  """Raises DataError unless ``model`` can be initialised on inputs of ``input_shape``."""
+  try:
+    jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False),
+                   jax.random.key(0))
+  except JaxUnlearnError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Flax / XLA shape errors are long and of many types; report one line.
+    raise DataError(f"model '{name}' cannot take inputs of shape {tuple(input_shape)} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "choose a model that fits the dataset") from e
 
 
 def _ckpt_dir(ctx: Context, stage: str) -> Path:
@@ -192,20 +231,29 @@ def find_reference(ctx: Context) -> str | None:
 
 
 def reference_stage(ctx: Context, key) -> Trained:
+  own_stage = f"reference-{splits_lib.index_hash(ctx.splits.reference_idx)}"
   if ctx.cfg.reference.reuse:
     found = find_reference(ctx)
     if found is not None:
       ref_idx = np.asarray(checkpoint.metadata(_ckpt_dir(ctx, found))["reference_idx"])
       ctx.splits = splits_lib.check_splits(
           dataclasses.replace(ctx.splits, reference_idx=ref_idx), ctx.data.n_train)
-      trained = _restore(ctx, found, reused=True)
-      return trained
+      _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
+      # Finding this request's own reference (a resumed or repeated run) is not reuse.
+      return _restore(ctx, found, reused=found != own_stage)
   ref_idx = ctx.splits.reference_idx
-  stage = f"reference-{splits_lib.index_hash(ref_idx)}"
-  # Asserted again here: the reference model must never see D_f.
-  assert not np.intersect1d(ref_idx, ctx.splits.forget_idx).size
+  stage = own_stage
+  # Checked again here, not with `assert` (stripped by python -O): the
+  # reference model must never see D_f.
+  _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
   return train_stage(ctx, stage, ref_idx, epochs=ctx.cfg.reference.epochs, key=key,
                      extra_meta={"reference_idx": ref_idx.tolist()})
+
+
+def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
+  if np.intersect1d(reference_idx, forget_idx).size:
+    raise SplitError("the reference subset touches the forget set; the reference model must "
+                     "never see D_f")
 
 
 def unlearn_stage(ctx: Context, original: Trained, reference: Trained, key) -> Trained:

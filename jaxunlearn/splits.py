@@ -36,41 +36,70 @@ def index_hash(idx) -> str:
 
 
 def validate_indices(idx, n: int, what: str) -> np.ndarray:
-  """Checks an index list: integers, non-empty, in ``[0, n)``, no duplicates."""
-  arr = np.asarray(idx)
+  """Checks an index list: integers, non-empty, in ``[0, n)``, no duplicates.
+
+  Returns:
+    The indices, sorted, as int64.
+
+  Raises:
+    SplitError: naming what is wrong (never another exception type).
+  """
+  try:
+    arr = np.asarray(idx)
+  except (ValueError, TypeError, OverflowError):
+    raise SplitError(f"{what} must be a flat list of integers") from None
   if arr.ndim != 1:
     raise SplitError(f"{what} must be a 1-D list of indices, got shape {arr.shape}")
   if arr.size == 0:
     raise SplitError(f"{what} is empty; give at least one index")
+  if arr.dtype.kind == "O" and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in arr):
+    # Python ints too large for int64 end up in an object array.
+    bad = [int(v) for v in arr if not 0 <= v < n]
+    if bad:
+      raise SplitError(f"{what} has {len(bad)} index(es) outside [0, {n}), e.g. {bad[0]}; "
+                       f"the training set has {n} examples")
+    arr = arr.astype(np.int64)
   if arr.dtype.kind == "f":
     if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
       raise SplitError(f"{what} holds non-integer values; give whole numbers")
   elif arr.dtype.kind not in "iu":
     raise SplitError(f"{what} must hold integers, got dtype {arr.dtype}")
-  arr = arr.astype(np.int64)
+  # Range first, in the original dtype: casting huge values to int64 would wrap.
   bad = arr[(arr < 0) | (arr >= n)]
   if bad.size:
-    raise SplitError(f"{what} has {bad.size} index(es) outside [0, {n}), e.g. {int(bad[0])}; "
+    first = int(bad[0]) if arr.dtype.kind in "iu" else float(bad[0])
+    raise SplitError(f"{what} has {bad.size} index(es) outside [0, {n}), e.g. {first}; "
                      f"the training set has {n} examples")
+  arr = arr.astype(np.int64)
   uniq, counts = np.unique(arr, return_counts=True)
   if uniq.size != arr.size:
     raise SplitError(f"{what} has duplicate indices, e.g. {int(uniq[counts > 1][0])}")
-  return np.sort(arr)
+  return uniq
 
 
 def read_index_file(path: str, n: int) -> np.ndarray:
   """Reads forget indices from ``.npy`` or a text file (whitespace/comma separated)."""
   if not os.path.isfile(path):
     raise SplitError(f"forget index file {path!r} does not exist")
-  try:
-    if path.endswith(".npy"):
+  if path.endswith(".npy"):
+    try:
       arr = np.load(path, allow_pickle=False)
-    else:
-      with open(path) as f:
+    except Exception as e:  # pylint: disable=broad-except
+      # numpy raises ValueError, OSError, EOFError, ... for a damaged file.
+      raise SplitError(f"cannot read forget index file {path!r} as .npy "
+                       f"({type(e).__name__}: {e}); write it with numpy.save") from None
+  else:
+    try:
+      with open(path, encoding="utf-8") as f:
         tokens = f.read().replace(",", " ").split()
-      arr = np.array([int(t) for t in tokens], np.int64)
-  except ValueError as e:
-    raise SplitError(f"forget index file {path!r} must hold integers only ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+      raise SplitError(f"cannot read forget index file {path!r} as text ({e}); give one "
+                       "integer per line or a .npy file") from None
+    try:
+      arr = [int(t) for t in tokens]
+    except ValueError as e:
+      raise SplitError(f"forget index file {path!r} must hold integers only ({e})") from None
   return validate_indices(arr, n, f"forget index file {path!r}")
 
 
