@@ -90,6 +90,11 @@ def summary_line(r: dict) -> str:
            for name in ("original", "retrain", "reference", "unlearned") if name in m]
   if "speedup" in r:
     parts.append(f"speedup={r['speedup']:.2f}x (reused reference: {r['speedup_amortized']:.1f}x)")
+  for section, figure in (("mia", "balanced_acc"), ("backdoor", "attack_success")):
+    if section in r:
+      values = [f"{name}={r[section][name][figure]:.3f}"
+                for name in ("original", "retrain", "unlearned") if name in r[section]]
+      parts.append(f"{section} {figure}: {' '.join(values)}")
   return "; ".join(parts)
 
 
