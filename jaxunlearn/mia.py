@@ -343,7 +343,7 @@ def _cfg_seed(ctx) -> int:
   return ctx.cfg.mia.seed if ctx.cfg.mia.seed >= 0 else ctx.cfg.seed
 
 
-def test_partition(ctx) -> tuple[np.ndarray, np.ndarray]:
+def split_test_set(ctx) -> tuple[np.ndarray, np.ndarray]:
   """Test positions of the shadow pool and of the held-out evaluation part.
 
   The target trains on every training image, so the shadow pool comes from
@@ -439,7 +439,7 @@ def evaluate(ctx) -> dict:
   """
   cfg, m = ctx.cfg, ctx.cfg.mia
   seed = _cfg_seed(ctx)
-  pool_idx, holdout_idx = test_partition(ctx)
+  pool_idx, holdout_idx = split_test_set(ctx)
   shadows, reused, stage = get_shadows(ctx, pool_idx)
   x_pool, y_pool = ctx.data.x_test[pool_idx], ctx.data.y_test[pool_idx]
   s_logits = shadow_logits(ctx.model, shadows.params, shadows.batch_stats, x_pool,

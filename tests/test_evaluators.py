@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxunlearn import config as config_lib, evaluate, pipeline
+from jaxunlearn import config as config_lib, evaluate, mia, pipeline
 from jaxunlearn.errors import ConfigError
 
 
@@ -59,6 +59,7 @@ def test_registry_and_names():
     assert callable(evaluate.get_evaluator(name))
   with pytest.raises(ConfigError, match="unknown evaluator 'lira'"):
     evaluate.get_evaluator("lira")
+  assert config_lib.MIA_FEATURES == mia.FEATURES
   c = config_lib.base_config()
   assert evaluate.evaluator_names(c) == ["mia", "distributions"]
   c.backdoor.enabled = True
