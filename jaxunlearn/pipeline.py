@@ -114,8 +114,12 @@ def build_context(cfg, workdir) -> Context:
       size=cfg.forget.size, index_file=cfg.forget.index_file, classes=tuple(cfg.forget.classes),
       reference_size=config_lib.resolve_size(cfg.reference.size, n))
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(min(cfg.train.batch_size, splits.reference_idx.size), mesh,
-                            "train.batch_size")
+  # Every batch must divide over the devices; checked here, before any write.
+  for size in (n, splits.remain_idx.size, splits.reference_idx.size):
+    parallel.check_batch_size(min(cfg.train.batch_size, size), mesh, "train.batch_size")
+  parallel.check_batch_size(min(cfg.unlearn.forget_batch_size, splits.n_forget), mesh,
+                            "unlearn.forget_batch_size")
+  parallel.check_batch_size(cfg.unlearn.remain_batch_size, mesh, "unlearn.remain_batch_size")
   x_train, y_train = data.x_train, data.y_train
   if cfg.get("backdoor") is not None and cfg.backdoor.get("enabled", False):
     from jaxunlearn import backdoor
