@@ -4,6 +4,9 @@ Run by tests/test_parallel.py in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set
 before JAX starts, and the rest of the suite runs on one device). Every
 sharded result is compared with the same computation on one device.
+
+Usage: sharding_checks.py REFERENCE_NPZ: the one-device results are also
+saved there, for the two-process checks to compare against.
 """
 
 import json
@@ -42,35 +45,44 @@ def compiled_step(mesh):
           "per_device_rows": f"f32[{sp.BATCH // mesh.devices.size},16]" in hlo}
 
 
-def main():
+def main(reference_path: str):
   n = jax.device_count()
   mesh = parallel.make_mesh()
+  one_device = parallel.make_mesh(jax.devices()[:1])
   out = {"device_count": n}
+  reference = {}
+
+  def keep(name, tree):
+    for i, leaf in enumerate(jax.tree.leaves(tree)):
+      reference[f"{name}_{i}"] = np.asarray(leaf)
 
   # One single-device run is the reference for both drivers (they take the
   # same steps in the same order).
-  single = sp.fit(None, "loop")
+  fit_single = sp.fit(None, "loop")
+  keep("fit", fit_single.state.params)
   for driver in ("loop", "scan"):
     sharded = sp.fit(mesh, driver)
-    out[f"fit_{driver}"] = {"diff": sp.max_abs_diff(sharded.state.params, single.state.params),
-                            "loss": [h["loss"] for h in sharded.history],
-                            "loss_single": [h["loss"] for h in single.history],
-                            **sharding_info(sharded.state)}
+    out[f"fit_{driver}"] = {
+        "diff": sp.max_abs_diff(sharded.state.params, fit_single.state.params),
+        "loss": [h["loss"] for h in sharded.history],
+        "loss_single": [h["loss"] for h in fit_single.history],
+        **sharding_info(sharded.state)}
   out["step_sharded"] = compiled_step(mesh)
-  out["step_single"] = compiled_step(parallel.make_mesh(jax.devices()[:1]))
+  out["step_single"] = compiled_step(one_device)
 
   sharded, single = sp.unlearn_run(mesh), sp.unlearn_run(None)
+  keep("unlearn", single.params)
+  reference["unlearn_kl"] = np.asarray([h["kl_forget"] for h in single.history])
   out["unlearn"] = {"diff": sp.max_abs_diff(sharded.params, single.params),
                     "moved": sp.max_abs_diff(sharded.params, sp.initial_params()),
                     **sharding_info(sharded.params)}
 
   x, _ = sp.data()
   apply_fn = train.eval_apply_fn(sp.model(), {})
-  params = sp.initial_params()
-  logits = train.predict(apply_fn, params, x[:37], batch_size=12, mesh=mesh)
-  logits_single = train.predict(apply_fn, params, x[:37], batch_size=12,
-                                mesh=parallel.make_mesh(jax.devices()[:1]))
-  direct = np.asarray(jax.jit(apply_fn)(params, x[:37]))
+  logits = train.predict(apply_fn, single.params, x[:37], batch_size=12, mesh=mesh)
+  logits_single = train.predict(apply_fn, single.params, x[:37], batch_size=12, mesh=one_device)
+  direct = np.asarray(jax.jit(apply_fn)(single.params, x[:37]))
+  reference["predict"] = direct
   out["predict"] = {"shape": list(logits.shape), "diff": sp.max_abs_diff(logits, direct),
                     "diff_single": sp.max_abs_diff(logits_single, direct)}
 
@@ -78,6 +90,7 @@ def main():
   run = parallel.vmap_sharded(train_fn, mesh)
   keys, xs, ys = sp.shadow_inputs(n)
   ref_states, ref_losses = jax.jit(jax.vmap(train_fn))(keys, xs, ys)
+  keep("shadow", ref_states.params)
   # k = n - 3 is padded to n models, so it reuses the compiled function.
   for k in (n, n - 3):
     states, losses = run(keys[:k], xs[:k], ys[:k])
@@ -97,8 +110,9 @@ def main():
     out["batch_error"] = None
   except ConfigError as e:
     out["batch_error"] = str(e)
+  np.savez(reference_path, **reference)
   print(json.dumps(out))
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  main(sys.argv[1])
