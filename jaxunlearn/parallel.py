@@ -269,8 +269,8 @@ def distributed_settings(parallel_cfg, environ: Mapping[str, str] | None = None
     ConfigError: inconsistent settings.
   """
   environ = os.environ if environ is None else environ
-  p = parallel_cfg.get("parallel", parallel_cfg) if "distributed" not in parallel_cfg else parallel_cfg
-  if p is None or "distributed" not in p:
+  p = parallel_cfg if "distributed" in parallel_cfg else parallel_cfg.get("parallel")
+  if p is None:
     return None
   address = p.coordinator_address or environ.get("JAX_COORDINATOR_ADDRESS", "")
   num = p.num_processes or _env_int(environ, "JAX_NUM_PROCESSES", 0)

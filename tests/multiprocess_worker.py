@@ -52,7 +52,7 @@ def main(process_id: int, port: int, outdir: str) -> None:
     out[f"unlearn_{i}"] = leaf
   out["unlearn_kl"] = np.asarray([h["kl_forget"] for h in result.history])
 
-  fitted = sp.fit(mesh, "loop")
+  fitted = sp.fit(mesh, "auto")   # the scan on several CPU devices, as in the pipeline
   for i, leaf in enumerate(jax.tree.leaves(parallel.to_host(fitted.state.params))):
     out[f"fit_{i}"] = leaf
 
@@ -66,13 +66,15 @@ def main(process_id: int, port: int, outdir: str) -> None:
   for i, leaf in enumerate(jax.tree.leaves(parallel.to_host(states.params))):
     out[f"shadow_{i}"] = leaf
 
+  # As the pipeline restores: a target without shardings (Orbax then uses the
+  # saved ones, over both processes).
   ckpt = os.path.join(outdir, "ckpt")
   checkpoint.save(ckpt, {"params": params}, {"processes": NUM_PROCESSES})
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                        {"params": params})
+  target = jax.eval_shape(lambda: {"params": params})
   restored, meta = checkpoint.restore(ckpt, target)
   out["restore_diff"] = sp.max_abs_diff(parallel.to_host(restored),
                                         parallel.to_host({"params": params}))
+  out["restore_devices"] = min(len(a.sharding.device_set) for a in jax.tree.leaves(restored))
   out["restore_meta"] = meta["processes"]
 
   np.savez(os.path.join(outdir, f"process_{process_id}.npz"), **out)

@@ -49,7 +49,8 @@ def main(reference_path: str):
   n = jax.device_count()
   mesh = parallel.make_mesh()
   one_device = parallel.make_mesh(jax.devices()[:1])
-  out = {"device_count": n}
+  out = {"device_count": n, "auto_driver": train.resolve_driver("auto", mesh),
+         "auto_driver_one_device": train.resolve_driver("auto", one_device)}
   reference = {}
 
   def keep(name, tree):

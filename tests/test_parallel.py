@@ -53,6 +53,11 @@ def test_eight_devices_are_used(eight):
   assert eight["device_count"] == 8
 
 
+def test_auto_driver_is_scan_on_several_cpu_devices(eight):
+  assert eight["auto_driver"] == "scan"
+  assert eight["auto_driver_one_device"] == "loop"
+
+
 @pytest.mark.parametrize("driver", ["loop", "scan"])
 def test_fit_sharded_matches_one_device(eight, driver):
   r = eight[f"fit_{driver}"]
@@ -192,6 +197,7 @@ def test_two_process_shadow_models_match_one_process(two, eight):
 def test_two_process_checkpoint_round_trip(two):
   for r in two:
     assert float(r["restore_diff"]) == 0.0
+    assert int(r["restore_devices"]) == 4
     assert int(r["restore_meta"]) == 2
 
 
