@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU check that fits in about 7 minutes on one H100 (no internet there).
+# One GPU check that fits in about 8 minutes on one H100 (no internet there).
 #
 #   Here (once):  mkdir -p .gpu && python -c "from benchmarks.gpu_data import save; save('.gpu/mnist5k.npz')"
 #                 pip download ml-collections wheels into .whl (see README, "Benchmarks")
@@ -45,20 +45,20 @@ step() {  # step NAME LIMIT_S CMD...: runs CMD with a time limit, logs to $OUT/N
 
 { nvidia-smi -L 2>/dev/null; $PY -c "import jax; print(jax.__version__, jax.devices())"; } | tee "$OUT/machine.txt"
 
-step quick "$LIMIT" $PY -m jaxunlearn.cli run --config configs/quick.py --workdir /tmp/gpu_quick \
+step quick $((LIMIT * 100 / 150)) $PY -m jaxunlearn.cli run --config configs/quick.py --workdir /tmp/gpu_quick \
   --config.dataset=npz:$NPZ --config.report.progress=False "${QUICK[@]}"
-step speedup_mnist "$LIMIT" $PY benchmarks/speedup.py --dataset synthetic:mnist:$N_MNIST \
+step speedup_mnist $((LIMIT * 70 / 150)) $PY benchmarks/speedup.py --dataset synthetic:mnist:$N_MNIST \
   --model lenet5 --epochs $EPOCHS --repeats $REPEATS --out "$OUT/speedup_mnist"
-step throughput "$LIMIT" $PY benchmarks/throughput.py --models lenet5,resnet18 \
+step throughput $((LIMIT * 110 / 150)) $PY benchmarks/throughput.py --models lenet5,resnet18 \
   --n_mnist $N_MNIST --n_cifar $N_CIFAR --epochs 1 --out "$OUT/throughput"
-step throughput_bf16 100 $PY benchmarks/throughput.py --models resnet18 --dtype bfloat16 \
+step throughput_bf16 50 $PY benchmarks/throughput.py --models resnet18 --dtype bfloat16 \
   --n_cifar $N_CIFAR --epochs 1 --no_torch --out "$OUT/throughput_bf16"
-step speedup_cifar "$LIMIT" $PY benchmarks/speedup.py --dataset synthetic:cifar:$N_CIFAR \
+step speedup_cifar $((LIMIT * 80 / 150)) $PY benchmarks/speedup.py --dataset synthetic:cifar:$N_CIFAR \
   --model resnet18 --dtype $DTYPE --batch_size 128 --epochs $CIFAR_EPOCHS --unlearn_epochs 2 \
   --repeats 1 --out "$OUT/speedup_cifar"
-step shadows 90 $PY benchmarks/shadows.py --dataset npz:$NPZ --ks $KS --epochs 2 --pool-size $POOL
+step shadows 50 $PY benchmarks/shadows.py --dataset npz:$NPZ --ks $KS --epochs 2 --pool-size $POOL
 if [ -f benchmarks/scaling.py ]; then
-  step scaling 60 $PY benchmarks/scaling.py --platform auto --out "$OUT/scaling.md"
+  step scaling 30 $PY benchmarks/scaling.py --platform auto --out "$OUT/scaling.md"
 fi
 
 echo; echo "================ summary ================"

@@ -62,9 +62,12 @@ def main(argv=None) -> int:
     print(f"jaxunlearn: --config and --workdir are required; {USAGE}", file=sys.stderr)
     return 2
 
-  from jaxunlearn import pipeline
+  from jaxunlearn import parallel
   from jaxunlearn.errors import JaxUnlearnError
   try:
+    # Multi-process JAX must start before anything touches a device.
+    parallel.initialize_distributed(config)
+    from jaxunlearn import pipeline
     results = pipeline.run(config, fv.workdir)
   except JaxUnlearnError as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)

@@ -88,6 +88,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.backdoor.position = "bottom_right"  # bottom_right | bottom_left | top_right | top_left | center
   c.backdoor.margin = 1          # pixels between the patch and the image edges
 
+  # Multi-process runs (several hosts, pod slices); see docs/scaling.md.
+  # Empty fields fall back to JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  # JAX_PROCESS_ID, then to JAX's cluster detection.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.distributed = False
+  c.parallel.coordinator_address = ""  # "host:port" of process 0
+  c.parallel.num_processes = 0         # 0: from the environment
+  c.parallel.process_id = -1           # -1: from the environment
+
   c.report = ml_collections.ConfigDict()
   c.report.save_forget_indices = False
   c.report.progress = True
@@ -100,7 +109,7 @@ _POSITIVE_INTS = ("train.epochs", "train.batch_size", "reference.epochs", "unlea
 _NON_NEGATIVE = ("train.learning_rate", "train.momentum", "train.weight_decay",
                  "unlearn.learning_rate", "unlearn.momentum", "unlearn.weight_decay",
                  "unlearn.tol", "forget.size", "mia.shadow_epochs", "backdoor.target_class",
-                 "backdoor.margin")
+                 "backdoor.margin", "parallel.num_processes")
 _CHOICES = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "unlearn.optimizer": ("sgd", "adam", "adamw"),
@@ -177,6 +186,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name, choices in _CHOICES.items():
     if _get(cfg, name) not in choices:
       raise ConfigError(f"config field '{name}' must be one of {choices}, got {_get(cfg, name)!r}")
+  if cfg.parallel.process_id < -1:
+    raise ConfigError(f"parallel.process_id must be >= 0 (-1: from the environment), "
+                      f"got {cfg.parallel.process_id}")
   if not 0.0 < cfg.unlearn.lam <= 1.0:
     raise ConfigError(f"unlearn.lam must be in (0, 1], got {cfg.unlearn.lam}; "
                       "e.g. --config.unlearn.lam=0.01")

@@ -137,8 +137,12 @@ def build_context(cfg, workdir) -> Context:
       size=cfg.forget.size, index_file=cfg.forget.index_file, classes=tuple(cfg.forget.classes),
       reference_size=config_lib.resolve_size(cfg.reference.size, n))
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(min(cfg.train.batch_size, splits.reference_idx.size), mesh,
-                            "train.batch_size")
+  # Every batch must divide over the devices; checked here, before any write.
+  for size in (n, splits.remain_idx.size, splits.reference_idx.size):
+    parallel.check_batch_size(min(cfg.train.batch_size, size), mesh, "train.batch_size")
+  parallel.check_batch_size(min(cfg.unlearn.forget_batch_size, splits.n_forget), mesh,
+                            "unlearn.forget_batch_size")
+  parallel.check_batch_size(cfg.unlearn.remain_batch_size, mesh, "unlearn.remain_batch_size")
   # Looked up now, not after hours of training, so a typo leaves the workdir as it was.
   unlearn_lib.get_method(cfg.unlearn.method)
   check_model_input(model, cfg.model, data.input_shape)

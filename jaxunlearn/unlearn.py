@@ -168,7 +168,9 @@ def unlearn(method: UnlearningMethod, params, x_forget, ref_probs, x_remain, y_r
     key: PRNG key.
     tol: stop after the first epoch whose mean KL over all of D_f is below
       ``tol`` (0 disables the test).
-    mesh: optional mesh: batches are sharded over its ``'data'`` axis.
+    mesh: optional mesh: the state and data are replicated on its devices,
+      each forget and remain batch is split over its ``'data'`` axis (both
+      batch sizes must divide over its devices) and the state is donated.
 
   Returns:
     :class:`UnlearnResult` with the new parameters and a per-epoch log.
@@ -194,13 +196,13 @@ def unlearn(method: UnlearningMethod, params, x_forget, ref_probs, x_remain, y_r
                      remain_batch_size=int(remain_batch_size))
 
   t0 = time.perf_counter()
-  run_epoch = jax.jit(epoch, donate_argnums=(0,)).lower(state, *arrays, key).compile()
-  forget_kl = jax.jit(lambda p, x, q: kl_divergence(q, apply_fn(p, x)))
+  run_epoch = parallel.jit(epoch, mesh, donate_argnums=(0,)).lower(state, *arrays, key).compile()
+  forget_kl = parallel.jit(lambda p, x, q: kl_divergence(q, apply_fn(p, x)), mesh)
   forget_kl = forget_kl.lower(state.params, arrays[0], arrays[1]).compile()
   compile_s = time.perf_counter() - t0
 
   bar = None
-  if progress:
+  if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm
     bar = tqdm(total=epochs, desc="   unlearn", unit="epoch")
   history, run_s, stopped = [], 0.0, False
