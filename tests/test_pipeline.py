@@ -52,7 +52,7 @@ def test_cli_one_epoch_end_to_end(tmp_path):
   assert "forget_idx" not in r
   assert "| unlearned |" in (workdir / "results.md").read_text()
   stages = sorted(p.name.split("-")[0] for p in (workdir / "checkpoints").iterdir())
-  assert stages == ["original", "reference", "retrain", "unlearned"]
+  assert stages == ["original", "reference", "retrain", "shadows", "unlearned"]
 
 
 def test_rerun_reuses_stages_and_reference(tmp_path):
