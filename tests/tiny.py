@@ -171,9 +171,14 @@ def finished_run(seed: int = 0):
 
 
 def stage_dirs(workdir) -> dict:
-  """``{model name: checkpoint dir}`` of the stages in ``workdir/checkpoints``."""
+  """``{model name: checkpoint dir}`` of the model stages in ``workdir/checkpoints``.
+
+  The shadow models' checkpoint (``shadows-*``, a stack of models for the MIA
+  evaluator) is not a model stage and is left out.
+  """
   root = Path(workdir) / "checkpoints"
   out = {}
   for d in sorted(root.iterdir()) if root.is_dir() else ():
-    out[d.name.split("-")[0]] = d
+    if not d.name.startswith("shadows-"):
+      out[d.name.split("-")[0]] = d
   return out
