@@ -39,13 +39,15 @@ def posteriors(cfg, workdir: Path, results: dict) -> dict:
   return out
 
 
-def kl(p, q, eps=1e-12):
-  return float(np.mean(np.sum(p * (np.log(p + eps) - np.log(q + eps)), axis=-1)))
+def kl(p, q) -> float:
+  """Mean over rows of KL(p || q), from :mod:`jaxunlearn.distributions`."""
+  from jaxunlearn import distributions
+  return float(np.mean(distributions.kl(p, q)))
 
 
-def js(p, q):
-  m = 0.5 * (p + q)
-  return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+def js(p, q) -> float:
+  from jaxunlearn import distributions
+  return float(np.mean(distributions.js(p, q)))
 
 
 def main(argv=None) -> dict:
