@@ -62,7 +62,7 @@ def get_config():
   c.unlearn.remain_batch_size = 64
   c.unlearn.optimizer = "sgd"
   c.unlearn.learning_rate = 0.02
-  c.eval.evaluators = ("mia", "distributions")
+  c.eval.evaluators = ("mia", "loss_attack", "distributions")
   c.mia.num_shadows = 8
   c.mia.shadow_epochs = 20
   c.mia.pool_size = 0.5

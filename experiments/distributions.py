@@ -30,7 +30,7 @@ def posteriors(cfg, workdir: Path, results: dict) -> dict:
   ctx = pipeline.build_context(cfg, workdir)
   out = {}
   for name in MODELS:
-    m = pipeline._restore(ctx, results["stages"][name])
+    m = pipeline.restore(ctx, results["stages"][name])
     x_f = ctx.x_train[ctx.splits.forget_idx]
     out[name] = {
         "forget": evaluate.softmax(train.predict(m.apply_fn, m.params, x_f)),

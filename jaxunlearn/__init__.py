@@ -1,10 +1,12 @@
-"""jaxunlearn: lightweight machine unlearning for JAX/Flax models.
+"""jaxunlearn: machine unlearning for JAX/Flax models.
 
 Stages are modules with small pure interfaces: :mod:`jaxunlearn.data`,
 :mod:`jaxunlearn.splits`, :mod:`jaxunlearn.models`, :mod:`jaxunlearn.train`,
-:mod:`jaxunlearn.unlearn`, :mod:`jaxunlearn.evaluate`,
-:mod:`jaxunlearn.checkpoint`; :mod:`jaxunlearn.pipeline` strings them
-together and :mod:`jaxunlearn.cli` is the command line.
+:mod:`jaxunlearn.unlearn` (a whole unlearning run as one pure function),
+:mod:`jaxunlearn.checkpoint`. Unlearning methods and evaluators are plugins,
+one file each, in :mod:`jaxunlearn.methods` and :mod:`jaxunlearn.evaluators`;
+:mod:`jaxunlearn.pipeline` strings the stages together and
+:mod:`jaxunlearn.cli` is the command line.
 """
 
 __version__ = "0.1.0"

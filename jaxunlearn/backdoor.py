@@ -16,10 +16,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxunlearn import evaluate as evaluate_lib, train as train_lib
+import ml_collections
+
 from jaxunlearn.errors import ConfigError
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The ``backdoor`` config block (owned by the backdoor evaluator, read by the transform)."""
+  c = ml_collections.ConfigDict()
+  c.enabled = False
+  c.target_class = 0
+  c.patch_size = 3
+  c.patch_value = 1.0
+  c.position = "bottom_right"  # bottom_right | bottom_left | top_right | top_left | center
+  c.margin = 1                 # pixels between the patch and the image edges
+  return c
+
+
+def validate(cfg, input_shape, num_classes: int) -> None:
+  """Raises ConfigError unless the trigger fits the inputs and the target class exists."""
+  if not 0.0 <= cfg.patch_value <= 1.0:
+    raise ConfigError(f"backdoor.patch_value must be in [0, 1] (inputs are scaled to [0, 1]), "
+                      f"got {cfg.patch_value}")
+  if not 0 <= cfg.target_class < num_classes:
+    raise ConfigError(f"backdoor.target_class must be in [0, {num_classes}), got "
+                      f"{cfg.target_class}")
+  if len(input_shape) != 3:
+    raise ConfigError(f"the backdoor trigger needs images (H, W, C), got inputs of shape "
+                      f"{tuple(input_shape)}; set backdoor.enabled=False for feature vectors")
+  patch_slices(input_shape[0], input_shape[1], int(cfg.patch_size), cfg.position,
+               int(cfg.margin))
 
 
 def patch_slices(height: int, width: int, patch_size: int, position: str,
@@ -93,22 +121,3 @@ def attack_success(triggered_logits: np.ndarray, target_class: int) -> float:
 def describe(cfg) -> str:
   return (f"{cfg.patch_size}x{cfg.patch_size} patch of value {cfg.patch_value} at "
           f"{cfg.position} (margin {cfg.margin}) -> class {cfg.target_class}")
-
-
-@evaluate_lib.register("backdoor")
-def evaluate(ctx) -> dict:
-  """The ``backdoor`` evaluator: attack success and clean test accuracy per model."""
-  b = ctx.cfg.backdoor
-  if not b.enabled:
-    raise ConfigError("the backdoor evaluator needs backdoor.enabled=True (nothing was planted)")
-  keep = ctx.data.y_test != b.target_class
-  x_trig = stamp(ctx.data.x_test[keep], b)
-  out = {}
-  for name, model in ctx.trained.items():
-    logits = train_lib.predict(model.apply_fn, model.params, x_trig, ctx.cfg.eval.batch_size)
-    clean = evaluate_lib.context_logits(ctx)[name]["test"]
-    out[name] = {"attack_success": attack_success(logits, b.target_class),
-                 "clean_acc": float(np.mean(np.argmax(clean, -1) == ctx.data.y_test))}
-  out.update({"trigger": describe(b), "n_poisoned": int(ctx.splits.n_forget),
-              "n_triggered_test": int(keep.sum())})
-  return {"backdoor": out}

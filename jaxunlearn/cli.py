@@ -1,7 +1,10 @@
-"""Command line: ``jaxunlearn run --config configs/X.py --workdir DIR``.
+"""Command line: ``jaxunlearn run --config configs/X.py --workdir DIR [--wait]``.
 
 Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
-Bad input prints one line to stderr and exits with status 2.
+``--config.plugins='("my_module",)'`` imports a user's own methods and
+evaluators before the config file is read, so their config blocks accept
+overrides too. ``jaxunlearn methods`` / ``jaxunlearn evaluators`` list what is
+registered. Bad input prints one line to stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR "
-         "[--config.FIELD=VALUE ...]")
+USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR [--wait] "
+         "[--config.FIELD=VALUE ...]\n"
+         "       jaxunlearn methods | evaluators")
 
 
 def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
@@ -23,7 +27,41 @@ def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
                                   lock_config=True, sys_argv=flag_argv)
   flags.DEFINE_string("workdir", None, "Work directory for checkpoints and results.",
                       flag_values=fv)
+  flags.DEFINE_bool("wait", False, "If another run holds the work directory, wait for it.",
+                    flag_values=fv)
   return fv
+
+
+def _preload_plugins(flag_argv: list[str]) -> None:
+  """Imports the modules of a ``--config.plugins=...`` override before the config file loads."""
+  import ast
+  from jaxunlearn import config as config_lib
+  for arg in flag_argv:
+    if arg.startswith("--config.plugins="):
+      text = arg.split("=", 1)[1]
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = text
+      config_lib.load_plugins(value)
+
+
+def _list(kind: str) -> int:
+  if kind == "methods":
+    from jaxunlearn import methods
+    for name in methods.names():
+      m = methods.get(name)()
+      hp = ", ".join(f"{k}={v}" for k, v in m.hparams.items())
+      print(f"{name:16s} {m.description or type(m).__doc__ or ''}"
+            + (f" [{hp}]" if hp else "") + (" (trains a reference model)"
+                                            if m.needs_reference else ""))
+  else:
+    from jaxunlearn import evaluators
+    for name in evaluators.names():
+      e = evaluators.get(name)
+      doc = (e.__doc__ or e.title or "").strip().splitlines()[0] if (e.__doc__ or e.title) else ""
+      print(f"{name:16s} {e.title or doc}" + (" (always runs)" if e.always else ""))
+  return 0
 
 
 def main(argv=None) -> int:
@@ -32,11 +70,19 @@ def main(argv=None) -> int:
     print(USAGE)
     return 0 if len(argv) >= 2 else 2
   command = argv[1]
+  if command in ("methods", "evaluators"):
+    return _list(command)
   if command != "run":
     print(f"jaxunlearn: unknown command {command!r}; {USAGE}", file=sys.stderr)
     return 2
   flag_argv = [argv[0], *argv[2:]]
   fv = _define_flags(flag_argv)
+  from jaxunlearn.errors import JaxUnlearnError
+  try:
+    _preload_plugins(flag_argv)
+  except JaxUnlearnError as e:
+    print(f"jaxunlearn: error: {e}", file=sys.stderr)
+    return 2
   try:
     fv(flag_argv)
     config = fv.config
@@ -63,12 +109,11 @@ def main(argv=None) -> int:
     return 2
 
   from jaxunlearn import parallel
-  from jaxunlearn.errors import JaxUnlearnError
   try:
     # Multi-process JAX must start before anything touches a device.
     parallel.initialize_distributed(config)
     from jaxunlearn import pipeline
-    results = pipeline.run(config, fv.workdir)
+    results = pipeline.run(config, fv.workdir, wait=fv.wait)
   except JaxUnlearnError as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
@@ -88,16 +133,18 @@ def _last_line(error: BaseException) -> str:
 
 
 def summary_line(r: dict) -> str:
-  m = r["models"]
-  parts = [f"{name} acc_test={m[name]['acc_test']:.4f} loss_forget={m[name]['loss_forget']:.4g}"
-           for name in ("original", "retrain", "reference", "unlearned") if name in m]
-  if "speedup" in r:
-    parts.append(f"speedup={r['speedup']:.2f}x (reused reference: {r['speedup_amortized']:.1f}x)")
-  for section, figure in (("mia", "balanced_acc"), ("backdoor", "attack_success")):
-    if section in r:
-      values = [f"{name}={r[section][name][figure]:.3f}"
-                for name in ("original", "retrain", "unlearned") if name in r[section]]
-      parts.append(f"{section} {figure}: {' '.join(values)}")
+  """One line: each evaluator's summary (accuracy first) and the speedup."""
+  from jaxunlearn import evaluators
+  parts = []
+  for name in r.get("evaluators", []):
+    key = evaluators.section_name(name) if name in evaluators.names() else name
+    if key in r and name in evaluators.names():
+      text = evaluators.get(name)().summary(r[key])
+      if text:
+        parts.append(text)
+    if name == "accuracy" and "speedup" in r:
+      parts.append(f"speedup={r['speedup']:.2f}x (reused reference: "
+                   f"{r['speedup_amortized']:.1f}x)")
   return "; ".join(parts)
 
 

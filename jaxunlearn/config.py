@@ -47,14 +47,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.reference.epochs = 50
   c.reference.reuse = True
 
+  # Training examples kept out of every model's training (methods that ask
+  # for held-out examples of D_f's classes get them from here).
+  c.holdout = ml_collections.ConfigDict()
+  c.holdout.size = 0.0           # < 1: fraction of the training set; >= 1: count; 0: none
+
   c.retrain = ml_collections.ConfigDict()
   c.retrain.enabled = True
 
   c.unlearn = ml_collections.ConfigDict()
-  c.unlearn.method = "lightweight"  # lightweight | finetune
-  c.unlearn.lam = 0.01
+  c.unlearn.method = "lightweight"  # any of jaxunlearn.methods.names()
+  c.unlearn.lam = 0.01           # the paper's lambda (lightweight)
   c.unlearn.epochs = 2
-  c.unlearn.tol = 0.0            # > 0: stop once mean KL on D_f < tol
+  c.unlearn.tol = 0.0            # > 0: stop once mean KL on D_f < tol (methods with a reference)
   c.unlearn.forget_batch_size = 64
   c.unlearn.remain_batch_size = 64
   c.unlearn.optimizer = "sgd"
@@ -62,31 +67,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.unlearn.momentum = 0.0
   c.unlearn.weight_decay = 0.0
   c.unlearn.schedule = "constant"
+  # Each method's own hyperparameters: unlearn.<method name>.<hparam> (added below).
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
-  # Evaluators run after training (jaxunlearn.evaluate); "backdoor" is added
-  # whenever backdoor.enabled.
-  c.eval.evaluators = ("mia", "distributions")
+  # Evaluators run after training (jaxunlearn.evaluators); "accuracy" always
+  # runs, "backdoor" whenever backdoor.enabled. Each owns a top-level block.
+  c.eval.evaluators = ("mia", "loss_attack", "distributions")
 
-  # Shadow-model membership inference (jaxunlearn.mia).
-  c.mia = ml_collections.ConfigDict()
-  c.mia.num_shadows = 8
-  c.mia.shadow_epochs = 0        # 0: train.epochs
-  c.mia.pool_size = 0.5          # shadow pool from the test split: < 1 fraction, >= 1 count
-  c.mia.features = ("sorted", "logit_conf")  # sorted | unsorted | logit_conf; first unprefixed
-  c.mia.shadow_driver = "auto"   # auto | scan | loop (auto: loop on CPU)
-  c.mia.loss_attack_folds = 5
-  c.mia.seed = -1                # -1: use config.seed
-
-  # A backdoor planted in D_f (jaxunlearn.backdoor).
-  c.backdoor = ml_collections.ConfigDict()
-  c.backdoor.enabled = False
-  c.backdoor.target_class = 0
-  c.backdoor.patch_size = 3
-  c.backdoor.patch_value = 1.0
-  c.backdoor.position = "bottom_right"  # bottom_right | bottom_left | top_right | top_left | center
-  c.backdoor.margin = 1          # pixels between the patch and the image edges
+  # Modules imported before the config is validated: a user's own methods,
+  # evaluators and transforms register themselves there.
+  c.plugins = ()
 
   # Multi-process runs (several hosts, pod slices); see docs/scaling.md.
   # Empty fields fall back to JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
@@ -100,27 +91,65 @@ def base_config() -> ml_collections.ConfigDict:
   c.report = ml_collections.ConfigDict()
   c.report.save_forget_indices = False
   c.report.progress = True
+  add_plugin_blocks(c)
   return c
 
 
+def add_plugin_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the config block of every registered evaluator and method that ``c`` lacks.
+
+  Evaluators own a top-level block (``c.mia``, ``c.backdoor``, ...); methods
+  own ``c.unlearn.<name>`` with their hyperparameters (those not shared with
+  ``c.unlearn`` itself, like ``lam``).
+  """
+  from jaxunlearn import evaluators, methods
+  with c.unlocked():
+    for name in evaluators.names():
+      block = evaluators.get(name)().config()
+      if block is not None and name not in c:
+        c[name] = block
+    for name in methods.names():
+      method = methods.get(name)()
+      own = {h: float(v) for h, v in method.hparams.items() if h not in method.shared_hparams}
+      if own and name not in c.unlearn:
+        c.unlearn[name] = ml_collections.ConfigDict(own)
+  return c
+
+
+def load_plugins(modules) -> None:
+  """Imports each module named in ``config.plugins`` (they register methods, evaluators, ...)."""
+  import importlib
+  if isinstance(modules, str):
+    modules = (modules,)
+  for name in modules:
+    if not isinstance(name, str) or not name:
+      raise ConfigError(f"config.plugins must hold module names, got {name!r}; "
+                        "e.g. --config.plugins='(\"my_methods\",)'")
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except
+      # A plugin is user code: it may be missing or fail on import.
+      raise ConfigError(f"cannot import plugin module {name!r} ({type(e).__name__}: {e}); "
+                        "put it on PYTHONPATH or fix it") from None
+
+
 _POSITIVE_INTS = ("train.epochs", "train.batch_size", "reference.epochs", "unlearn.epochs",
-                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size",
-                  "mia.num_shadows", "backdoor.patch_size")
+                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size")
 _NON_NEGATIVE = ("train.learning_rate", "train.momentum", "train.weight_decay",
                  "unlearn.learning_rate", "unlearn.momentum", "unlearn.weight_decay",
-                 "unlearn.tol", "forget.size", "mia.shadow_epochs", "backdoor.target_class",
-                 "backdoor.margin", "parallel.num_processes")
-_CHOICES = {
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "unlearn.optimizer": ("sgd", "adam", "adamw"),
-    "train.schedule": ("constant", "cosine", "step"),
-    "unlearn.schedule": ("constant", "cosine", "step"),
-    "train.driver": ("auto", "scan", "loop"),
-    "forget.mode": ("random", "indices", "class"),
-    "mia.shadow_driver": ("auto", "scan", "loop"),
-    "backdoor.position": ("bottom_right", "bottom_left", "top_right", "top_left", "center"),
-}
-MIA_FEATURES = ("sorted", "unsorted", "logit_conf")
+                 "unlearn.tol", "forget.size", "parallel.num_processes")
+
+
+def _choices() -> dict:
+  from jaxunlearn import splits, train
+  return {
+      "train.optimizer": train.OPTIMIZERS,
+      "unlearn.optimizer": train.OPTIMIZERS,
+      "train.schedule": train.SCHEDULES,
+      "unlearn.schedule": train.SCHEDULES,
+      "train.driver": train.DRIVERS,
+      "forget.mode": splits.FORGET_MODES,
+  }
 
 
 def _get(cfg, dotted):
@@ -139,11 +168,24 @@ def _flat_keys(cfg, prefix=""):
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks ``cfg`` against :func:`base_config`; returns it unchanged.
+  """Imports ``cfg.plugins``, then checks ``cfg`` against :func:`base_config`.
+
+  Blocks of plugins registered after ``cfg`` was made are added to it.
+  Evaluators check their own blocks later, with the data's sizes
+  (:meth:`jaxunlearn.evaluators.Evaluator.validate`).
+
+  Returns:
+    ``cfg``.
 
   Raises:
     ConfigError: naming the first bad field and how to fix it.
   """
+  from jaxunlearn import evaluators, methods
+  if not isinstance(cfg.get("plugins", ()), (tuple, list, str)):
+    raise ConfigError(f"config.plugins must be a tuple of module names, got {cfg.plugins!r}")
+  load_plugins(cfg.get("plugins", ()))
+  if not isinstance(cfg, ml_collections.FrozenConfigDict):
+    add_plugin_blocks(cfg)
   base = dict(_flat_keys(base_config()))
   for name, value in _flat_keys(cfg):
     if name not in base:
@@ -183,17 +225,17 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name in _NON_NEGATIVE:
     if _get(cfg, name) < 0:
       raise ConfigError(f"config field '{name}' must be >= 0, got {_get(cfg, name)}")
-  for name, choices in _CHOICES.items():
+  for name, choices in _choices().items():
     if _get(cfg, name) not in choices:
       raise ConfigError(f"config field '{name}' must be one of {choices}, got {_get(cfg, name)!r}")
   if cfg.parallel.process_id < -1:
     raise ConfigError(f"parallel.process_id must be >= 0 (-1: from the environment), "
                       f"got {cfg.parallel.process_id}")
-  if not 0.0 < cfg.unlearn.lam <= 1.0:
-    raise ConfigError(f"unlearn.lam must be in (0, 1], got {cfg.unlearn.lam}; "
-                      "e.g. --config.unlearn.lam=0.01")
   if not 0.0 < cfg.forget.fraction < 1.0:
     raise ConfigError(f"forget.fraction must be in (0, 1), got {cfg.forget.fraction}")
+  if cfg.holdout.size < 0 or (cfg.holdout.size >= 1 and cfg.holdout.size != int(cfg.holdout.size)):
+    raise ConfigError(f"holdout.size must be 0, a fraction < 1 or a whole count, got "
+                      f"{cfg.holdout.size}")
   if cfg.reference.size <= 0:
     raise ConfigError(f"reference.size must be > 0 (a fraction < 1 or a count), got {cfg.reference.size}")
   if cfg.reference.size >= 1 and cfg.reference.size != int(cfg.reference.size):
@@ -201,32 +243,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       "whole count; e.g. 0.1 or 400")
   if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
     raise ConfigError("learning rates must be > 0")
-  _validate_evaluators(cfg)
+  methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)   # the method and its hyperparameters
+  evaluators.selected(cfg)                                   # every listed evaluator exists
   return cfg
-
-
-def _validate_evaluators(cfg) -> None:
-  from jaxunlearn import evaluate
-  for name in cfg.eval.evaluators:
-    evaluate.get_evaluator(name)
-  if "backdoor" in cfg.eval.evaluators and not cfg.backdoor.enabled:
-    raise ConfigError("eval.evaluators lists 'backdoor' but backdoor.enabled is False; "
-                      "set --config.backdoor.enabled=True or drop it")
-  if "mia" in cfg.eval.evaluators:
-    if not cfg.mia.features:
-      raise ConfigError(f"mia.features is empty; use some of {MIA_FEATURES}")
-    for f in cfg.mia.features:
-      if f not in MIA_FEATURES:
-        raise ConfigError(f"mia.features has unknown feature set {f!r}; use some of "
-                          f"{MIA_FEATURES}")
-    if cfg.mia.pool_size <= 0:
-      raise ConfigError(f"mia.pool_size must be > 0 (a fraction < 1 of the test split or a "
-                        f"count), got {cfg.mia.pool_size}")
-    if cfg.mia.loss_attack_folds < 2:
-      raise ConfigError(f"mia.loss_attack_folds must be >= 2, got {cfg.mia.loss_attack_folds}")
-  if cfg.backdoor.enabled and not 0.0 <= cfg.backdoor.patch_value <= 1.0:
-    raise ConfigError(f"backdoor.patch_value must be in [0, 1] (inputs are scaled to [0, 1]), "
-                      f"got {cfg.backdoor.patch_value}")
 
 
 def resolve_size(size, n: int) -> int:

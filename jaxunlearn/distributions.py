@@ -16,8 +16,6 @@ import numpy as np
 
 from jaxunlearn import evaluate as evaluate_lib
 
-FIGURE_NAME = "distributions.png"
-
 
 def _xlogy(x, y):
   return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
@@ -66,33 +64,3 @@ def plot_max_prob(max_probs: dict, path, title: str = "") -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
-
-
-@evaluate_lib.register("distributions")
-def evaluate(ctx) -> dict:
-  """The ``distributions`` evaluator: divergences to the retrained model and the PNG.
-
-  Returns ``{"distributions": {model: {figure: value}, "figure": file name, ...}}``.
-  """
-  out = {}
-  probs = {name: {part: evaluate_lib.softmax(np.asarray(l[part], np.float64))
-                  for part in ("forget", "test")}
-           for name, l in evaluate_lib.context_logits(ctx).items()}
-  for name, p in probs.items():
-    out[name] = {"max_prob_forget": float(p["forget"].max(-1).mean())}
-  if "retrain" in probs:
-    base = probs["retrain"]
-    for name, p in probs.items():
-      if name == "retrain":
-        continue
-      for part in ("forget", "test"):
-        out[name][f"kl_{part}"] = float(kl(base[part], p[part]).mean())
-        out[name][f"js_{part}"] = float(js(base[part], p[part]).mean())
-    out["divergence"] = "mean over examples of KL(P_retrain || P_model) and JS, nats"
-  order = [m for m in ("original", "retrain", "unlearned", "reference") if m in probs]
-  if ctx.workdir is not None:
-    plot_max_prob({m: probs[m]["forget"].max(-1) for m in order},
-                  ctx.workdir / FIGURE_NAME,
-                  title=f"{ctx.cfg.setting}: max softmax on D_f ({ctx.splits.n_forget} images)")
-    out["figure"] = FIGURE_NAME
-  return {"distributions": out}

@@ -34,18 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import evaluate as evaluate_lib, train as train_lib
+from jaxunlearn import evaluate as evaluate_lib, parallel, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
 FEATURES = ("sorted", "unsorted", "logit_conf")
 
 
 # --- features -------------------------------------------------------------------
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-  z = logits - logits.max(axis=-1, keepdims=True)
-  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -74,9 +69,9 @@ def attack_features(logits: np.ndarray, labels: np.ndarray, kind: str) -> np.nda
   """
   logits = np.asarray(logits, np.float64)
   if kind == "sorted":
-    return -np.sort(-np.exp(_log_softmax(logits)), axis=-1)
+    return -np.sort(-np.exp(evaluate_lib.log_softmax(logits)), axis=-1)
   if kind == "unsorted":
-    return np.exp(_log_softmax(logits))
+    return np.exp(evaluate_lib.log_softmax(logits))
   if kind == "logit_conf":
     return logit_confidence(logits, labels)[:, None]
   raise ConfigError(f"unknown attack features {kind!r}; use one of {FEATURES}")
@@ -131,17 +126,8 @@ def make_shadow_train_fn(model, optimizer, input_shape, *, epochs: int,
   return jax.jit(train_all)
 
 
-def resolve_driver(driver: str) -> str:
-  """``'auto'`` is ``'loop'`` on CPU and ``'scan'`` elsewhere (as for training)."""
-  if driver not in train_lib.DRIVERS:
-    raise ConfigError(f"unknown shadow driver {driver!r}; use one of {train_lib.DRIVERS}")
-  if driver == "auto":
-    return "loop" if jax.default_backend() == "cpu" else "scan"
-  return driver
-
-
 def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
-                  epochs: int, batch_size: int, driver: str = "scan",
+                  epochs: int, batch_size: int, driver: str = "scan", mesh=None,
                   progress: bool = False) -> Shadows:
   """Trains ``K = in_idx.shape[0]`` shadow models at once under ``jax.vmap``.
 
@@ -149,7 +135,8 @@ def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
   order; they differ in what one compiled call covers:
 
   * ``scan``: the whole training of all ``K`` shadows is one call of
-    :func:`make_shadow_train_fn` (the fastest on GPU/TPU);
+    :func:`train.make_train_fn` under :func:`parallel.vmap_sharded`: the
+    shadow axis is split over the mesh's devices (the fastest on GPU/TPU);
   * ``loop``: a host loop over one jitted, vmapped step. XLA on CPU runs
     convolutions inside ``lax.scan`` several times slower than outside it
     (``benchmarks/shadows.py``), so this is faster there.
@@ -162,7 +149,8 @@ def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
     in_idx: ``(K, n_in)`` positions in the pool each shadow trains on.
     key: PRNG key; shadow ``k`` uses ``fold_in(key, k)``.
     epochs, batch_size: each shadow's schedule (batch clipped to ``n_in``).
-    driver: ``'scan'``, ``'loop'`` or ``'auto'``.
+    driver: ``'scan'``, ``'loop'`` or ``'auto'`` (:func:`train.resolve_driver`).
+    mesh: the mesh the ``scan`` driver splits the shadows over (default: all devices).
     progress: show a progress bar (``loop`` driver).
 
   Returns:
@@ -173,15 +161,19 @@ def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
   batch_size = min(int(batch_size), n_in)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
   args = (keys, jnp.asarray(in_idx), jnp.asarray(x_pool), jnp.asarray(y_pool))
-  if resolve_driver(driver) == "scan":
-    fn = make_shadow_train_fn(model, optimizer, input_shape, epochs=epochs,
-                              batch_size=batch_size)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  if train_lib.resolve_driver(driver, mesh) == "scan":
+    train = train_lib.make_train_fn(model, optimizer, input_shape, epochs=epochs,
+                                    batch_size=batch_size)
+    fn = parallel.vmap_sharded(lambda k, idx, xp, yp: train(k, xp[idx], yp[idx]), mesh,
+                               in_axes=(0, 0, None, None))
     t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
+    jax.block_until_ready(fn(*args))      # the first call compiles
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    states, losses = jax.block_until_ready(compiled(*args))
+    states, losses = jax.block_until_ready(fn(*args))
     time_s = time.perf_counter() - t0
+    compile_s = max(0.0, compile_s - time_s)
   else:
     states, losses, time_s, compile_s = _train_loop(
         model, optimizer, input_shape, *args, epochs=epochs, batch_size=batch_size,
@@ -334,162 +326,3 @@ def loss_attack(member_loss: np.ndarray, nonmember_loss: np.ndarray, *, folds: i
   proba = cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
   return {"balanced_acc": float(balanced_accuracy_score(y, proba > 0.5)),
           "auc": float(roc_auc_score(y, proba))}
-
-
-# --- pipeline evaluator ----------------------------------------------------------
-
-
-def _cfg_seed(ctx) -> int:
-  return ctx.cfg.mia.seed if ctx.cfg.mia.seed >= 0 else ctx.cfg.seed
-
-
-def split_test_set(ctx) -> tuple[np.ndarray, np.ndarray]:
-  """Test positions of the shadow pool and of the held-out evaluation part.
-
-  The target trains on every training image, so the shadow pool comes from
-  the test split; the rest of the test split is kept apart so the non-members
-  the target is judged on never helped fit the attack.
-  """
-  n_test = ctx.data.n_test
-  pool_n = pool_size(ctx.cfg, n_test)
-  perm = np.random.default_rng(_cfg_seed(ctx)).permutation(n_test)
-  return np.sort(perm[:pool_n]), perm[pool_n:]
-
-
-def pool_size(cfg, n_test: int) -> int:
-  """Number of test images in the shadow pool (``mia.pool_size``: fraction or count).
-
-  Raises:
-    ConfigError: the pool would have fewer than 4 images (2 in, 2 out per
-      shadow) or leave fewer than 2 held-out test images.
-  """
-  size = cfg.mia.pool_size
-  pool_n = int(round(size * n_test)) if size < 1 else int(size)
-  if pool_n < 4:
-    raise ConfigError(f"mia.pool_size {size} gives {pool_n} shadow-pool images; use at "
-                      "least 4 (a fraction < 1 of the test split or a count)")
-  if n_test - pool_n < 2:
-    raise ConfigError(
-        f"mia.pool_size {size} takes {pool_n} of {n_test} test images and leaves too few "
-        "held-out non-members; use a smaller mia.pool_size")
-  return pool_n
-
-
-def _shadow_stage(ctx, pool_idx: np.ndarray) -> tuple[str, dict]:
-  from jaxunlearn import pipeline, splits as splits_lib
-  m = ctx.cfg.mia
-  spec = {"original": pipeline.original_fingerprint(ctx.cfg, ctx.splits),
-          "num_shadows": m.num_shadows, "epochs": shadow_epochs(ctx.cfg),
-          "batch_size": ctx.cfg.train.batch_size, "seed": _cfg_seed(ctx),
-          "pool": "test", "pool_hash": splits_lib.index_hash(pool_idx)}
-  return f"shadows-{pipeline._hash(spec)}", spec
-
-
-def shadow_epochs(cfg) -> int:
-  return cfg.mia.shadow_epochs or cfg.train.epochs
-
-
-def get_shadows(ctx, pool_idx: np.ndarray) -> tuple[Shadows, bool, str]:
-  """Trains the shadows on the pool, or restores them from ``checkpoints/shadows-<hash>``.
-
-  Returns ``(shadows, reused, stage)``.
-  """
-  from jaxunlearn import checkpoint
-  stage, spec = _shadow_stage(ctx, pool_idx)
-  path = ctx.workdir / "checkpoints" / stage
-  cfg, m = ctx.cfg, ctx.cfg.mia
-  n_in = pool_idx.size // 2
-  epochs = shadow_epochs(cfg)
-  steps = epochs * max(1, n_in // min(cfg.train.batch_size, n_in))
-  optimizer = train_lib.make_optimizer(cfg.train, steps)
-  key = jax.random.key(_cfg_seed(ctx), impl="rbg")   # rbg: much faster init compile on CPU
-  if checkpoint.exists(path):
-    target = jax.eval_shape(lambda k: jax.vmap(lambda kk: train_lib.init_state(
-        ctx.model, optimizer, kk, ctx.data.input_shape))(jax.random.split(k, m.num_shadows)), key)
-    variables, meta = checkpoint.restore(path, {"params": target.params,
-                                                "batch_stats": target.batch_stats})
-    shadows = Shadows(variables["params"], variables.get("batch_stats") or {},
-                      np.asarray(meta["in_idx"], np.int32), np.asarray(meta["losses"]),
-                      meta["time_s"], meta["compile_s"])
-    return shadows, True, stage
-  in_idx = shadow_in_indices(_cfg_seed(ctx), m.num_shadows, pool_idx.size)
-  if cfg.report.progress:
-    import sys
-    print(f"   shadows: training {m.num_shadows} models of {n_in} images, {epochs} epochs, "
-          f"under one vmap ({resolve_driver(m.shadow_driver)} driver)", file=sys.stderr)
-  shadows = train_shadows(ctx.model, optimizer, ctx.data.input_shape,
-                          ctx.data.x_test[pool_idx], ctx.data.y_test[pool_idx], in_idx, key,
-                          epochs=epochs, batch_size=cfg.train.batch_size,
-                          driver=m.shadow_driver, progress=cfg.report.progress)
-  meta = {"stage": stage, "time_s": shadows.time_s, "compile_s": shadows.compile_s,
-          "driver": resolve_driver(m.shadow_driver), "in_idx": shadows.in_idx.tolist(),
-          "pool_idx": pool_idx.tolist(), "losses": shadows.losses.tolist(), **spec}
-  checkpoint.save(path, {"params": shadows.params, "batch_stats": shadows.batch_stats}, meta)
-  return shadows, False, stage
-
-
-@evaluate_lib.register("mia")
-def evaluate(ctx) -> dict:
-  """The ``mia`` evaluator: shadow attack and loss attack on every trained model.
-
-  Returns ``{"mia": {model: {figure: value}, ...facts}}``. Unprefixed figures
-  (``balanced_acc``, ``auc``, ``forget_member_rate``) use the first feature set
-  of ``mia.features``; the others are prefixed with their name, and the loss
-  attack with ``loss_lr.``.
-  """
-  cfg, m = ctx.cfg, ctx.cfg.mia
-  seed = _cfg_seed(ctx)
-  pool_idx, holdout_idx = split_test_set(ctx)
-  shadows, reused, stage = get_shadows(ctx, pool_idx)
-  x_pool, y_pool = ctx.data.x_test[pool_idx], ctx.data.y_test[pool_idx]
-  s_logits = shadow_logits(ctx.model, shadows.params, shadows.batch_stats, x_pool,
-                           cfg.eval.batch_size)
-  mask = shadows.in_mask(pool_idx.size)
-  shadow_acc = [float(np.mean(np.argmax(s_logits[k][~mask[k]], -1) == y_pool[~mask[k]]))
-                for k in range(shadows.num_shadows)]
-  flat_logits = s_logits.reshape(-1, s_logits.shape[-1])
-  flat_labels = np.tile(y_pool, shadows.num_shadows)
-  attacks = {kind: fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind, seed=seed)
-             for kind in m.features}
-
-  # Equal numbers of members (D_f) and held-out non-members.
-  rng = np.random.default_rng(seed + 1)
-  n = min(ctx.splits.n_forget, holdout_idx.size)
-  member_pos = np.sort(rng.permutation(ctx.splits.n_forget)[:n])
-  nonmember_idx = holdout_idx[:n]
-  y_member = ctx.y_train[ctx.splits.forget_idx][member_pos]
-  y_nonmember = ctx.data.y_test[nonmember_idx]
-
-  out = {}
-  for name, logits in evaluate_lib.context_logits(ctx).items():
-    lm, ln = logits["forget"][member_pos], logits["test"][nonmember_idx]
-    row = {}
-    for i, (kind, attack) in enumerate(attacks.items()):
-      figs = attack_metrics(attack.score(lm, y_member), attack.score(ln, y_nonmember))
-      row.update({(k if i == 0 else f"{kind}.{k}"): v for k, v in figs.items()})
-    loss = loss_attack(evaluate_lib.per_example_loss(lm, y_member),
-                       evaluate_lib.per_example_loss(ln, y_nonmember),
-                       folds=m.loss_attack_folds, seed=seed)
-    row.update({f"loss_lr.{k}": v for k, v in loss.items()})
-    out[name] = row
-  out.update({
-      "features": ", ".join(f"{k} (unprefixed)" if i == 0 else k
-                            for i, k in enumerate(m.features)),
-      "shadow_pool": (f"test split: {pool_idx.size} of {ctx.data.n_test} test images "
-                      "(the target trained on every training image); the other "
-                      f"{holdout_idx.size} are held out for non-members"),
-      "n_members": int(n), "n_nonmembers": int(n),
-      "num_shadows": shadows.num_shadows, "shadow_epochs": shadow_epochs(cfg),
-      "shadow_train_size": int(shadows.in_idx.shape[1]),
-      "shadow_test_acc_mean": float(np.mean(shadow_acc)),
-      "shadow_test_acc_min": float(np.min(shadow_acc)),
-      "shadow_train_s": float(shadows.time_s), "shadow_compile_s": float(shadows.compile_s),
-      "shadows_reused": reused, "shadow_stage": stage,
-  })
-  backdoor = cfg.get("backdoor")
-  if backdoor is not None and backdoor.get("enabled", False):
-    out["note"] = ("D_f is poisoned (trigger on, labelled as the target class): features that "
-                   "use the label (logit_conf, unsorted, the loss) measure agreement with the "
-                   "poisoned label, which a model that never saw D_f lacks, so they can fall "
-                   "far below 0.5 there")
-  return {"mia": out}

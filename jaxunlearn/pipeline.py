@@ -1,27 +1,33 @@
 """The pipeline: data -> splits -> train -> retrain -> reference -> unlearn -> evaluate.
 
-Each finished stage is an Orbax checkpoint under ``WORKDIR/checkpoints/`` and
-is reused by a rerun. Stage names carry what they depend on:
+It strings the stages together and names no method, evaluator or data
+transform: the config picks them from their registries
+(:mod:`jaxunlearn.methods`, :mod:`jaxunlearn.evaluators`,
+:mod:`jaxunlearn.transforms`). Each finished stage is an Orbax checkpoint
+under ``WORKDIR/checkpoints/`` and is reused by a rerun. Stage names carry
+what they depend on:
 
-* ``original``: the model trained on all of D (never overwritten);
+* ``original``: the model trained on D_f and D_r (never overwritten);
 * ``retrain-<forget hash>``: trained from scratch on D_r;
-* ``reference-<D_s hash>``: trained on D_s; reused by any later request whose
-  D_f does not touch D_s;
+* ``reference-<D_s hash>``: trained on D_s, only for methods that use a
+  reference model; reused by any later request whose D_f does not touch D_s;
 * ``unlearned-<forget hash>-<settings hash>``: the original after unlearning.
 
 Everything is validated before the first write, so bad input leaves the work
-directory as it was.
+directory as it was; a run holds the work directory's lock from its first
+write to its end (:mod:`jaxunlearn.workdir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
-import os
 import platform
-import tempfile
+import shutil
+import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,12 +36,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import checkpoint, config as config_lib, data as data_lib, evaluate
-from jaxunlearn import models, parallel, report, splits as splits_lib, train as train_lib
-from jaxunlearn import unlearn as unlearn_lib
-from jaxunlearn.errors import DataError, JaxUnlearnError, SplitError, WorkdirError
-
-MODEL_NAMES = ("original", "retrain", "reference", "unlearned")
+from jaxunlearn import checkpoint, config as config_lib, data as data_lib, evaluators
+from jaxunlearn import methods, models, parallel, report, splits as splits_lib, stages
+from jaxunlearn import train as train_lib, transforms, unlearn as unlearn_lib
+from jaxunlearn import workdir as workdir_lib
+from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, SplitError
 
 
 @dataclasses.dataclass
@@ -51,77 +56,46 @@ class Trained:
 
 @dataclasses.dataclass
 class Context:
-  """What a pipeline run holds; evaluators read it."""
+  """What a pipeline run holds (internal: evaluators get :class:`evaluators.EvalInputs`)."""
   cfg: ml_collections.ConfigDict
   workdir: Path
   data: data_lib.Dataset
-  x_train: np.ndarray         # training inputs as trained on (poisoned when a backdoor is planted)
+  x_train: np.ndarray         # training inputs as trained on (after data transforms)
   y_train: np.ndarray
+  transforms: list            # names of the transforms applied
   splits: splits_lib.Splits
   model: Any
   mesh: Any
   key: Any
+  method: methods.Method
+  hparams: dict
+  evaluators: list            # names, in order
+  secret: bytes | None        # the work dir's key for forget-set hashes (None until known)
   trained: dict = dataclasses.field(default_factory=dict)
-  logits: dict = dataclasses.field(default_factory=dict)   # model -> {test, forget, remain}
+
+  @property
+  def cache(self) -> stages.StageCache:
+    return stages.StageCache(self.workdir / "checkpoints")
+
+  def forget_hash(self) -> str:
+    return splits_lib.index_hash(self.splits.forget_idx, self.secret)
 
 
-def _hash(obj) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def original_fingerprint(cfg, splits: splits_lib.Splits) -> dict:
-  """What the original model depends on; a workdir holds one original."""
+def original_fingerprint(ctx: Context) -> dict:
+  """What the original model depends on; a work dir holds one original."""
+  cfg = ctx.cfg
   fp = {"dataset": cfg.dataset, "model": cfg.model,
         "model_kwargs": cfg.model_kwargs.to_dict(), "train": cfg.train.to_dict(),
         "seed": cfg.seed}
   fp["train"].pop("driver", None)
-  backdoor = cfg.get("backdoor")
-  if backdoor is not None and backdoor.get("enabled", False):
-    # A planted backdoor makes the original depend on the forget set.
-    fp["backdoor"] = backdoor.to_dict()
-    fp["forget_hash"] = splits_lib.index_hash(splits.forget_idx)
+  if ctx.splits.holdout_idx.size:
+    fp["holdout_hash"] = splits_lib.index_hash(ctx.splits.holdout_idx)
+  active = transforms.active(cfg)
+  if active:
+    # A transform of D_f makes the original depend on the forget set.
+    fp["transforms"] = {t.name: t.fingerprint(cfg) for t in active}
+    fp["forget_hash"] = ctx.forget_hash()
   return fp
-
-
-def check_workdir(workdir: Path, fingerprint: dict) -> None:
-  """Raises WorkdirError if ``workdir`` is unusable or holds another config's original."""
-  if workdir.exists() and not workdir.is_dir():
-    raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
-  probe = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
-  if not probe.is_dir():
-    raise WorkdirError(f"work directory {workdir} cannot be created: {probe} is a file; "
-                       "choose another --workdir")
-  if not _can_write(probe):
-    raise WorkdirError(f"work directory {workdir} is not writable ({probe} refuses new files); "
-                       "choose another --workdir")
-  run_file = workdir / "run.json"
-  if run_file.exists():
-    try:
-      saved = json.loads(run_file.read_text())["original"]
-    except (ValueError, KeyError):
-      raise WorkdirError(f"{run_file} is unreadable; delete it or use a new --workdir") from None
-    if saved != json.loads(json.dumps(fingerprint)):
-      diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-      raise WorkdirError(
-          f"work directory {workdir} holds a run of a different config (differs in: "
-          f"{', '.join(diff)}); use a new --workdir")
-
-
-def _can_write(directory: Path) -> bool:
-  """Whether a file can be created in ``directory``, by trying it.
-
-  ``os.access`` alone is not enough: it answers for the real user id, so it
-  says yes to root (and to a process whose effective user differs) where a
-  write would still fail.
-  """
-  if not os.access(directory, os.W_OK | os.X_OK):
-    return False
-  try:
-    with tempfile.TemporaryFile(dir=directory, prefix=".jaxunlearn-probe-"):
-      pass
-  except OSError:
-    return False
-  return True
 
 
 def build_context(cfg, workdir) -> Context:
@@ -135,28 +109,45 @@ def build_context(cfg, workdir) -> Context:
   splits = splits_lib.make_splits(
       n, data.y_train, seed=forget_seed, mode=cfg.forget.mode, fraction=cfg.forget.fraction,
       size=cfg.forget.size, index_file=cfg.forget.index_file, classes=tuple(cfg.forget.classes),
-      reference_size=config_lib.resolve_size(cfg.reference.size, n))
+      reference_size=config_lib.resolve_size(cfg.reference.size, n),
+      holdout_size=config_lib.resolve_size(cfg.holdout.size, n))
+  method = methods.get(cfg.unlearn.method)()
+  hparams = methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)
+  _check_method_inputs(cfg, method, splits)
   mesh = parallel.make_mesh()
   # Every batch must divide over the devices; checked here, before any write.
-  for size in (n, splits.remain_idx.size, splits.reference_idx.size):
+  for size in (splits.train_idx.size, splits.remain_idx.size, splits.reference_idx.size):
     parallel.check_batch_size(min(cfg.train.batch_size, size), mesh, "train.batch_size")
   parallel.check_batch_size(min(cfg.unlearn.forget_batch_size, splits.n_forget), mesh,
                             "unlearn.forget_batch_size")
   parallel.check_batch_size(cfg.unlearn.remain_batch_size, mesh, "unlearn.remain_batch_size")
-  # Looked up now, not after hours of training, so a typo leaves the workdir as it was.
-  unlearn_lib.get_method(cfg.unlearn.method)
   check_model_input(model, cfg.model, data.input_shape)
-  x_train, y_train = data.x_train, data.y_train
-  if cfg.get("backdoor") is not None and cfg.backdoor.get("enabled", False):
-    from jaxunlearn import backdoor
-    x_train, y_train = backdoor.poison(x_train, y_train, splits.forget_idx, cfg.backdoor,
-                                       num_classes=data.num_classes)
-  if "mia" in evaluate.evaluator_names(cfg):
-    from jaxunlearn import mia
-    mia.pool_size(cfg, data.n_test)
-  check_workdir(workdir, original_fingerprint(cfg, splits))
-  return Context(cfg=cfg, workdir=workdir, data=data, x_train=x_train, y_train=y_train,
-                 splits=splits, model=model, mesh=mesh, key=jax.random.key(cfg.seed))
+  info = evaluators.DataInfo(n_train=n, n_test=data.n_test, num_classes=data.num_classes,
+                             input_shape=tuple(data.input_shape), n_forget=splits.n_forget)
+  names = evaluators.selected(cfg)
+  for name in names:
+    evaluators.get(name)().validate(cfg, info)
+  x_train, y_train, applied = transforms.apply_all(cfg, data.x_train, data.y_train,
+                                                   splits.forget_idx, data.num_classes)
+  secret = workdir_lib.read_secret(workdir) if workdir.is_dir() else None
+  ctx = Context(cfg=cfg, workdir=workdir, data=data, x_train=x_train, y_train=y_train,
+                transforms=applied, splits=splits, model=model, mesh=mesh,
+                key=jax.random.key(cfg.seed), method=method, hparams=hparams,
+                evaluators=names, secret=secret)
+  # Without the secret (a new work dir) the forget hash is not known yet: the
+  # fingerprint is checked again under the lock, before the first write.
+  workdir_lib.check(workdir, original_fingerprint(ctx) if secret is not None else None)
+  return ctx
+
+
+def _check_method_inputs(cfg, method, splits) -> None:
+  if cfg.unlearn.tol and not method.needs_reference:
+    raise ConfigError(f"unlearn.tol stops on the KL to a reference model, which method "
+                      f"{cfg.unlearn.method!r} does not use; set --config.unlearn.tol=0")
+  if ("x_heldout" in method.inputs or "y_heldout" in method.inputs) \
+      and not splits.holdout_idx.size:
+    raise ConfigError(f"method {cfg.unlearn.method!r} needs held-out examples; keep some out "
+                      "of training with --config.holdout.size=0.05 (a fraction or a count)")
 
 
 def check_model_input(model, name: str, input_shape) -> None:
@@ -173,10 +164,6 @@ def check_model_input(model, name: str, input_shape) -> None:
                     "choose a model that fits the dataset") from e
 
 
-def _ckpt_dir(ctx: Context, stage: str) -> Path:
-  return ctx.workdir / "checkpoints" / stage
-
-
 def _abstract_variables(ctx: Context):
   opt = train_lib.make_optimizer(ctx.cfg.train)
   state = jax.eval_shape(lambda k: train_lib.init_state(
@@ -184,8 +171,9 @@ def _abstract_variables(ctx: Context):
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _restore(ctx: Context, stage: str, reused: bool = False) -> Trained:
-  variables, meta = checkpoint.restore(_ckpt_dir(ctx, stage), _abstract_variables(ctx))
+def restore(ctx: Context, stage: str, reused: bool = False) -> Trained:
+  """A model stage of the work dir, restored."""
+  variables, meta = checkpoint.restore(ctx.cache.path(stage), _abstract_variables(ctx))
   bs = variables.get("batch_stats") or {}
   return Trained(variables["params"], bs, train_lib.eval_apply_fn(ctx.model, bs), meta,
                  stage, reused)
@@ -194,8 +182,8 @@ def _restore(ctx: Context, stage: str, reused: bool = False) -> Trained:
 def train_stage(ctx: Context, stage: str, idx: np.ndarray, *, epochs: int, key,
                 protected: bool = False, extra_meta: dict | None = None) -> Trained:
   """Trains from scratch on ``x_train[idx]`` unless the stage is already saved."""
-  if checkpoint.exists(_ckpt_dir(ctx, stage)):
-    return _restore(ctx, stage)
+  if ctx.cache.exists(stage):
+    return restore(ctx, stage)
   cfg = ctx.cfg.train
   steps = epochs * max(1, idx.size // min(cfg.batch_size, idx.size))
   optimizer = train_lib.make_optimizer(cfg, steps)
@@ -211,14 +199,14 @@ def train_stage(ctx: Context, stage: str, idx: np.ndarray, *, epochs: int, key,
           "epochs": epochs, "n_examples": int(idx.size), "history": result.history,
           **(extra_meta or {})}
   variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
-  checkpoint.save(_ckpt_dir(ctx, stage), variables, meta, protected=protected)
+  checkpoint.save(ctx.cache.path(stage), variables, meta, protected=protected)
   bs = result.state.batch_stats
   return Trained(result.state.params, bs, train_lib.eval_apply_fn(ctx.model, bs), meta, stage)
 
 
 def find_reference(ctx: Context) -> str | None:
   """A saved reference model whose D_s avoids this request's D_f, if any."""
-  root = ctx.workdir / "checkpoints"
+  root = ctx.cache.root
   if not root.is_dir():
     return None
   want = {"epochs": ctx.cfg.reference.epochs, "n_examples": int(ctx.splits.reference_idx.size)}
@@ -229,28 +217,28 @@ def find_reference(ctx: Context) -> str | None:
     if any(meta.get(k) != v for k, v in want.items()):
       continue
     ref_idx = np.asarray(meta["reference_idx"], np.int64)
-    if not np.intersect1d(ref_idx, ctx.splits.forget_idx).size:
+    if not np.intersect1d(ref_idx, ctx.splits.forget_idx).size \
+        and not np.intersect1d(ref_idx, ctx.splits.holdout_idx).size:
       return d.name
   return None
 
 
 def reference_stage(ctx: Context, key) -> Trained:
-  own_stage = f"reference-{splits_lib.index_hash(ctx.splits.reference_idx)}"
+  own_stage = f"reference-{splits_lib.index_hash(ctx.splits.reference_idx, ctx.secret)}"
   if ctx.cfg.reference.reuse:
     found = find_reference(ctx)
     if found is not None:
-      ref_idx = np.asarray(checkpoint.metadata(_ckpt_dir(ctx, found))["reference_idx"])
+      ref_idx = np.asarray(ctx.cache.metadata(found)["reference_idx"])
       ctx.splits = splits_lib.check_splits(
           dataclasses.replace(ctx.splits, reference_idx=ref_idx), ctx.data.n_train)
       _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
       # Finding this request's own reference (a resumed or repeated run) is not reuse.
-      return _restore(ctx, found, reused=found != own_stage)
+      return restore(ctx, found, reused=found != own_stage)
   ref_idx = ctx.splits.reference_idx
-  stage = own_stage
   # Checked again here, not with `assert` (stripped by python -O): the
   # reference model must never see D_f.
   _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
-  return train_stage(ctx, stage, ref_idx, epochs=ctx.cfg.reference.epochs, key=key,
+  return train_stage(ctx, own_stage, ref_idx, epochs=ctx.cfg.reference.epochs, key=key,
                      extra_meta={"reference_idx": ref_idx.tolist()})
 
 
@@ -260,30 +248,74 @@ def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
                      "never see D_f")
 
 
-def unlearn_stage(ctx: Context, original: Trained, reference: Trained, key) -> Trained:
+def method_inputs(ctx: Context, original: Trained, reference: Trained | None) -> methods.Inputs:
+  """The arrays the method asked for (and only those)."""
+  s, want = ctx.splits, set(ctx.method.inputs)
+  bs = ctx.cfg.eval.batch_size
+  x_f = ctx.x_train[s.forget_idx]
+  fields = {}
+  if "x_forget" in want:
+    fields["x_forget"] = x_f
+  if "y_forget" in want:
+    fields["y_forget"] = ctx.y_train[s.forget_idx]
+  if "x_remain" in want:
+    fields["x_remain"] = ctx.x_train[s.remain_idx]
+  if "y_remain" in want:
+    fields["y_remain"] = ctx.y_train[s.remain_idx]
+  if "ref_probs" in want:
+    fields["ref_probs"] = jax.nn.softmax(jnp.asarray(
+        train_lib.predict(reference.apply_fn, reference.params, x_f, bs)), -1)
+  if "orig_logits_forget" in want:
+    fields["orig_logits_forget"] = train_lib.predict(original.apply_fn, original.params, x_f, bs)
+  if "orig_logits_remain" in want:
+    fields["orig_logits_remain"] = train_lib.predict(
+        original.apply_fn, original.params, ctx.x_train[s.remain_idx], bs)
+  if want & {"x_heldout", "y_heldout"}:
+    # Held-out examples of the classes in D_f (as SCRUB+R's forget-validation set).
+    h = s.holdout_idx[np.isin(ctx.y_train[s.holdout_idx], ctx.y_train[s.forget_idx])]
+    if not h.size:
+      raise ConfigError("no held-out example has a class of D_f; raise holdout.size")
+    fields["x_heldout"], fields["y_heldout"] = ctx.x_train[h], ctx.y_train[h]
+  return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
+
+
+def unlearn_spec(ctx: Context, reference: Trained | None) -> dict:
   u = ctx.cfg.unlearn
-  fhash = splits_lib.index_hash(ctx.splits.forget_idx)
-  stage = f"unlearned-{fhash}-{_hash([u.to_dict(), reference.stage])}"
-  if checkpoint.exists(_ckpt_dir(ctx, stage)):
-    return _restore(ctx, stage)
-  x_f = jnp.asarray(ctx.x_train[ctx.splits.forget_idx])
-  ref_probs = jax.nn.softmax(jnp.asarray(train_lib.predict(
-      reference.apply_fn, reference.params, x_f, ctx.cfg.eval.batch_size)), -1)
-  x_r = jnp.asarray(ctx.x_train[ctx.splits.remain_idx])
-  y_r = jnp.asarray(ctx.y_train[ctx.splits.remain_idx])
-  optimizer = train_lib.make_optimizer(u, u.epochs * max(1, x_f.shape[0] // u.forget_batch_size))
-  method = unlearn_lib.get_method(u.method)(original.apply_fn, optimizer, u.lam, mesh=ctx.mesh)
+  return {"method": u.method, "hparams": ctx.hparams, "epochs": u.epochs, "tol": u.tol,
+          "forget_batch_size": u.forget_batch_size, "remain_batch_size": u.remain_batch_size,
+          "optimizer": u.optimizer, "learning_rate": u.learning_rate, "momentum": u.momentum,
+          "weight_decay": u.weight_decay, "schedule": u.schedule,
+          "reference": reference.stage if reference is not None else None}
+
+
+def unlearn_stage(ctx: Context, original: Trained, reference: Trained | None, key) -> Trained:
+  u = ctx.cfg.unlearn
+  stage = f"unlearned-{ctx.forget_hash()}-{stages.spec_hash(unlearn_spec(ctx, reference))}"
+  if ctx.cache.exists(stage):
+    return restore(ctx, stage)
+  # The forward passes that make the inputs (the reference on D_f, ...) are
+  # unlearning work: timed, after a first call that compiles them.
+  jax.block_until_ready(method_inputs(ctx, original, reference))
+  t0 = time.perf_counter()
+  inputs = jax.block_until_ready(method_inputs(ctx, original, reference))
+  inputs_s = time.perf_counter() - t0
+  model, shape = ctx.model, ctx.data.input_shape
+  fn = unlearn_lib.make_unlearn_fn(
+      ctx.method, original.apply_fn, epochs=u.epochs, n_forget=ctx.splits.n_forget,
+      n_remain=int(ctx.splits.remain_idx.size), forget_batch_size=u.forget_batch_size,
+      remain_batch_size=u.remain_batch_size, optimizer_cfg=u, mesh=ctx.mesh,
+      init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"])
   result = unlearn_lib.unlearn(
-      method, original.params, x_f, ref_probs, x_r, y_r, apply_fn=original.apply_fn,
-      epochs=u.epochs, key=key, forget_batch_size=u.forget_batch_size,
-      remain_batch_size=u.remain_batch_size, tol=u.tol, mesh=ctx.mesh,
-      progress=ctx.cfg.report.progress)
-  meta = {"stage": stage, "time_s": result.run_s, "compile_s": result.compile_s,
-          "epochs": len(result.history), "stopped_early": result.stopped_early,
-          "history": result.history, "reference": reference.stage}
+      fn, original.params, inputs, {"learning_rate": u.learning_rate, **ctx.hparams},
+      key=key, tol=u.tol, mesh=ctx.mesh, progress=ctx.cfg.report.progress)
+  meta = {"stage": stage, "time_s": result.run_s + inputs_s, "inputs_s": inputs_s,
+          "compile_s": result.compile_s, "epochs": len(result.history),
+          "stopped_early": result.stopped_early, "history": result.history,
+          "method": u.method, "hparams": ctx.hparams,
+          "reference": reference.stage if reference is not None else None}
   # Batch statistics are the original's: unlearning moves weights only.
   bs = original.batch_stats
-  checkpoint.save(_ckpt_dir(ctx, stage), {"params": result.params, "batch_stats": bs}, meta)
+  checkpoint.save(ctx.cache.path(stage), {"params": result.params, "batch_stats": bs}, meta)
   return Trained(result.params, bs, original.apply_fn, meta, stage)
 
 
@@ -297,52 +329,102 @@ def environment() -> dict:
           "python": platform.python_version(), "host": platform.node()}
 
 
-def run(cfg: ml_collections.ConfigDict, workdir, *, evaluators=None) -> dict:
+def run(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
   """Runs every stage and writes ``results.json`` / ``results.md``; returns the results.
 
   Args:
     cfg: a config from ``configs/`` (see :func:`jaxunlearn.config.base_config`).
     workdir: where checkpoints and results go; finished stages there are reused.
-    evaluators: extra ``fn(ctx) -> dict`` whose output is merged into results,
-      run after the ones the config names in ``eval.evaluators``.
+    wait: if another run holds the work directory, wait for it instead of
+      refusing.
   """
   ctx = build_context(cfg, workdir)
-  cfg = ctx.cfg
   ctx.workdir.mkdir(parents=True, exist_ok=True)
-  fingerprint = original_fingerprint(cfg, ctx.splits)
-  if jax.process_index() == 0 and not (ctx.workdir / "run.json").exists():
-    _atomic_write(ctx.workdir / "run.json", json.dumps({"original": fingerprint}, indent=2))
+  lock = workdir_lib.Lock(ctx.workdir, wait=wait) if jax.process_index() == 0 \
+      else contextlib.nullcontext()
+  with lock:
+    _claim_workdir(ctx)
+    return _run_stages(ctx)
 
+
+def _claim_workdir(ctx: Context) -> None:
+  """Under the lock: the secret, ``run.json``, and no stale results left looking current."""
+  secret = workdir_lib.read_secret(ctx.workdir)
+  if secret is None:
+    secret = workdir_lib.new_secret()
+    if jax.process_index() == 0:
+      workdir_lib.write_secret(ctx.workdir, secret)
+  ctx.secret = secret
+  fingerprint = original_fingerprint(ctx)
+  # Again under the lock: another run may have claimed the work dir meanwhile.
+  workdir_lib.check(ctx.workdir, fingerprint)
+  if jax.process_index() == 0:
+    if not (ctx.workdir / "run.json").exists():
+      workdir_lib.atomic_write(ctx.workdir / "run.json",
+                               json.dumps({"original": fingerprint}, indent=2))
+    for name in ("results.json", "results.md"):
+      path = ctx.workdir / name
+      if path.exists():
+        stem, ext = name.split(".")
+        shutil.move(path, ctx.workdir / f"{stem}.previous.{ext}")
+
+
+def _run_stages(ctx: Context) -> dict:
+  cfg = ctx.cfg
   k_orig, k_retrain, k_ref, k_unlearn = jax.random.split(ctx.key, 4)
-  all_idx = np.arange(ctx.data.n_train)
-  fhash = splits_lib.index_hash(ctx.splits.forget_idx)
+  fhash = ctx.forget_hash()
   t = ctx.trained
-  t["original"] = train_stage(ctx, "original", all_idx, epochs=cfg.train.epochs, key=k_orig,
-                              protected=True)
+  t["original"] = train_stage(ctx, "original", ctx.splits.train_idx, epochs=cfg.train.epochs,
+                              key=k_orig, protected=True)
   if cfg.retrain.enabled:
     t["retrain"] = train_stage(ctx, f"retrain-{fhash}", ctx.splits.remain_idx,
                                epochs=cfg.train.epochs, key=k_retrain)
-  t["reference"] = reference_stage(ctx, k_ref)
-  t["unlearned"] = unlearn_stage(ctx, t["original"], t["reference"], k_unlearn)
+  reference = reference_stage(ctx, k_ref) if ctx.method.needs_reference else None
+  if reference is not None:
+    t["reference"] = reference
+  t["unlearned"] = unlearn_stage(ctx, t["original"], reference, k_unlearn)
 
   results = summarize(ctx)
-  for name in evaluate.evaluator_names(cfg):
-    results.update(evaluate.get_evaluator(name)(ctx))
-  for evaluator in evaluators or ():
-    results.update(evaluator(ctx))
+  inputs = eval_inputs(ctx)
+  sections = []
+  for name in ctx.evaluators:
+    ev = evaluators.get(name)()
+    key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(name.encode()))
+    section = ev.evaluate(dataclasses.replace(inputs, key=key))
+    results[evaluators.section_name(name)] = section
+    sections.append((ev.title or name, ev.report(section)))
   if jax.process_index() == 0:
-    _atomic_write(ctx.workdir / "results.json", json.dumps(results, indent=2))
-    _atomic_write(ctx.workdir / "results.md", report.results_markdown(results))
+    workdir_lib.atomic_write(ctx.workdir / "results.json", json.dumps(results, indent=2))
+    workdir_lib.atomic_write(ctx.workdir / "results.md",
+                             report.results_markdown(results, sections))
   return results
 
 
-def summarize(ctx: Context) -> dict:
-  cfg, s = ctx.cfg, ctx.splits
-  figures = {}
+def eval_inputs(ctx: Context) -> evaluators.EvalInputs:
+  """The read-only inputs every evaluator gets (its own key is filled in per evaluator)."""
+  s, bs = ctx.splits, ctx.cfg.eval.batch_size
+  ro = evaluators.base.read_only
+  x_f, x_r = ctx.x_train[s.forget_idx], ctx.x_train[s.remain_idx]
+  logits, views = {}, {}
   for name, m in ctx.trained.items():
-    figures[name], ctx.logits[name] = evaluate.model_metrics(
-        m.apply_fn, m.params, ctx.data, s, cfg.eval.batch_size, ctx.x_train, ctx.y_train)
-  t = ctx.trained
+    logits[name] = evaluators.base.frozen_mapping({
+        "test": ro(train_lib.predict(m.apply_fn, m.params, ctx.data.x_test, bs)),
+        "forget": ro(train_lib.predict(m.apply_fn, m.params, x_f, bs)),
+        "remain": ro(train_lib.predict(m.apply_fn, m.params, x_r, bs))})
+    views[name] = evaluators.ModelView(m.apply_fn, m.params, m.stage)
+  return evaluators.EvalInputs(
+      cfg=ml_collections.FrozenConfigDict(ctx.cfg), models=evaluators.base.frozen_mapping(views),
+      logits=evaluators.base.frozen_mapping(logits), x_train=ro(ctx.x_train),
+      y_train=ro(ctx.y_train), x_test=ro(ctx.data.x_test), y_test=ro(ctx.data.y_test),
+      forget_idx=ro(s.forget_idx), remain_idx=ro(s.remain_idx),
+      num_classes=ctx.data.num_classes, input_shape=tuple(ctx.data.input_shape),
+      model=ctx.model, key=None, out_dir=ctx.workdir, cache=ctx.cache,
+      fingerprint=evaluators.base.frozen_mapping(original_fingerprint(ctx)),
+      transforms=tuple(ctx.transforms), progress=ctx.cfg.report.progress)
+
+
+def summarize(ctx: Context) -> dict:
+  cfg, s, t = ctx.cfg, ctx.splits, ctx.trained
   time_s = {name: m.meta["time_s"] for name, m in t.items()}
   time_s["train"] = time_s.pop("original")
   time_s["unlearn"] = time_s.pop("unlearned")
@@ -351,27 +433,25 @@ def summarize(ctx: Context) -> dict:
   compile_s["unlearn"] = compile_s.pop("unlearned")
   results = {
       "setting": cfg.setting, "dataset": cfg.dataset, "model": cfg.model,
+      "method": cfg.unlearn.method, "hparams": ctx.hparams,
       "seed": cfg.seed, "n_train": ctx.data.n_train, "n_test": ctx.data.n_test,
       "n_forget": s.n_forget, "n_remain": int(s.remain_idx.size),
-      "n_reference": int(s.reference_idx.size),
-      "forget_hash": splits_lib.index_hash(s.forget_idx),
-      "models": figures, "time_s": time_s, "compile_s": compile_s,
+      "n_reference": int(s.reference_idx.size) if "reference" in t else 0,
+      "n_holdout": int(s.holdout_idx.size),
+      "forget_hash": ctx.forget_hash(),
+      "time_s": time_s, "compile_s": compile_s,
       "unlearn_epochs_run": t["unlearned"].meta["epochs"],
-      "reference_reused": t["reference"].reused,
+      "reference_reused": bool(t["reference"].reused) if "reference" in t else False,
       "stages": {name: m.stage for name, m in t.items()},
+      "evaluators": list(ctx.evaluators),
+      "transforms": list(ctx.transforms),
       "config": cfg.to_dict(),
       "environment": environment(),
       "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   if "retrain" in time_s:
-    results["speedup"] = time_s["retrain"] / (time_s["reference"] + time_s["unlearn"])
+    results["speedup"] = time_s["retrain"] / (time_s.get("reference", 0.0) + time_s["unlearn"])
     results["speedup_amortized"] = time_s["retrain"] / time_s["unlearn"]
   if cfg.report.save_forget_indices:
     results["forget_idx"] = s.forget_idx.tolist()
   return results
-
-
-def _atomic_write(path: Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""A readable ``results.md`` from the ``results.json`` dict."""
+"""A readable ``results.md`` from the ``results.json`` dict and the sections evaluators render."""
 
 from __future__ import annotations
 
@@ -17,25 +17,15 @@ def table(header, rows) -> str:
   return "\n".join(lines)
 
 
-def results_markdown(r: dict) -> str:
+def results_markdown(r: dict, sections: list[tuple[str, str]]) -> str:
+  """``results.md``: a header, the given ``(title, markdown)`` sections, timing and environment."""
   out = [f"# Unlearning results: {r['setting']}", "",
-         f"Dataset `{r['dataset']}`, model `{r['model']}`, seed {r['seed']}: "
-         f"{r['n_train']} training examples, forget set {r['n_forget']}, "
-         f"reference set {r['n_reference']}"
+         f"Dataset `{r['dataset']}`, model `{r['model']}`, method `{r.get('method', '')}`, "
+         f"seed {r['seed']}: {r['n_train']} training examples, forget set {r['n_forget']}"
+         + (f", reference set {r['n_reference']}" if r.get("n_reference") else "")
          + (" (reused)" if r.get("reference_reused") else "") + ".", ""]
-  models = r["models"]
-  names = [m for m in MODEL_ORDER if m in models]
-  keys = ("acc_test", "acc_forget", "acc_remain", "loss_test", "loss_forget")
-  out += ["## Accuracy and loss", "",
-          table(["model", *keys], [[m, *(models[m].get(k) for k in keys)] for m in names]), ""]
-  for section, title in (("mia", "Membership inference on D_f"),
-                         ("backdoor", "Backdoor planted in D_f"),
-                         ("distributions", "Output distributions")):
-    if section in r:
-      out += [f"## {title}", "", _section(r[section]), ""]
-      figure = r[section].get("figure")
-      if isinstance(figure, str) and figure.endswith(".png"):
-        out += [f"![{title}]({figure})", ""]
+  for title, text in sections:
+    out += [f"## {title}", "", text, ""]
   times = r["time_s"]
   out += ["## Time (seconds of device work, compile time apart)", "",
           table(["stage", "run s", "compile s"],
@@ -51,7 +41,7 @@ def results_markdown(r: dict) -> str:
   return "\n".join(out)
 
 
-def _section(d: dict) -> str:
+def section(d: dict) -> str:
   """A nested ``{model: {figure: value}}`` dict as tables; flat entries as a list.
 
   Figures named ``group.figure`` go to one table per group, after the table of

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import os
 
 import numpy as np
@@ -23,15 +24,29 @@ class Splits:
   forget_idx: np.ndarray      # sorted int64 indices into the training set
   remain_idx: np.ndarray      # sorted complement of forget_idx
   reference_idx: np.ndarray   # sorted subset of remain_idx
+  holdout_idx: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))  # never trained on by any model; may be empty
 
   @property
   def n_forget(self) -> int:
     return int(self.forget_idx.size)
 
+  @property
+  def train_idx(self) -> np.ndarray:
+    """What the original model trains on: D_f and D_r (everything but the held-out split)."""
+    return np.union1d(self.forget_idx, self.remain_idx)
 
-def index_hash(idx) -> str:
-  """A short stable hash of an index set (order does not matter)."""
+
+def index_hash(idx, secret: bytes | None = None) -> str:
+  """A short stable hash of an index set (order does not matter).
+
+  With ``secret`` (the work directory's key) it is an HMAC-SHA256, which
+  cannot be matched against guessed index lists without the key; without it a
+  plain SHA-256 (for sets that are not private, e.g. a shadow pool).
+  """
   arr = np.sort(np.asarray(idx, np.int64))
+  if secret is not None:
+    return hmac.new(secret, arr.tobytes(), hashlib.sha256).hexdigest()[:16]
   return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
 
 
@@ -141,10 +156,15 @@ def draw_reference(remain_idx: np.ndarray, size: int, rng: np.random.Generator) 
 
 def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
                 fraction: float = 0.01, size: int = 0, index_file: str = "",
-                classes=(), reference_size: int) -> Splits:
-  """Builds and validates D_f, D_r and D_s for a training set of ``n`` examples."""
+                classes=(), reference_size: int, holdout_size: int = 0) -> Splits:
+  """Builds and validates D_f, D_r, D_s and the held-out split for ``n`` training examples.
+
+  ``holdout_size`` examples outside D_f are kept out of every model's training
+  (drawn first, so D_r and D_s never hold them).
+  """
   rng = np.random.default_rng(seed)
-  forget_rng, ref_rng = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2))
+  forget_rng, ref_rng, holdout_rng = (np.random.default_rng(s)
+                                      for s in rng.bit_generator.seed_seq.spawn(3))
   if mode == "random":
     forget = forget_by_fraction(n, fraction, forget_rng, size)
   elif mode == "indices":
@@ -158,17 +178,27 @@ def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
   else:
     raise SplitError(f"unknown forget.mode {mode!r}; use one of {FORGET_MODES}")
   remain = np.setdiff1d(np.arange(n), forget)
+  holdout = np.zeros(0, np.int64)
+  if holdout_size:
+    if holdout_size >= remain.size:
+      raise SplitError(f"holdout.size {holdout_size} leaves no remaining data "
+                       f"({remain.size} examples outside D_f); lower holdout.size")
+    holdout = np.sort(holdout_rng.choice(remain, size=int(holdout_size), replace=False))
+    remain = np.setdiff1d(remain, holdout)
   reference = draw_reference(remain, reference_size, ref_rng)
-  return check_splits(Splits(forget, remain, reference), n)
+  return check_splits(Splits(forget, remain, reference, holdout), n)
 
 
 def check_splits(s: Splits, n: int) -> Splits:
-  """Asserts the invariants: D_f, D_r partition the data; D_s within D_r."""
+  """Asserts the invariants: D_f, D_r and the held-out split partition the data; D_s avoids D_f."""
   forget = validate_indices(s.forget_idx, n, "forget indices")
   remain = validate_indices(s.remain_idx, n, "remain indices")
   reference = validate_indices(s.reference_idx, n, "reference indices")
-  if np.intersect1d(forget, remain).size or forget.size + remain.size != n:
-    raise SplitError("forget and remain indices must partition the training set")
+  holdout = (validate_indices(s.holdout_idx, n, "held-out indices") if np.size(s.holdout_idx)
+             else np.zeros(0, np.int64))
+  parts = (forget, remain, holdout)
+  if (sum(p.size for p in parts) != n or np.unique(np.concatenate(parts)).size != n):
+    raise SplitError("forget, remain and held-out indices must partition the training set")
   if np.intersect1d(reference, forget).size:
     raise SplitError("the reference subset touches the forget set; the reference model must never see D_f")
-  return Splits(forget, remain, reference)
+  return Splits(forget, remain, reference, holdout)

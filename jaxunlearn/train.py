@@ -20,7 +20,6 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,8 +62,13 @@ def eval_apply_fn(model, batch_stats) -> Callable:
   return apply_fn
 
 
-def make_schedule(cfg, total_steps: int):
-  lr = float(cfg.learning_rate)
+def make_schedule(cfg, total_steps: int, learning_rate=None):
+  """The learning rate (a number or an optax schedule).
+
+  ``learning_rate`` overrides ``cfg.learning_rate``; it may be a traced array,
+  so a whole run can take its learning rate as an argument (and be vmapped).
+  """
+  lr = float(cfg.learning_rate) if learning_rate is None else learning_rate
   name = cfg.get("schedule", "constant")
   if name == "constant":
     return lr
@@ -77,11 +81,12 @@ def make_schedule(cfg, total_steps: int):
   raise ConfigError(f"unknown schedule {name!r}; use one of {SCHEDULES}")
 
 
-def make_optimizer(cfg, total_steps: int = 1) -> optax.GradientTransformation:
+def make_optimizer(cfg, total_steps: int = 1, learning_rate=None) -> optax.GradientTransformation:
   """An optax optimizer from a config with ``optimizer``, ``learning_rate``,
-  ``momentum``, ``weight_decay`` and ``schedule`` fields."""
+  ``momentum``, ``weight_decay`` and ``schedule`` fields (``learning_rate``
+  overrides the config's, see :func:`make_schedule`)."""
   name = cfg.get("optimizer", "sgd")
-  lr = make_schedule(cfg, total_steps)
+  lr = make_schedule(cfg, total_steps, learning_rate)
   wd = float(cfg.get("weight_decay", 0.0))
   if name == "sgd":
     momentum = float(cfg.get("momentum", 0.0)) or None

@@ -1,234 +1,245 @@
-"""Unlearning methods, optax style: a factory returns pure ``init`` / ``step``.
+"""A whole unlearning run as one pure function, and the host driver around it.
 
-The paper's Algorithm 1 (:func:`lightweight`): starting from the original
-weights, each step takes a forget batch ``x_f`` and a remain batch
-``(x_r, y_r)`` and minimises
+:func:`make_unlearn_fn` returns ``run(params, inputs, key, hparams) ->
+(params, metrics)``: initialisation, every epoch under ``lax.scan`` and the
+method's final choice, all traced once. Hyperparameters (the learning rate
+and the method's own, e.g. ``lam``) are arrays, so::
 
-    lam * KL(P_ref(x_f) || P_theta(x_f)) + (1 - lam) * CE(f_theta(x_r), y_r)
+    run = make_unlearn_fn("lightweight", apply_fn, epochs=5, n_forget=40, ...)
+    jax.vmap(run, in_axes=(None, None, 0, None))(params, inputs, keys, hp)   # N seeds
+    jax.vmap(run, in_axes=(None, None, None, {"lam": 0, "learning_rate": None}))(...)
 
-where ``P_ref`` are the reference model's (fixed) softmax outputs on D_f.
+runs N unlearning runs in one compiled call. :func:`unlearn` is the host
+driver: the same pieces jitted one epoch at a time, with a progress bar,
+timing, the ``tol`` stop and non-finite checks.
 
-Methods work on any model given as ``apply_fn(params, x) -> logits``: the
-pipeline passes flax models in eval mode, so batch-norm statistics stay the
-original's and only weights move.
+Epoch ``e`` draws its batches from ``fold_in(key, e)``: D_f is walked in a
+fresh permutation (wrapped around to full batches) and a remain batch is
+drawn at random for every step (for ``epoch_over="remain"`` methods the roles
+swap: D_r is walked, D_f cycled).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxunlearn import parallel
+from jaxunlearn import parallel, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
+from jaxunlearn.methods import base
+from jaxunlearn.methods.base import Batch, Inputs, UnlearnState
+
+# fold_in tag of the method's own key (epochs use fold_in(key, epoch)).
+_METHOD_KEY_TAG = 0x6D657468
 
 
-class UnlearnState(NamedTuple):
-  step: jax.Array
-  params: Any
-  opt_state: Any
+def _as_method(method) -> base.Method:
+  if isinstance(method, str):
+    return base.get(method)()
+  if isinstance(method, type):
+    return method()
+  return method
 
 
-class Batch(NamedTuple):
-  x_forget: jax.Array       # (B_f, ...)
-  ref_probs: jax.Array      # (B_f, C) reference posteriors on x_forget
-  x_remain: jax.Array       # (B_r, ...)
-  y_remain: jax.Array       # (B_r,)
+@dataclasses.dataclass(frozen=True)
+class UnlearnFn:
+  """``run(params, inputs, key, hparams) -> (params, metrics)``, and its pieces.
 
-
-class UnlearningMethod(NamedTuple):
-  """``init(params) -> state``; ``step(state, batch) -> (state, metrics)``."""
-  init: Callable[[Any], UnlearnState]
-  step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
-
-
-def kl_divergence(p_ref, logits):
-  """Mean over the batch of KL(p_ref || softmax(logits)).
-
-  ``sum_c p_c (log p_c - log q_c)``; terms with ``p_c = 0`` contribute 0.
+  ``metrics`` holds per-step arrays of shape ``(epochs, steps_per_epoch)``.
+  The pieces (``start``, ``epoch``, ``finish``) are what the host driver
+  jits one at a time; ``run`` is exactly ``start``, a scan of ``epoch`` and
+  ``finish``.
   """
-  log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  p_ref = p_ref.astype(jnp.float32)
-  kl = jnp.sum(jax.scipy.special.xlogy(p_ref, p_ref) - p_ref * log_q, axis=-1)
-  return kl.mean()
+  method: base.Method
+  apply_fn: Callable
+  start: Callable
+  epoch: Callable
+  finish: Callable
+  epochs: int
+  steps_per_epoch: int
+
+  def __call__(self, params, inputs: Inputs, key, hparams):
+    carry = self.start(params, inputs, key, hparams)
+    carry, metrics = jax.lax.scan(lambda c, e: self.epoch(c, inputs, hparams, e), carry,
+                                  jnp.arange(self.epochs))
+    return self.finish(carry, inputs, hparams), metrics
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
+def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
+                    forget_batch_size: int, remain_batch_size: int, optimizer_cfg=None,
+                    init_fn: Callable | None = None, mesh=None) -> UnlearnFn:
+  """Builds the pure function of one whole unlearning run.
 
+  Args:
+    method: a registered name, a :class:`~jaxunlearn.methods.Method` class or instance.
+    apply_fn: ``apply_fn(params, x) -> logits`` of the original model (eval mode).
+    epochs: passes over D_f (over D_r for ``epoch_over="remain"`` methods).
+    n_forget, n_remain: sizes of D_f and D_r (static: they fix the batch grid).
+    forget_batch_size, remain_batch_size: per-step batch sizes (the forget
+      batch is clipped to ``n_forget``).
+    optimizer_cfg: ``optimizer``, ``momentum``, ``weight_decay``, ``schedule``
+      (e.g. the ``unlearn`` config block); default plain SGD. The learning
+      rate comes from ``hparams["learning_rate"]``.
+    init_fn: ``init_fn(key) -> params`` of a fresh model (methods that need
+      a randomly initialised network, e.g. a bad teacher).
+    mesh: split every batch over the mesh's ``'data'`` axis (host driver).
 
-def lightweight_loss(params, apply_fn, batch: Batch, lam):
-  """The loss of Algorithm 1; returns ``(loss, {'kl', 'ce'})``.
-
-  ``lam = 1`` is the pure KL term (the remain batch is not even evaluated).
+  Returns:
+    An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
   """
-  kl = kl_divergence(jax.lax.stop_gradient(batch.ref_probs), apply_fn(params, batch.x_forget))
-  if isinstance(lam, (int, float)) and lam == 1.0:
-    ce = jnp.zeros((), jnp.float32)
-  else:
-    ce = cross_entropy(apply_fn(params, batch.x_remain), batch.y_remain)
-  return lam * kl + (1.0 - lam) * ce, {"kl": kl, "ce": ce}
+  method = _as_method(method)
+  if n_forget < 1:
+    raise ConfigError("the forget set is empty; nothing to unlearn")
+  if n_remain < 1:
+    raise ConfigError("the remain set is empty; unlearning needs remaining data")
+  fbs, rbs = min(int(forget_batch_size), n_forget), int(remain_batch_size)
+  steps = base.steps_per_epoch(method.epoch_over, n_forget, n_remain, fbs, rbs)
+  total = epochs * steps
+  opt_cfg = optimizer_cfg if optimizer_cfg is not None else {"optimizer": "sgd"}
 
+  def build(inputs, key, hparams):
+    optimizer = train_lib.make_optimizer(opt_cfg, total, learning_rate=hparams["learning_rate"])
+    env = base.MethodEnv(apply_fn, init_fn, optimizer, hparams, inputs,
+                         jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps)
+    return method.make(env)
 
-def _method(loss_fn, apply_fn, optimizer, mesh) -> UnlearningMethod:
-  def init(params):
-    return UnlearnState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  def start(params, inputs, key, hparams):
+    return build(inputs, key, hparams).init(params), key
 
-  def step(state: UnlearnState, batch: Batch):
-    if mesh is not None:
-      batch = Batch(*(parallel.shard_batch(a, mesh) for a in batch))
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, apply_fn, batch)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return UnlearnState(state.step + 1, params, opt_state), {"loss": loss, **aux}
-  return UnlearningMethod(init, step)
-
-
-def lightweight(apply_fn, optimizer, lam: float, mesh=None) -> UnlearningMethod:
-  """The paper's Algorithm 1 (KL to the reference on D_f + CE on D_r)."""
-  validate_lam(lam)
-  return _method(lambda p, f, b: lightweight_loss(p, f, b, lam), apply_fn, optimizer, mesh)
-
-
-def finetune(apply_fn, optimizer, lam: float = 0.0, mesh=None) -> UnlearningMethod:
-  """Baseline: fine-tune on D_r alone (no forget term); ``lam`` is ignored."""
-  def loss_fn(params, f, batch):
-    ce = cross_entropy(f(params, batch.x_remain), batch.y_remain)
-    return ce, {"kl": jnp.zeros(()), "ce": ce}
-  return _method(loss_fn, apply_fn, optimizer, mesh)
-
-
-METHODS = {"lightweight": lightweight, "finetune": finetune}
-
-
-def get_method(name: str) -> Callable[..., UnlearningMethod]:
-  if name not in METHODS:
-    raise ConfigError(f"unknown unlearning method {name!r}; use one of {sorted(METHODS)}")
-  return METHODS[name]
-
-
-def validate_lam(lam) -> None:
-  if not isinstance(lam, (int, float)) or not 0.0 < float(lam) <= 1.0:
-    raise ConfigError(f"unlearn.lam must be in (0, 1], got {lam!r}; e.g. --config.unlearn.lam=0.01")
-
-
-def forget_indices(key, n_forget: int, batch_size: int):
-  """One epoch over D_f: a permutation padded by wrap-around to full batches."""
-  steps = -(-n_forget // batch_size)
-  perm = jax.random.permutation(key, n_forget)
-  reps = -(-steps * batch_size // n_forget)
-  return jnp.tile(perm, reps)[: steps * batch_size].reshape(steps, batch_size)
-
-
-def make_epoch(method: UnlearningMethod, *, n_forget: int, n_remain: int,
-               forget_batch_size: int, remain_batch_size: int) -> Callable:
-  """``epoch(state, x_f, ref_probs, x_r, y_r, key) -> (state, metrics)`` under ``lax.scan``."""
-  def epoch(state, x_f, ref_probs, x_r, y_r, key):
-    fkey, rkey = jax.random.split(key)
-    rows = forget_indices(fkey, n_forget, forget_batch_size)
+  def epoch(carry, inputs, hparams, e):
+    state, key = carry
+    m = build(inputs, key, hparams)
+    fkey, rkey = jax.random.split(jax.random.fold_in(key, e))
+    if method.epoch_over == "forget":
+      f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
+      r_rows = jax.vmap(lambda i: jax.random.randint(
+          jax.random.fold_in(rkey, i), (rbs,), 0, n_remain))(jnp.arange(steps))
+    else:
+      r_rows = base.cycled_rows(rkey, n_remain, rbs, steps)
+      f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
 
     def body(state, inp):
-      i, row = inp
-      r = jax.random.randint(jax.random.fold_in(rkey, i), (remain_batch_size,), 0, n_remain)
-      batch = Batch(x_f[row], ref_probs[row], x_r[r], y_r[r])
-      return method.step(state, batch)
-    return jax.lax.scan(body, state, (jnp.arange(rows.shape[0]), rows))
-  return epoch
+      i, fr, rr = inp
+      fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
+                if getattr(inputs, f) is not None}
+      fields.update({f: getattr(inputs, f)[rr] for f in base._REMAIN_ROWS
+                     if getattr(inputs, f) is not None})
+      if mesh is not None:
+        fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
+      progress = (e * steps + i).astype(jnp.float32) / total
+      return m.step(state, Batch(**fields, epoch=e.astype(jnp.int32), progress=progress))
+
+    state, metrics = jax.lax.scan(body, state, (jnp.arange(steps), f_rows, r_rows))
+    if m.epoch_end is not None:
+      state = m.epoch_end(state)
+    return (state, key), metrics
+
+  def finish(carry, inputs, hparams):
+    state, key = carry
+    m = build(inputs, key, hparams)
+    return state.params if m.finish is None else m.finish(state)
+
+  return UnlearnFn(method, apply_fn, start, epoch, finish, int(epochs), steps)
+
+
+def default_hparams(method, learning_rate: float, **overrides) -> dict:
+  """``{"learning_rate": ..., **the method's defaults}`` with ``overrides``, as float32 arrays."""
+  method = _as_method(method)
+  hp = {**method.hparams, **overrides}
+  method.validate(hp)
+  return as_hparams({"learning_rate": learning_rate, **hp})
+
+
+def as_hparams(hp: dict) -> dict:
+  return {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
 
 
 @dataclasses.dataclass
 class UnlearnResult:
   params: Any
-  history: list[dict]      # per epoch: loss, kl, ce (batch means) and kl_forget (all of D_f)
+  history: list[dict]      # per epoch: batch means of the step metrics (+ kl_forget with a reference)
   run_s: float
   compile_s: float
   stopped_early: bool
 
 
-def unlearn(method: UnlearningMethod, params, x_forget, ref_probs, x_remain, y_remain, *,
-            apply_fn: Callable, epochs: int, key, forget_batch_size: int = 64,
-            remain_batch_size: int = 64, tol: float = 0.0, mesh=None,
-            progress: bool = True) -> UnlearnResult:
-  """Runs an unlearning method for ``epochs`` passes over D_f.
+def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: float = 0.0,
+            mesh=None, progress: bool = True) -> UnlearnResult:
+  """Runs ``fn`` epoch by epoch from the host.
 
   Args:
-    method: from :func:`lightweight` (or any :class:`UnlearningMethod`).
+    fn: from :func:`make_unlearn_fn` (built with the same ``mesh``).
     params: the original model's parameters (not modified).
-    x_forget: D_f inputs. ``ref_probs``: reference softmax outputs on them.
-    x_remain, y_remain: D_r (a remain batch is drawn at random each step).
-    apply_fn: ``apply_fn(params, x) -> logits``, used for the KL stop test.
-    epochs: maximum number of passes over D_f.
-    key: PRNG key.
-    tol: stop after the first epoch whose mean KL over all of D_f is below
-      ``tol`` (0 disables the test).
-    mesh: optional mesh: the state and data are replicated on its devices,
-      each forget and remain batch is split over its ``'data'`` axis (both
-      batch sizes must divide over its devices) and the state is donated.
+    inputs: the arrays the method asked for.
+    hparams: ``{"learning_rate": ..., **method hparams}`` (numbers or arrays).
+    key: PRNG key (the same key gives the same result as ``fn(...)``).
+    tol: stop after the first epoch whose mean KL to the reference over all of
+      D_f is below ``tol`` (0 disables; needs ``inputs.ref_probs``).
+    mesh: replicate state and data on its devices; batches are split over them.
+    progress: show a progress bar.
 
   Returns:
-    :class:`UnlearnResult` with the new parameters and a per-epoch log.
+    :class:`UnlearnResult` with compile time kept apart from run time.
   """
-  n_forget, n_remain = int(x_forget.shape[0]), int(x_remain.shape[0])
-  if n_forget == 0:
-    raise ConfigError("the forget set is empty; nothing to unlearn")
-  if n_remain == 0:
-    raise ConfigError("the remain set is empty; unlearning needs remaining data")
-  if ref_probs.shape[0] != n_forget:
-    raise ConfigError(f"ref_probs has {ref_probs.shape[0]} rows for {n_forget} forget examples")
-  forget_batch_size = min(int(forget_batch_size), n_forget)
+  if tol and inputs.ref_probs is None:
+    raise ConfigError("unlearn.tol stops on the KL to the reference model, which this method "
+                      "does not use; set --config.unlearn.tol=0")
+  if inputs.ref_probs is not None and inputs.ref_probs.shape[0] != inputs.x_forget.shape[0]:
+    raise ConfigError(f"ref_probs has {inputs.ref_probs.shape[0]} rows for "
+                      f"{inputs.x_forget.shape[0]} forget examples")
+  hparams = as_hparams(hparams)
+  # Copy: the epoch donates its carry, and the caller keeps the original params.
+  params = jax.tree.map(jnp.array, params)
   if mesh is not None:
-    parallel.check_batch_size(forget_batch_size, mesh, "unlearn.forget_batch_size")
-    parallel.check_batch_size(remain_batch_size, mesh, "unlearn.remain_batch_size")
-  # Copy: the step donates its state, and the caller keeps the original params.
-  state = method.init(jax.tree.map(jnp.array, params))
-  arrays = (x_forget, ref_probs, x_remain, y_remain)
-  if mesh is not None:
-    state, arrays = parallel.replicate((state, arrays), mesh)
-  epoch = make_epoch(method, n_forget=n_forget, n_remain=n_remain,
-                     forget_batch_size=forget_batch_size,
-                     remain_batch_size=int(remain_batch_size))
-
+    params, inputs, hparams = parallel.replicate((params, inputs, hparams), mesh)
   t0 = time.perf_counter()
-  run_epoch = parallel.jit(epoch, mesh, donate_argnums=(0,)).lower(state, *arrays, key).compile()
-  forget_kl = parallel.jit(lambda p, x, q: kl_divergence(q, apply_fn(p, x)), mesh)
-  forget_kl = forget_kl.lower(state.params, arrays[0], arrays[1]).compile()
+  start = parallel.jit(fn.start, mesh).lower(params, inputs, key, hparams).compile()
+  carry = start(params, inputs, key, hparams)
+  run_epoch = parallel.jit(fn.epoch, mesh, donate_argnums=(0,))
+  run_epoch = run_epoch.lower(carry, inputs, hparams, jnp.int32(0)).compile()
+  finish = parallel.jit(fn.finish, mesh).lower(carry, inputs, hparams).compile()
+  forget_kl = None
+  if inputs.ref_probs is not None:
+    forget_kl = parallel.jit(lambda p, x, q: base.kl_divergence(q, fn.apply_fn(p, x)), mesh)
+    forget_kl = forget_kl.lower(carry[0].params, inputs.x_forget, inputs.ref_probs).compile()
   compile_s = time.perf_counter() - t0
 
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm
-    bar = tqdm(total=epochs, desc="   unlearn", unit="epoch")
+    bar = tqdm(total=fn.epochs, desc="   unlearn", unit="epoch")
   history, run_s, stopped = [], 0.0, False
-  for e in range(epochs):
+  for e in range(fn.epochs):
     t0 = time.perf_counter()
-    state, metrics = run_epoch(state, *arrays, jax.random.fold_in(key, e))
-    kl_all = float(forget_kl(state.params, arrays[0], arrays[1]))
+    carry, metrics = run_epoch(carry, inputs, hparams, jnp.int32(e))
     metrics = jax.device_get(metrics)
+    record = {"epoch": e + 1, **{k: float(np.mean(v)) for k, v in metrics.items()}}
+    if forget_kl is not None:
+      record["kl_forget"] = float(forget_kl(carry[0].params, inputs.x_forget, inputs.ref_probs))
     run_s += time.perf_counter() - t0
     losses = np.asarray(metrics["loss"])
-    if not np.all(np.isfinite(losses)) or not np.isfinite(kl_all):
+    if not np.all(np.isfinite(losses)) or not np.isfinite(record.get("kl_forget", 0.0)):
       bad = int(np.flatnonzero(~np.isfinite(losses))[0]) if not np.all(np.isfinite(losses)) else 0
       raise NonFiniteError(
           f"stage 'unlearn': loss became non-finite at epoch {e + 1}, step "
           f"{e * losses.shape[0] + bad + 1}; lower unlearn.learning_rate")
-    record = {"epoch": e + 1, **{k: float(np.mean(v)) for k, v in metrics.items()},
-              "kl_forget": kl_all}
     history.append(record)
     if bar is not None:
       bar.update(1)
-      bar.set_postfix(kl_forget=f"{kl_all:.4f}")
-    if tol and kl_all < tol:
+      if "kl_forget" in record:
+        bar.set_postfix(kl_forget=f"{record['kl_forget']:.4f}")
+    if tol and record["kl_forget"] < tol:
       stopped = True
       break
   if bar is not None:
     bar.close()
-  params = jax.block_until_ready(state.params)
+  t0 = time.perf_counter()
+  params = jax.block_until_ready(finish(carry, inputs, hparams))
+  run_s += time.perf_counter() - t0
   return UnlearnResult(params=params, history=history, run_s=run_s,
                        compile_s=compile_s, stopped_early=stopped)

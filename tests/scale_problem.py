@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import models, train, unlearn
+from jaxunlearn import methods, models, train, unlearn
 
 INPUT_SHAPE = (8,)
 NUM_CLASSES = 4
@@ -61,11 +61,14 @@ def unlearn_run(mesh, epochs: int = 2):
   params = initial_params()
   ref_logits = np.random.default_rng(1).normal(size=(FORGET, NUM_CLASSES)).astype(np.float32)
   ref_probs = jax.nn.softmax(jnp.asarray(ref_logits), -1)
-  method = unlearn.lightweight(apply_fn, optimizer(0.05), 0.5, mesh=mesh)
-  return unlearn.unlearn(method, params, jnp.asarray(x[:FORGET]), ref_probs,
-                         jnp.asarray(x[FORGET:]), jnp.asarray(y[FORGET:]), apply_fn=apply_fn,
-                         epochs=epochs, key=jax.random.key(2), forget_batch_size=FORGET_BATCH,
-                         remain_batch_size=REMAIN_BATCH, mesh=mesh, progress=False)
+  fn = unlearn.make_unlearn_fn(
+      "lightweight", apply_fn, epochs=epochs, n_forget=FORGET, n_remain=N - FORGET,
+      forget_batch_size=FORGET_BATCH, remain_batch_size=REMAIN_BATCH, mesh=mesh,
+      optimizer_cfg=ml_collections.ConfigDict({"optimizer": "sgd", "momentum": 0.9}))
+  inputs = methods.Inputs(x_forget=jnp.asarray(x[:FORGET]), ref_probs=ref_probs,
+                          x_remain=jnp.asarray(x[FORGET:]), y_remain=jnp.asarray(y[FORGET:]))
+  return unlearn.unlearn(fn, params, inputs, {"learning_rate": 0.05, "lam": 0.5},
+                         key=jax.random.key(2), mesh=mesh, progress=False)
 
 
 def shadow_inputs(k: int):

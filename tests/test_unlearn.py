@@ -1,4 +1,4 @@
-"""The unlearning loss and driver (Algorithm 1)."""
+"""The paper's method (Algorithm 1), the pure unlearning run and its host driver."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxunlearn import unlearn
+from jaxunlearn import methods, unlearn
+from jaxunlearn.methods import base, lightweight
 from jaxunlearn.errors import ConfigError
 
 
@@ -38,13 +39,13 @@ HAND = dict(
 
 
 def hand_batch():
-  return unlearn.Batch(jnp.asarray(HAND["x_f"]), jnp.asarray(HAND["ref"]),
-                       jnp.asarray(HAND["x_r"]), jnp.asarray(HAND["y_r"]))
+  return methods.Batch(x_forget=jnp.asarray(HAND["x_f"]), ref_probs=jnp.asarray(HAND["ref"]),
+                       x_remain=jnp.asarray(HAND["x_r"]), y_remain=jnp.asarray(HAND["y_r"]))
 
 
 def test_kl_matches_numpy_with_zero_probabilities():
   logits = HAND["x_f"] @ HAND["w"]
-  got = float(unlearn.kl_divergence(jnp.asarray(HAND["ref"]), jnp.asarray(logits)))
+  got = float(methods.kl_divergence(jnp.asarray(HAND["ref"]), jnp.asarray(logits)))
   assert got == pytest.approx(np_kl(HAND["ref"], logits), rel=1e-5)
   assert np.isfinite(got) and got > 0
 
@@ -52,7 +53,7 @@ def test_kl_matches_numpy_with_zero_probabilities():
 @pytest.mark.parametrize("lam", [0.01, 0.3, 0.999])
 def test_loss_matches_numpy_hand_example(lam):
   params = {"w": jnp.asarray(HAND["w"])}
-  loss, aux = unlearn.lightweight_loss(params, apply_fn, hand_batch(), lam)
+  loss, aux = lightweight.lightweight_loss(params, apply_fn, hand_batch(), lam)
   kl = np_kl(HAND["ref"], HAND["x_f"] @ HAND["w"])
   ce = np_ce(HAND["x_r"] @ HAND["w"], HAND["y_r"])
   assert float(aux["kl"]) == pytest.approx(kl, rel=1e-5)
@@ -63,19 +64,19 @@ def test_loss_matches_numpy_hand_example(lam):
 def test_lam_one_is_pure_kl():
   params = {"w": jnp.asarray(HAND["w"])}
   batch = hand_batch()
-  loss, _ = unlearn.lightweight_loss(params, apply_fn, batch, 1.0)
+  loss, _ = lightweight.lightweight_loss(params, apply_fn, batch, 1.0)
   assert float(loss) == pytest.approx(np_kl(HAND["ref"], HAND["x_f"] @ HAND["w"]), rel=1e-5)
-  # The remain batch has no influence at all: poison it and get the same gradient.
-  bad = batch._replace(x_remain=batch.x_remain * np.nan)
-  g1 = jax.grad(lambda p: unlearn.lightweight_loss(p, apply_fn, batch, 1.0)[0])(params)
-  g2 = jax.grad(lambda p: unlearn.lightweight_loss(p, apply_fn, bad, 1.0)[0])(params)
+  # The remain batch has no influence at all: change it and get the same gradient.
+  other = batch._replace(x_remain=batch.x_remain * 3.0 + 1.0)
+  g1 = jax.grad(lambda p: lightweight.lightweight_loss(p, apply_fn, batch, 1.0)[0])(params)
+  g2 = jax.grad(lambda p: lightweight.lightweight_loss(p, apply_fn, other, 1.0)[0])(params)
   np.testing.assert_allclose(g1["w"], g2["w"])
 
 
 def test_reference_outputs_get_no_gradient():
   params = {"w": jnp.asarray(HAND["w"])}
   batch = hand_batch()
-  g_ref = jax.grad(lambda r: unlearn.lightweight_loss(
+  g_ref = jax.grad(lambda r: lightweight.lightweight_loss(
       params, apply_fn, batch._replace(ref_probs=r), 0.5)[0])(batch.ref_probs)
   np.testing.assert_array_equal(np.asarray(g_ref), 0.0)
 
@@ -83,11 +84,11 @@ def test_reference_outputs_get_no_gradient():
 @pytest.mark.parametrize("lam", [0.0, -0.1, 1.5, "0.1"])
 def test_lam_outside_range_rejected(lam):
   with pytest.raises(ConfigError, match="lam"):
-    unlearn.lightweight(apply_fn, optax.sgd(0.1), lam)
+    unlearn.default_hparams("lightweight", 0.1, lam=lam)
 
 
-def test_forget_indices_cover_every_example_each_epoch():
-  rows = np.asarray(unlearn.forget_indices(jax.random.key(0), 10, 4))
+def test_forget_rows_cover_every_example_each_epoch():
+  rows = np.asarray(base.cycled_rows(jax.random.key(0), 10, 4, 3))
   assert rows.shape == (3, 4)
   assert set(rows.ravel()) == set(range(10))
 
@@ -99,36 +100,111 @@ def _toy_problem(seed=0):
   x_f = rng.normal(size=(8, 2)).astype(np.float32)
   ref = np.full((8, 2), 0.5, np.float32)           # a reference that knows nothing about D_f
   params = {"w": jnp.asarray(rng.normal(size=(2, 2)).astype(np.float32) * 3)}
-  return params, x_f, ref, x_r, y_r
+  inputs = methods.Inputs(x_forget=jnp.asarray(x_f), ref_probs=jnp.asarray(ref),
+                          x_remain=jnp.asarray(x_r), y_remain=jnp.asarray(y_r))
+  return params, inputs
+
+
+def _fn(epochs, forget_batch_size=4, remain_batch_size=16, method="lightweight", **kw):
+  return unlearn.make_unlearn_fn(method, apply_fn, epochs=epochs, n_forget=8, n_remain=64,
+                                 forget_batch_size=forget_batch_size,
+                                 remain_batch_size=remain_batch_size, **kw)
 
 
 def test_unlearn_moves_towards_reference_and_leaves_input_params():
-  params, x_f, ref, x_r, y_r = _toy_problem()
+  params, inputs = _toy_problem()
   before = np.asarray(params["w"]).copy()
-  method = unlearn.lightweight(apply_fn, optax.sgd(0.5), lam=0.9)
-  kl0 = float(unlearn.kl_divergence(ref, apply_fn(params, x_f)))
-  res = unlearn.unlearn(method, params, jnp.asarray(x_f), jnp.asarray(ref), jnp.asarray(x_r),
-                        jnp.asarray(y_r), apply_fn=apply_fn, epochs=20, key=jax.random.key(1),
-                        forget_batch_size=4, remain_batch_size=16, progress=False)
+  kl0 = float(methods.kl_divergence(inputs.ref_probs, apply_fn(params, inputs.x_forget)))
+  res = unlearn.unlearn(_fn(20), params, inputs, {"learning_rate": 0.5, "lam": 0.9},
+                        key=jax.random.key(1), progress=False)
   assert res.history[-1]["kl_forget"] < 0.5 * kl0
   assert len(res.history) == 20 and not res.stopped_early
   np.testing.assert_array_equal(np.asarray(params["w"]), before)  # not donated away
 
 
 def test_unlearn_stops_at_tolerance():
-  params, x_f, ref, x_r, y_r = _toy_problem()
-  method = unlearn.lightweight(apply_fn, optax.sgd(0.5), lam=1.0)
-  res = unlearn.unlearn(method, params, jnp.asarray(x_f), jnp.asarray(ref), jnp.asarray(x_r),
-                        jnp.asarray(y_r), apply_fn=apply_fn, epochs=200, key=jax.random.key(1),
-                        forget_batch_size=8, remain_batch_size=8, tol=0.05, progress=False)
+  params, inputs = _toy_problem()
+  res = unlearn.unlearn(_fn(200, 8, 8), params, inputs, {"learning_rate": 0.5, "lam": 1.0},
+                        key=jax.random.key(1), tol=0.05, progress=False)
   assert res.stopped_early
   assert len(res.history) < 200
   assert res.history[-1]["kl_forget"] < 0.05 <= res.history[-2]["kl_forget"]
 
 
 def test_unlearn_rejects_empty_forget_set():
-  params, x_f, ref, x_r, y_r = _toy_problem()
-  method = unlearn.lightweight(apply_fn, optax.sgd(0.5), lam=0.5)
   with pytest.raises(ConfigError, match="empty"):
-    unlearn.unlearn(method, params, x_f[:0], ref[:0], x_r, y_r, apply_fn=apply_fn,
-                    epochs=1, key=jax.random.key(0), progress=False)
+    unlearn.make_unlearn_fn("lightweight", apply_fn, epochs=1, n_forget=0, n_remain=64,
+                            forget_batch_size=4, remain_batch_size=4)
+
+
+def test_tol_needs_a_reference():
+  params, inputs = _toy_problem()
+  with pytest.raises(ConfigError, match="tol"):
+    unlearn.unlearn(_fn(1, method="finetune"), params, inputs._replace(ref_probs=None),
+                    {"learning_rate": 0.1}, key=jax.random.key(0), tol=0.1, progress=False)
+
+
+# --- the pure run: one function, vmappable ----------------------------------------
+
+
+def test_driver_equals_pure_run():
+  params, inputs = _toy_problem()
+  fn = _fn(3)
+  hp = unlearn.default_hparams("lightweight", 0.3, lam=0.4)
+  pure, metrics = jax.jit(fn)(params, inputs, jax.random.key(5), hp)
+  driven = unlearn.unlearn(fn, params, inputs, hp, key=jax.random.key(5), progress=False)
+  np.testing.assert_allclose(np.asarray(pure["w"]), np.asarray(driven.params["w"]), atol=1e-6)
+  assert metrics["loss"].shape == (3, fn.steps_per_epoch) == (3, 2)
+
+
+def test_vmap_over_keys_equals_separate_runs():
+  params, inputs = _toy_problem()
+  fn = _fn(2)
+  hp = unlearn.default_hparams("lightweight", 0.3, lam=0.4)
+  keys = jax.random.split(jax.random.key(7), 4)
+  batched, _ = jax.jit(jax.vmap(fn, in_axes=(None, None, 0, None)))(params, inputs, keys, hp)
+  runs = [np.asarray(fn(params, inputs, k, hp)[0]["w"]) for k in keys]
+  for i, w in enumerate(runs):
+    np.testing.assert_allclose(np.asarray(batched["w"][i]), w, atol=1e-5)
+  assert not np.allclose(runs[0], runs[1])        # the keys do change the run
+
+
+def test_vmap_over_lambda_and_learning_rate_equals_separate_runs():
+  params, inputs = _toy_problem()
+  fn = _fn(2)
+  lams = jnp.asarray([0.05, 0.3, 0.7, 1.0])
+  lrs = jnp.asarray([0.5, 0.2, 0.1, 0.05])
+  grid = {"lam": lams, "learning_rate": lrs}
+  batched, _ = jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))(
+      params, inputs, jax.random.key(3), grid)
+  for i in range(4):
+    one = unlearn.default_hparams("lightweight", float(lrs[i]), lam=float(lams[i]))
+    w = np.asarray(fn(params, inputs, jax.random.key(3), one)[0]["w"])
+    np.testing.assert_allclose(np.asarray(batched["w"][i]), w, atol=1e-5)
+
+
+class _SumOfWeights(methods.Method):
+  """Loss = sum of the weights: every gradient is 1, so plain SGD moves each weight by -lr_t."""
+  inputs = ("x_forget",)
+
+  def loss(self, params, apply_fn, batch, hp, extra):
+    return jnp.sum(params["w"]), {}
+
+
+def test_schedule_horizon_counts_the_last_partial_batch():
+  import ml_collections
+  # 10 forget examples in batches of 4: 3 steps an epoch (ceil), not floor(10 / 4) = 2.
+  fn = unlearn.make_unlearn_fn(_SumOfWeights(), apply_fn, epochs=2, n_forget=10, n_remain=4,
+                               forget_batch_size=4, remain_batch_size=4,
+                               optimizer_cfg=ml_collections.ConfigDict(
+                                   {"optimizer": "sgd", "schedule": "cosine"}))
+  assert fn.steps_per_epoch == 3
+  inputs = methods.Inputs(x_forget=jnp.zeros((10, 2)))
+  params = {"w": jnp.zeros((2, 2))}
+  w, metrics = fn(params, inputs, jax.random.key(0), {"learning_rate": jnp.float32(1.0)})
+  assert metrics["loss"].shape == (2, 3)
+  total = 6
+  expected = -sum(0.5 * (1 + np.cos(np.pi * c / total)) for c in range(total))
+  wrong = -sum(0.5 * (1 + np.cos(np.pi * min(c, 4) / 4)) for c in range(total))  # floor horizon
+  np.testing.assert_allclose(np.asarray(w["w"]), expected, rtol=1e-5)
+  assert abs(expected - wrong) > 0.1

@@ -1,0 +1,45 @@
+"""The ``distributions`` evaluator: how close each model's posteriors are to the retrained model's.
+
+For each model, the mean over examples of ``KL(P_retrain || P_model)`` and
+``JS(P_retrain, P_model)`` (nats) on D_f and on the test set
+(:mod:`jaxunlearn.distributions`), and a PNG of the histograms of the largest
+softmax probability on D_f (the paper's Fig. 13 and 16).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxunlearn import distributions, evaluate as evaluate_lib
+from jaxunlearn.evaluators import base
+
+FIGURE_NAME = "distributions.png"
+
+
+@base.register("distributions")
+class Distributions(base.Evaluator):
+  title = "Output distributions"
+
+  def evaluate(self, inp: base.EvalInputs) -> dict:
+    out = {}
+    probs = {name: {part: evaluate_lib.softmax(np.asarray(l[part], np.float64))
+                    for part in ("forget", "test")}
+             for name, l in inp.logits.items()}
+    for name, p in probs.items():
+      out[name] = {"max_prob_forget": float(p["forget"].max(-1).mean())}
+    if "retrain" in probs:
+      ref = probs["retrain"]
+      for name, p in probs.items():
+        if name == "retrain":
+          continue
+        for part in ("forget", "test"):
+          out[name][f"kl_{part}"] = float(distributions.kl(ref[part], p[part]).mean())
+          out[name][f"js_{part}"] = float(distributions.js(ref[part], p[part]).mean())
+      out["divergence"] = "mean over examples of KL(P_retrain || P_model) and JS, nats"
+    order = [m for m in ("original", "retrain", "unlearned", "reference") if m in probs]
+    if inp.out_dir is not None:
+      distributions.plot_max_prob(
+          {m: probs[m]["forget"].max(-1) for m in order}, inp.out_dir / FIGURE_NAME,
+          title=f"{inp.cfg.setting}: max softmax on D_f ({inp.forget_idx.size} images)")
+      out["figure"] = FIGURE_NAME
+    return out

@@ -1,0 +1,12 @@
+"""Unlearning methods, one file each, registered by name.
+
+Public API: :func:`register`, :func:`get`, :func:`names`, the :class:`Method`
+base class and the :data:`INPUTS` vocabulary (:mod:`jaxunlearn.methods.base`).
+Importing this package registers the built-in methods.
+"""
+
+from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
+                                     UnlearningMethod, UnlearnState, cross_entropy, get,
+                                     kl_divergence, kl_per_example, names, register,
+                                     resolve_hparams)
+from jaxunlearn.methods import finetune, lightweight  # noqa: F401,E402  (built-ins register)

@@ -1,0 +1,255 @@
+"""The method registry, the method interface and the inputs vocabulary.
+
+An unlearning method is a class registered by name::
+
+    from jaxunlearn import methods
+
+    @methods.register("my_ga")
+    class GradientAscent(methods.Method):
+      inputs = ("x_forget", "y_forget")
+      hparams = {"scale": 1.0}
+
+      def loss(self, params, apply_fn, batch, hp, extra):
+        ce = methods.cross_entropy(apply_fn(params, batch.x_forget), batch.y_forget)
+        return -hp["scale"] * ce, {"ce_forget": ce}
+
+:func:`make_unlearn_fn` turns a method into one pure function of a whole
+unlearning run; this module imports no method (the package ``__init__``
+imports the built-in ones), so a method file can import it freely.
+
+What a method declares:
+
+* ``inputs``: the arrays it needs, from :data:`INPUTS`. The pipeline builds
+  only those (a method that lists no ``ref_probs`` gets no reference model).
+* ``hparams``: its hyperparameters and their defaults. They reach the run as
+  arrays (``hp[name]``), so a grid of them is a ``jax.vmap``. The config block
+  ``unlearn.<method name>`` holds them; names in ``shared_hparams`` are read
+  from ``unlearn.<name>`` instead (``unlearn.lam`` for the paper's method).
+* ``epoch_over``: what one epoch passes over, ``"forget"`` (the paper's
+  unit) or ``"remain"``.
+
+and either ``loss(...)`` (a plain gradient step on it is then built) or
+``make(env)`` returning an optax-shaped :class:`UnlearningMethod`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
+
+# The arrays a method may ask for. Forget and remain inputs are batched per
+# step; the others are given whole to ``init`` / ``epoch_end`` / ``finish``.
+INPUTS = (
+    "x_forget", "y_forget",          # D_f inputs and labels (as trained on)
+    "x_remain", "y_remain",          # D_r inputs and labels
+    "ref_probs",                     # reference model's softmax on D_f
+    "orig_logits_forget",            # the original model's logits on D_f
+    "orig_logits_remain",            # the original model's logits on D_r
+    "x_heldout", "y_heldout",        # held-out examples of D_f's classes
+)
+_FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
+_REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
+EPOCH_UNITS = ("forget", "remain")
+
+
+class Inputs(NamedTuple):
+  """Every array of one unlearning request; fields a method did not ask for are None."""
+  x_forget: Any = None
+  y_forget: Any = None
+  x_remain: Any = None
+  y_remain: Any = None
+  ref_probs: Any = None
+  orig_logits_forget: Any = None
+  orig_logits_remain: Any = None
+  x_heldout: Any = None
+  y_heldout: Any = None
+
+
+class Batch(NamedTuple):
+  """One step's rows of the forget and remain arrays, and where the run is."""
+  x_forget: Any = None
+  y_forget: Any = None
+  ref_probs: Any = None
+  orig_logits_forget: Any = None
+  x_remain: Any = None
+  y_remain: Any = None
+  orig_logits_remain: Any = None
+  epoch: Any = None          # int32 scalar, 0-based
+  progress: Any = None       # float32 scalar, step / total steps, in [0, 1)
+
+
+class UnlearnState(NamedTuple):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  extra: Any = ()            # whatever else a method carries (masks, a teacher, ...)
+
+
+class UnlearningMethod(NamedTuple):
+  """Optax-shaped: ``init(params) -> state``; ``step(state, batch) -> (state, metrics)``.
+
+  ``epoch_end(state) -> state`` runs after every epoch and ``finish(state) ->
+  params`` once at the end (default: ``state.params``).
+  """
+  init: Callable[[Any], UnlearnState]
+  step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
+  epoch_end: Callable[[UnlearnState], UnlearnState] | None = None
+  finish: Callable[[UnlearnState], Any] | None = None
+
+
+class MethodEnv(NamedTuple):
+  """What :meth:`Method.make` gets: everything is fixed for one run."""
+  apply_fn: Callable         # apply_fn(params, x) -> logits (eval mode)
+  init_fn: Callable | None   # init_fn(key) -> freshly initialised params of the same model
+  optimizer: optax.GradientTransformation
+  hparams: Mapping[str, jax.Array]
+  inputs: Inputs
+  key: jax.Array             # the method's own key (e.g. random labels, a random teacher)
+  epochs: int
+  steps_per_epoch: int
+
+
+class Method:
+  """Base class of unlearning methods: set the class attributes, define ``loss`` or ``make``."""
+
+  inputs: tuple[str, ...] = ()
+  hparams: Mapping[str, float] = {}
+  shared_hparams: tuple[str, ...] = ()
+  epoch_over: str = "forget"
+  description: str = ""
+
+  @property
+  def needs_reference(self) -> bool:
+    return "ref_probs" in self.inputs
+
+  def validate(self, hp: Mapping[str, float]) -> None:
+    """Raises ConfigError for a bad hyperparameter value (default: finite numbers)."""
+    for name, value in hp.items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)) \
+          or not math.isfinite(value):
+        raise ConfigError(f"hyperparameter {name!r} must be a finite number, got {value!r}")
+
+  def loss(self, params, apply_fn, batch: Batch, hp, extra) -> tuple[jax.Array, dict]:
+    raise NotImplementedError(f"{type(self).__name__} defines neither loss() nor make()")
+
+  def init_extra(self, params, env: MethodEnv) -> Any:
+    """The method's own state beside the parameters (default: none)."""
+    return ()
+
+  def make(self, env: MethodEnv) -> UnlearningMethod:
+    """A gradient step on :meth:`loss` (override for other update rules)."""
+    def init(params):
+      return UnlearnState(jnp.zeros((), jnp.int32), params, env.optimizer.init(params),
+                          self.init_extra(params, env))
+
+    def step(state: UnlearnState, batch: Batch):
+      (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(
+          state.params, env.apply_fn, batch, env.hparams, state.extra)
+      updates, opt_state = env.optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
+          {"loss": loss, **aux}
+    return UnlearningMethod(init, step)
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+  """Decorator: registers a :class:`Method` subclass as ``name``.
+
+  ``register("my_ft")(get("finetune"))`` registers an existing method again
+  under another name.
+  """
+  if not isinstance(name, str) or not name.isidentifier():
+    raise ConfigError(f"a method name must be a Python identifier, got {name!r}")
+
+  def decorator(cls):
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+      raise TypeError(f"methods.register({name!r}) takes a subclass of jaxunlearn.methods.Method, "
+                      f"got {cls!r}")
+    for field in cls.inputs:
+      if field not in INPUTS:
+        raise ConfigError(f"method {name!r} asks for unknown input {field!r}; use some of {INPUTS}")
+    if cls.epoch_over not in EPOCH_UNITS:
+      raise ConfigError(f"method {name!r}: epoch_over must be one of {EPOCH_UNITS}")
+    _REGISTRY[name] = cls
+    return cls
+  return decorator
+
+
+def get(name: str) -> type:
+  """The method class registered as ``name``.
+
+  Raises:
+    ConfigError: no such method.
+  """
+  if name not in _REGISTRY:
+    raise ConfigError(f"unknown unlearning method {name!r}; use one of {names()} "
+                      "(or register your own and name its module in config.plugins)")
+  return _REGISTRY[name]
+
+
+def names() -> list[str]:
+  """The registered method names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def resolve_hparams(name: str, unlearn_cfg) -> dict[str, float]:
+  """A method's hyperparameters from the ``unlearn`` config block, validated.
+
+  Each is read from ``unlearn.<name>.<hparam>`` (``unlearn.<hparam>`` for the
+  method's ``shared_hparams``), else its default.
+  """
+  method = get(name)()
+  block = unlearn_cfg.get(name) if hasattr(unlearn_cfg, "get") else None
+  hp = {}
+  for h, default in method.hparams.items():
+    if h in method.shared_hparams and h in unlearn_cfg:
+      hp[h] = unlearn_cfg[h]
+    elif block is not None and h in block:
+      hp[h] = block[h]
+    else:
+      hp[h] = default
+  method.validate(hp)
+  return hp
+
+
+# --- losses shared by methods ---------------------------------------------------
+
+
+def kl_per_example(p_ref, logits):
+  """``KL(p_ref || softmax(logits))`` of each row; terms with ``p_c = 0`` give 0."""
+  log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  p_ref = p_ref.astype(jnp.float32)
+  return jnp.sum(jax.scipy.special.xlogy(p_ref, p_ref) - p_ref * log_q, axis=-1)
+
+
+def kl_divergence(p_ref, logits):
+  """Mean over the batch of ``KL(p_ref || softmax(logits))``."""
+  return kl_per_example(p_ref, logits).mean()
+
+
+# --- one pure function of a whole run -------------------------------------------
+
+
+def steps_per_epoch(epoch_over: str, n_forget: int, n_remain: int, forget_batch_size: int,
+                    remain_batch_size: int) -> int:
+  """Steps in one epoch: ceil(|D_f| / B_f), or ceil(|D_r| / B_r) for remain epochs."""
+  if epoch_over == "forget":
+    return -(-n_forget // min(forget_batch_size, n_forget))
+  return -(-n_remain // min(remain_batch_size, n_remain))
+
+
+def cycled_rows(key, n: int, batch_size: int, steps: int):
+  """``steps`` rows of ``batch_size`` from a permutation of ``range(n)``, wrapped around."""
+  perm = jax.random.permutation(key, n)
+  reps = -(-steps * batch_size // n)
+  return jnp.tile(perm, reps)[: steps * batch_size].reshape(steps, batch_size)
