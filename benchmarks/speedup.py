@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from jaxunlearn import models, splits as splits_lib, train, unlearn  # noqa: E402
+from jaxunlearn import methods, models, splits as splits_lib, train, unlearn  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -88,12 +88,14 @@ def measure(args) -> dict:
     t0 = _now()
     ref_probs = jax.nn.softmax(ref_apply(ref_state.params, x_f), -1).block_until_ready()
     ref_probs_s = _now() - t0
-    import optax
-    method = unlearn.lightweight(apply_fn, optax.sgd(0.01), args.lam)
-    res = unlearn.unlearn(method, original.state.params, x_f, ref_probs, x_r, y_r,
-                          apply_fn=apply_fn, epochs=args.unlearn_epochs, key=key,
-                          forget_batch_size=args.forget_batch_size,
-                          remain_batch_size=args.remain_batch_size, progress=False)
+    fn = unlearn.make_unlearn_fn("lightweight", apply_fn, epochs=args.unlearn_epochs,
+                                 n_forget=int(x_f.shape[0]), n_remain=int(x_r.shape[0]),
+                                 forget_batch_size=args.forget_batch_size,
+                                 remain_batch_size=args.remain_batch_size)
+    inputs = methods.Inputs(x_forget=jnp.asarray(x_f), ref_probs=ref_probs,
+                            x_remain=jnp.asarray(x_r), y_remain=jnp.asarray(y_r))
+    res = unlearn.unlearn(fn, original.state.params, inputs,
+                          {"learning_rate": 0.01, "lam": args.lam}, key=key, progress=False)
     return res, ref_probs_s
 
   # Warm-up: one run of each (compiles and fills the cache), not timed.

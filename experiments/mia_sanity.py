@@ -144,7 +144,7 @@ def run(args) -> dict:
   dev = jax.devices()[0]
   return {
       "args": vars(args), "figures": figures,
-      "shadows": {"num_shadows": args.num_shadows, "driver": mia.resolve_driver(args.shadow_driver),
+      "shadows": {"num_shadows": args.num_shadows, "driver": train_lib.resolve_driver(args.shadow_driver),
                   "train_s": shadows.time_s,
                   "compile_s": shadows.compile_s, "test_acc": shadow_acc},
       "target_and_retrain_s": t_models,

@@ -15,8 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR [--wait] "
-         "[--config.FIELD=VALUE ...]\n"
-         "       jaxunlearn methods | evaluators")
+         "[--config.FIELD=VALUE ...] | jaxunlearn methods | jaxunlearn evaluators")
 
 
 def _define_flags(flag_argv: list[str]) -> flags.FlagValues:

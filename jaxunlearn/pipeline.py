@@ -134,9 +134,10 @@ def build_context(cfg, workdir) -> Context:
                 transforms=applied, splits=splits, model=model, mesh=mesh,
                 key=jax.random.key(cfg.seed), method=method, hparams=hparams,
                 evaluators=names, secret=secret)
-  # Without the secret (a new work dir) the forget hash is not known yet: the
-  # fingerprint is checked again under the lock, before the first write.
-  workdir_lib.check(workdir, original_fingerprint(ctx) if secret is not None else None)
+  # Without the secret (a new work dir) the forget hash is not known yet: it is
+  # checked again under the lock, before the first write.
+  workdir_lib.check(workdir, original_fingerprint(ctx),
+                    ignore=() if secret is not None else ("forget_hash",))
   return ctx
 
 

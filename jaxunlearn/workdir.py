@@ -101,10 +101,10 @@ def write_secret(workdir: Path, secret: bytes) -> None:
     os.fsync(f.fileno())
 
 
-def check(workdir: Path, fingerprint: dict | None) -> None:
+def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> None:
   """Raises WorkdirError if ``workdir`` is unusable or holds another config's original.
 
-  ``fingerprint=None`` checks only that the directory is usable.
+  Keys in ``ignore`` are not compared (a forget hash before the secret is known).
   """
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
@@ -116,13 +116,15 @@ def check(workdir: Path, fingerprint: dict | None) -> None:
     raise WorkdirError(f"work directory {workdir} is not writable ({probe} refuses new files); "
                        "choose another --workdir")
   run_file = workdir / "run.json"
-  if fingerprint is not None and run_file.exists():
+  if run_file.exists():
     try:
       saved = json.loads(run_file.read_text())["original"]
     except (ValueError, KeyError):
       raise WorkdirError(f"{run_file} is unreadable; delete it or use a new --workdir") from None
-    if saved != json.loads(json.dumps(fingerprint)):
-      diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    fingerprint = json.loads(json.dumps(fingerprint))
+    diff = sorted(k for k in set(saved) | set(fingerprint)
+                  if k not in ignore and saved.get(k) != fingerprint.get(k))
+    if diff:
       raise WorkdirError(
           f"work directory {workdir} holds a run of a different config (differs in: "
           f"{', '.join(diff)}); use a new --workdir")

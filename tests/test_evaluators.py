@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxunlearn import config as config_lib, evaluate, mia, pipeline
+from jaxunlearn import config as config_lib, evaluators, pipeline
 from jaxunlearn.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def _cfg(npz):
   c.mia.num_shadows = 2
   c.mia.shadow_epochs = 2
   c.mia.pool_size = 40
-  c.mia.loss_attack_folds = 2
+  c.loss_attack.folds = 2
   c.backdoor.enabled = True
   c.backdoor.patch_size = 2
   c.backdoor.target_class = 1
@@ -55,15 +55,18 @@ def _cfg(npz):
 
 
 def test_registry_and_names():
-  for name in evaluate.BUILTIN_EVALUATORS:
-    assert callable(evaluate.get_evaluator(name))
+  for name in ("accuracy", "mia", "loss_attack", "distributions", "backdoor"):
+    assert issubclass(evaluators.get(name), evaluators.Evaluator)
+    assert name in evaluators.names()
   with pytest.raises(ConfigError, match="unknown evaluator 'lira'"):
-    evaluate.get_evaluator("lira")
-  assert config_lib.MIA_FEATURES == mia.FEATURES
+    evaluators.get("lira")
   c = config_lib.base_config()
-  assert evaluate.evaluator_names(c) == ["mia", "distributions"]
+  # accuracy always runs first; backdoor joins whenever a backdoor is planted.
+  assert evaluators.selected(c) == ["accuracy", "mia", "loss_attack", "distributions"]
   c.backdoor.enabled = True
-  assert evaluate.evaluator_names(c) == ["mia", "distributions", "backdoor"]
+  assert evaluators.selected(c) == ["accuracy", "mia", "loss_attack", "distributions",
+                                    "backdoor"]
+  assert evaluators.section_name("accuracy") == "models"
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -89,7 +92,8 @@ def test_backdoor_evaluator_needs_a_backdoor(npz, tmp_path):
   c.backdoor.enabled = False
   c.eval.evaluators = ("backdoor",)
   with pytest.raises(ConfigError, match="backdoor.enabled"):
-    config_lib.validate(c)
+    pipeline.run(c, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
 
 
 def test_pipeline_runs_every_evaluator_and_caches_shadows(npz, tmp_path):
@@ -99,8 +103,10 @@ def test_pipeline_runs_every_evaluator_and_caches_shadows(npz, tmp_path):
   for m in models:
     row = r["mia"][m]
     for k in ("balanced_acc", "auc", "forget_member_rate", "logit_conf.balanced_acc",
-              "logit_conf.auc", "loss_lr.balanced_acc", "loss_lr.auc"):
+              "logit_conf.auc"):
       assert 0.0 <= row[k] <= 1.0, (m, k)
+    for k in ("balanced_acc", "auc"):
+      assert 0.0 <= r["loss_attack"][m][k] <= 1.0, (m, k)
     assert 0.0 <= r["backdoor"][m]["attack_success"] <= 1.0
     assert r["backdoor"][m]["clean_acc"] == pytest.approx(r["models"][m]["acc_test"])
     assert r["distributions"][m]["max_prob_forget"] > 0
@@ -112,9 +118,10 @@ def test_pipeline_runs_every_evaluator_and_caches_shadows(npz, tmp_path):
   assert "test split" in r["mia"]["shadow_pool"]
   assert (tmp_path / "distributions.png").read_bytes()[:4] == b"\x89PNG"
   md = (tmp_path / "results.md").read_text()
-  for title in ("## Membership inference on D_f", "## Backdoor planted in D_f",
-                "## Output distributions", "| loss_lr | auc | balanced_acc |"):
+  for title in ("## Accuracy and loss", "## Membership inference on D_f",
+                "## Backdoor planted in D_f", "## Output distributions", "## Loss attack on D_f"):
     assert title in md
+  assert r["evaluators"] == ["accuracy", "mia", "loss_attack", "distributions", "backdoor"]
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["mia"]["original"] == r["mia"]["original"]
   shadow_dirs = list((tmp_path / "checkpoints").glob("shadows-*"))

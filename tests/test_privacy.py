@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from jaxunlearn import checkpoint, pipeline, splits as splits_lib, train as train_lib
+from jaxunlearn import checkpoint, pipeline, splits as splits_lib, stages, train as train_lib
 from jaxunlearn.errors import SplitError
 from tests import tiny
 
@@ -97,7 +97,8 @@ def _fake_context(workdir, forget, epochs):
   forget = np.asarray(sorted(forget), np.int64)
   remain = np.setdiff1d(np.arange(N_FIND), forget)
   s = splits_lib.Splits(forget, remain, remain[:10])
-  return types.SimpleNamespace(workdir=workdir, cfg=cfg, splits=s)
+  return types.SimpleNamespace(workdir=workdir, cfg=cfg, splits=s,
+                               cache=stages.StageCache(workdir / "checkpoints"))
 
 
 @settings(max_examples=80, deadline=None,
@@ -212,7 +213,11 @@ def test_results_record_counts_and_hash_only(run_and_splits):
   ctx, workdir, results = run_and_splits
   saved = json.loads((workdir / "results.json").read_text())
   assert saved["n_forget"] == ctx.splits.n_forget
-  assert saved["forget_hash"] == splits_lib.index_hash(ctx.splits.forget_idx)
+  # Keyed with the work dir's secret: not the plain hash anyone could recompute.
+  secret = (workdir / "secret.key").read_bytes()
+  assert saved["forget_hash"] == splits_lib.index_hash(ctx.splits.forget_idx, secret)
+  assert saved["forget_hash"] != splits_lib.index_hash(ctx.splits.forget_idx)
+  assert (workdir / "secret.key").stat().st_mode & 0o077 == 0
   _assert_no_forget_indices(ctx, saved, (workdir / "results.json").read_text())
   _assert_no_forget_indices(ctx, results, (workdir / "results.md").read_text())
   run_json = (workdir / "run.json").read_text()

@@ -117,9 +117,11 @@ def tree_snapshot(root) -> dict:
   return snap
 
 
+# forget_hash and the stage names that carry it are keyed with each work dir's own
+# secret, so they differ between work dirs by design; everything else must not.
 FIGURE_KEYS = ("setting", "dataset", "model", "seed", "n_train", "n_test", "n_forget",
-               "n_remain", "n_reference", "forget_hash", "models", "unlearn_epochs_run",
-               "reference_reused", "stages", "config")
+               "n_remain", "n_reference", "models", "unlearn_epochs_run",
+               "reference_reused", "config")
 
 
 def figures(results: dict) -> dict:

@@ -12,9 +12,11 @@ this folder on the subprocess's ``PYTHONPATH`` and sets:
     D_f are computed and before the first unlearning step;
   - ``results``: after results.json is written, before results.md;
 * ``JAXUNLEARN_TEST_PAUSE_FILE=PATH``: written when the pause point is
-  reached, so the test knows when to send SIGKILL.
+  reached, so the test knows when to send SIGKILL;
+* ``JAXUNLEARN_TEST_RESUME_FILE=PATH`` (optional): the run goes on once this
+  file exists.
 
-The process then sleeps until it is killed. Without the variables this file
+The process then sleeps until it is killed (or resumed). Without the variables this file
 does nothing. It wraps private functions; if one is renamed it raises at
 start-up instead of silently never pausing.
 """
@@ -30,10 +32,12 @@ if _SPEC:
   _POINT, _, _STAGE = _SPEC.partition(":")
   _FLAG = Path(os.environ["JAXUNLEARN_TEST_PAUSE_FILE"])
 
+  _RESUME = os.environ.get("JAXUNLEARN_TEST_RESUME_FILE")
+
   def _pause():
     _FLAG.write_text(str(os.getpid()))
-    while True:
-      time.sleep(60)
+    while not (_RESUME and Path(_RESUME).exists()):
+      time.sleep(0.1 if _RESUME else 60)
 
   def _wrap(module, name, make):
     original = getattr(module, name)  # AttributeError if it was renamed.
@@ -62,14 +66,14 @@ if _SPEC:
   elif _POINT == "unlearn":
     from jaxunlearn import unlearn
 
-    def _unlearn_hook(make_epoch):
+    def _unlearn_hook(make_unlearn_fn):
       def wrapped(*args, **kwargs):
         _pause()
-        return make_epoch(*args, **kwargs)
+        return make_unlearn_fn(*args, **kwargs)
       return wrapped
-    _wrap(unlearn, "make_epoch", _unlearn_hook)
+    _wrap(unlearn, "make_unlearn_fn", _unlearn_hook)
   elif _POINT == "results":
-    from jaxunlearn import pipeline
+    from jaxunlearn import workdir
 
     def _results_hook(atomic_write):
       def wrapped(path, text):
@@ -77,6 +81,6 @@ if _SPEC:
           _pause()
         atomic_write(path, text)
       return wrapped
-    _wrap(pipeline, "_atomic_write", _results_hook)
+    _wrap(workdir, "atomic_write", _results_hook)
   else:
     raise ValueError(f"unknown JAXUNLEARN_TEST_PAUSE point {_POINT!r}")

@@ -1,0 +1,235 @@
+"""Methods and evaluators as plugins: README's examples as written, registries, layering."""
+
+import ast
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiny
+from jaxunlearn import cli, evaluators, methods, pipeline
+from jaxunlearn.errors import ConfigError
+
+README = tiny.REPO_ROOT / "README.md"
+PACKAGE = tiny.REPO_ROOT / "jaxunlearn"
+
+
+def readme_block(heading: str, lang: str) -> str:
+  """The first ```lang block after ``heading`` in README.md."""
+  text = README.read_text()
+  start = text.index(heading)
+  match = re.search(rf"```{lang}\n(.*?)```", text[start:], re.S)
+  return match.group(1)
+
+
+def readme_command(heading: str) -> list[str]:
+  """The ``--config.*`` overrides of README's command under ``heading``."""
+  import shlex
+  cmd = readme_block(heading, "bash").replace("\\\n", " ")
+  return [a for a in shlex.split(cmd) if a.startswith("--config.")]
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+  """README's two plugin files, written as given, importable."""
+  for heading, name in (("### Adding a method", "my_methods.py"),
+                        ("### Adding an evaluator", "my_evaluators.py")):
+    (tmp_path / name).write_text(readme_block(heading, "python"))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  return tmp_path
+
+
+def _copy_finished(tmp_path) -> tuple[Path, Path]:
+  npz, finished, _ = tiny.finished_run()
+  workdir = tmp_path / "work"
+  shutil.copytree(finished, workdir)
+  return npz, workdir
+
+
+def test_readme_method_runs_end_to_end_through_the_cli(plugin_dir, tmp_path, capsys):
+  npz, workdir = _copy_finished(tmp_path)
+  overrides = readme_command("### Adding a method")
+  assert "--config.plugins=(\"my_methods\",)" in overrides
+  assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, *overrides)]) == 0, \
+      capsys.readouterr().err
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["method"] == "my_ga" and results["hparams"] == {"beta": 0.95}
+  assert "reference" not in results["stages"]        # it asks for no reference model
+  assert results["stages"]["unlearned"].startswith("unlearned-")
+  # The method really ran: its metric is in the unlearned stage's history.
+  history = results["models"]["unlearned"]
+  assert history["acc_test"] >= 0
+  from jaxunlearn import checkpoint
+  meta = checkpoint.metadata(workdir / "checkpoints" / results["stages"]["unlearned"])
+  assert "ce_forget" in meta["history"][0] and meta["method"] == "my_ga"
+
+
+def test_readme_evaluator_section_in_results(plugin_dir, tmp_path, capsys):
+  npz, workdir = _copy_finished(tmp_path)
+  overrides = readme_command("### Adding an evaluator")
+  assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, *overrides)]) == 0, \
+      capsys.readouterr().err
+  results = json.loads((workdir / "results.json").read_text())
+  section = results["forget_confidence"]
+  assert set(section) == {"original", "retrain", "reference", "unlearned"}
+  assert all(0.0 < v["p_label"] <= 1.0 for v in section.values())
+  assert "## Confidence on D_f" in (workdir / "results.md").read_text()
+
+
+def test_an_existing_method_under_another_name(tmp_path, monkeypatch, capsys):
+  (tmp_path / "alias_plugin.py").write_text(
+      "from jaxunlearn import methods\n"
+      "methods.register('my_ft')(methods.get('finetune'))\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  npz, workdir = _copy_finished(tmp_path)
+  args = tiny.cli_args(npz, workdir, "--config.plugins=('alias_plugin',)",
+                       "--config.unlearn.method=my_ft", "--config.eval.evaluators=()")
+  assert cli.main(["jaxunlearn", *args]) == 0, capsys.readouterr().err
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["method"] == "my_ft" and results["evaluators"] == ["accuracy"]
+
+
+def test_missing_plugin_is_one_clear_line(tmp_path, capsys):
+  npz = tiny.write_npz(tmp_path / "t.npz")
+  args = tiny.cli_args(npz, tmp_path / "w", "--config.plugins=('no_such_module_xyz',)")
+  assert cli.main(["jaxunlearn", *args]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no_such_module_xyz" in err and "PYTHONPATH" in err
+  assert not (tmp_path / "w").exists()
+
+
+def test_registries_reject_what_is_not_a_plugin():
+  with pytest.raises(TypeError, match="Method"):
+    methods.register("bad")(lambda: None)
+  with pytest.raises(TypeError, match="Evaluator"):
+    evaluators.register("bad")(object)
+  with pytest.raises(ConfigError, match="unknown input"):
+    methods.register("bad2")(type("M", (methods.Method,), {"inputs": ("x_everything",)}))
+  with pytest.raises(ConfigError, match="unknown unlearning method 'nope'"):
+    methods.get("nope")
+  assert {"lightweight", "finetune"} <= set(methods.names())
+
+
+def test_only_methods_that_use_a_reference_get_one():
+  assert methods.get("lightweight")().needs_reference
+  assert not methods.get("finetune")().needs_reference
+
+
+def test_evaluator_inputs_are_read_only(tmp_path):
+  npz, workdir = _copy_finished(tmp_path)
+  seen = {}
+
+  @evaluators.register("probe_read_only")
+  class Probe(evaluators.Evaluator):
+    def evaluate(self, inp):
+      for name in ("x_train", "y_train", "x_test", "forget_idx"):
+        with pytest.raises(ValueError, match="read-only"):
+          getattr(inp, name)[0] = 0
+      with pytest.raises(ValueError, match="read-only"):
+        inp.logits["original"]["test"][0, 0] = 0.0
+      with pytest.raises(TypeError):
+        inp.models["x"] = None
+      with pytest.raises(Exception):
+        inp.cfg.seed = 5
+      seen["key"] = np.asarray(__import__("jax").random.key_data(inp.key))
+      return {"ok": True}
+
+  cfg = tiny.config(npz, eval__evaluators=("probe_read_only",))
+  results = pipeline.run(cfg, workdir)
+  assert results["probe_read_only"] == {"ok": True} and "key" in seen
+
+
+# --- layering, from the import statements ------------------------------------------
+
+
+def _graph() -> dict[str, set[str]]:
+  """``{module: package modules it imports}`` from every import statement, lazy ones too.
+
+  ``from pkg import name`` counts as importing ``pkg.name`` when that is a module,
+  else ``pkg`` (as Python resolves it).
+  """
+  mods = {}
+  for f in PACKAGE.rglob("*.py"):
+    parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+    mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+
+  def owner(name):
+    while name and name not in mods:
+      name = name.rpartition(".")[0]
+    return name
+
+  graph = {}
+  for name, f in mods.items():
+    targets = set()
+    for node in ast.walk(ast.parse(f.read_text())):
+      if isinstance(node, ast.Import):
+        targets.update(owner(a.name) for a in node.names)
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+          pkg = name if f.name == "__init__.py" else name.rpartition(".")[0]
+          for _ in range(node.level - 1):
+            pkg = pkg.rpartition(".")[0]
+          base = f"{pkg}.{base}" if base else pkg
+        for a in node.names:
+          full = f"{base}.{a.name}"
+          targets.add(full if full in mods else owner(base))
+    graph[name] = {t for t in targets if t and t != name}
+  return graph
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One import circle of ``graph`` (a depth-first search), or None."""
+  state = {}
+
+  def visit(node, path):
+    state[node] = "open"
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == "open":
+        return path + [node, nxt]
+      if nxt not in state:
+        found = visit(nxt, path + [node])
+        if found:
+          return found
+    state[node] = "done"
+    return None
+
+  for node in sorted(graph):
+    if node not in state:
+      found = visit(node, [])
+      if found:
+        return found
+  return None
+
+
+def test_no_import_circle_and_plugins_never_import_pipeline_or_cli():
+  graph = _graph()
+  assert "jaxunlearn.methods.base" in graph and "jaxunlearn.evaluators.mia" in graph
+  for name, targets in graph.items():
+    if name.startswith(("jaxunlearn.methods", "jaxunlearn.evaluators")):
+      assert not targets & {"jaxunlearn.pipeline", "jaxunlearn.cli"}, (name, targets)
+  assert find_circle(graph) is None, find_circle(graph)
+  # The registries import no plugin.
+  assert not any(t.startswith("jaxunlearn.methods.") for t in graph["jaxunlearn.methods.base"])
+  assert not any(t.startswith("jaxunlearn.evaluators.")
+                 for t in graph["jaxunlearn.evaluators.base"])
+
+
+def test_the_circle_check_finds_a_circle(tmp_path):
+  # The checker itself, on a package whose lazy import closes a circle.
+  pkg = tmp_path / "jaxunlearn"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "a.py").write_text("from jaxunlearn import b\n")
+  (pkg / "b.py").write_text("def f():\n  from jaxunlearn import a\n")
+  global PACKAGE
+  saved, PACKAGE = PACKAGE, pkg
+  try:
+    graph = _graph()
+  finally:
+    PACKAGE = saved
+  assert graph["jaxunlearn.a"] == {"jaxunlearn.b"}
+  assert find_circle(graph) == ["jaxunlearn.a", "jaxunlearn.b", "jaxunlearn.a"]
