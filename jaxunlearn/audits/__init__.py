@@ -7,4 +7,4 @@
   unlearning membership attack.
 """
 
-from jaxunlearn.audits import phi
+from jaxunlearn.audits import epsilon, phi, ulira
