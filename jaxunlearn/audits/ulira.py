@@ -301,9 +301,9 @@ def ulira_scores(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *,
     dict with ``scores`` (``[M, n]`` float64, NaN for pairs not scored),
     ``positive`` and ``negative`` (``[M, n]`` bool, the scored IN and OUT
     pairs), ``n_unscored`` (IN/OUT pairs of targets left out for ``min_obs``),
-    ``holdout``, ``fixed_variance`` (bool) and ``fit`` (the shadow fit of all
-    non-target models, or of all models under leave-one-out, from
-    :func:`fit_gaussians`, for the per-example summaries).
+    ``holdout``, ``fixed_variance`` (bool) and ``fit`` (:func:`fit_gaussians`
+    on the shadow models: the non-targets with ``target_ids``, else all
+    models; for the per-example summaries).
 
   Raises:
     ConfigError: bad shapes or dtypes, a pair in both masks, non-finite phi in
