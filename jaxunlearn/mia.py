@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import evaluate as evaluate_lib, parallel, train as train_lib
+from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
 FEATURES = ("sorted", "unsorted", "logit_conf")
@@ -48,15 +49,7 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
   Equals ``z_y - logsumexp(z_c for c != y)`` for logits ``z``.
   """
-  logits = np.asarray(logits, np.float64)
-  labels = np.asarray(labels)
-  n = labels.shape[0]
-  z_y = logits[np.arange(n), labels]
-  others = logits.copy()
-  others[np.arange(n), labels] = -np.inf
-  m = others.max(axis=-1)
-  lse = m + np.log(np.exp(others - m[:, None]).sum(axis=-1))
-  return z_y - lse
+  return phi_lib.logit_confidence_numpy(logits, labels)
 
 
 def attack_features(logits: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:

@@ -1,0 +1,468 @@
+"""U-LiRA: the per-example likelihood-ratio unlearning membership attack.
+
+Hayes et al. (arXiv 2403.01218) run LiRA-online (Carlini et al. 2022) on
+unlearned models (AUDITS.md sections 1.3-1.5). The input is a phi matrix
+``[M, n_pool]`` of ``M`` models on a pool of examples and two masks:
+
+* ``in_mask[m, x]``: model ``m`` was trained on ``x`` and then unlearned it
+  (``x`` was in its forget set);
+* ``out_mask[m, x]``: model ``m`` never trained on ``x``.
+
+Pairs in neither mask (trained on and kept) play no part. For each example
+two Gaussians are fitted to the phi of the shadow models, the IN one and the
+OUT one, with ``mu = median`` and ``sigma = std + 1e-30`` (LiRA's
+``plot.py::generate_ours``). A target model's score on ``x`` is the log
+likelihood ratio
+
+    Lambda = log N(phi; mu_in, sigma_in^2) - log N(phi; mu_out, sigma_out^2),
+
+large when ``x`` looks trained on. Every (target, example) pair in one of the
+masks is pooled: positives are the target's IN pairs, negatives its OUT
+pairs, and :func:`ulira` reports the ROC AUC, the balanced accuracy
+``max_tau [1 - (FPR + FNR) / 2]``, the TPR at 1 % and 0.1 % FPR, and the
+per-example spread. All of these are class-conditional rates, so they weigh
+positives and negatives equally whatever their counts (exact balancing, no
+subsampling).
+
+The target is never part of its own fit. Three ways (``holdout``):
+
+* ``leave-one-out`` (default): every model is a target and its Gaussians
+  are fitted on all other models. Exact and vectorised: the median without
+  one value is read off the sorted column at a shifted index, and the
+  standard deviation without it follows from the column's sum of squares.
+* ``leave-one-group-out`` (``groups``): models that share a group (e.g. the
+  unlearned copies of one original model, whose phi are correlated) are
+  left out together; one fit per group, each vectorised over examples.
+* ``disjoint`` (``target_ids``): the given models are the targets and one
+  fit on the remaining models (minus the targets' groups) scores them all,
+  as LiRA's ``ntest`` hold-out does.
+
+Fixed variance (``fixed_variance``): with few observations per side the
+per-example standard deviation is noisy, and LiRA's README recommends one
+global variance. Here that is the pooled within-example variance of all
+shadow observations, IN and OUT together: the sum of squared deviations
+from each (example, side) mean over the sum of ``count - 1``; one ``sigma``
+for both sides of every example. (LiRA's ``fix_variance`` takes
+``np.std`` of all IN values without centring per example, which mixes the
+spread between examples into sigma, and uses it for the OUT side too; that
+is not copied.) Under leave-one-out the target's own observations are taken
+out of the pooled variance as well. ``"auto"`` (default) uses it when the
+median over examples of the smaller of the two observation counts is below
+64 (AUDITS.md section 1.3 c).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jaxunlearn.errors import ConfigError
+
+SIGMA_FLOOR = 1e-30
+AUTO_FIXED_VARIANCE_BELOW = 64
+HOLDOUTS = ("leave-one-out", "leave-one-group-out", "disjoint")
+
+
+# --- ROC of pooled scores --------------------------------------------------------------------
+
+
+def _scores_pair(pos, neg):
+  pos = np.asarray(pos, np.float64).ravel()
+  neg = np.asarray(neg, np.float64).ravel()
+  if pos.size == 0 or neg.size == 0:
+    raise ConfigError(f"need positive and negative scores, got {pos.size} and {neg.size}")
+  if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
+    raise ConfigError("attack scores must be finite")
+  return pos, neg
+
+
+def roc_curve(pos_scores, neg_scores) -> tuple[np.ndarray, np.ndarray]:
+  """ROC of the rule "positive iff score >= tau" over every distinct tau.
+
+  Args:
+    pos_scores: scores of the positives (here: IN pairs).
+    neg_scores: scores of the negatives (OUT pairs).
+
+  Returns:
+    ``(fpr, tpr)``, increasing, from ``(0, 0)`` (tau above every score) to
+    ``(1, 1)``; tied scores move both rates in one step.
+  """
+  pos, neg = _scores_pair(pos_scores, neg_scores)
+  scores = np.concatenate([pos, neg])
+  is_pos = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+  order = np.argsort(-scores, kind="stable")
+  scores, is_pos = scores[order], is_pos[order]
+  last_of_tie = np.r_[scores[1:] != scores[:-1], True]
+  tp = np.cumsum(is_pos)[last_of_tie]
+  fp = np.cumsum(1 - is_pos)[last_of_tie]
+  return np.r_[0.0, fp / neg.size], np.r_[0.0, tp / pos.size]
+
+
+def auc(pos_scores, neg_scores) -> float:
+  """Area under the ROC: P(positive > negative) + P(tie) / 2."""
+  fpr, tpr = roc_curve(pos_scores, neg_scores)
+  return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def balanced_accuracy(pos_scores, neg_scores) -> float:
+  """``max_tau [1 - (FPR + FNR) / 2]``; at least 0.5 (the rule that says "no" always)."""
+  fpr, tpr = roc_curve(pos_scores, neg_scores)
+  return float(np.max(1 - (fpr + 1 - tpr) / 2))
+
+
+def tpr_at_fpr(pos_scores, neg_scores, max_fpr: float) -> float:
+  """Largest TPR over thresholds whose FPR is strictly below ``max_fpr`` (as LiRA)."""
+  fpr, tpr = roc_curve(pos_scores, neg_scores)
+  return float(np.max(tpr[fpr < max_fpr]))
+
+
+# --- Gaussian fits -------------------------------------------------------------------------------
+
+
+def _sorted_columns(phi, mask):
+  """Each column's masked values sorted (the rest ``+inf``, last) and each entry's rank."""
+  vals = np.where(mask, phi, np.inf)
+  order = np.argsort(vals, axis=0, kind="stable")
+  rank = np.empty_like(order)
+  np.put_along_axis(rank, order, np.arange(phi.shape[0])[:, None], axis=0)
+  return np.take_along_axis(vals, order, axis=0), rank
+
+
+def _median(sorted_vals, count):
+  """``[n]`` median of the first ``count`` sorted values of each column (NaN if none)."""
+  m, n = sorted_vals.shape
+  cols = np.arange(n)
+  lo = np.clip((count - 1) // 2, 0, m - 1)
+  hi = np.clip(count // 2, 0, m - 1)
+  med = (sorted_vals[lo, cols] + sorted_vals[hi, cols]) / 2
+  return np.where(count >= 1, med, np.nan)
+
+
+def _median_without(sorted_vals, count, rank):
+  """``[M, n]``: column medians as :func:`_median`, leaving out the value at ``rank``.
+
+  Without the value at sorted position ``j`` the remaining values are
+  ``s[i]`` for ``i < j`` and ``s[i + 1]`` from there on, so the median of the
+  ``count - 1`` that remain is read at indices shifted past ``j``.
+  """
+  m = sorted_vals.shape[0]
+  left = count - 1
+  lo = (left - 1) // 2
+  hi = left // 2
+  lo = np.clip(lo + (lo >= rank), 0, m - 1)
+  hi = np.clip(hi + (hi >= rank), 0, m - 1)
+  med = (np.take_along_axis(sorted_vals, lo, 0) + np.take_along_axis(sorted_vals, hi, 0)) / 2
+  return np.where(left >= 1, med, np.nan)
+
+
+def _side_stats(phi, mask):
+  """Count, mean and sum of squared deviations of each column's masked values."""
+  count = mask.sum(0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean = np.where(mask, phi, 0.0).sum(0) / count
+    ss = np.where(mask, (phi - mean) ** 2, 0.0).sum(0)
+  return count, mean, ss
+
+
+def fit_gaussians(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray,
+                  use: np.ndarray | None = None) -> dict:
+  """Per-example IN and OUT Gaussians from the models in ``use``.
+
+  Args:
+    phi: ``[M, n]`` phi of every model on every example.
+    in_mask: ``[M, n]`` bool, model trained on and then unlearned the example.
+    out_mask: ``[M, n]`` bool, model never trained on the example.
+    use: ``[M]`` bool, the shadow models to fit on (default: all).
+
+  Returns:
+    dict of ``[n]`` arrays ``mu_in``, ``sd_in``, ``k_in``, ``mu_out``,
+    ``sd_out``, ``k_out`` (median, population std, count; NaN where the count
+    is 0) and ``pooled_sd``, the fixed-variance sigma (a float).
+  """
+  phi, in_mask, out_mask = _check_inputs(phi, in_mask, out_mask)
+  if use is not None:
+    use = np.asarray(use)
+    if use.shape != (phi.shape[0],) or use.dtype != bool:
+      raise ConfigError(f"use must be a boolean [num_models] mask, got {use.dtype} "
+                        f"{use.shape}")
+    use = use[:, None]
+    in_mask, out_mask = in_mask & use, out_mask & use
+  fit = {}
+  ss_total, dof_total = 0.0, 0
+  for side, mask in (("in", in_mask), ("out", out_mask)):
+    count, _, ss = _side_stats(phi, mask)
+    sorted_vals, _ = _sorted_columns(phi, mask)
+    fit[f"mu_{side}"] = _median(sorted_vals, count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      fit[f"sd_{side}"] = np.sqrt(ss / count)
+    fit[f"k_{side}"] = count
+    ss_total += float(np.nansum(ss))
+    dof_total += int(np.maximum(count - 1, 0).sum())
+  fit["pooled_sd"] = math.sqrt(ss_total / dof_total) if dof_total else math.nan
+  return fit
+
+
+def _loo_fit(phi, in_mask, out_mask):
+  """Per-pair fits with the pair's own model left out: ``[M, n]`` arrays."""
+  m = phi.shape[0]
+  full = {}
+  pooled_ss = np.zeros(m)
+  pooled_dof = np.zeros(m)
+  ss_total, dof_total = 0.0, 0
+  for side, mask in (("in", in_mask), ("out", out_mask)):
+    count, mean, ss = _side_stats(phi, mask)
+    sorted_vals, rank = _sorted_columns(phi, mask)
+    mu_all = _median(sorted_vals, count)
+    mu_loo = _median_without(sorted_vals, count, rank)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      sd_all = np.sqrt(ss / count)
+      dev2 = (phi - mean) ** 2
+      ss_loo = np.maximum(ss - dev2 * count / (count - 1), 0.0)
+      sd_loo = np.sqrt(ss_loo / (count - 1))
+    # A model in this side's sample is fitted without itself; others see the full fit.
+    full[f"mu_{side}"] = np.where(mask, mu_loo, mu_all)
+    full[f"sd_{side}"] = np.where(mask, sd_loo, sd_all)
+    full[f"k_{side}"] = np.where(mask, count - 1, count)
+    ss_total += float(np.nansum(ss))
+    dof_total += int(np.maximum(count - 1, 0).sum())
+    # Leaving one value out of a sample of k >= 2 lowers its squared deviations
+    # by dev^2 k / (k - 1) and its degrees of freedom by 1.
+    removable = mask & (count >= 2)
+    pooled_ss += np.where(removable, dev2 * count / np.maximum(count - 1, 1), 0.0).sum(1)
+    pooled_dof += removable.sum(1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    full["pooled_sd"] = np.sqrt(np.maximum(ss_total - pooled_ss, 0.0) /
+                                (dof_total - pooled_dof))[:, None]
+  return full
+
+
+def log_likelihood_ratio(z, mu_in, sd_in, mu_out, sd_out) -> np.ndarray:
+  """``log N(z; mu_in, sd_in^2) - log N(z; mu_out, sd_out^2)``, sigma floored by 1e-30."""
+  sd_in = np.asarray(sd_in) + SIGMA_FLOOR
+  sd_out = np.asarray(sd_out) + SIGMA_FLOOR
+  return (-0.5 * ((z - mu_in) / sd_in) ** 2 - np.log(sd_in)
+          + 0.5 * ((z - mu_out) / sd_out) ** 2 + np.log(sd_out))
+
+
+# --- the attack -------------------------------------------------------------------------------
+
+
+def _check_inputs(phi, in_mask, out_mask):
+  phi = np.asarray(phi, np.float64)
+  in_mask = np.asarray(in_mask)
+  out_mask = np.asarray(out_mask)
+  if phi.ndim != 2:
+    raise ConfigError(f"phi must be [num_models, num_examples], got shape {phi.shape}")
+  for name, mask in (("in_mask", in_mask), ("out_mask", out_mask)):
+    if mask.shape != phi.shape:
+      raise ConfigError(f"{name} has shape {mask.shape}; it must match phi's {phi.shape}")
+    if mask.dtype != bool:
+      raise ConfigError(f"{name} must be boolean, got dtype {mask.dtype}")
+  if np.any(in_mask & out_mask):
+    raise ConfigError("a (model, example) pair is in both in_mask and out_mask; an example "
+                      "cannot be both unlearned by and never seen by one model")
+  if not np.all(np.isfinite(phi[in_mask | out_mask])):
+    raise ConfigError("phi has non-finite values in pairs of in_mask or out_mask")
+  return phi, in_mask, out_mask
+
+
+def _resolve_fixed(fixed_variance, k_in, k_out) -> bool:
+  if fixed_variance == "auto":
+    return bool(np.median(np.minimum(k_in, k_out)) < AUTO_FIXED_VARIANCE_BELOW)
+  if not isinstance(fixed_variance, (bool, np.bool_)):
+    raise ConfigError(f"fixed_variance must be True, False or 'auto', got {fixed_variance!r}")
+  return bool(fixed_variance)
+
+
+def _broadcast_fit(fit, rows):
+  return {k: (v if np.ndim(v) == 0 else np.broadcast_to(v, (rows, np.shape(v)[-1])))
+          for k, v in fit.items()}
+
+
+def ulira_scores(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *,
+                 target_ids=None, groups=None, fixed_variance="auto",
+                 min_obs: int = 2) -> dict:
+  """Log likelihood ratio of every (target, example) pair, target held out of its fit.
+
+  Args:
+    phi: ``[M, n]`` phi of every model on every pool example.
+    in_mask: ``[M, n]`` bool, the model trained on and then unlearned the example.
+    out_mask: ``[M, n]`` bool, the model never trained on the example.
+    target_ids: model indices to attack with one fit on the other models
+      (``disjoint``); default: every model, each left out of its own fit.
+    groups: ``[M]`` ints; models of one group (e.g. unlearned copies of one
+      original) are left out of each other's fits.
+    fixed_variance: True, False or ``"auto"`` (see the module docstring).
+    min_obs: pairs whose fit has fewer observations on either side are not
+      scored.
+
+  Returns:
+    dict with ``scores`` (``[M, n]`` float64, NaN for pairs not scored),
+    ``positive`` and ``negative`` (``[M, n]`` bool, the scored IN and OUT
+    pairs), ``n_unscored`` (IN/OUT pairs of targets left out for ``min_obs``),
+    ``holdout``, ``fixed_variance`` (bool) and ``fit`` (:func:`fit_gaussians`
+    on the shadow models: the non-targets with ``target_ids``, else all
+    models; for the per-example summaries).
+
+  Raises:
+    ConfigError: bad shapes or dtypes, a pair in both masks, non-finite phi in
+      a masked pair, bad ``target_ids`` or ``groups``, or no shadow models.
+  """
+  phi, in_mask, out_mask = _check_inputs(phi, in_mask, out_mask)
+  m = phi.shape[0]
+  if min_obs < 1:
+    raise ConfigError(f"min_obs must be at least 1, got {min_obs}")
+  if groups is not None:
+    groups = np.asarray(groups)
+    if groups.shape != (m,):
+      raise ConfigError(f"groups must have one entry per model ({m}), got shape {groups.shape}")
+  is_target = np.ones(m, bool)
+  if target_ids is not None:
+    target_ids = np.asarray(target_ids, int).ravel()
+    if target_ids.size == 0 or target_ids.min() < 0 or target_ids.max() >= m:
+      raise ConfigError(f"target_ids must be non-empty indices in [0, {m}), got {target_ids}")
+    is_target = np.zeros(m, bool)
+    is_target[target_ids] = True
+
+  if target_ids is not None:
+    holdout = "disjoint"
+    shadows = ~is_target
+    if groups is not None:
+      shadows &= ~np.isin(groups, groups[is_target])
+    if not shadows.any():
+      raise ConfigError("no shadow models left: every model is a target or shares a group "
+                        "with one")
+    shadow_fit = fit_gaussians(phi, in_mask, out_mask, use=shadows)
+    fixed = _resolve_fixed(fixed_variance, shadow_fit["k_in"], shadow_fit["k_out"])
+    pair_fit = _broadcast_fit(shadow_fit, m)
+  elif groups is not None:
+    holdout = "leave-one-group-out"
+    shadow_fit = fit_gaussians(phi, in_mask, out_mask)
+    fixed = _resolve_fixed(fixed_variance, shadow_fit["k_in"], shadow_fit["k_out"])
+    keys = ("mu_in", "sd_in", "k_in", "mu_out", "sd_out", "k_out", "pooled_sd")
+    pair_fit = {k: np.full((m, phi.shape[1]), np.nan) for k in keys}
+    for g in np.unique(groups):
+      members = groups == g
+      if members.all():
+        raise ConfigError("every model is in one group: nothing left to fit on")
+      fit = fit_gaussians(phi, in_mask, out_mask, use=~members)
+      for k in keys:
+        pair_fit[k][members] = fit[k]
+  else:
+    holdout = "leave-one-out"
+    shadow_fit = fit_gaussians(phi, in_mask, out_mask)
+    fixed = _resolve_fixed(fixed_variance, shadow_fit["k_in"], shadow_fit["k_out"])
+    pair_fit = _loo_fit(phi, in_mask, out_mask)
+
+  if fixed:
+    sd_in = sd_out = pair_fit["pooled_sd"]
+  else:
+    sd_in, sd_out = pair_fit["sd_in"], pair_fit["sd_out"]
+  enough = (pair_fit["k_in"] >= min_obs) & (pair_fit["k_out"] >= min_obs)
+  scored = (in_mask | out_mask) & is_target[:, None]
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    llr = log_likelihood_ratio(phi, pair_fit["mu_in"], sd_in, pair_fit["mu_out"], sd_out)
+  ok = scored & enough & np.isfinite(llr)
+  return {
+      "scores": np.where(ok, llr, np.nan),
+      "positive": ok & in_mask,
+      "negative": ok & out_mask,
+      "n_unscored": int((scored & ~ok).sum()),
+      "holdout": holdout,
+      "fixed_variance": fixed,
+      "fit": shadow_fit,
+  }
+
+
+def _quantiles(x):
+  x = x[np.isfinite(x)]
+  if x.size == 0:
+    return None, None
+  return float(np.median(x)), float(np.quantile(x, 0.9))
+
+
+def _nan_to_none(x):
+  return [None if not np.isfinite(v) else float(v) for v in x]
+
+
+def ulira(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *, target_ids=None,
+          groups=None, fixed_variance="auto", min_obs: int = 2,
+          per_example_threshold: float = 0.6) -> dict:
+  """U-LiRA on a population of unlearned models: pooled and per-example results.
+
+  Args:
+    phi: ``[M, n]`` phi of every model on every pool example.
+    in_mask: ``[M, n]`` bool, the model trained on and then unlearned the example.
+    out_mask: ``[M, n]`` bool, the model never trained on the example.
+    target_ids: see :func:`ulira_scores`.
+    groups: see :func:`ulira_scores`.
+    fixed_variance: True, False or ``"auto"``.
+    min_obs: see :func:`ulira_scores`.
+    per_example_threshold: per-example accuracy above which an example counts
+      as vulnerable.
+
+  Returns:
+    JSON-ready dict. Pooled over (target, example) pairs: ``auc``,
+    ``balanced_accuracy`` (best threshold), ``accuracy_at_zero`` (balanced
+    accuracy of "IN iff Lambda > 0", i.e. posterior above 1/2),
+    ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr``, ``n_positive``,
+    ``n_negative``, ``n_unscored``, ``holdout``, ``fixed_variance``,
+    ``pooled_sd``. Per example: ``per_example_accuracy`` (balanced accuracy
+    of "IN iff Lambda > 0" over that example's targets; None without both IN
+    and OUT targets; it is noisy with few targets, so judge it against the
+    retrain control) and its ``_median`` and ``_q90``,
+    ``frac_examples_above_threshold`` (of the examples with an accuracy),
+    ``per_example_separation`` (``|mu_in - mu_out| / sqrt((sd_in^2 +
+    sd_out^2) / 2)`` from the shadow fit, sd as used by the attack) with its
+    ``_median`` and ``_q90``.
+
+  Raises:
+    ConfigError: see :func:`ulira_scores`; also when no IN or no OUT pair
+      could be scored.
+  """
+  out = ulira_scores(phi, in_mask, out_mask, target_ids=target_ids, groups=groups,
+                     fixed_variance=fixed_variance, min_obs=min_obs)
+  scores, pos_mask, neg_mask = out["scores"], out["positive"], out["negative"]
+  pos, neg = scores[pos_mask], scores[neg_mask]
+  if pos.size == 0 or neg.size == 0:
+    raise ConfigError(f"U-LiRA scored {pos.size} IN and {neg.size} OUT pairs; it needs both "
+                      f"(more models, or a lower min_obs)")
+
+  n_pos_x, n_neg_x = pos_mask.sum(0), neg_mask.sum(0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    tpr_x = (pos_mask & (scores > 0)).sum(0) / n_pos_x
+    tnr_x = (neg_mask & ~(scores > 0)).sum(0) / n_neg_x
+  acc_x = np.where((n_pos_x > 0) & (n_neg_x > 0), (tpr_x + tnr_x) / 2, np.nan)
+  fit = out["fit"]
+  if out["fixed_variance"]:
+    spread = np.full_like(fit["mu_in"], fit["pooled_sd"])
+  else:
+    spread = np.sqrt((fit["sd_in"] ** 2 + fit["sd_out"] ** 2) / 2)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    separation = np.abs(fit["mu_in"] - fit["mu_out"]) / (spread + SIGMA_FLOOR)
+  acc_med, acc_q90 = _quantiles(acc_x)
+  sep_med, sep_q90 = _quantiles(separation)
+  has_acc = np.isfinite(acc_x)
+  return {
+      "auc": auc(pos, neg),
+      "balanced_accuracy": balanced_accuracy(pos, neg),
+      "accuracy_at_zero": float(((pos > 0).mean() + (neg <= 0).mean()) / 2),
+      "tpr_at_1pct_fpr": tpr_at_fpr(pos, neg, 0.01),
+      "tpr_at_0.1pct_fpr": tpr_at_fpr(pos, neg, 0.001),
+      "n_positive": int(pos.size),
+      "n_negative": int(neg.size),
+      "n_unscored": out["n_unscored"],
+      "holdout": out["holdout"],
+      "fixed_variance": out["fixed_variance"],
+      "pooled_sd": float(fit["pooled_sd"]),
+      "per_example_threshold": float(per_example_threshold),
+      "per_example_accuracy_median": acc_med,
+      "per_example_accuracy_q90": acc_q90,
+      "frac_examples_above_threshold": (float((acc_x[has_acc] > per_example_threshold).mean())
+                                        if has_acc.any() else None),
+      "per_example_separation_median": sep_med,
+      "per_example_separation_q90": sep_q90,
+      "per_example_accuracy": _nan_to_none(acc_x),
+      "per_example_separation": _nan_to_none(separation),
+  }
