@@ -21,5 +21,6 @@ def get_config():
   c.forget.fraction = 0.01     # 500 of 50,000
   c.reference.size = 0.1       # 5,000
   c.unlearn.lam = 0.001
+  c.unlearn.kl_reduction = "sum"   # eq. (1) read literally; docs/paper_fidelity.md
   c.unlearn.epochs = 20
   return c

@@ -23,6 +23,7 @@ def get_config():
   c.reference.size = 0.1       # 6,000
   c.reference.epochs = 50
   c.unlearn.lam = 0.01
+  c.unlearn.kl_reduction = "sum"   # eq. (1) read literally; docs/paper_fidelity.md
   c.unlearn.epochs = 2
   c.unlearn.forget_batch_size = 64
   c.unlearn.remain_batch_size = 64

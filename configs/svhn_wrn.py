@@ -28,6 +28,7 @@ def get_config():
   c.reference.size = 0.1       # 7,325 (7,326 after rounding)
   c.reference.epochs = 30
   c.unlearn.lam = 0.01
+  c.unlearn.kl_reduction = "sum"   # eq. (1) read literally; docs/paper_fidelity.md
   c.unlearn.epochs = 10
   c.unlearn.forget_batch_size = 64
   c.unlearn.remain_batch_size = 128

@@ -46,9 +46,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.reference.size = 0.1         # < 1: fraction of the training set; >= 1: count
   c.reference.epochs = 50
   c.reference.reuse = True
+  c.reference.source = "remain"  # remain: D_s within D_r (the paper) | holdout: within the held-out split
 
-  # Training examples kept out of every model's training (methods that ask
-  # for held-out examples of D_f's classes get them from here).
+  # Training examples kept out of every model's training, drawn with `seed`
+  # alone (so every request of a work dir shares them): held-out examples of
+  # D_f's classes for methods and the calibrated stop; D_s with
+  # reference.source=holdout.
   c.holdout = ml_collections.ConfigDict()
   c.holdout.size = 0.0           # < 1: fraction of the training set; >= 1: count; 0: none
 
@@ -58,8 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.unlearn = ml_collections.ConfigDict()
   c.unlearn.method = "lightweight"  # any of jaxunlearn.methods.names()
   c.unlearn.lam = 0.01           # the paper's lambda (lightweight)
+  c.unlearn.kl_reduction = "mean"  # mean | sum: the KL term over a forget batch (lightweight)
   c.unlearn.epochs = 2
-  c.unlearn.tol = 0.0            # > 0: stop once mean KL on D_f < tol (methods with a reference)
+  c.unlearn.stop = "epochs"      # epochs | kl_tol | calibrated (see jaxunlearn/unlearn.py)
+  c.unlearn.tol = 0.0            # kl_tol: stop once mean KL on D_f < tol (methods with a reference)
+  c.unlearn.calibrate_every = 1  # calibrated: check every this many steps
   c.unlearn.forget_batch_size = 64
   c.unlearn.remain_batch_size = 64
   c.unlearn.optimizer = "sgd"
@@ -109,8 +115,9 @@ def add_plugin_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
       if block is not None and name not in c:
         c[name] = block
     for name in methods.names():
-      method = methods.get(name)()
+      method = methods.get(name)
       own = {h: float(v) for h, v in method.hparams.items() if h not in method.shared_hparams}
+      own.update({o: v[0] for o, v in method.options.items() if o not in method.shared_hparams})
       if own and name not in c.unlearn:
         c.unlearn[name] = ml_collections.ConfigDict(own)
   return c
@@ -134,7 +141,9 @@ def load_plugins(modules) -> None:
 
 
 _POSITIVE_INTS = ("train.epochs", "train.batch_size", "reference.epochs", "unlearn.epochs",
-                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size")
+                  "unlearn.forget_batch_size", "unlearn.remain_batch_size", "eval.batch_size",
+                  "unlearn.calibrate_every")
+STOP_RULES = ("epochs", "kl_tol", "calibrated")
 _NON_NEGATIVE = ("train.learning_rate", "train.momentum", "train.weight_decay",
                  "unlearn.learning_rate", "unlearn.momentum", "unlearn.weight_decay",
                  "unlearn.tol", "forget.size", "parallel.num_processes")
@@ -149,6 +158,8 @@ def _choices() -> dict:
       "unlearn.schedule": train.SCHEDULES,
       "train.driver": train.DRIVERS,
       "forget.mode": splits.FORGET_MODES,
+      "reference.source": ("remain", "holdout"),
+      "unlearn.stop": STOP_RULES,
   }
 
 
@@ -241,9 +252,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if cfg.reference.size >= 1 and cfg.reference.size != int(cfg.reference.size):
     raise ConfigError(f"reference.size {cfg.reference.size} is neither a fraction < 1 nor a "
                       "whole count; e.g. 0.1 or 400")
+  if cfg.unlearn.stop == "kl_tol" and not cfg.unlearn.tol > 0:
+    raise ConfigError("unlearn.stop='kl_tol' needs a tolerance: set --config.unlearn.tol (> 0)")
+  if cfg.unlearn.stop == "calibrated" and not cfg.holdout.size:
+    raise ConfigError("unlearn.stop='calibrated' compares D_f with held-out examples of its "
+                      "classes: set --config.holdout.size (e.g. 0.05)")
   if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
     raise ConfigError("learning rates must be > 0")
   methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)   # the method and its hyperparameters
+  methods.resolve_method(cfg.unlearn.method, cfg.unlearn)    # ... and its options
   evaluators.selected(cfg)                                   # every listed evaluator exists
   return cfg
 

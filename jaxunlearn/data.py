@@ -98,14 +98,12 @@ class Dataset:
     )
 
 
-def load(name: str, *, seed: int = 0, data_dir: str | None = None) -> Dataset:
+def load(name: str, *, data_dir: str | None = None) -> Dataset:
   """Loads a dataset by name.
 
   Args:
     name: One of :data:`DATASETS`, or ``"npz:PATH"`` for arrays saved with
       ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
-    seed: Accepted for API symmetry with the rest of the library but unused:
-      every split is fixed, so runs with different seeds are comparable.
     data_dir: TFDS data directory for the ``tfds`` datasets (default: TFDS's
       own default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored
       by ``mnist5k`` and ``npz:``.
@@ -117,7 +115,6 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None) -> Dataset:
     DataError: If the name is unknown, the data are missing or not prepared,
       or the arrays are malformed.
   """
-  del seed  # Splits are deliberately seed-independent; see docstring.
   if not isinstance(name, str):
     raise DataError(
         f"dataset name must be a string, got {type(name).__name__}; "

@@ -110,8 +110,9 @@ def build_context(cfg, workdir) -> Context:
       n, data.y_train, seed=forget_seed, mode=cfg.forget.mode, fraction=cfg.forget.fraction,
       size=cfg.forget.size, index_file=cfg.forget.index_file, classes=tuple(cfg.forget.classes),
       reference_size=config_lib.resolve_size(cfg.reference.size, n),
-      holdout_size=config_lib.resolve_size(cfg.holdout.size, n))
-  method = methods.get(cfg.unlearn.method)()
+      holdout_size=config_lib.resolve_size(cfg.holdout.size, n), holdout_seed=cfg.seed,
+      reference_source=cfg.reference.source)
+  method = methods.resolve_method(cfg.unlearn.method, cfg.unlearn)
   hparams = methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)
   _check_method_inputs(cfg, method, splits)
   mesh = parallel.make_mesh()
@@ -141,12 +142,19 @@ def build_context(cfg, workdir) -> Context:
   return ctx
 
 
+def needed_inputs(cfg, method) -> set:
+  """The input arrays a request needs: the method's, and the calibrated stop's."""
+  want = set(method.inputs)
+  if cfg.unlearn.stop == "calibrated":
+    want |= set(unlearn_lib.CALIBRATION_INPUTS)
+  return want
+
+
 def _check_method_inputs(cfg, method, splits) -> None:
   if cfg.unlearn.tol and not method.needs_reference:
     raise ConfigError(f"unlearn.tol stops on the KL to a reference model, which method "
                       f"{cfg.unlearn.method!r} does not use; set --config.unlearn.tol=0")
-  if ("x_heldout" in method.inputs or "y_heldout" in method.inputs) \
-      and not splits.holdout_idx.size:
+  if needed_inputs(cfg, method) & {"x_heldout", "y_heldout"} and not splits.holdout_idx.size:
     raise ConfigError(f"method {cfg.unlearn.method!r} needs held-out examples; keep some out "
                       "of training with --config.holdout.size=0.05 (a fraction or a count)")
 
@@ -210,16 +218,16 @@ def find_reference(ctx: Context) -> str | None:
   root = ctx.cache.root
   if not root.is_dir():
     return None
-  want = {"epochs": ctx.cfg.reference.epochs, "n_examples": int(ctx.splits.reference_idx.size)}
+  want = {"epochs": ctx.cfg.reference.epochs, "n_examples": int(ctx.splits.reference_idx.size),
+          "source": ctx.cfg.reference.source}
   for d in sorted(root.glob("reference-*")):
     if not checkpoint.exists(d):
       continue
     meta = checkpoint.metadata(d)
-    if any(meta.get(k) != v for k, v in want.items()):
+    if any(meta.get(k, "remain" if k == "source" else None) != v for k, v in want.items()):
       continue
     ref_idx = np.asarray(meta["reference_idx"], np.int64)
-    if not np.intersect1d(ref_idx, ctx.splits.forget_idx).size \
-        and not np.intersect1d(ref_idx, ctx.splits.holdout_idx).size:
+    if not np.intersect1d(ref_idx, ctx.splits.forget_idx).size:
       return d.name
   return None
 
@@ -240,7 +248,8 @@ def reference_stage(ctx: Context, key) -> Trained:
   # reference model must never see D_f.
   _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
   return train_stage(ctx, own_stage, ref_idx, epochs=ctx.cfg.reference.epochs, key=key,
-                     extra_meta={"reference_idx": ref_idx.tolist()})
+                     extra_meta={"reference_idx": ref_idx.tolist(),
+                                 "source": ctx.cfg.reference.source})
 
 
 def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
@@ -251,7 +260,7 @@ def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
 
 def method_inputs(ctx: Context, original: Trained, reference: Trained | None) -> methods.Inputs:
   """The arrays the method asked for (and only those)."""
-  s, want = ctx.splits, set(ctx.method.inputs)
+  s, want = ctx.splits, needed_inputs(ctx.cfg, ctx.method)
   bs = ctx.cfg.eval.batch_size
   x_f = ctx.x_train[s.forget_idx]
   fields = {}
@@ -282,7 +291,9 @@ def method_inputs(ctx: Context, original: Trained, reference: Trained | None) ->
 
 def unlearn_spec(ctx: Context, reference: Trained | None) -> dict:
   u = ctx.cfg.unlearn
-  return {"method": u.method, "hparams": ctx.hparams, "epochs": u.epochs, "tol": u.tol,
+  return {"method": u.method, "hparams": ctx.hparams, "options": ctx.method.opts,
+          "epochs": u.epochs, "tol": u.tol, "stop": u.stop,
+          "calibrate_every": u.calibrate_every if u.stop == "calibrated" else None,
           "forget_batch_size": u.forget_batch_size, "remain_batch_size": u.remain_batch_size,
           "optimizer": u.optimizer, "learning_rate": u.learning_rate, "momentum": u.momentum,
           "weight_decay": u.weight_decay, "schedule": u.schedule,
@@ -305,13 +316,15 @@ def unlearn_stage(ctx: Context, original: Trained, reference: Trained | None, ke
       ctx.method, original.apply_fn, epochs=u.epochs, n_forget=ctx.splits.n_forget,
       n_remain=int(ctx.splits.remain_idx.size), forget_batch_size=u.forget_batch_size,
       remain_batch_size=u.remain_batch_size, optimizer_cfg=u, mesh=ctx.mesh,
-      init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"])
+      init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"],
+      stop=u.stop, calibrate_every=u.calibrate_every)
   result = unlearn_lib.unlearn(
       fn, original.params, inputs, {"learning_rate": u.learning_rate, **ctx.hparams},
       key=key, tol=u.tol, mesh=ctx.mesh, progress=ctx.cfg.report.progress)
   meta = {"stage": stage, "time_s": result.run_s + inputs_s, "inputs_s": inputs_s,
           "compile_s": result.compile_s, "epochs": len(result.history),
           "stopped_early": result.stopped_early, "history": result.history,
+          "stop": u.stop, "calibrated_step": result.calibrated_step,
           "method": u.method, "hparams": ctx.hparams,
           "reference": reference.stage if reference is not None else None}
   # Batch statistics are the original's: unlearning moves weights only.
@@ -427,6 +440,10 @@ def eval_inputs(ctx: Context) -> evaluators.EvalInputs:
 def summarize(ctx: Context) -> dict:
   cfg, s, t = ctx.cfg, ctx.splits, ctx.trained
   time_s = {name: m.meta["time_s"] for name, m in t.items()}
+  reused_ref_s = None
+  if "reference" in t and t["reference"].reused:
+    # A reference trained for an earlier request costs this one nothing.
+    reused_ref_s, time_s["reference"] = time_s["reference"], 0.0
   time_s["train"] = time_s.pop("original")
   time_s["unlearn"] = time_s.pop("unlearned")
   compile_s = {name: m.meta["compile_s"] for name, m in t.items()}
@@ -442,6 +459,8 @@ def summarize(ctx: Context) -> dict:
       "forget_hash": ctx.forget_hash(),
       "time_s": time_s, "compile_s": compile_s,
       "unlearn_epochs_run": t["unlearned"].meta["epochs"],
+      "unlearn_stop": cfg.unlearn.stop,
+      "calibrated_step": t["unlearned"].meta.get("calibrated_step"),
       "reference_reused": bool(t["reference"].reused) if "reference" in t else False,
       "stages": {name: m.stage for name, m in t.items()},
       "evaluators": list(ctx.evaluators),
@@ -450,6 +469,8 @@ def summarize(ctx: Context) -> dict:
       "environment": environment(),
       "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
+  if reused_ref_s is not None:
+    results["reference_time_s_when_trained"] = reused_ref_s
   if "retrain" in time_s:
     results["speedup"] = time_s["retrain"] / (time_s.get("reference", 0.0) + time_s["unlearn"])
     results["speedup_amortized"] = time_s["retrain"] / time_s["unlearn"]

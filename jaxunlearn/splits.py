@@ -154,19 +154,44 @@ def draw_reference(remain_idx: np.ndarray, size: int, rng: np.random.Generator) 
   return np.sort(rng.choice(remain_idx, size=size, replace=False))
 
 
+def draw_holdout(n: int, size: int, seed: int) -> np.ndarray:
+  """``size`` training examples that no model trains on, fixed by ``seed`` alone.
+
+  Drawn before any forget set, so every request of a work directory (whatever
+  its forget seed) sees the same held-out split and the same original.
+  """
+  if not size:
+    return np.zeros(0, np.int64)
+  if size >= n - 1:
+    raise SplitError(f"holdout.size {size} leaves too little of the {n} training examples; "
+                     "lower holdout.size")
+  return np.sort(np.random.default_rng([seed, 0x686F6C64]).choice(n, size=int(size),
+                                                                   replace=False))
+
+
 def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
                 fraction: float = 0.01, size: int = 0, index_file: str = "",
-                classes=(), reference_size: int, holdout_size: int = 0) -> Splits:
+                classes=(), reference_size: int, holdout_size: int = 0,
+                holdout_seed: int = 0, reference_source: str = "remain") -> Splits:
   """Builds and validates D_f, D_r, D_s and the held-out split for ``n`` training examples.
 
-  ``holdout_size`` examples outside D_f are kept out of every model's training
-  (drawn first, so D_r and D_s never hold them).
+  Args:
+    seed: seeds D_f and D_s.
+    holdout_size, holdout_seed: the held-out split (:func:`draw_holdout`);
+      D_f, D_r and (with ``reference_source="remain"``) D_s avoid it.
+    reference_source: ``"remain"`` (the paper: D_s within D_r) or
+      ``"holdout"`` (D_s within the held-out split, which no original and no
+      forget request ever touches).
   """
   rng = np.random.default_rng(seed)
-  forget_rng, ref_rng, holdout_rng = (np.random.default_rng(s)
-                                      for s in rng.bit_generator.seed_seq.spawn(3))
+  forget_rng, ref_rng = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2))
+  holdout = draw_holdout(n, holdout_size, holdout_seed)
   if mode == "random":
-    forget = forget_by_fraction(n, fraction, forget_rng, size)
+    if holdout.size:
+      pool = np.setdiff1d(np.arange(n), holdout)
+      forget = np.sort(pool[forget_by_fraction(pool.size, fraction, forget_rng, size)])
+    else:
+      forget = forget_by_fraction(n, fraction, forget_rng, size)
   elif mode == "indices":
     if not index_file:
       raise SplitError("forget.mode='indices' needs --config.forget.index_file=PATH")
@@ -175,17 +200,27 @@ def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
       raise SplitError("the forget index file covers the whole training set; nothing would remain")
   elif mode == "class":
     forget = forget_by_class(np.asarray(labels), classes)
+    forget = np.setdiff1d(forget, holdout)
   else:
     raise SplitError(f"unknown forget.mode {mode!r}; use one of {FORGET_MODES}")
-  remain = np.setdiff1d(np.arange(n), forget)
-  holdout = np.zeros(0, np.int64)
-  if holdout_size:
-    if holdout_size >= remain.size:
-      raise SplitError(f"holdout.size {holdout_size} leaves no remaining data "
-                       f"({remain.size} examples outside D_f); lower holdout.size")
-    holdout = np.sort(holdout_rng.choice(remain, size=int(holdout_size), replace=False))
-    remain = np.setdiff1d(remain, holdout)
-  reference = draw_reference(remain, reference_size, ref_rng)
+  if np.intersect1d(forget, holdout).size:
+    raise SplitError("the forget set holds held-out examples, which no model trained on; "
+                     "leave them out of the index file or lower holdout.size")
+  remain = np.setdiff1d(np.setdiff1d(np.arange(n), forget), holdout)
+  if remain.size == 0:
+    raise SplitError("nothing would remain to train on; lower forget or holdout sizes")
+  if reference_source == "holdout":
+    if not holdout.size:
+      raise SplitError("reference.source='holdout' needs a held-out split: set "
+                       "--config.holdout.size (at least reference.size)")
+    if reference_size > holdout.size:
+      raise SplitError(f"reference size {reference_size} is larger than the held-out split "
+                       f"({holdout.size}); raise holdout.size or lower reference.size")
+    reference = draw_reference(holdout, reference_size, ref_rng)
+  elif reference_source == "remain":
+    reference = draw_reference(remain, reference_size, ref_rng)
+  else:
+    raise SplitError(f"unknown reference.source {reference_source!r}; use 'remain' or 'holdout'")
   return check_splits(Splits(forget, remain, reference, holdout), n)
 
 

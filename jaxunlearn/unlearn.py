@@ -17,13 +17,28 @@ Epoch ``e`` draws its batches from ``fold_in(key, e)``: D_f is walked in a
 fresh permutation (wrapped around to full batches) and a remain batch is
 drawn at random for every step (for ``epoch_over="remain"`` methods the roles
 swap: D_r is walked, D_f cycled).
+
+Stop rules (``stop``):
+
+* ``epochs``: run every epoch;
+* ``kl_tol``: (host driver) stop after the first epoch whose mean KL to the
+  reference on D_f is below ``tol``, the paper's "until the two posterior
+  distributions are almost the same";
+* ``calibrated``: every ``calibrate_every`` steps, compare the model's mean
+  loss on D_f with its loss on held-out examples of D_f's classes, weighted to
+  D_f's class histogram: what a model that never saw D_f would show. Keep the
+  state where ``|log L_forget - log L_heldout|`` is smallest, up to the first
+  check where ``L_forget >= L_heldout`` (D_f looks unseen); later steps change
+  nothing (the host driver stops there). Needs ``x_forget``, ``y_forget``,
+  ``x_heldout``, ``y_heldout`` in the inputs; the method's own ``finish`` is
+  not applied.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +72,7 @@ class UnlearnFn:
   """
   method: base.Method
   apply_fn: Callable
+  stop: str
   start: Callable
   epoch: Callable
   finish: Callable
@@ -70,9 +86,50 @@ class UnlearnFn:
     return self.finish(carry, inputs, hparams), metrics
 
 
+STOP_RULES = ("epochs", "kl_tol", "calibrated")
+CALIBRATION_INPUTS = ("x_forget", "y_forget", "x_heldout", "y_heldout")
+
+
+def calibration_losses(apply_fn, params, inputs: Inputs):
+  """``(L_forget, L_heldout)``: mean CE on D_f, and on the held-out examples
+  weighted so that their class histogram is D_f's."""
+  from jaxunlearn.methods.base import cross_entropy
+  import optax
+  l_f = cross_entropy(apply_fn(params, inputs.x_forget), inputs.y_forget)
+  logits_h = apply_fn(params, inputs.x_heldout).astype(jnp.float32)
+  per = optax.softmax_cross_entropy_with_integer_labels(logits_h, inputs.y_heldout)
+  c = logits_h.shape[-1]
+  n_f = jnp.zeros(c).at[inputs.y_forget].add(1.0)
+  n_h = jnp.zeros(c).at[inputs.y_heldout].add(1.0)
+  w = n_f[inputs.y_heldout] / jnp.maximum(n_h[inputs.y_heldout], 1.0)
+  return l_f, jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+class Calibration(NamedTuple):
+  best_params: Any
+  best_gap: jax.Array       # |log L_forget - log L_heldout| of best_params
+  best_step: jax.Array      # steps taken when best_params was seen (0: the original)
+  crossed: jax.Array        # L_forget >= L_heldout was seen: D_f looks unseen
+  forget_loss: jax.Array    # at the last check
+  heldout_loss: jax.Array
+
+
+def _calibration_check(apply_fn, params, inputs, step, calib: Calibration | None) -> Calibration:
+  l_f, l_h = calibration_losses(apply_fn, params, inputs)
+  gap = jnp.abs(jnp.log(l_f) - jnp.log(l_h))
+  if calib is None:
+    return Calibration(params, gap, jnp.int32(0), l_f >= l_h, l_f, l_h)
+  better = jnp.logical_and(~calib.crossed, gap < calib.best_gap)
+  pick = lambda new, old: jnp.where(better, new, old)
+  return Calibration(jax.tree.map(pick, params, calib.best_params), pick(gap, calib.best_gap),
+                     pick(step, calib.best_step), jnp.logical_or(calib.crossed, l_f >= l_h),
+                     l_f, l_h)
+
+
 def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
                     forget_batch_size: int, remain_batch_size: int, optimizer_cfg=None,
-                    init_fn: Callable | None = None, mesh=None) -> UnlearnFn:
+                    init_fn: Callable | None = None, mesh=None, stop: str = "epochs",
+                    calibrate_every: int = 1) -> UnlearnFn:
   """Builds the pure function of one whole unlearning run.
 
   Args:
@@ -88,11 +145,18 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     init_fn: ``init_fn(key) -> params`` of a fresh model (methods that need
       a randomly initialised network, e.g. a bad teacher).
     mesh: split every batch over the mesh's ``'data'`` axis (host driver).
+    stop: ``"epochs"``, ``"kl_tol"`` (applied by the host driver) or
+      ``"calibrated"`` (see the module docstring).
+    calibrate_every: steps between two calibration checks.
 
   Returns:
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
   """
   method = _as_method(method)
+  if stop not in STOP_RULES:
+    raise ConfigError(f"unknown stop rule {stop!r}; use one of {STOP_RULES}")
+  calibrated = stop == "calibrated"
+  every = int(calibrate_every)
   if n_forget < 1:
     raise ConfigError("the forget set is empty; nothing to unlearn")
   if n_remain < 1:
@@ -109,10 +173,13 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     return method.make(env)
 
   def start(params, inputs, key, hparams):
-    return build(inputs, key, hparams).init(params), key
+    if calibrated and any(getattr(inputs, f) is None for f in CALIBRATION_INPUTS):
+      raise ConfigError(f"the calibrated stop needs inputs {CALIBRATION_INPUTS}")
+    calib = _calibration_check(apply_fn, params, inputs, 0, None) if calibrated else None
+    return build(inputs, key, hparams).init(params), key, calib
 
   def epoch(carry, inputs, hparams, e):
-    state, key = carry
+    state, key, calib = carry
     m = build(inputs, key, hparams)
     fkey, rkey = jax.random.split(jax.random.fold_in(key, e))
     if method.epoch_over == "forget":
@@ -123,7 +190,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       r_rows = base.cycled_rows(rkey, n_remain, rbs, steps)
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
 
-    def body(state, inp):
+    def body(carry, inp):
+      state, calib = carry
       i, fr, rr = inp
       fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
                 if getattr(inputs, f) is not None}
@@ -132,19 +200,32 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       if mesh is not None:
         fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
       progress = (e * steps + i).astype(jnp.float32) / total
-      return m.step(state, Batch(**fields, epoch=e.astype(jnp.int32), progress=progress))
+      state, metrics = m.step(state, Batch(**fields, epoch=e.astype(jnp.int32),
+                                           progress=progress))
+      if calibrated:
+        done = e * steps + i + 1
+        calib = jax.lax.cond(
+            jnp.logical_or(done % every == 0, done == total),
+            lambda c: _calibration_check(apply_fn, state.params, inputs, done, c),
+            lambda c: c, calib)
+        metrics = {**metrics, "calib_forget_loss": calib.forget_loss,
+                   "calib_heldout_loss": calib.heldout_loss}
+      return (state, calib), metrics
 
-    state, metrics = jax.lax.scan(body, state, (jnp.arange(steps), f_rows, r_rows))
+    (state, calib), metrics = jax.lax.scan(body, (state, calib),
+                                           (jnp.arange(steps), f_rows, r_rows))
     if m.epoch_end is not None:
       state = m.epoch_end(state)
-    return (state, key), metrics
+    return (state, key, calib), metrics
 
   def finish(carry, inputs, hparams):
-    state, key = carry
+    state, key, calib = carry
+    if calibrated:
+      return calib.best_params
     m = build(inputs, key, hparams)
     return state.params if m.finish is None else m.finish(state)
 
-  return UnlearnFn(method, apply_fn, start, epoch, finish, int(epochs), steps)
+  return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
@@ -166,6 +247,7 @@ class UnlearnResult:
   run_s: float
   compile_s: float
   stopped_early: bool
+  calibrated_step: int | None = None   # calibrated stop: steps taken by the returned params
 
 
 def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: float = 0.0,
@@ -236,10 +318,14 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
     if tol and record["kl_forget"] < tol:
       stopped = True
       break
+    if fn.stop == "calibrated" and bool(carry[2].crossed) and e + 1 < fn.epochs:
+      stopped = True     # D_f already looks unseen: later steps cannot change the result
+      break
   if bar is not None:
     bar.close()
   t0 = time.perf_counter()
   params = jax.block_until_ready(finish(carry, inputs, hparams))
   run_s += time.perf_counter() - t0
+  step = int(carry[2].best_step) if fn.stop == "calibrated" else None
   return UnlearnResult(params=params, history=history, run_s=run_s,
-                       compile_s=compile_s, stopped_early=stopped)
+                       compile_s=compile_s, stopped_early=stopped, calibrated_step=step)

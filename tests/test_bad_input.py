@@ -256,7 +256,6 @@ def test_api_row_raises_specific_type(case, tmp_path, finished_copy):
   assert tiny.tree_snapshot(workdir) == before
 
 
-@pytest.mark.skipif(not hasattr(os, "seteuid"), reason="needs POSIX user ids")
 def _world_readable(path: Path) -> bool:
   """Whether any user can reach and read ``path`` (every parent traversable)."""
   path = Path(path).resolve()
@@ -265,6 +264,7 @@ def _world_readable(path: Path) -> bool:
   return all(p.stat().st_mode & 0o001 for p in path.parents)
 
 
+@pytest.mark.skipif(not hasattr(os, "seteuid"), reason="needs POSIX user ids")
 def test_unwritable_workdir_is_found_by_a_real_write(capsys):
   """As root ``os.access`` says every directory is writable; a real write does not lie."""
   if os.geteuid() == 0 and not _world_readable(tiny.CONFIG):

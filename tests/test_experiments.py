@@ -73,3 +73,17 @@ def test_distributions(out, tiny_npz):
   rows = (out / "distributions.csv").read_text().splitlines()
   retrain = next(r for r in rows if r.startswith("retrain"))
   assert retrain.split(",")[2] == "0.0000"    # KL of the retrained model to itself
+
+
+def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
+  import tiny
+  from benchmarks import speedup_modes
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  res = speedup_modes.main(["--config", str(tiny.CONFIG), "--out", str(tmp_path / "out"),
+                            "--set", f"dataset=npz:{npz}", "--holdout_size", "60"])
+  rows = {r["mode"]: r for r in res["rows"]}
+  assert rows["paper"]["reference_epochs"] == 2 and rows["equal_epochs"]["reference_epochs"] == 2
+  later = rows["holdout, later request"]
+  assert later["reference_reused"] and not rows["holdout, first request"]["reference_reused"]
+  assert later["speedup_reused"] == pytest.approx(later["retrain_s"] / later["unlearn_s"])
+  assert "| holdout, later request |" in (tmp_path / "out" / "speedup_modes.md").read_text()

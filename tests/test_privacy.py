@@ -93,7 +93,7 @@ def saved_references(tmp_path_factory):
 
 
 def _fake_context(workdir, forget, epochs):
-  cfg = ml_collections.ConfigDict({"reference": {"epochs": epochs}})
+  cfg = ml_collections.ConfigDict({"reference": {"epochs": epochs, "source": "remain"}})
   forget = np.asarray(sorted(forget), np.int64)
   remain = np.setdiff1d(np.arange(N_FIND), forget)
   s = splits_lib.Splits(forget, remain, remain[:10])

@@ -87,3 +87,45 @@ def test_reference_touching_forget_is_rejected():
 
 def test_index_hash_ignores_order():
   assert splits.index_hash([3, 1, 2]) == splits.index_hash([1, 2, 3]) != splits.index_hash([1, 2])
+
+
+# --- the held-out split --------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(50, 400), forget_seed=st.integers(0, 5), holdout_frac=st.floats(0.05, 0.4),
+       source=st.sampled_from(["remain", "holdout"]), mode=st.sampled_from(["random", "class"]))
+def test_holdout_never_trained_on_and_fixed_per_workdir(n, forget_seed, holdout_frac, source,
+                                                        mode):
+  labels = np.arange(n) % 5
+  holdout_size = max(2, int(holdout_frac * n))
+  kw = dict(fraction=0.05, classes=(1,), reference_size=2, holdout_size=holdout_size,
+            holdout_seed=7, reference_source=source, mode=mode)
+  s = splits.make_splits(n, labels, seed=forget_seed, **kw)
+  other = splits.make_splits(n, labels, seed=forget_seed + 10, **kw)
+  h = s.holdout_idx
+  assert h.size == holdout_size
+  np.testing.assert_array_equal(h, other.holdout_idx)      # another request, the same split
+  assert not np.intersect1d(h, s.train_idx).size           # the original never trains on it
+  assert not np.intersect1d(h, s.forget_idx).size and not np.intersect1d(h, s.remain_idx).size
+  assert np.all((h >= 0) & (h < n))                        # training-split rows, never test rows
+  ref_pool = h if source == "holdout" else s.remain_idx
+  assert np.isin(s.reference_idx, ref_pool).all()
+  assert not np.intersect1d(s.reference_idx, s.forget_idx).size
+
+
+def test_reference_from_holdout_needs_a_holdout():
+  with pytest.raises(splits.SplitError, match="holdout.size"):
+    splits.make_splits(100, np.zeros(100, int), seed=0, fraction=0.1, reference_size=5,
+                       reference_source="holdout")
+
+
+def test_forget_index_file_may_not_hold_heldout_examples(tmp_path):
+  h = splits.draw_holdout(100, 10, seed=3)
+  path = tmp_path / "f.txt"
+  path.write_text(" ".join(map(str, h[:2])))
+  with pytest.raises(splits.SplitError, match="held-out"):
+    splits.make_splits(100, np.zeros(100, int), seed=0, mode="indices", index_file=str(path),
+                       reference_size=5, holdout_size=10, holdout_seed=3)

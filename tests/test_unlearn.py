@@ -208,3 +208,66 @@ def test_schedule_horizon_counts_the_last_partial_batch():
   wrong = -sum(0.5 * (1 + np.cos(np.pi * min(c, 4) / 4)) for c in range(total))  # floor horizon
   np.testing.assert_allclose(np.asarray(w["w"]), expected, rtol=1e-5)
   assert abs(expected - wrong) > 0.1
+
+
+# --- the KL reading and the calibrated stop ---------------------------------------
+
+
+def test_kl_sum_is_the_literal_eq1_over_the_forget_batch():
+  params = {"w": jnp.asarray(HAND["w"])}
+  logits = HAND["x_f"] @ HAND["w"]
+  per_example = np_kl(HAND["ref"][:1], logits[:1]), np_kl(HAND["ref"][1:], logits[1:])
+  ce = np_ce(HAND["x_r"] @ HAND["w"], HAND["y_r"])
+  for reduction, kl in (("sum", sum(per_example)), ("mean", np.mean(per_example))):
+    loss, aux = lightweight.lightweight_loss(params, apply_fn, hand_batch(), 0.3, reduction)
+    assert float(aux["kl"]) == pytest.approx(kl, rel=1e-5)
+    assert float(loss) == pytest.approx(0.3 * kl + 0.7 * ce, rel=1e-5)
+  with pytest.raises(ConfigError, match="kl_reduction"):
+    methods.resolve_method("lightweight", {"kl_reduction": "median"})
+
+
+class _Descend(methods.Method):
+  """Each step lowers the scalar weight by 1, whatever the data (a fixed path)."""
+  inputs = ("x_forget",)
+
+  def make(self, env):
+    def init(params):
+      return methods.UnlearnState(jnp.zeros((), jnp.int32), params, ())
+
+    def step(state, batch):
+      return state._replace(step=state.step + 1,
+                            params={"w": state.params["w"] - 1.0}), {"loss": jnp.zeros(())}
+    return methods.UnlearningMethod(init, step)
+
+
+def _calibration_problem():
+  # logits = w * x. D_f: x = (1, 0), label 0, so L_f(w) = log(1 + e^-w); held out:
+  # x = (0.5, 0), label 0, L_h(w) = log(1 + e^(-w/2)). They are equal at w = 0 only, and
+  # L_f >= L_h (D_f looks unseen) from w = 0 on. The path is w = 4, 3, 2, ...
+  inputs = methods.Inputs(x_forget=jnp.asarray([[1.0, 0.0]]), y_forget=jnp.asarray([0]),
+                          x_heldout=jnp.asarray([[0.5, 0.0]]), y_heldout=jnp.asarray([0]))
+  scalar_apply = lambda p, x: p["w"] * x
+  return {"w": jnp.float32(4.0)}, inputs, scalar_apply
+
+
+@pytest.mark.parametrize("every, step, w", [(1, 4, 0.0), (3, 3, 1.0)])
+def test_calibrated_stop_keeps_the_state_where_forget_loss_meets_heldout_loss(every, step, w):
+  params, inputs, scalar_apply = _calibration_problem()
+  fn = unlearn.make_unlearn_fn(_Descend(), scalar_apply, epochs=8, n_forget=1, n_remain=1,
+                               forget_batch_size=1, remain_batch_size=1, stop="calibrated",
+                               calibrate_every=every)
+  hp = {"learning_rate": jnp.float32(0.1)}
+  pure, _ = fn(params, inputs, jax.random.key(0), hp)
+  assert float(pure["w"]) == w          # every=3 checks w = 1 (gap 0.41), then w = -2 (crossed)
+  driven = unlearn.unlearn(fn, params, inputs, hp, key=jax.random.key(0), progress=False)
+  assert float(driven.params["w"]) == w and driven.calibrated_step == step
+  assert driven.stopped_early and len(driven.history) < 8   # it stops once D_f looks unseen
+
+
+def test_calibrated_stop_needs_heldout_inputs():
+  params, inputs, scalar_apply = _calibration_problem()
+  fn = unlearn.make_unlearn_fn(_Descend(), scalar_apply, epochs=2, n_forget=1, n_remain=1,
+                               forget_batch_size=1, remain_batch_size=1, stop="calibrated")
+  with pytest.raises(ConfigError, match="calibrated stop needs"):
+    fn(params, inputs._replace(x_heldout=None), jax.random.key(0),
+       {"learning_rate": jnp.float32(0.1)})

@@ -117,13 +117,29 @@ class MethodEnv(NamedTuple):
 
 
 class Method:
-  """Base class of unlearning methods: set the class attributes, define ``loss`` or ``make``."""
+  """Base class of unlearning methods: set the class attributes, define ``loss`` or ``make``.
+
+  ``options`` are static choices (strings), each with its allowed values, the
+  first the default; an instance is made with them: ``Method(kl_reduction="sum")``.
+  Like hyperparameters they come from ``unlearn.<method name>.<option>``, or
+  ``unlearn.<option>`` for names in ``shared_hparams``.
+  """
 
   inputs: tuple[str, ...] = ()
   hparams: Mapping[str, float] = {}
+  options: Mapping[str, tuple] = {}
   shared_hparams: tuple[str, ...] = ()
   epoch_over: str = "forget"
   description: str = ""
+
+  def __init__(self, **options):
+    for name, value in options.items():
+      if name not in self.options:
+        raise ConfigError(f"{type(self).__name__} has no option {name!r}; it has "
+                          f"{sorted(self.options) or 'none'}")
+      if value not in self.options[name]:
+        raise ConfigError(f"option {name!r} must be one of {self.options[name]}, got {value!r}")
+    self.opts = {name: options.get(name, allowed[0]) for name, allowed in self.options.items()}
 
   @property
   def needs_reference(self) -> bool:
@@ -202,24 +218,40 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def _from_config(cls, names_defaults, unlearn_cfg, name) -> dict:
+  block = unlearn_cfg.get(name) if hasattr(unlearn_cfg, "get") else None
+  out = {}
+  for h, default in names_defaults.items():
+    if h in cls.shared_hparams and h in unlearn_cfg:
+      out[h] = unlearn_cfg[h]
+    elif block is not None and h in block:
+      out[h] = block[h]
+    else:
+      out[h] = default
+  return out
+
+
 def resolve_hparams(name: str, unlearn_cfg) -> dict[str, float]:
   """A method's hyperparameters from the ``unlearn`` config block, validated.
 
   Each is read from ``unlearn.<name>.<hparam>`` (``unlearn.<hparam>`` for the
   method's ``shared_hparams``), else its default.
   """
-  method = get(name)()
-  block = unlearn_cfg.get(name) if hasattr(unlearn_cfg, "get") else None
-  hp = {}
-  for h, default in method.hparams.items():
-    if h in method.shared_hparams and h in unlearn_cfg:
-      hp[h] = unlearn_cfg[h]
-    elif block is not None and h in block:
-      hp[h] = block[h]
-    else:
-      hp[h] = default
-  method.validate(hp)
+  cls = get(name)
+  hp = _from_config(cls, cls.hparams, unlearn_cfg, name)
+  cls().validate(hp)
   return hp
+
+
+def resolve_method(name: str, unlearn_cfg) -> Method:
+  """An instance of method ``name`` with its options from the ``unlearn`` config block."""
+  cls = get(name)
+  opts = _from_config(cls, {k: v[0] for k, v in cls.options.items()}, unlearn_cfg, name)
+  for opt, value in opts.items():
+    if value not in cls.options[opt]:
+      field = f"unlearn.{opt}" if opt in cls.shared_hparams else f"unlearn.{name}.{opt}"
+      raise ConfigError(f"{field} must be one of {cls.options[opt]}, got {value!r}")
+  return cls(**opts)
 
 
 # --- losses shared by methods ---------------------------------------------------
