@@ -31,7 +31,10 @@ Stop rules (``stop``):
   check where ``L_forget >= L_heldout`` (D_f looks unseen); later steps change
   nothing (the host driver stops there). Needs ``x_forget``, ``y_forget``,
   ``x_heldout``, ``y_heldout`` in the inputs; the method's own ``finish`` is
-  not applied.
+  not applied. With ``forget_target_loss`` (a per-example target, e.g. the
+  mean loss of a population of retrained models on each D_f example) the
+  comparison is per example: the mean of ``|log l_i - log t_i|``, crossed once
+  the mean of ``log l_i`` reaches the mean of ``log t_i``.
 """
 
 from __future__ import annotations
@@ -91,39 +94,49 @@ CALIBRATION_INPUTS = ("x_forget", "y_forget", "x_heldout", "y_heldout")
 
 
 def calibration_losses(apply_fn, params, inputs: Inputs):
-  """``(L_forget, L_heldout)``: mean CE on D_f, and on the held-out examples
-  weighted so that their class histogram is D_f's."""
-  from jaxunlearn.methods.base import cross_entropy
+  """``(L_forget, L_target)``, both ``(n_forget,)`` or scalars.
+
+  With ``inputs.forget_target_loss`` (per-example targets, e.g. the mean loss
+  of retrained models on each D_f example): the per-example CE on D_f and
+  those targets. Otherwise the mean CE on D_f and on the held-out examples,
+  weighted so that their class histogram is D_f's.
+  """
   import optax
-  l_f = cross_entropy(apply_fn(params, inputs.x_forget), inputs.y_forget)
+  logits_f = apply_fn(params, inputs.x_forget).astype(jnp.float32)
+  per_f = optax.softmax_cross_entropy_with_integer_labels(logits_f, inputs.y_forget)
+  if inputs.forget_target_loss is not None:
+    return per_f, inputs.forget_target_loss.astype(jnp.float32)
   logits_h = apply_fn(params, inputs.x_heldout).astype(jnp.float32)
   per = optax.softmax_cross_entropy_with_integer_labels(logits_h, inputs.y_heldout)
   c = logits_h.shape[-1]
   n_f = jnp.zeros(c).at[inputs.y_forget].add(1.0)
   n_h = jnp.zeros(c).at[inputs.y_heldout].add(1.0)
   w = n_f[inputs.y_heldout] / jnp.maximum(n_h[inputs.y_heldout], 1.0)
-  return l_f, jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-12)
+  return per_f.mean(), jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
 class Calibration(NamedTuple):
   best_params: Any
-  best_gap: jax.Array       # |log L_forget - log L_heldout| of best_params
+  best_gap: jax.Array       # mean |log L_forget - log L_target| of best_params
   best_step: jax.Array      # steps taken when best_params was seen (0: the original)
-  crossed: jax.Array        # L_forget >= L_heldout was seen: D_f looks unseen
-  forget_loss: jax.Array    # at the last check
-  heldout_loss: jax.Array
+  crossed: jax.Array        # mean log L_forget >= mean log L_target was seen: D_f looks unseen
+  forget_loss: jax.Array    # at the last check (means)
+  target_loss: jax.Array
 
 
 def _calibration_check(apply_fn, params, inputs, step, calib: Calibration | None) -> Calibration:
-  l_f, l_h = calibration_losses(apply_fn, params, inputs)
-  gap = jnp.abs(jnp.log(l_f) - jnp.log(l_h))
+  l_f, l_t = calibration_losses(apply_fn, params, inputs)
+  log_f, log_t = jnp.log(jnp.maximum(l_f, 1e-30)), jnp.log(jnp.maximum(l_t, 1e-30))
+  gap = jnp.mean(jnp.abs(log_f - log_t))
+  crossed = jnp.mean(log_f) >= jnp.mean(log_t)
+  l_f, l_t = jnp.mean(l_f), jnp.mean(l_t)
   if calib is None:
-    return Calibration(params, gap, jnp.int32(0), l_f >= l_h, l_f, l_h)
+    return Calibration(params, gap, jnp.int32(0), crossed, l_f, l_t)
   better = jnp.logical_and(~calib.crossed, gap < calib.best_gap)
   pick = lambda new, old: jnp.where(better, new, old)
   return Calibration(jax.tree.map(pick, params, calib.best_params), pick(gap, calib.best_gap),
-                     pick(step, calib.best_step), jnp.logical_or(calib.crossed, l_f >= l_h),
-                     l_f, l_h)
+                     pick(step, calib.best_step), jnp.logical_or(calib.crossed, crossed),
+                     l_f, l_t)
 
 
 def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
@@ -173,8 +186,10 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     return method.make(env)
 
   def start(params, inputs, key, hparams):
-    if calibrated and any(getattr(inputs, f) is None for f in CALIBRATION_INPUTS):
-      raise ConfigError(f"the calibrated stop needs inputs {CALIBRATION_INPUTS}")
+    if calibrated and any(getattr(inputs, f) is None for f in CALIBRATION_INPUTS) and not (
+        inputs.forget_target_loss is not None and inputs.y_forget is not None):
+      raise ConfigError(f"the calibrated stop needs inputs {CALIBRATION_INPUTS} (or "
+                        "x_forget, y_forget and forget_target_loss)")
     calib = _calibration_check(apply_fn, params, inputs, 0, None) if calibrated else None
     return build(inputs, key, hparams).init(params), key, calib
 
@@ -209,7 +224,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
             lambda c: _calibration_check(apply_fn, state.params, inputs, done, c),
             lambda c: c, calib)
         metrics = {**metrics, "calib_forget_loss": calib.forget_loss,
-                   "calib_heldout_loss": calib.heldout_loss}
+                   "calib_target_loss": calib.target_loss}
       return (state, calib), metrics
 
     (state, calib), metrics = jax.lax.scan(body, (state, calib),

@@ -271,3 +271,19 @@ def test_calibrated_stop_needs_heldout_inputs():
   with pytest.raises(ConfigError, match="calibrated stop needs"):
     fn(params, inputs._replace(x_heldout=None), jax.random.key(0),
        {"learning_rate": jnp.float32(0.1)})
+
+
+def test_calibrated_stop_with_per_example_targets():
+  # Targets: each D_f example's own loss at w = 1; the path w = 4, 3, 2, 1, 0, ... meets
+  # them all at step 3.
+  x = np.asarray([[1.0, 0.0], [2.0, 0.0]], np.float32)
+  targets = np.log1p(np.exp(-x[:, 0] * 1.0))
+  inputs = methods.Inputs(x_forget=jnp.asarray(x), y_forget=jnp.asarray([0, 0]),
+                          forget_target_loss=jnp.asarray(targets))
+  fn = unlearn.make_unlearn_fn(_Descend(), lambda p, xx: p["w"] * xx, epochs=8, n_forget=2,
+                               n_remain=1, forget_batch_size=2, remain_batch_size=1,
+                               stop="calibrated")
+  res = unlearn.unlearn(fn, {"w": jnp.float32(4.0)}, inputs,
+                        {"learning_rate": jnp.float32(0.1)}, key=jax.random.key(0),
+                        progress=False)
+  assert float(res.params["w"]) == 1.0 and res.calibrated_step == 3

@@ -70,6 +70,7 @@ class Inputs(NamedTuple):
   orig_logits_remain: Any = None
   x_heldout: Any = None
   y_heldout: Any = None
+  forget_target_loss: Any = None   # per-example target losses on D_f (calibrated stop)
 
 
 class Batch(NamedTuple):
