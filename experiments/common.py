@@ -14,7 +14,6 @@ import ast
 import csv
 import importlib.util
 import json
-import os
 import statistics
 import sys
 from pathlib import Path

@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, ClassVar, Sequence, Union
 
 import flax.linen as nn

@@ -50,7 +50,7 @@ import numpy as np
 from jaxunlearn import parallel, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 from jaxunlearn.methods import base
-from jaxunlearn.methods.base import Batch, Inputs, UnlearnState
+from jaxunlearn.methods.base import Batch, Inputs
 
 # fold_in tag of the method's own key (epochs use fold_in(key, epoch)).
 _METHOD_KEY_TAG = 0x6D657468

@@ -7,7 +7,6 @@ a copy of a finished run (it must be byte-for-byte unchanged). Index files
 and arrays are also fuzzed with hypothesis through the API.
 """
 
-import contextlib
 import dataclasses
 import os
 import shutil

@@ -11,13 +11,12 @@
 import json
 import shutil
 import types
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jaxunlearn import checkpoint, pipeline, splits as splits_lib, stages, train as train_lib
 from jaxunlearn.errors import SplitError
