@@ -241,15 +241,18 @@ def reference_stage(ctx: Context, key) -> Trained:
       ctx.splits = splits_lib.check_splits(
           dataclasses.replace(ctx.splits, reference_idx=ref_idx), ctx.data.n_train)
       _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
-      # Finding this request's own reference (a resumed or repeated run) is not reuse.
-      return restore(ctx, found, reused=found != own_stage)
+      # Finding the reference this very request trained (a resumed or repeated run) is
+      # not reuse; one trained for another forget set is.
+      trained_for = ctx.cache.metadata(found).get("trained_for")
+      return restore(ctx, found, reused=trained_for != ctx.forget_hash())
   ref_idx = ctx.splits.reference_idx
   # Checked again here, not with `assert` (stripped by python -O): the
   # reference model must never see D_f.
   _check_reference_avoids_forget(ref_idx, ctx.splits.forget_idx)
   return train_stage(ctx, own_stage, ref_idx, epochs=ctx.cfg.reference.epochs, key=key,
                      extra_meta={"reference_idx": ref_idx.tolist(),
-                                 "source": ctx.cfg.reference.source})
+                                 "source": ctx.cfg.reference.source,
+                                 "trained_for": ctx.forget_hash()})
 
 
 def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:

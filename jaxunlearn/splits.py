@@ -216,7 +216,9 @@ def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
     if reference_size > holdout.size:
       raise SplitError(f"reference size {reference_size} is larger than the held-out split "
                        f"({holdout.size}); raise holdout.size or lower reference.size")
-    reference = draw_reference(holdout, reference_size, ref_rng)
+    # Fixed by the held-out split's seed too, so every request shares one D_s.
+    reference = draw_reference(holdout, reference_size,
+                               np.random.default_rng([holdout_seed, 0x72656673]))
   elif reference_source == "remain":
     reference = draw_reference(remain, reference_size, ref_rng)
   else:
