@@ -56,6 +56,7 @@ def _row(mode, r, bound):
           "reference_epochs": r["config"]["reference"]["epochs"],
           "train_epochs": r["config"]["train"]["epochs"], "n_reference": r["n_reference"],
           "n_remain": r["n_remain"], "acc_test_unlearned": r["models"]["unlearned"]["acc_test"],
+          "reference_stage": r["stages"].get("reference"),
           "bound": bound}
 
 

@@ -9,8 +9,8 @@ what they depend on:
 
 * ``original``: the model trained on D_f and D_r (never overwritten);
 * ``retrain-<forget hash>``: trained from scratch on D_r;
-* ``reference-<D_s hash>``: trained on D_s, only for methods that use a
-  reference model; reused by any later request whose D_f does not touch D_s;
+* ``reference-<D_s hash>-e<epochs>``: trained on D_s, only for methods that
+  use a reference model; reused by any later request whose D_f does not touch D_s;
 * ``unlearned-<forget hash>-<settings hash>``: the original after unlearning.
 
 Everything is validated before the first write, so bad input leaves the work
@@ -233,7 +233,9 @@ def find_reference(ctx: Context) -> str | None:
 
 
 def reference_stage(ctx: Context, key) -> Trained:
-  own_stage = f"reference-{splits_lib.index_hash(ctx.splits.reference_idx, ctx.secret)}"
+  # The name carries D_s and the schedule: a reference of other epochs is another stage.
+  own_stage = (f"reference-{splits_lib.index_hash(ctx.splits.reference_idx, ctx.secret)}"
+               f"-e{ctx.cfg.reference.epochs}")
   if ctx.cfg.reference.reuse:
     found = find_reference(ctx)
     if found is not None:

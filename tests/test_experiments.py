@@ -80,10 +80,14 @@ def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
   from benchmarks import speedup_modes
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   res = speedup_modes.main(["--config", str(tiny.CONFIG), "--out", str(tmp_path / "out"),
-                            "--set", f"dataset=npz:{npz}", "--holdout_size", "60"])
+                            "--set", f"dataset=npz:{npz}", "--set", "reference.epochs=3",
+                            "--holdout_size", "60"])
   rows = {r["mode"]: r for r in res["rows"]}
-  assert rows["paper"]["reference_epochs"] == 2 and rows["equal_epochs"]["reference_epochs"] == 2
+  assert rows["paper"]["reference_epochs"] == 3 and rows["equal_epochs"]["reference_epochs"] == 2
   later = rows["holdout, later request"]
   assert later["reference_reused"] and not rows["holdout, first request"]["reference_reused"]
   assert later["speedup_reused"] == pytest.approx(later["retrain_s"] / later["unlearn_s"])
+  assert later["reference_s"] == 0.0 and rows["paper"]["reference_s"] > 0
+  # A reference of another schedule is another model, never the 3-epoch one restored.
+  assert rows["equal_epochs"]["reference_stage"] != rows["paper"]["reference_stage"]
   assert "| holdout, later request |" in (tmp_path / "out" / "speedup_modes.md").read_text()
