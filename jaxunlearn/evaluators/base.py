@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxunlearn import report
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,38 +123,8 @@ class Evaluator:
     return None
 
 
-_REGISTRY: dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-  """Decorator: registers an :class:`Evaluator` subclass as ``name``."""
-  if not isinstance(name, str) or not name.isidentifier():
-    raise ConfigError(f"an evaluator name must be a Python identifier, got {name!r}")
-
-  def decorator(cls):
-    if not (isinstance(cls, type) and issubclass(cls, Evaluator)):
-      raise TypeError(f"evaluators.register({name!r}) takes a subclass of "
-                      f"jaxunlearn.evaluators.Evaluator, got {cls!r}")
-    _REGISTRY[name] = cls
-    return cls
-  return decorator
-
-
-def get(name: str) -> type:
-  """The evaluator class registered as ``name``.
-
-  Raises:
-    ConfigError: no such evaluator.
-  """
-  if name not in _REGISTRY:
-    raise ConfigError(f"unknown evaluator {name!r} in eval.evaluators; use some of {names()} "
-                      "(or register your own and name its module in config.plugins)")
-  return _REGISTRY[name]
-
-
-def names() -> list[str]:
-  """The registered evaluator names, sorted."""
-  return sorted(_REGISTRY)
+_REGISTRY = Registry("evaluator", Evaluator, "eval.evaluators")
+register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
 def section_name(name: str) -> str:

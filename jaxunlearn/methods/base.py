@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.registry import Registry
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
 # The arrays a method may ask for. Forget and remain inputs are batched per
@@ -176,47 +177,18 @@ class Method:
     return UnlearningMethod(init, step)
 
 
-_REGISTRY: dict[str, type] = {}
+def _check_method(name: str, cls: type) -> None:
+  for field in cls.inputs:
+    if field not in INPUTS:
+      raise ConfigError(f"method {name!r} asks for unknown input {field!r}; use some of {INPUTS}")
+  if cls.epoch_over not in EPOCH_UNITS:
+    raise ConfigError(f"method {name!r}: epoch_over must be one of {EPOCH_UNITS}")
 
 
-def register(name: str) -> Callable[[type], type]:
-  """Decorator: registers a :class:`Method` subclass as ``name``.
-
-  ``register("my_ft")(get("finetune"))`` registers an existing method again
-  under another name.
-  """
-  if not isinstance(name, str) or not name.isidentifier():
-    raise ConfigError(f"a method name must be a Python identifier, got {name!r}")
-
-  def decorator(cls):
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-      raise TypeError(f"methods.register({name!r}) takes a subclass of jaxunlearn.methods.Method, "
-                      f"got {cls!r}")
-    for field in cls.inputs:
-      if field not in INPUTS:
-        raise ConfigError(f"method {name!r} asks for unknown input {field!r}; use some of {INPUTS}")
-    if cls.epoch_over not in EPOCH_UNITS:
-      raise ConfigError(f"method {name!r}: epoch_over must be one of {EPOCH_UNITS}")
-    _REGISTRY[name] = cls
-    return cls
-  return decorator
-
-
-def get(name: str) -> type:
-  """The method class registered as ``name``.
-
-  Raises:
-    ConfigError: no such method.
-  """
-  if name not in _REGISTRY:
-    raise ConfigError(f"unknown unlearning method {name!r}; use one of {names()} "
-                      "(or register your own and name its module in config.plugins)")
-  return _REGISTRY[name]
-
-
-def names() -> list[str]:
-  """The registered method names, sorted."""
-  return sorted(_REGISTRY)
+_REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_method)
+# register(name) is a decorator; register("my_ft")(get("finetune")) registers an
+# existing method again under another name.
+register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
 def _from_config(cls, names_defaults, unlearn_cfg, name) -> dict:
