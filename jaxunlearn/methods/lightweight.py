@@ -35,6 +35,7 @@ class Lightweight(base.Method):
   inputs = ("x_forget", "ref_probs", "x_remain", "y_remain")
   hparams = {"lam": 0.01}
   shared_hparams = ("lam",)
+  search_space = {"learning_rate": (5e-3, 1e-2, 2e-2, 5e-2), "lam": (0.05, 0.1, 0.2, 0.5)}
 
   def validate(self, hp):
     super().validate(hp)
