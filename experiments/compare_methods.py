@@ -86,6 +86,11 @@ def main(argv=None) -> dict:
       [m.strip() for m in args.methods.split(",") if m.strip()]
   for m in names:
     methods.get(m)                          # an unknown name fails before any training
+  selection = getattr(settings, "SELECTION_SEED", None)
+  if selection is not None and selection in common.seeds(args.seeds):
+    from jaxunlearn.errors import ConfigError
+    raise ConfigError(f"seed {selection} is the tuning's selection seed ({args.settings}); "
+                      "report other seeds")
   labels = names + ([BAD_CONTROL] if args.bad_control else [])
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   for seed in common.seeds(args.seeds):

@@ -117,7 +117,11 @@ def grid_figures(apply_fn, stacked, sets: dict, n_nonmembers: int | None = None,
   non = np.sort(np.random.default_rng(seed).permutation(n_h)[:k])
   figs = []
   for i in range(out["forget"][0].shape[0]):
-    attack = mia.loss_attack(out["forget"][1][i], out["heldout"][1][i][non], seed=seed)
+    member, nonmember = out["forget"][1][i], out["heldout"][1][i][non]
+    if np.all(np.isfinite(member)) and np.all(np.isfinite(nonmember)):
+      attack = mia.loss_attack(member, nonmember, seed=seed)
+    else:                    # a diverged run: no attack to fit, and the objective is inf
+      attack = {"balanced_acc": float("nan")}
     figs.append({"acc_remain": float(out["remain"][0][i].mean()),
                  "acc_forget": float(out["forget"][0][i].mean()),
                  "acc_heldout": float(out["heldout"][0][i].mean()),
@@ -128,7 +132,8 @@ def grid_figures(apply_fn, stacked, sets: dict, n_nonmembers: int | None = None,
 def objective(fig: dict, retrain: dict) -> float:
   """The selection objective (lower is better); see the module docstring."""
   acc = sum(abs(fig[k] - retrain[k]) for k in ("acc_remain", "acc_forget", "acc_heldout"))
-  return acc / 3.0 + abs(fig["mia"] - retrain["mia"])
+  score = acc / 3.0 + abs(fig["mia"] - retrain["mia"])
+  return score if np.isfinite(score) else float("inf")
 
 
 def tune(cfg, workdir, *, progress: bool = False) -> dict:

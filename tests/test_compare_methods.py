@@ -33,3 +33,12 @@ def test_compare_methods_tiny(tmp_path):
   from configs import quick_methods
   assert lr["gradient_ascent_lr10x"] == pytest.approx(
       10 * quick_methods.unlearn_settings("gradient_ascent")["learning_rate"])
+
+
+def test_compare_methods_refuses_the_selection_seed(tmp_path):
+  from configs import quick_methods
+  from experiments import compare_methods
+  from jaxunlearn.errors import ConfigError
+  with pytest.raises(ConfigError, match="selection seed"):
+    compare_methods.main(["--methods", "finetune", "--out", str(tmp_path),
+                          "--seeds", f"0,{quick_methods.SELECTION_SEED}"])

@@ -75,3 +75,14 @@ def test_tune_on_the_tiny_pipeline(tmp_path):
   assert res["grid"][res["best_index"]]["objective"] == best
   assert res["best"]["learning_rate"] == res["grid"][res["best_index"]]["learning_rate"]
   assert (tmp_path / "work" / "checkpoints").is_dir()
+
+
+def test_a_diverged_point_scores_infinity():
+  p, inputs = _toy(n_f=8, n_h=8)
+  stacked = jax.tree.map(lambda a: jnp.stack([a, a * jnp.nan]), p)
+  sets = {"remain": (inputs.x_remain, inputs.y_remain),
+          "forget": (inputs.x_forget, inputs.y_forget),
+          "heldout": (inputs.x_heldout, inputs.y_heldout)}
+  figs = tuning.grid_figures(apply_fn, stacked, sets)
+  assert np.isnan(figs[1]["mia"]) and np.isfinite(figs[0]["mia"])
+  assert tuning.objective(figs[1], figs[0]) == float("inf")
