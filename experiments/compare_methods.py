@@ -47,7 +47,10 @@ def method_config(args, settings, seed: int, label: str):
   """The config of one row: ``--config``, the method's settings, then ``--set``."""
   method = "gradient_ascent" if label == BAD_CONTROL else label
   cfg = common.load_config(args.config)
-  settings.apply(cfg, method)
+  if getattr(args, "untuned", False):
+    settings.apply(cfg, method, tuned=False)
+  else:
+    settings.apply(cfg, method)
   if label == BAD_CONTROL:
     cfg.unlearn.learning_rate = 10.0 * cfg.unlearn.learning_rate
   for item in args.set:
@@ -76,6 +79,8 @@ def main(argv=None) -> dict:
   p.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
   p.add_argument("--settings", default=str(common.ROOT / "configs" / "quick_methods.py"),
                  help="module with apply(cfg, method): each method's settings")
+  p.add_argument("--untuned", action="store_true",
+                 help="use the settings' defaults, not their tuned values (TUNED)")
   p.add_argument("--no-bad-control", dest="bad_control", action="store_false",
                  help=f"leave out the {BAD_CONTROL} row")
   args = p.parse_args(argv)
