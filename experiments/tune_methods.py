@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import common, compare_methods  # noqa: E402
 
 NAME = "tune_methods"
+HEADER = ["method", "points", "chosen", "objective", "RA", "FA", "HA", "MIA", "grid s",
+          "compile s"]
 
 
 def main(argv=None) -> dict:
@@ -55,18 +57,19 @@ def main(argv=None) -> dict:
                  f"{best['objective']:.4f}", f"{best['acc_remain']:.4f}",
                  f"{best['acc_forget']:.4f}", f"{best['acc_heldout']:.4f}",
                  f"{best['mia']:.4f}", f"{r['grid_s']:.1f}", f"{r['compile_s']:.1f}"])
+    # Written after every method, so a stopped run keeps what it finished.
+    common.write_outputs(out, NAME, HEADER, rows, results, {**common.provenance(),
+                                                            "tuned": tuned})
     print(f"{name}: best {r['best']} objective {best['objective']:.4f} "
           f"(grid of {len(r['grid'])} in {r['grid_s']:.1f}s + compile {r['compile_s']:.1f}s)",
           flush=True)
   ret = results[0]["retrain"] if results else {}
-  header = ["method", "points", "chosen", "objective", "RA", "FA", "HA", "MIA",
-            "grid s", "compile s"]
   note = (f"Selection seed and forget seed {args.seed}. Objective: (|dRA| + |dFA| + |dHA|)/3 "
           "+ |dMIA| to the retrained model (RA remain, FA forget, HA held-out accuracy, MIA "
           f"loss-attack balanced accuracy); retrained: RA {ret.get('acc_remain', 0):.4f}, "
           f"FA {ret.get('acc_forget', 0):.4f}, HA {ret.get('acc_heldout', 0):.4f}, "
           f"MIA {ret.get('mia', 0):.4f}. Each grid is one vmapped call (grid s: its run time).")
-  text = common.write_outputs(out, NAME, header, rows, results,
+  text = common.write_outputs(out, NAME, HEADER, rows, results,
                               {**common.provenance(), "tuned": tuned}, note)
   print(text)
   print("TUNED = " + pprint.pformat(tuned, sort_dicts=True))
