@@ -9,4 +9,6 @@ from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  
                                      UnlearningMethod, UnlearnState, cross_entropy, get,
                                      kl_divergence, kl_per_example, names, register,
                                      resolve_hparams, resolve_method)
-from jaxunlearn.methods import finetune, lightweight  # noqa: F401,E402  (built-ins register)
+from jaxunlearn.methods import (bad_teacher, finetune, gradient_ascent, l1_sparse,  # noqa: F401,E402
+                                lightweight, neggrad_plus, random_label, salun, scrub,
+                                scrub_r)  # (built-ins register)

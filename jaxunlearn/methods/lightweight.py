@@ -48,6 +48,7 @@ class Lightweight(base.Method):
   hparams = {"lam": 0.01}
   options = {"kl_reduction": ("mean", "sum")}
   shared_hparams = ("lam", "kl_reduction")
+  search_space = {"learning_rate": (5e-3, 1e-2, 2e-2, 5e-2), "lam": (0.05, 0.1, 0.2, 0.5)}
 
   def validate(self, hp):
     super().validate(hp)

@@ -1,0 +1,170 @@
+"""Every unlearning method against retraining: accuracy, forget loss, MIA, time.
+
+    python experiments/compare_methods.py --config configs/quick.py --methods all \
+        --seeds 0,1,2 --out out/compare_methods
+
+Each method runs with its settings from ``--settings`` (default
+``configs/quick_methods.py``: the authors' optimisers and the tuned learning
+rates and knobs) on top of ``--config``; ``--set`` overrides come last. All
+methods of a seed share one work directory, so the original, the retrained
+model and the shadow models are trained once per seed. ``gradient_ascent_lr10x``
+(gradient ascent at 10x its learning rate) is a control that must come out
+bad; leave it out with ``--no-bad-control``.
+
+Writes ``compare_methods.{json,csv,md}`` (one row per method plus ``retrain``
+and ``original``, mean ± std over seeds) and ``compare_methods.png``: the gap
+to the retrained model in forget accuracy and forget loss against unlearning
+seconds (log scale), one point per method with error bars over seeds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
+
+NAME = "compare_methods"
+BAD_CONTROL = "gradient_ascent_lr10x"
+FIGURES = [("test acc", "models.{}.acc_test"), ("forget acc", "models.{}.acc_forget"),
+           ("remain acc", "models.{}.acc_remain"), ("forget loss", "models.{}.loss_forget"),
+           ("MIA bal. acc (shadow)", "mia.{}.balanced_acc"),
+           ("MIA bal. acc (loss attack)", "loss_attack.{}.balanced_acc"),
+           ("unlearn s", None), ("speedup", None)]
+
+
+def load_settings(path: str):
+  spec = importlib.util.spec_from_file_location("method_settings", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def method_config(args, settings, seed: int, label: str):
+  """The config of one row: ``--config``, the method's settings, then ``--set``."""
+  method = "gradient_ascent" if label == BAD_CONTROL else label
+  cfg = common.load_config(args.config)
+  if getattr(args, "untuned", False):
+    settings.apply(cfg, method, tuned=False)
+  else:
+    settings.apply(cfg, method)
+  if label == BAD_CONTROL:
+    cfg.unlearn.learning_rate = 10.0 * cfg.unlearn.learning_rate
+  for item in args.set:
+    field, _, raw = item.partition("=")
+    common.set_field(cfg, field, common.parse_value(raw))
+  cfg.seed = seed
+  return cfg
+
+
+def row_figures(r: dict, model: str) -> dict:
+  """The table's figures of ``model`` (``unlearned``, ``retrain`` or ``original``) in ``r``."""
+  out = {label: common.get(r, path.format(model)) for label, path in FIGURES if path}
+  t = r["time_s"]
+  if model == "unlearned":
+    out["unlearn s"] = t["unlearn"] + t.get("reference", 0.0)
+    out["speedup"] = r.get("speedup")
+  elif model == "retrain":
+    out["unlearn s"], out["speedup"] = t["retrain"], 1.0
+  else:
+    out["unlearn s"], out["speedup"] = None, None
+  return out
+
+
+def main(argv=None) -> dict:
+  p = common.base_parser(__doc__.split("\n")[0], "configs/quick.py")
+  p.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
+  p.add_argument("--settings", default=str(common.ROOT / "configs" / "quick_methods.py"),
+                 help="module with apply(cfg, method): each method's settings")
+  p.add_argument("--untuned", action="store_true",
+                 help="use the settings' defaults, not their tuned values (TUNED)")
+  p.add_argument("--no-bad-control", dest="bad_control", action="store_false",
+                 help=f"leave out the {BAD_CONTROL} row")
+  args = p.parse_args(argv)
+  out = Path(args.out)
+  settings = load_settings(args.settings)
+  from jaxunlearn import methods
+  names = methods.names() if args.methods == "all" else \
+      [m.strip() for m in args.methods.split(",") if m.strip()]
+  for m in names:
+    methods.get(m)                          # an unknown name fails before any training
+  selection = getattr(settings, "SELECTION_SEED", None)
+  if selection is not None and selection in common.seeds(args.seeds):
+    from jaxunlearn.errors import ConfigError
+    raise ConfigError(f"seed {selection} is the tuning's selection seed ({args.settings}); "
+                      "report other seeds")
+  labels = names + ([BAD_CONTROL] if args.bad_control else [])
+  runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
+  for seed in common.seeds(args.seeds):
+    for i, label in enumerate(labels):
+      cfg = method_config(args, settings, seed, label)
+      r = common.run(cfg, out / "work" / f"seed{seed}")
+      runs.append({"seed": seed, "label": label, "results": r})
+      per_row[label].append(row_figures(r, "unlearned"))
+      if i == 0:
+        per_row["retrain"].append(row_figures(r, "retrain"))
+        per_row["original"].append(row_figures(r, "original"))
+      print(f"seed {seed} {label}: test {r['models']['unlearned']['acc_test']:.4f} "
+            f"forget {r['models']['unlearned']['acc_forget']:.4f} "
+            f"unlearn {r['time_s']['unlearn']:.2f}s", flush=True)
+  header = ["method", *(label for label, _ in FIGURES)]
+  rows, stats = [], {}
+  for label, figs in per_row.items():
+    stats[label] = {k: common.mean_std([f[k] for f in figs]) for k, _ in FIGURES}
+    rows.append([label, *(common.fmt(*stats[label][k]) for k, _ in FIGURES)])
+  note = (f"Seeds {args.seeds}; mean ± std over seeds. Accuracies and forget loss of the "
+          "final model; MIA: balanced accuracy of the shadow-model attack and of the loss "
+          "attack on D_f against unseen test examples (0.5 = chance). Unlearn s: wall seconds "
+          "of device work, compilation excluded (the paper's method includes its reference "
+          "model's training); retrain's is its training time. Speedup: retrain s / unlearn s. "
+          f"{BAD_CONTROL}: gradient ascent at 10x its learning rate, a control that must "
+          "come out bad.")
+  meta = {**common.provenance(), "settings": args.settings, "stats": stats}
+  text = common.write_outputs(out, NAME, header, rows, runs, meta, note)
+  plot_gaps(out / f"{NAME}.png", runs, labels)
+  print(text)
+  return {"runs": runs, "stats": stats, "markdown": text}
+
+
+def gap_stats(runs: list[dict], label: str) -> dict:
+  """Mean and std over seeds of |unlearned - retrain| in forget acc / loss, and of unlearn s."""
+  mine = [r["results"] for r in runs if r["label"] == label]
+  acc = [abs(common.get(r, "models.unlearned.acc_forget") - common.get(r, "models.retrain.acc_forget"))
+         for r in mine]
+  loss = [abs(common.get(r, "models.unlearned.loss_forget")
+              - common.get(r, "models.retrain.loss_forget")) for r in mine]
+  secs = [row_figures(r, "unlearned")["unlearn s"] for r in mine]
+  return {"acc": common.mean_std(acc), "loss": common.mean_std(loss), "s": common.mean_std(secs)}
+
+
+def plot_gaps(path: Path, runs: list[dict], labels: list[str]) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  retrain_s = common.mean_std([r["results"]["time_s"]["retrain"] for r in runs])[0]
+  for ax, key, ylabel in ((axes[0], "acc", "|forget acc - retrain's|"),
+                          (axes[1], "loss", "|forget loss - retrain's|")):
+    for label in labels:
+      g = gap_stats(runs, label)
+      (x, xs), (y, ys) = g["s"], g[key]
+      ax.errorbar([x], [y], xerr=[xs], yerr=[ys], marker="o", capsize=3, label=label)
+      ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if retrain_s:
+      ax.axvline(retrain_s, color="k", ls="--", lw=1, label="retrain time")
+    ax.set_xscale("log")
+    ax.set_xlabel("unlearning seconds (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7, loc="best")
+  fig.suptitle("Gap to the retrained model against unlearning time (mean ± std over seeds)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  main()

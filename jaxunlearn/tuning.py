@@ -1,0 +1,202 @@
+"""Hyperparameter selection: a method's whole grid as one vmapped run, one fixed objective.
+
+Each method declares ``search_space``: the learning rate and its main knob,
+at most :data:`MAX_POINTS` points in all. :func:`run_grid` runs every point as
+one ``jax.vmap`` of :func:`jaxunlearn.unlearn.make_unlearn_fn` (one compile,
+one call); :func:`grid_figures` evaluates every point's parameters
+vectorised; :func:`objective` scores them against the retrained model.
+
+The objective (DeepUnlearn's four terms, ``munl/hpsearch/objectives.py``,
+summed with its weights)::
+
+    (|RA_u - RA_r| + |FA_u - FA_r| + |HA_u - HA_r|) / 3 + |MIA_u - MIA_r|
+
+RA, FA, HA: accuracy on D_r, on D_f and on held-out training examples never
+trained on; MIA: balanced accuracy of the loss attack (D_f against as many
+held-out examples). DeepUnlearn's fourth term is the attack's distance from
+chance; here it is the distance from the retrained model's attack, which is
+what a perfect unlearner matches. Lower is better; ties go to the first
+point in grid order.
+
+:func:`tune` runs it on a pipeline config: the original and retrained models
+of that config's seed and forget set (cached in the work dir as usual), the
+method's inputs, the grid, the figures. Select on a seed and forget set that
+are never reported (``experiments/tune_methods.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import mia, unlearn as unlearn_lib
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.methods import base, phases
+
+MAX_POINTS = 16
+
+
+def grid_points(method) -> dict[str, np.ndarray]:
+  """The method's search space as a flat grid: ``{name: array of length P}`` (row-major).
+
+  Raises:
+    ConfigError: no search space, an unknown name or more than MAX_POINTS points.
+  """
+  method = unlearn_lib._as_method(method)
+  space = dict(getattr(method, "search_space", {}) or {})
+  name = type(method).__name__
+  if not space:
+    raise ConfigError(f"method {name} declares no search_space")
+  unknown = set(space) - {"learning_rate", *method.hparams}
+  if unknown:
+    raise ConfigError(f"method {name}: search_space names unknown hyperparameters "
+                      f"{sorted(unknown)}")
+  keys = list(space)
+  points = list(itertools.product(*(space[k] for k in keys)))
+  if len(points) > MAX_POINTS:
+    raise ConfigError(f"method {name}: search_space has {len(points)} points, more than "
+                      f"{MAX_POINTS}")
+  for p in points:
+    method.validate({**method.hparams, **{k: float(v) for k, v in zip(keys, p) if
+                                          k != "learning_rate"}})
+  return {k: np.asarray([p[i] for p in points], np.float32) for i, k in enumerate(keys)}
+
+
+def grid_hparams(hparams: dict, grid: dict) -> dict:
+  """``hparams`` broadcast to the grid's length, the grid's values in place."""
+  n = len(next(iter(grid.values())))
+  out = {k: jnp.full((n,), v, jnp.float32) for k, v in hparams.items()}
+  out.update({k: jnp.asarray(v, jnp.float32) for k, v in grid.items()})
+  return out
+
+
+def run_grid(fn: unlearn_lib.UnlearnFn, params, inputs, key, hparams: dict, grid: dict):
+  """Every grid point's run as one compiled, vmapped call of ``fn``.
+
+  Returns:
+    ``(params, metrics)`` with a leading axis of the grid's length; every
+    point uses the same ``key`` (same batches), so points differ only by their
+    hyperparameters.
+  """
+  hp = grid_hparams(hparams, grid)
+  return jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))(params, inputs, key, hp)
+
+
+def _per_model(apply_fn, stacked, x, y):
+  """Correctness and per-example loss of every stacked model on ``(x, y)``: ``(P, n)`` each."""
+  def one(p):
+    logits = phases.batched_apply(apply_fn, p, x, 256).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits)
+    return (jnp.argmax(logits, -1) == y), -jnp.take_along_axis(logp, y[:, None], -1)[:, 0]
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  correct, loss = jax.jit(jax.vmap(one))(stacked)
+  return np.asarray(correct), np.asarray(loss)
+
+
+def grid_figures(apply_fn, stacked, sets: dict, n_nonmembers: int | None = None,
+                 seed: int = 0) -> list[dict]:
+  """RA, FA, HA and the loss attack's balanced accuracy of every stacked model.
+
+  Args:
+    apply_fn: ``apply_fn(params, x) -> logits``.
+    stacked: parameters with a leading model axis.
+    sets: ``{"remain": (x, y), "forget": (x, y), "heldout": (x, y)}``.
+    n_nonmembers: held-out examples used as the attack's non-members (default:
+      as many as D_f, drawn with ``seed``).
+  """
+  out = {}
+  for part, (x, y) in sets.items():
+    out[part] = _per_model(apply_fn, stacked, x, y)
+  n_f = out["forget"][0].shape[1]
+  n_h = out["heldout"][0].shape[1]
+  k = min(n_nonmembers or n_f, n_h)
+  non = np.sort(np.random.default_rng(seed).permutation(n_h)[:k])
+  figs = []
+  for i in range(out["forget"][0].shape[0]):
+    member, nonmember = out["forget"][1][i], out["heldout"][1][i][non]
+    if np.all(np.isfinite(member)) and np.all(np.isfinite(nonmember)):
+      attack = mia.loss_attack(member, nonmember, seed=seed)
+    else:                    # a diverged run: no attack to fit, and the objective is inf
+      attack = {"balanced_acc": float("nan")}
+    figs.append({"acc_remain": float(out["remain"][0][i].mean()),
+                 "acc_forget": float(out["forget"][0][i].mean()),
+                 "acc_heldout": float(out["heldout"][0][i].mean()),
+                 "mia": attack["balanced_acc"]})
+  return figs
+
+
+def objective(fig: dict, retrain: dict) -> float:
+  """The selection objective (lower is better); see the module docstring."""
+  acc = sum(abs(fig[k] - retrain[k]) for k in ("acc_remain", "acc_forget", "acc_heldout"))
+  score = acc / 3.0 + abs(fig["mia"] - retrain["mia"])
+  return score if np.isfinite(score) else float("inf")
+
+
+def tune(cfg, workdir, *, progress: bool = False) -> dict:
+  """Runs the method of ``cfg`` over its search space on ``cfg``'s seed and forget set.
+
+  The original and retrained models are the pipeline's stages (trained once
+  per work dir). The grid's other settings (epochs, optimizer, batch sizes,
+  the method's other hyperparameters) are ``cfg``'s.
+
+  Returns:
+    ``{"method", "grid": [{hparams..., figures..., "objective"}], "retrain": figures,
+    "best": {hparams}, "best_index", "grid_s", "compile_s", "seed", "forget_seed"}``.
+  """
+  from jaxunlearn import pipeline, workdir as workdir_lib
+  cfg.report.progress = progress
+  ctx = pipeline.build_context(cfg, workdir)
+  if not ctx.splits.holdout_idx.size:
+    raise ConfigError("tuning needs held-out examples; set --config.holdout.size (e.g. 0.05)")
+  ctx.workdir.mkdir(parents=True, exist_ok=True)
+  with workdir_lib.Lock(ctx.workdir, wait=True):
+    pipeline._claim_workdir(ctx)
+    k_orig, k_retrain, k_ref, k_unlearn = jax.random.split(ctx.key, 4)
+    s = ctx.splits
+    original = pipeline.train_stage(ctx, "original", s.train_idx, epochs=cfg.train.epochs,
+                                    key=k_orig, protected=True)
+    retrain = pipeline.train_stage(ctx, f"retrain-{ctx.forget_hash()}", s.remain_idx,
+                                   epochs=cfg.train.epochs, key=k_retrain)
+    reference = pipeline.reference_stage(ctx, k_ref) if ctx.method.needs_reference else None
+  inputs = pipeline.method_inputs(ctx, original, reference)
+  u = cfg.unlearn
+  model, shape = ctx.model, ctx.data.input_shape
+  fn = unlearn_lib.make_unlearn_fn(
+      ctx.method, original.apply_fn, epochs=u.epochs, n_forget=s.n_forget,
+      n_remain=int(s.remain_idx.size), forget_batch_size=u.forget_batch_size,
+      remain_batch_size=u.remain_batch_size, optimizer_cfg=u,
+      init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"])
+  grid = grid_points(ctx.method)
+  hparams = {"learning_rate": u.learning_rate, **ctx.hparams}
+  hp = grid_hparams(hparams, grid)
+  t0 = time.perf_counter()
+  run = jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0))).lower(
+      original.params, inputs, k_unlearn, hp).compile()
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  stacked, metrics = jax.block_until_ready(run(original.params, inputs, k_unlearn, hp))
+  grid_s = time.perf_counter() - t0
+  x, y = ctx.x_train, ctx.y_train
+  sets = {part: (x[idx], y[idx]) for part, idx in
+          (("remain", s.remain_idx), ("forget", s.forget_idx), ("heldout", s.holdout_idx))}
+  figs = grid_figures(original.apply_fn, stacked, sets, seed=cfg.seed)
+  ref_stack = jax.tree.map(lambda a: a[None], retrain.params)
+  retrain_fig = grid_figures(retrain.apply_fn, ref_stack, sets, seed=cfg.seed)[0]
+  final_loss = np.asarray(metrics["loss"])[:, -1, -1]
+  rows = []
+  for i, fig in enumerate(figs):
+    point = {k: float(v[i]) for k, v in grid.items()}
+    score = objective(fig, retrain_fig) if np.isfinite(final_loss[i]) else float("inf")
+    rows.append({**point, **fig, "objective": score})
+  best = int(np.argmin([r["objective"] for r in rows]))
+  return {"method": cfg.unlearn.method, "grid": rows, "retrain": retrain_fig,
+          "best": {k: rows[best][k] for k in grid}, "best_index": best,
+          "grid_s": grid_s, "compile_s": compile_s, "seed": cfg.seed,
+          "forget_seed": cfg.forget.seed if cfg.forget.seed >= 0 else cfg.seed,
+          "settings": {"epochs": u.epochs, "optimizer": u.optimizer,
+                       "momentum": u.momentum, "weight_decay": u.weight_decay,
+                       "hparams": ctx.hparams}}

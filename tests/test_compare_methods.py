@@ -1,0 +1,44 @@
+"""experiments/compare_methods.py end to end at a tiny size."""
+
+import csv
+
+import pytest
+
+from tests import tiny
+
+
+def test_compare_methods_tiny(tmp_path):
+  from experiments import compare_methods
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  sets = [f"dataset=npz:{npz}", "model=mlp", "model_kwargs.hidden=(16,)", "train.epochs=2",
+          "train.batch_size=32", "forget.size=12", "forget.fraction=0.05", "reference.size=48",
+          "reference.epochs=1", "unlearn.epochs=1", "unlearn.forget_batch_size=4",
+          "unlearn.remain_batch_size=16", "eval.batch_size=128", "eval.evaluators=('loss_attack',)"]
+  out = tmp_path / "out"
+  res = compare_methods.main(["--config", str(tiny.CONFIG), "--methods", "lightweight,scrub_r",
+                              "--seeds", "0,1", "--out", str(out),
+                              *sum((["--set", s] for s in sets), [])])
+  rows = list(csv.reader((out / "compare_methods.csv").open()))
+  assert [r[0] for r in rows[1:]] == ["retrain", "original", "lightweight", "scrub_r",
+                                      "gradient_ascent_lr10x"]
+  assert rows[0][:5] == ["method", "test acc", "forget acc", "remain acc", "forget loss"]
+  assert "±" in rows[3][1]                                   # mean ± std over 2 seeds
+  assert (out / "compare_methods.png").stat().st_size > 1000
+  assert "Machine:" in (out / "compare_methods.md").read_text()
+  # Methods of a seed share the original and the retrained model.
+  by = {(r["seed"], r["label"]): r["results"]["stages"] for r in res["runs"]}
+  assert by[(0, "lightweight")]["original"] == by[(0, "scrub_r")]["original"]
+  assert by[(0, "lightweight")]["retrain"] == by[(0, "scrub_r")]["retrain"]
+  lr = {r["label"]: r["results"]["config"]["unlearn"]["learning_rate"] for r in res["runs"]}
+  from configs import quick_methods
+  assert lr["gradient_ascent_lr10x"] == pytest.approx(
+      10 * quick_methods.unlearn_settings("gradient_ascent")["learning_rate"])
+
+
+def test_compare_methods_refuses_the_selection_seed(tmp_path):
+  from configs import quick_methods
+  from experiments import compare_methods
+  from jaxunlearn.errors import ConfigError
+  with pytest.raises(ConfigError, match="selection seed"):
+    compare_methods.main(["--methods", "finetune", "--out", str(tmp_path),
+                          "--seeds", f"0,{quick_methods.SELECTION_SEED}"])
