@@ -206,6 +206,7 @@ class _Auditor:
     self.base_spec = {"original": json.loads(json.dumps(pipeline.original_fingerprint(ctx))),
                       "forget_hash": ctx.forget_hash(), "seed": _seed(cfg)}
     self.results, self.times = {}, {}
+    self._members = {}   # one member function per schedule, so equal shapes compile once
 
   def run(self, pop: pops.Population, masks: dict) -> dict:
     t0 = time.perf_counter()
@@ -230,9 +231,12 @@ class _Auditor:
     n_rows = rows.shape[-1]
     steps = cfg.train.epochs * max(1, n_rows // min(cfg.train.batch_size, n_rows))
     opt = train_lib.make_optimizer(cfg.train, steps)
-    member = pops.train_member(ctx.model, opt, ctx.data.input_shape, epochs=cfg.train.epochs,
-                               batch_size=min(cfg.train.batch_size, n_rows),
-                               keep_params=keep_params)
+    batch = min(cfg.train.batch_size, n_rows)
+    if (n_rows, batch, keep_params) not in self._members:
+      self._members[(n_rows, batch, keep_params)] = pops.train_member(
+          ctx.model, opt, ctx.data.input_shape, epochs=cfg.train.epochs, batch_size=batch,
+          keep_params=keep_params)
+    member = self._members[(n_rows, batch, keep_params)]
     rows_j = jnp.asarray(rows, jnp.int32)
     abstract = None
     if keep_params:

@@ -25,6 +25,7 @@ drawing and training its own reference model when the method uses one.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -102,6 +103,18 @@ def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
   return out
 
 
+_SHARDED = weakref.WeakKeyDictionary()
+
+
+def _sharded(member: Callable, mesh, axes) -> Callable:
+  """``vmap_sharded(member)``, one per (member, mesh, axes): populations that share a
+  member function and shapes (e.g. retrain and oracle) share its compiled code."""
+  per_member = _SHARDED.setdefault(member, {})
+  if (mesh, axes) not in per_member:
+    per_member[(mesh, axes)] = parallel.vmap_sharded(member, mesh, in_axes=axes)
+  return per_member[(mesh, axes)]
+
+
 def _chunk_saved(pop: Population, chunk: int, stage: str) -> None:
   """Called after each chunk is saved (a pause point for the kill tests)."""
 
@@ -132,7 +145,7 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
   chunk_size = min(chunk_size, pop.size)
   n_chunks = -(-pop.size // chunk_size)
   axes = (0,) + (0,) * len(pop.mapped) + (None,) * len(pop.shared)
-  fn = parallel.vmap_sharded(pop.member, mesh, in_axes=axes)
+  fn = _sharded(pop.member, mesh, axes)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(pop.size))
   bar = None
   if progress and jax.process_index() == 0:
