@@ -1,6 +1,6 @@
 """Populations and ``jaxunlearn audit`` on the tiny config: outputs, sharding, kill and resume.
 
-Sizes are tiny (N = 4 models in chunks of 2, an 8x8 MLP); the full-size audit
+Sizes are tiny (N = 4 models, an 8x8 MLP); the full-size audit
 is ``configs/quick_audit.py``.
 """
 
@@ -125,7 +125,8 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
       proc.kill()
     proc.wait(timeout=30)
   assert not (workdir / "audit.json").exists()
-  r = audit.run_audit(tiny.config(npz, **OVERRIDES, audit__ulira__num_originals=0), workdir)
+  r = audit.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__ulira__num_originals": 0}),
+                      workdir)
   assert r["populations"]["retrain"]["chunks_reused"] == 2
   assert r["populations"]["oracle"]["chunks_reused"] == 1     # the chunk saved before the kill
   assert r["populations"]["none"]["chunks_reused"] == 0
