@@ -219,6 +219,7 @@ class _Auditor:
     self.base_spec = {"original": json.loads(json.dumps(pipeline.original_fingerprint(ctx))),
                       "forget_hash": ctx.forget_hash(), "seed": _seed(cfg)}
     self.results, self.times = {}, {}
+    self.ulira_pool = None   # what U-LiRA's game was, in words
 
   def run(self, pop: pops.Population, masks: dict) -> dict:
     t0 = time.perf_counter()
@@ -374,7 +375,8 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
                             "forget_batch_size": u.forget_batch_size,
                             "hparams": methods.resolve_hparams(u.method, u)}
                     for label, _, u in specs},
-        "epsilon": eps, "ulira": uli, "populations": a.times,
+        "epsilon": eps, "ulira": uli, "ulira_pool": a.ulira_pool,
+        "populations": a.times,
         "time_s": time.perf_counter() - t_start,
         "config": cfg.to_dict(), "environment": pipeline.environment(),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -415,7 +417,7 @@ def _run_ulira(a: _Auditor, specs, masks) -> dict:
                                f_rows=f_rows, r_rows=left_rows,
                                masks=m_masks)
     out[label] = _ulira(res, masks)
-  out["pool"] = (f"D_f ({s.n_forget} examples); {keep.shape[0]} originals each train on D_r "
+  a.ulira_pool = (f"D_f ({s.n_forget} examples); {keep.shape[0]} originals each train on D_r "
                  f"and {int(keep[0].sum())} of them, each unlearned "
                  f"{cfg.audit.ulira.forget_sets_per_original} times forgetting "
                  f"{int(forget[0].sum())}")

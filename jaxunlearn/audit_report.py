@@ -39,15 +39,13 @@ def markdown(r: dict) -> str:
   if r.get("ulira"):
     u = r["ulira"]
     lines += ["", "## U-LiRA (per-example likelihood-ratio attack)", "",
-              f"Pool: {u.get('pool', '')}. `retrain_control` should give about 0.5; "
+              f"Pool: {r.get('ulira_pool')}. `retrain_control` should give about 0.5; "
               "`identity_control` (no unlearning) shows how much there is to forget. Lower is "
               "better.", "",
               "| population | balanced acc | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | "
               "per-example acc median / q90 | separation median / q90 |",
               "|---|---|---|---|---|---|---|"]
     for name, e in u.items():
-      if not isinstance(e, dict):
-        continue
       lines.append(
           f"| {name} | {_fmt(e['balanced_acc'])} | {_fmt(e['auc'])} | "
           f"{_fmt(e['tpr_at_1pct_fpr'])} | {_fmt(e['tpr_at_01pct_fpr'])} | "

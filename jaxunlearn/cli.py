@@ -164,7 +164,7 @@ def audit_summary_line(r: dict) -> str:
                             for k, v in r["epsilon"].items())]
   if r.get("ulira"):
     parts.append("U-LiRA balanced_acc: " + " ".join(
-        f"{k}={v['balanced_acc']:.3f}" for k, v in r["ulira"].items() if isinstance(v, dict)))
+        f"{k}={v['balanced_acc']:.3f}" for k, v in r["ulira"].items()))
   return "; ".join(parts)
 
 
