@@ -70,13 +70,15 @@ def plot(out_dir, r: dict, pops: dict, cfg) -> dict:
   names = list(r["epsilon"])
   fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 2.6), sharey=True,
                            squeeze=False)
-  top = max(max(r["epsilon"][n]["eps"]) for n in names)
-  bins = np.linspace(0.0, max(1.0, min(top, 50.0)) + 1e-9, 26)
+  # Epsilon at or above max_epsilon scores no points: it is shown as one last bin.
+  cap = float(r["epsilon"][names[0]]["max_epsilon"])
+  bins = np.arange(0.0, cap + 1.0 + 1e-9, 0.5)
   for ax, name in zip(axes[0], names):
     e = r["epsilon"][name]
-    ax.hist(np.minimum(e["eps"], bins[-1]), bins=bins, color="tab:blue", edgecolor="white")
+    ax.hist(np.minimum(e["eps"], cap + 0.75), bins=bins, color="tab:blue", edgecolor="white")
+    ax.axvline(cap, color="tab:red", lw=0.8)
     ax.set_title(f"{name}\nF={e['forgetting_quality']:.3f}", fontsize=9)
-    ax.set_xlabel("per-example epsilon")
+    ax.set_xlabel(f"per-example epsilon (last bin: >= {cap:g}, no points)", fontsize=7)
   axes[0][0].set_ylabel("examples of D_f")
   fig.suptitle(f"{r['setting']}: per-example epsilon, N={r['num_models']}", fontsize=10)
   fig.tight_layout()
