@@ -144,3 +144,13 @@ def test_eight_devices_give_the_same_phi_as_one():
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["device_count"] == 8 and out["sharded_devices"] == 8
   assert out["max_abs_diff_train"] < 1e-5 and out["max_abs_diff_unlearn"] < 1e-5
+
+
+def test_audit_cli_refuses_an_unknown_method_and_writes_nothing(tmp_path, capsys):
+  from jaxunlearn import cli
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  workdir = tmp_path / "work"
+  code = cli.main(["jaxunlearn", "audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
+                   f"--config.dataset=npz:{npz}", "--config.audit.methods=('nope',)"])
+  assert code == 2 and "unknown unlearning method 'nope'" in capsys.readouterr().err
+  assert not workdir.exists()
