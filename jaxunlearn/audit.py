@@ -33,6 +33,21 @@ Outputs under the work dir: ``phi/<population>.npy`` (``[N, n]``) with
 ``audit_eps.png`` and ``audit_phi.png``. Every population is cached chunk by
 chunk, so a killed audit resumes where it stopped.
 
+Choices, where the spec leaves room:
+
+* U-LiRA's pool is D_f itself (no ``pool_size``): every model trains on all
+  of D_r, and only D_f's membership varies, so the game is about the
+  examples the other audits look at. Unlearning runs get D_r plus the kept
+  but not forgotten part of D_f as their remaining data; the retrain control
+  trains on exactly that.
+* Each U-LiRA model is attacked with Gaussians fitted on the models of the
+  other originals (``groups``), never on copies of its own original.
+* Population keys are threefry: rbg keys were measured to give different
+  phi on 8 devices than on 1.
+* Each member gathers its training rows (``x[rows]``), so memory grows with
+  ``chunk_size`` times the training set; lower ``audit.chunk_size`` for
+  large data sets.
+
 Not done here: the ``unlearn.tol`` early stop (each run does its full
 ``unlearn.epochs``).
 """
