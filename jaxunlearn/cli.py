@@ -1,4 +1,7 @@
-"""Command line: ``jaxunlearn run --config configs/X.py --workdir DIR [--wait]``.
+"""Command line: ``jaxunlearn run|audit --config configs/X.py --workdir DIR [--wait]``.
+
+``audit`` runs the populations, the epsilon-score and U-LiRA
+(:mod:`jaxunlearn.audit`) and writes ``audit.json`` / ``audit.md``.
 
 Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
 ``--config.plugins='("my_module",)'`` imports a user's own methods and
@@ -14,7 +17,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-USAGE = ("usage: jaxunlearn run --config configs/quick.py --workdir DIR [--wait] "
+USAGE = ("usage: jaxunlearn run|audit --config configs/quick.py --workdir DIR [--wait] "
          "[--config.FIELD=VALUE ...] | jaxunlearn methods | jaxunlearn evaluators")
 
 
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
   command = argv[1]
   if command in ("methods", "evaluators"):
     return _list(command)
-  if command != "run":
+  if command not in ("run", "audit"):
     print(f"jaxunlearn: unknown command {command!r}; {USAGE}", file=sys.stderr)
     return 2
   flag_argv = [argv[0], *argv[2:]]
@@ -111,8 +114,12 @@ def main(argv=None) -> int:
   try:
     # Multi-process JAX must start before anything touches a device.
     parallel.initialize_distributed(config)
-    from jaxunlearn import pipeline
-    results = pipeline.run(config, fv.workdir, wait=fv.wait)
+    if command == "audit":
+      from jaxunlearn import audit
+      results = audit.run_audit(config, fv.workdir, wait=fv.wait)
+    else:
+      from jaxunlearn import pipeline
+      results = pipeline.run(config, fv.workdir, wait=fv.wait)
   except JaxUnlearnError as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
@@ -120,6 +127,10 @@ def main(argv=None) -> int:
     print("jaxunlearn: interrupted; finished stages are saved, rerun to resume",
           file=sys.stderr)
     return 130
+  if command == "audit":
+    print(audit_summary_line(results))
+    print(f"results: {fv.workdir}/audit.json, {fv.workdir}/audit.md")
+    return 0
   print(summary_line(results))
   print(f"results: {fv.workdir}/results.json, {fv.workdir}/results.md")
   return 0
@@ -144,6 +155,16 @@ def summary_line(r: dict) -> str:
     if name == "accuracy" and "speedup" in r:
       parts.append(f"speedup={r['speedup']:.2f}x (reused reference: "
                    f"{r['speedup_amortized']:.1f}x)")
+  return "; ".join(parts)
+
+
+def audit_summary_line(r: dict) -> str:
+  """One line: F of each epsilon population, then U-LiRA's balanced accuracies."""
+  parts = ["F: " + " ".join(f"{k}={v['forgetting_quality']:.3f}"
+                            for k, v in r["epsilon"].items())]
+  if r.get("ulira"):
+    parts.append("U-LiRA balanced_acc: " + " ".join(
+        f"{k}={v['balanced_acc']:.3f}" for k, v in r["ulira"].items()))
   return "; ".join(parts)
 
 

@@ -94,6 +94,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel.num_processes = 0         # 0: from the environment
   c.parallel.process_id = -1           # -1: from the environment
 
+  # Label flip of D_f (jaxunlearn.transforms): y -> (y + 1 + r) mod C, r drawn
+  # per example in [0, C - 2], so the original must memorise D_f to fit it.
+  c.label_flip = ml_collections.ConfigDict()
+  c.label_flip.enabled = False
+  c.label_flip.seed = -1         # -1: use config.seed
+
+  # `jaxunlearn audit` (jaxunlearn.audit): populations of models, the
+  # epsilon-score and U-LiRA. Methods are names or "label=name:field=value,..."
+  # overrides of the unlearn block, e.g. "paper=lightweight:lam=0.01,epochs=2".
+  c.audit = ml_collections.ConfigDict()
+  c.audit.num_models = 16        # N per epsilon population (retrain, oracle, none, each method)
+  c.audit.chunk_size = 16        # members per compiled call and per checkpoint
+  c.audit.methods = ("lightweight",)
+  c.audit.seed = -1              # -1: use config.seed
+  c.audit.plot_examples = 4      # forget examples in the phi-histogram plot
+  c.audit.ulira = ml_collections.ConfigDict()
+  c.audit.ulira.num_originals = 8            # M originals on random keep-masks of D_f (0: no U-LiRA)
+  c.audit.ulira.forget_sets_per_original = 2  # K forget sets (unlearning runs) per original
+  c.audit.ulira.keep_fraction = 0.5          # share of the pool each original trains on
+  c.audit.ulira.forget_fraction = 0.5        # share of an original's kept pool it then forgets
+
   c.report = ml_collections.ConfigDict()
   c.report.save_forget_indices = False
   c.report.progress = True
@@ -257,6 +278,16 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if cfg.unlearn.stop == "calibrated" and not cfg.holdout.size:
     raise ConfigError("unlearn.stop='calibrated' compares D_f with held-out examples of its "
                       "classes: set --config.holdout.size (e.g. 0.05)")
+  if cfg.audit.num_models < 2 or cfg.audit.chunk_size < 1:
+    raise ConfigError(f"audit.num_models must be >= 2 and audit.chunk_size >= 1, got "
+                      f"{cfg.audit.num_models} and {cfg.audit.chunk_size}")
+  u = cfg.audit.ulira
+  if u.num_originals < 0 or u.forget_sets_per_original < 1:
+    raise ConfigError(f"audit.ulira.num_originals must be >= 0 and forget_sets_per_original "
+                      f">= 1, got {u.num_originals} and {u.forget_sets_per_original}")
+  if not (0 < u.keep_fraction < 1 and 0 < u.forget_fraction <= 1):
+    raise ConfigError(f"audit.ulira.keep_fraction must be in (0, 1) and forget_fraction in "
+                      f"(0, 1], got {u.keep_fraction} and {u.forget_fraction}")
   if cfg.train.learning_rate == 0 or cfg.unlearn.learning_rate == 0:
     raise ConfigError("learning rates must be > 0")
   methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)   # the method and its hyperparameters

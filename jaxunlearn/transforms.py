@@ -8,7 +8,10 @@ pipeline applies every enabled transform in name order and names none.
 Built in:
 
 * ``backdoor``: a trigger patch on every D_f image, relabelled to
-  ``backdoor.target_class`` (:mod:`jaxunlearn.backdoor`).
+  ``backdoor.target_class`` (:mod:`jaxunlearn.backdoor`);
+* ``label_flip``: every D_f label ``y`` becomes ``(y + 1 + r) mod C`` with
+  ``r`` drawn per example in ``[0, C - 2]`` (seeded by ``label_flip.seed``),
+  so never the true class: a model fits D_f only by memorising it.
 """
 
 from __future__ import annotations
@@ -60,3 +63,24 @@ register("backdoor", enabled=lambda cfg: bool(cfg.backdoor.enabled),
          fingerprint=lambda cfg: cfg.backdoor.to_dict())(
     lambda x, y, forget_idx, cfg, num_classes: backdoor.poison(
         x, y, forget_idx, cfg.backdoor, num_classes=num_classes))
+
+
+def label_flip(y: np.ndarray, forget_idx: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+  """A copy of ``y`` with D_f's labels moved to a seeded other class."""
+  if num_classes < 2:
+    from jaxunlearn.errors import ConfigError
+    raise ConfigError(f"label_flip needs at least 2 classes, got {num_classes}")
+  y = np.array(y, copy=True)
+  r = np.random.default_rng(seed).integers(0, num_classes - 1, size=forget_idx.size)
+  y[forget_idx] = (y[forget_idx] + 1 + r) % num_classes
+  return y
+
+
+def _flip_seed(cfg) -> int:
+  return cfg.label_flip.seed if cfg.label_flip.seed >= 0 else cfg.seed
+
+
+register("label_flip", enabled=lambda cfg: bool(cfg.label_flip.enabled),
+         fingerprint=lambda cfg: {"seed": _flip_seed(cfg)})(
+    lambda x, y, forget_idx, cfg, num_classes: (
+        x, label_flip(y, forget_idx, num_classes, _flip_seed(cfg))))

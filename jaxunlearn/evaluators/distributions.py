@@ -2,8 +2,10 @@
 
 For each model, the mean over examples of ``KL(P_retrain || P_model)`` and
 ``JS(P_retrain, P_model)`` (nats) on D_f and on the test set
-(:mod:`jaxunlearn.distributions`), and a PNG of the histograms of the largest
-softmax probability on D_f (the paper's Fig. 13 and 16).
+(:mod:`jaxunlearn.distributions`), and a PNG of the histograms of phi (the
+logit-scaled confidence of D_f's labels as trained on) on D_f, in place of
+the paper's max-softmax histograms (Fig. 13 and 16), which are one spike at
+1.0 for every model here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxunlearn import distributions, evaluate as evaluate_lib
+from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.evaluators import base
 
 FIGURE_NAME = "distributions.png"
@@ -38,8 +41,10 @@ class Distributions(base.Evaluator):
       out["divergence"] = "mean over examples of KL(P_retrain || P_model) and JS, nats"
     order = [m for m in ("original", "retrain", "unlearned", "reference") if m in probs]
     if inp.out_dir is not None:
-      distributions.plot_max_prob(
-          {m: probs[m]["forget"].max(-1) for m in order}, inp.out_dir / FIGURE_NAME,
-          title=f"{inp.cfg.setting}: max softmax on D_f ({inp.forget_idx.size} images)")
+      y_forget = np.asarray(inp.y_train)[np.asarray(inp.forget_idx)]
+      distributions.plot_phi(
+          {m: phi_lib.logit_confidence_numpy(inp.logits[m]["forget"], y_forget) for m in order},
+          inp.out_dir / FIGURE_NAME,
+          title=f"{inp.cfg.setting}: phi on D_f ({inp.forget_idx.size} images)")
       out["figure"] = FIGURE_NAME
     return out

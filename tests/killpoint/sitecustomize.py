@@ -11,6 +11,8 @@ this folder on the subprocess's ``PYTHONPATH`` and sets:
   - ``unlearn``: inside the unlearning stage, once the reference outputs on
     D_f are computed and before the first unlearning step;
   - ``results``: after results.json is written, before results.md;
+  - ``population``: in ``jaxunlearn audit``, once the first chunk of the
+    population named STAGE is saved;
 * ``JAXUNLEARN_TEST_PAUSE_FILE=PATH``: written when the pause point is
   reached, so the test knows when to send SIGKILL;
 * ``JAXUNLEARN_TEST_RESUME_FILE=PATH`` (optional): the run goes on once this
@@ -82,5 +84,15 @@ if _SPEC:
         atomic_write(path, text)
       return wrapped
     _wrap(workdir, "atomic_write", _results_hook)
+  elif _POINT == "population":
+    from jaxunlearn import populations
+
+    def _population_hook(chunk_saved):
+      def wrapped(pop, chunk, stage):
+        chunk_saved(pop, chunk, stage)
+        if pop.name == _STAGE and chunk == 0:
+          _pause()
+      return wrapped
+    _wrap(populations, "_chunk_saved", _population_hook)
   else:
     raise ValueError(f"unknown JAXUNLEARN_TEST_PAUSE point {_POINT!r}")

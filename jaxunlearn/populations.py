@@ -1,0 +1,290 @@
+"""Populations: N models under one ``jax.vmap``, sharded, chunked and resumable.
+
+A population is N members, each a pure function of its own key (and of
+per-member arrays, e.g. the rows it trains on). Every member returns the
+same small record: the logit-scaled confidence phi (:mod:`jaxunlearn.audits.phi`)
+on the audited examples, its accuracy on D_r and on the test set, and,
+when asked, its parameters. :func:`run_population` evaluates the members in
+chunks of ``chunk_size``:
+
+* each chunk is one call of :func:`parallel.vmap_sharded` (the model axis
+  split over the devices, ``jax.vmap`` on each);
+* each finished chunk is a checkpointed stage,
+  ``checkpoints/pop-<population>-<spec hash>-c<i>``, so a killed run resumes
+  without redoing finished chunks;
+* member ``i`` uses ``fold_in(key, i)`` whatever the chunking or the device
+  count, so 1 device and 8 devices give the same phi.
+
+The member builders (:func:`train_member`, :func:`unlearn_member`) are the
+kinds of population of the audits: models trained from scratch on given rows
+(retrain, oracle, originals on all of D, U-LiRA's originals on keep-masks)
+and unlearning runs of any registered method from given parameters, each
+drawing and training its own reference model when the method uses one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import methods, parallel, stages, train as train_lib
+from jaxunlearn import unlearn as unlearn_lib
+from jaxunlearn.audits import phi as phi_lib
+from jaxunlearn.errors import ConfigError
+
+
+class EvalData(NamedTuple):
+  """What every member is measured on (shared by all members; a pytree)."""
+  x_audit: Any        # [n, ...] audited examples, as trained on
+  y_audit: Any        # [n] their labels, as trained on
+  x_retain: Any       # D_r (or a sample of it) for retain accuracy
+  y_retain: Any
+  x_test: Any
+  y_test: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+  """N members of one kind.
+
+  Attributes:
+    name: the population's name (``phi/<name>.npy``); letters, digits, ``_``.
+    size: N.
+    member: ``member(key, *mapped, *shared) -> dict`` of ``phi`` ``[n]``,
+      ``retain_acc`` and ``test_acc`` scalars, and ``params`` /
+      ``batch_stats`` if ``keep_params``.
+    mapped: per-member arrays (pytrees), leading axis N.
+    shared: arrays every member gets whole.
+    spec: JSON-able: everything the result depends on (hashed into stage names).
+    keep_params: also return (and save) each member's parameters.
+    abstract_params: ``(params, batch_stats)`` structure of one member
+      (``jax.ShapeDtypeStruct`` leaves), needed with ``keep_params``.
+  """
+  name: str
+  size: int
+  member: Callable
+  mapped: tuple = ()
+  shared: tuple = ()
+  spec: dict = dataclasses.field(default_factory=dict)
+  keep_params: bool = False
+  abstract_params: Any = None
+
+
+def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
+  """The checkpoint stage of one chunk."""
+  digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
+                             "keep_params": pop.keep_params})
+  return f"pop-{pop.name}-{digest}-c{chunk:03d}"
+
+
+def evaluate(apply_fn: Callable, params, data: EvalData) -> dict:
+  """phi on the audited examples and accuracy on D_r and the test set (one member)."""
+  def acc(x, y):
+    return jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y)
+  return {"phi": phi_lib.logit_confidence(apply_fn(params, data.x_audit), data.y_audit),
+          "retain_acc": acc(data.x_retain, data.y_retain),
+          "test_acc": acc(data.x_test, data.y_test)}
+
+
+def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
+  out = {"phi": jax.ShapeDtypeStruct((rows, n_audit), jnp.float32),
+         "retain_acc": jax.ShapeDtypeStruct((rows,), jnp.float32),
+         "test_acc": jax.ShapeDtypeStruct((rows,), jnp.float32)}
+  if pop.keep_params:
+    params, bs = pop.abstract_params
+    stack = lambda t: jax.tree.map(  # noqa: E731
+        lambda a: jax.ShapeDtypeStruct((rows, *a.shape), a.dtype), t)
+    out["params"], out["batch_stats"] = stack(params), stack(bs)
+  return out
+
+
+_SHARDED = weakref.WeakKeyDictionary()
+
+
+def _sharded(member: Callable, mesh, axes) -> Callable:
+  """``vmap_sharded(member)``, one per (member, mesh, axes): populations that share a
+  member function and shapes (e.g. retrain and oracle) share its compiled code."""
+  per_member = _SHARDED.setdefault(member, {})
+  if (mesh, axes) not in per_member:
+    per_member[(mesh, axes)] = parallel.vmap_sharded(member, mesh, in_axes=axes)
+  return per_member[(mesh, axes)]
+
+
+def _chunk_saved(pop: Population, chunk: int, stage: str) -> None:
+  """Called after each chunk is saved (a pause point for the kill tests)."""
+
+
+def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: int,
+                   chunk_size: int, mesh=None, progress: bool = True) -> dict:
+  """All members of ``pop``, chunk by chunk; finished chunks are restored, not rerun.
+
+  Args:
+    pop: the population.
+    key: the population's key; member ``i`` gets ``fold_in(key, i)``.
+    cache: where the chunks are saved (``WORKDIR/checkpoints``).
+    n_audit: number of audited examples (phi's second axis).
+    chunk_size: members per compiled call (and per checkpoint).
+    mesh: the devices the model axis is split over (default: all).
+    progress: a progress bar over the chunks.
+
+  Returns:
+    dict of numpy arrays with leading axis N: ``phi`` ``[N, n_audit]``,
+    ``retain_acc``, ``test_acc`` (and ``params`` / ``batch_stats``), plus
+    ``chunks_reused``, the number of chunks restored from disk.
+  """
+  if pop.size < 1:
+    raise ConfigError(f"population {pop.name!r} needs at least 1 member, got {pop.size}")
+  if chunk_size < 1:
+    raise ConfigError(f"audit.chunk_size must be a positive integer, got {chunk_size}")
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  chunk_size = min(chunk_size, pop.size)
+  n_chunks = -(-pop.size // chunk_size)
+  axes = (0,) + (0,) * len(pop.mapped) + (None,) * len(pop.shared)
+  fn = _sharded(pop.member, mesh, axes)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(pop.size))
+  bar = None
+  if progress and jax.process_index() == 0:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=n_chunks, desc=f"{pop.name:>24}", unit="chunk")
+  parts, reused = [], 0
+  for c in range(n_chunks):
+    lo, hi = c * chunk_size, min((c + 1) * chunk_size, pop.size)
+    # Every chunk has chunk_size rows (the last one padded), so one compile serves all.
+    rows = np.minimum(np.arange(lo, lo + chunk_size), pop.size - 1)
+    stage = member_stage(pop, c, chunk_size)
+
+    def build(rows=rows, hi=hi, lo=lo):
+      mapped = jax.tree.map(lambda a: a[rows], pop.mapped)
+      out = fn(keys[rows], *mapped, *pop.shared)
+      out = jax.tree.map(lambda a: np.asarray(a)[: hi - lo], parallel.to_host(out))
+      if not np.all(np.isfinite(out["phi"])):
+        raise ConfigError(f"population {pop.name!r}: a member's phi is not finite; lower the "
+                          "learning rates")
+      return out, {"population": pop.name, "members": [lo, hi], "spec": pop.spec}
+
+    tree, _, was_saved = cache.load_or_build(
+        stage, build, lambda hi=hi, lo=lo: _abstract_record(pop, hi - lo, n_audit))
+    reused += int(was_saved)
+    if not was_saved:
+      _chunk_saved(pop, c, stage)
+    parts.append(jax.tree.map(np.asarray, tree))
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  out = jax.tree.map(lambda *a: np.concatenate(a), *parts)
+  out["chunks_reused"] = reused
+  return out
+
+
+# --- members ------------------------------------------------------------------------------
+
+
+def _apply(model, batch_stats):
+  return lambda p, x: train_lib.apply_model(model, p, batch_stats, x, train=False)[0]
+
+
+def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
+                 keep_params: bool = False) -> Callable:
+  """``member(key, rows, x_all, y_all, data) -> record``: trains from scratch on ``x_all[rows]``."""
+  train = train_lib.make_train_fn(model, optimizer, input_shape, epochs=epochs,
+                                  batch_size=batch_size)
+
+  def member(key, rows, x_all, y_all, data: EvalData):
+    state, _ = train(key, x_all[rows], y_all[rows])
+    out = evaluate(_apply(model, state.batch_stats), state.params, data)
+    if keep_params:
+      out["params"], out["batch_stats"] = state.params, state.batch_stats
+    return out
+  return member
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearnSettings:
+  """One method at one setting, as a population runs it."""
+  method: str
+  hparams: dict               # {"learning_rate": ..., **the method's hyperparameters}
+  unlearn_cfg: Any            # the ``unlearn`` block (optimizer, epochs, batch sizes, ...)
+  reference_size: int         # |D_s| of each member's own reference (methods with ref_probs)
+  reference_epochs: int
+  reference_optimizer: Any    # optax optimizer of the reference's training
+  reference_batch_size: int
+
+
+def unlearn_member(model, input_shape, s: UnlearnSettings, *, n_forget: int,
+                   n_remain: int) -> Callable:
+  """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data) -> record``.
+
+  One whole unlearning run of ``s.method`` from ``params`` with D_f =
+  ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A method that uses a
+  reference model first trains its own, on ``s.reference_size`` rows drawn
+  from D_r with the member's key: drawing D_s is part of the method.
+  ``heldout`` is ``(x, y)`` or ``()`` for methods that ask for held-out examples.
+  """
+  method = methods.get(s.method)()
+  u = s.unlearn_cfg
+  want = set(method.inputs)
+  ref_train = None
+  if method.needs_reference:
+    ref_train = train_lib.make_train_fn(model, s.reference_optimizer, input_shape,
+                                        epochs=s.reference_epochs,
+                                        batch_size=min(s.reference_batch_size, s.reference_size))
+
+  def init_fn(k):
+    return model.init(k, jnp.zeros((1, *input_shape)), train=False)["params"]
+
+  def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data: EvalData):
+    apply_fn = _apply(model, batch_stats)
+    ref_key, run_key = jax.random.split(key)
+    x_f, y_f = x_all[f_rows], y_all[f_rows]
+    x_r, y_r = x_all[r_rows], y_all[r_rows]
+    fields = {"x_forget": x_f, "y_forget": y_f, "x_remain": x_r, "y_remain": y_r}
+    if ref_train is not None:
+      s_key, t_key = jax.random.split(ref_key)
+      ds = jax.random.choice(s_key, r_rows, (s.reference_size,), replace=False)
+      ref_state, _ = ref_train(t_key, x_all[ds], y_all[ds])
+      fields["ref_probs"] = jax.nn.softmax(
+          _apply(model, ref_state.batch_stats)(ref_state.params, x_f), -1)
+    if "orig_logits_forget" in want:
+      fields["orig_logits_forget"] = apply_fn(params, x_f)
+    if "orig_logits_remain" in want:
+      fields["orig_logits_remain"] = apply_fn(params, x_r)
+    if heldout:
+      fields["x_heldout"], fields["y_heldout"] = heldout
+    inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in want})
+    run = unlearn_lib.make_unlearn_fn(
+        method, apply_fn, epochs=int(u.epochs), n_forget=n_forget, n_remain=n_remain,
+        forget_batch_size=int(u.forget_batch_size), remain_batch_size=int(u.remain_batch_size),
+        optimizer_cfg=u, init_fn=init_fn)
+    new_params, _ = run(params, inputs, run_key, unlearn_lib.as_hparams(s.hparams))
+    return evaluate(apply_fn, new_params, data)
+  return member
+
+
+def save_phi(out_dir, name: str, phi: np.ndarray, **masks) -> None:
+  """Writes ``<out_dir>/<name>.npy`` (phi, ``[N, n]``) and ``<name>.masks.npz``."""
+  from pathlib import Path
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  for path, write in ((out_dir / f"{name}.npy", lambda f: np.save(f, np.asarray(phi))),
+                      (out_dir / f"{name}.masks.npz",
+                       lambda f: np.savez(f, **{k: np.asarray(v) for k, v in masks.items()}))):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+      write(f)
+    tmp.replace(path)
+
+
+def load_phi(out_dir, name: str) -> tuple[np.ndarray, dict]:
+  """``(phi, masks)`` as written by :func:`save_phi`."""
+  from pathlib import Path
+  out_dir = Path(out_dir)
+  with np.load(out_dir / f"{name}.masks.npz") as z:
+    masks = dict(z)
+  return np.load(out_dir / f"{name}.npy"), masks
+

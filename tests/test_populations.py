@@ -1,0 +1,156 @@
+"""Populations and ``jaxunlearn audit`` on the tiny config: outputs, sharding, kill and resume.
+
+Sizes are tiny (N = 4 models, an 8x8 MLP); the full-size audit
+is ``configs/quick_audit.py``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxunlearn import audit, transforms
+from jaxunlearn.errors import ConfigError
+from tests import tiny
+
+KILLPOINT_DIR = Path(__file__).resolve().parent / "killpoint"
+OVERRIDES = {"audit__num_models": 4, "audit__chunk_size": 2, "audit__methods": ("finetune",),
+             "audit__ulira__num_originals": 6, "audit__ulira__forget_sets_per_original": 1,
+             "label_flip__enabled": True}
+CLI_OVERRIDES = ["--config.audit.num_models=4", "--config.audit.chunk_size=2",
+                 "--config.audit.methods=('finetune',)", "--config.audit.ulira.num_originals=6",
+                 "--config.audit.ulira.forget_sets_per_original=1",
+                 "--config.label_flip.enabled=True"]
+POPULATIONS = ("retrain", "oracle", "none", "finetune", "ulira_originals",
+               "ulira_retrain_control", "ulira_identity_control", "ulira_finetune")
+
+_DONE = {}
+
+
+def _finished_audit():
+  """One uninterrupted tiny audit per test session: ``(npz, workdir, results)``."""
+  if "run" not in _DONE:
+    root = tiny.scratch_dir("audit")
+    npz = tiny.write_npz(root / "tiny.npz")
+    results = audit.run_audit(tiny.config(npz, **OVERRIDES), root / "work")
+    _DONE["run"] = (npz, root / "work", results)
+  return _DONE["run"]
+
+
+def test_label_flip_never_keeps_the_true_class_and_is_seeded():
+  y = np.arange(200) % 4
+  forget = np.arange(0, 200, 3)
+  a = transforms.label_flip(y, forget, 4, seed=1)
+  assert np.all(a[forget] != y[forget]) and np.array_equal(np.delete(a, forget),
+                                                           np.delete(y, forget))
+  assert np.array_equal(a, transforms.label_flip(y, forget, 4, seed=1))
+  assert len(set(((a[forget] - y[forget]) % 4).tolist())) == 3   # every other class is used
+
+
+def test_parse_method_overrides_the_unlearn_block():
+  cfg = tiny.config("x.npz")
+  label, name, u = audit.parse_method("paper=lightweight:lam=0.01,epochs=2", cfg.unlearn)
+  assert (label, name, u.lam, u.epochs, cfg.unlearn.epochs) == ("paper", "lightweight", 0.01, 2,
+                                                                  1)
+  assert audit.parse_method("finetune", cfg.unlearn)[0] == "finetune"
+  with pytest.raises(ConfigError, match="unknown field"):
+    audit.parse_method("finetune:nope=1", cfg.unlearn)
+  with pytest.raises(ConfigError, match="unknown unlearning method"):
+    audit.parse_method("nope", cfg.unlearn)
+  with pytest.raises(ConfigError, match="label"):
+    audit.parse_method("oracle=finetune", cfg.unlearn)
+
+
+def test_ulira_masks_are_a_valid_game():
+  cfg = tiny.config("x.npz", audit__ulira__num_originals=4,
+                    audit__ulira__forget_sets_per_original=3)
+  m = audit.ulira_masks(cfg, 12)
+  assert m["keep"].shape == (4, 12) and m["forget"].shape == (12, 12)
+  assert np.all(m["keep"].sum(1) == 6) and np.all(m["forget"].sum(1) == 3)
+  assert not np.any(m["in_mask"] & m["out_mask"])
+  assert np.all(m["forget"] <= m["keep"][m["groups"]])
+
+
+def test_audit_writes_phi_masks_json_markdown_and_plots():
+  _, workdir, r = _finished_audit()
+  for name in POPULATIONS:
+    phi = np.load(workdir / "phi" / f"{name}.npy")
+    n_models = 6 if name.startswith("ulira") else 4
+    assert phi.shape == (n_models, 12) and np.all(np.isfinite(phi))
+    assert (workdir / "phi" / f"{name}.masks.npz").exists()
+  saved = json.loads((workdir / "audit.json").read_text())
+  for pop in ("oracle", "none", "finetune"):
+    assert {"forgetting_quality", "final_score", "eps_median"} <= set(saved["epsilon"][pop])
+  for pop in ("retrain_control", "identity_control", "finetune"):
+    assert {"balanced_acc", "auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr"} <= set(
+        saved["ulira"][pop])
+  assert "| oracle |" in (workdir / "audit.md").read_text()
+  assert (workdir / "audit_eps.png").stat().st_size and (workdir / "audit_phi.png").stat().st_size
+
+
+def _audit_cli(npz, workdir):
+  # Without U-LiRA: the epsilon populations do not depend on it, so their phi
+  # must equal the full audit's.
+  return tiny.cli_command() + ["audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
+                               f"--config.dataset=npz:{npz}", *CLI_OVERRIDES,
+                               "--config.audit.ulira.num_originals=0"]
+
+
+def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
+  npz, reference, _ = _finished_audit()
+  workdir = tmp_path / "work"
+  flag = tmp_path / "paused"
+  env = tiny.subprocess_env(JAXUNLEARN_TEST_PAUSE="population:oracle",
+                            JAXUNLEARN_TEST_PAUSE_FILE=str(flag))
+  env["PYTHONPATH"] = os.pathsep.join([str(KILLPOINT_DIR), env["PYTHONPATH"]])
+  log = tmp_path / "log.txt"
+  with open(log, "w") as out:
+    proc = subprocess.Popen(_audit_cli(npz, workdir), env=env, stdout=out,
+                            stderr=subprocess.STDOUT, cwd=tiny.REPO_ROOT)
+  try:
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+      if proc.poll() is not None or time.monotonic() > deadline:
+        pytest.fail(f"audit never reached the pause point:\n{log.read_text()}")
+      time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    proc.wait(timeout=30)
+  assert not (workdir / "audit.json").exists()
+  r = audit.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__ulira__num_originals": 0}),
+                      workdir)
+  assert r["populations"]["retrain"]["chunks_reused"] == 2
+  assert r["populations"]["oracle"]["chunks_reused"] == 1     # the chunk saved before the kill
+  assert r["populations"]["none"]["chunks_reused"] == 0
+  assert r["ulira"] == {}
+  for name in POPULATIONS[:4]:
+    np.testing.assert_allclose(np.load(workdir / "phi" / f"{name}.npy"),
+                               np.load(reference / "phi" / f"{name}.npy"), rtol=0, atol=1e-5)
+
+
+def test_eight_devices_give_the_same_phi_as_one():
+  env = tiny.subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run([sys.executable, str(Path(__file__).parent / "population_checks.py")],
+                        capture_output=True, text=True, timeout=180, env=env, cwd=tiny.REPO_ROOT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["device_count"] == 8 and out["sharded_devices"] == 8
+  assert out["max_abs_diff_train"] < 1e-5 and out["max_abs_diff_unlearn"] < 1e-5
+
+
+def test_audit_cli_refuses_an_unknown_method_and_writes_nothing(tmp_path, capsys):
+  from jaxunlearn import cli
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  workdir = tmp_path / "work"
+  code = cli.main(["jaxunlearn", "audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
+                   f"--config.dataset=npz:{npz}", "--config.audit.methods=('nope',)"])
+  assert code == 2 and "unknown unlearning method 'nope'" in capsys.readouterr().err
+  assert not workdir.exists()
