@@ -146,8 +146,9 @@ def _method_spec(ctx, u) -> dict:
   spec = {"unlearn": {k: v for k, v in u.to_dict().items()
                       if k in ("method", "epochs", "forget_batch_size", "remain_batch_size",
                                "optimizer", "learning_rate", "momentum", "weight_decay",
-                               "schedule")},
-          "hparams": methods.resolve_hparams(u.method, u)}
+                               "schedule", "stop", "tol", "calibrate_every")},
+          "hparams": methods.resolve_hparams(u.method, u),
+          "options": methods.resolve_method(u.method, u).opts}
   if methods.get(u.method)().needs_reference:
     spec["reference"] = {"size": int(ctx.splits.reference_idx.size),
                          "epochs": cfg.reference.epochs}
@@ -160,8 +161,10 @@ def _heldout(ctx):
   return (jnp.asarray(ctx.x_train[h]), jnp.asarray(ctx.y_train[h])) if h.size else ()
 
 
-def _check_method(ctx, label, name) -> None:
+def _check_method(ctx, label, name, u=None) -> None:
   want = set(methods.get(name)().inputs)
+  if u is not None and pops.pipeline_stop_rule(u) == "calibrated":
+    want |= {"x_heldout", "y_heldout"}
   if want & {"x_heldout", "y_heldout"} and not _heldout(ctx):
     raise ConfigError(f"audit method {label!r} needs held-out examples of D_f's classes; "
                       "set --config.holdout.size=0.05")
@@ -321,8 +324,20 @@ def _epsilon(unlearned: dict, retrained: dict) -> dict:
   out["retain_acc"] = float(np.mean(unlearned["retain_acc"]))
   out["test_acc"] = float(np.mean(unlearned["test_acc"]))
   out["phi_median"] = float(np.median(unlearned["phi"]))
+  out["spread_ratio"] = spread_ratio(unlearned["phi"], retrained["phi"])
   out["eps"] = rep["eps"]
   return out
+
+
+def spread_ratio(unlearned_phi, retrained_phi) -> float:
+  """Median over examples of std of phi across the population / the same across retrains.
+
+  Below 1: runs that all start from one original vary less than retrains do,
+  which the epsilon-score punishes as hard as a shifted mean.
+  """
+  u = np.std(np.asarray(unlearned_phi, np.float64), axis=0)
+  r = np.std(np.asarray(retrained_phi, np.float64), axis=0)
+  return float(np.median(u / np.maximum(r, 1e-12)))
 
 
 def _ulira(out: dict, masks: dict) -> dict:
@@ -354,7 +369,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
                       "'label=method:...'")
   for label, name, u in specs:
     methods.resolve_hparams(name, u)
-    _check_method(ctx, label, name)
+    _check_method(ctx, label, name, u)
   ulira_on = cfg.audit.ulira.num_originals > 0
   masks = ulira_masks(cfg, ctx.splits.n_forget) if ulira_on else None
   ctx.workdir.mkdir(parents=True, exist_ok=True)

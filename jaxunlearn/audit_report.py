@@ -28,14 +28,17 @@ def markdown(r: dict) -> str:
            "## Epsilon-score (NeurIPS 2023 unlearning challenge)", "",
            "Each population's phi on D_f against N models retrained on D_r. `oracle` is a "
            "second, independent retrain population (the best score at this N); `none` is N "
-           "originals (no unlearning). Higher F is better.", "",
+           "originals (no unlearning). Higher F is better. Spread ratio: the median over "
+           "examples of the std of phi across the population divided by the std across "
+           "retrains (1 is the retrains' own spread).", "",
            "| population | F (forgetting quality) | final score | eps median | eps mean | "
-           "phi median | retain acc | test acc |",
-           "|---|---|---|---|---|---|---|---|"]
+           "phi median | spread ratio | retain acc | test acc |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for name, e in r["epsilon"].items():
     lines.append(f"| {name} | {_fmt(e['forgetting_quality'])} | {_fmt(e['final_score'])} | "
                  f"{_fmt(e['eps_median'])} | {_fmt(e['eps_mean'])} | {_fmt(e['phi_median'])} | "
-                 f"{_fmt(e['retain_acc'])} | {_fmt(e['test_acc'])} |")
+                 f"{_fmt(e.get('spread_ratio'))} | {_fmt(e['retain_acc'])} | "
+                 f"{_fmt(e['test_acc'])} |")
   if r.get("ulira"):
     u = r["ulira"]
     lines += ["", "## U-LiRA (per-example likelihood-ratio attack)", "",

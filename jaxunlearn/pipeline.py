@@ -142,6 +142,12 @@ def build_context(cfg, workdir) -> Context:
   return ctx
 
 
+def stop_rule(unlearn_cfg) -> str:
+  """``unlearn.stop``; ``tol > 0`` with the default ``epochs`` means ``kl_tol`` (as before)."""
+  u = unlearn_cfg
+  return "kl_tol" if u.stop == "epochs" and u.tol > 0 else u.stop
+
+
 def needed_inputs(cfg, method) -> set:
   """The input arrays a request needs: the method's, and the calibrated stop's."""
   want = set(method.inputs)
@@ -322,7 +328,7 @@ def unlearn_stage(ctx: Context, original: Trained, reference: Trained | None, ke
       n_remain=int(ctx.splits.remain_idx.size), forget_batch_size=u.forget_batch_size,
       remain_batch_size=u.remain_batch_size, optimizer_cfg=u, mesh=ctx.mesh,
       init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"],
-      stop=u.stop, calibrate_every=u.calibrate_every)
+      stop=stop_rule(u), calibrate_every=u.calibrate_every, tol=u.tol)
   result = unlearn_lib.unlearn(
       fn, original.params, inputs, {"learning_rate": u.learning_rate, **ctx.hparams},
       key=key, tol=u.tol, mesh=ctx.mesh, progress=ctx.cfg.report.progress)

@@ -216,6 +216,12 @@ class UnlearnSettings:
   reference_batch_size: int
 
 
+def pipeline_stop_rule(u) -> str:
+  """The stop rule of an ``unlearn`` block (``tol > 0`` with ``epochs`` means ``kl_tol``)."""
+  stop = u.get("stop", "epochs")
+  return "kl_tol" if stop == "epochs" and u.get("tol", 0.0) > 0 else stop
+
+
 def unlearn_member(model, input_shape, s: UnlearnSettings, *, n_forget: int,
                    n_remain: int) -> Callable:
   """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data) -> record``.
@@ -226,9 +232,12 @@ def unlearn_member(model, input_shape, s: UnlearnSettings, *, n_forget: int,
   from D_r with the member's key: drawing D_s is part of the method.
   ``heldout`` is ``(x, y)`` or ``()`` for methods that ask for held-out examples.
   """
-  method = methods.get(s.method)()
   u = s.unlearn_cfg
+  method = methods.resolve_method(s.method, u)
+  stop = pipeline_stop_rule(u)
   want = set(method.inputs)
+  if stop == "calibrated":
+    want |= set(unlearn_lib.CALIBRATION_INPUTS)
   ref_train = None
   if method.needs_reference:
     ref_train = train_lib.make_train_fn(model, s.reference_optimizer, input_shape,
@@ -260,7 +269,8 @@ def unlearn_member(model, input_shape, s: UnlearnSettings, *, n_forget: int,
     run = unlearn_lib.make_unlearn_fn(
         method, apply_fn, epochs=int(u.epochs), n_forget=n_forget, n_remain=n_remain,
         forget_batch_size=int(u.forget_batch_size), remain_batch_size=int(u.remain_batch_size),
-        optimizer_cfg=u, init_fn=init_fn)
+        optimizer_cfg=u, init_fn=init_fn, stop=stop,
+        calibrate_every=int(u.get("calibrate_every", 1)), tol=float(u.get("tol", 0.0)))
     new_params, _ = run(params, inputs, run_key, unlearn_lib.as_hparams(s.hparams))
     return evaluate(apply_fn, new_params, data)
   return member

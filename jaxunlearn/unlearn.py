@@ -21,9 +21,10 @@ swap: D_r is walked, D_f cycled).
 Stop rules (``stop``):
 
 * ``epochs``: run every epoch;
-* ``kl_tol``: (host driver) stop after the first epoch whose mean KL to the
-  reference on D_f is below ``tol``, the paper's "until the two posterior
-  distributions are almost the same";
+* ``kl_tol``: stop after the first epoch whose mean KL to the reference on
+  D_f is below ``tol``, the paper's "until the two posterior distributions
+  are almost the same" (the pure run keeps that epoch's state; the host
+  driver stops there);
 * ``calibrated``: every ``calibrate_every`` steps, compare the model's mean
   loss on D_f with its loss on held-out examples of D_f's classes, weighted to
   D_f's class histogram: what a model that never saw D_f would show. Keep the
@@ -115,6 +116,11 @@ def calibration_losses(apply_fn, params, inputs: Inputs):
   return per_f.mean(), jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
+class KLStop(NamedTuple):
+  kept_params: Any          # the state at the end of the first epoch with KL < tol
+  stopped: jax.Array
+
+
 class Calibration(NamedTuple):
   best_params: Any
   best_gap: jax.Array       # mean |log L_forget - log L_target| of best_params
@@ -142,7 +148,7 @@ def _calibration_check(apply_fn, params, inputs, step, calib: Calibration | None
 def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
                     forget_batch_size: int, remain_batch_size: int, optimizer_cfg=None,
                     init_fn: Callable | None = None, mesh=None, stop: str = "epochs",
-                    calibrate_every: int = 1) -> UnlearnFn:
+                    calibrate_every: int = 1, tol: float = 0.0) -> UnlearnFn:
   """Builds the pure function of one whole unlearning run.
 
   Args:
@@ -158,9 +164,9 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     init_fn: ``init_fn(key) -> params`` of a fresh model (methods that need
       a randomly initialised network, e.g. a bad teacher).
     mesh: split every batch over the mesh's ``'data'`` axis (host driver).
-    stop: ``"epochs"``, ``"kl_tol"`` (applied by the host driver) or
-      ``"calibrated"`` (see the module docstring).
+    stop: ``"epochs"``, ``"kl_tol"`` or ``"calibrated"`` (see the module docstring).
     calibrate_every: steps between two calibration checks.
+    tol: the KL tolerance of ``stop="kl_tol"``.
 
   Returns:
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
@@ -169,6 +175,9 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   if stop not in STOP_RULES:
     raise ConfigError(f"unknown stop rule {stop!r}; use one of {STOP_RULES}")
   calibrated = stop == "calibrated"
+  kl_stop = stop == "kl_tol"
+  if kl_stop and not tol > 0:
+    raise ConfigError("stop='kl_tol' needs a tolerance tol > 0")
   every = int(calibrate_every)
   if n_forget < 1:
     raise ConfigError("the forget set is empty; nothing to unlearn")
@@ -190,7 +199,12 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
         inputs.forget_target_loss is not None and inputs.y_forget is not None):
       raise ConfigError(f"the calibrated stop needs inputs {CALIBRATION_INPUTS} (or "
                         "x_forget, y_forget and forget_target_loss)")
+    if kl_stop and inputs.ref_probs is None:
+      raise ConfigError("the kl_tol stop compares with the reference model, which this method "
+                        "does not use")
     calib = _calibration_check(apply_fn, params, inputs, 0, None) if calibrated else None
+    if kl_stop:
+      calib = KLStop(params, jnp.asarray(False))
     return build(inputs, key, hparams).init(params), key, calib
 
   def epoch(carry, inputs, hparams, e):
@@ -217,7 +231,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       progress = (e * steps + i).astype(jnp.float32) / total
       state, metrics = m.step(state, Batch(**fields, epoch=e.astype(jnp.int32),
                                            progress=progress))
-      if calibrated:
+      if calibrated:  # (kl_tol is checked once an epoch, below)
         done = e * steps + i + 1
         calib = jax.lax.cond(
             jnp.logical_or(done % every == 0, done == total),
@@ -231,6 +245,11 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
                                            (jnp.arange(steps), f_rows, r_rows))
     if m.epoch_end is not None:
       state = m.epoch_end(state)
+    if kl_stop:
+      kl = base.kl_divergence(inputs.ref_probs, apply_fn(state.params, inputs.x_forget))
+      now = jnp.logical_and(~calib.stopped, kl < tol)
+      calib = KLStop(jax.tree.map(lambda new, old: jnp.where(now, new, old), state.params,
+                                  calib.kept_params), jnp.logical_or(calib.stopped, now))
     return (state, key, calib), metrics
 
   def finish(carry, inputs, hparams):
@@ -238,7 +257,11 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     if calibrated:
       return calib.best_params
     m = build(inputs, key, hparams)
-    return state.params if m.finish is None else m.finish(state)
+    final = state.params if m.finish is None else m.finish(state)
+    if kl_stop:
+      return jax.tree.map(lambda kept, f: jnp.where(calib.stopped, kept, f),
+                          calib.kept_params, final)
+    return final
 
   return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps)
 
