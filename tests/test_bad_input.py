@@ -118,7 +118,7 @@ CASES = [
     Case("class-absent", _flags("--config.forget.mode=class", "--config.forget.classes=(7,)"),
          "no training example has class", SplitError),
     Case("bad-choice", _flags("--config.train.optimizer=adagrad"), "train.optimizer", ConfigError),
-    Case("unknown-method", _flags("--config.unlearn.method=gradient_ascent"),
+    Case("unknown-method", _flags("--config.unlearn.method=no_such_method"),
          "unknown unlearning method", ConfigError),
     Case("unknown-model", _flags("--config.model=transformer"), "unknown model"),
     Case("model-does-not-fit-data", _config_file("c.model = 'lenet5'"),
