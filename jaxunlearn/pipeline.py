@@ -448,6 +448,22 @@ def eval_inputs(ctx: Context) -> evaluators.EvalInputs:
       transforms=tuple(ctx.transforms), progress=ctx.cfg.report.progress)
 
 
+def config_in_use(ctx: Context) -> dict:
+  """The config as a dict, without the blocks of methods and evaluators this run does not use.
+
+  Which plugins are registered depends on what the process imported; the
+  record of a run must not.
+  """
+  d = ctx.cfg.to_dict()
+  for name in evaluators.names():
+    if name in d and name not in ctx.evaluators and evaluators.get(name)().config() is not None:
+      del d[name]
+  for name in methods.names():
+    if name != ctx.cfg.unlearn.method:
+      d["unlearn"].pop(name, None)
+  return d
+
+
 def summarize(ctx: Context) -> dict:
   cfg, s, t = ctx.cfg, ctx.splits, ctx.trained
   time_s = {name: m.meta["time_s"] for name, m in t.items()}
@@ -476,7 +492,7 @@ def summarize(ctx: Context) -> dict:
       "stages": {name: m.stage for name, m in t.items()},
       "evaluators": list(ctx.evaluators),
       "transforms": list(ctx.transforms),
-      "config": cfg.to_dict(),
+      "config": config_in_use(ctx),
       "environment": environment(),
       "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
