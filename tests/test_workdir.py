@@ -26,7 +26,9 @@ def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes
   env["PYTHONPATH"] = os.pathsep.join([str(KILLPOINT_DIR), env["PYTHONPATH"]])
   log = tmp_path / "first.log"
   with open(log, "w") as out:
-    first = subprocess.Popen(tiny.cli_command() + tiny.cli_args(npz, workdir), env=env,
+    # No evaluators: the lock, not the figures, is under test here.
+    first = subprocess.Popen(tiny.cli_command() + tiny.cli_args(
+        npz, workdir, "--config.eval.evaluators=()"), env=env,
                              stdout=out, stderr=subprocess.STDOUT, cwd=tiny.REPO_ROOT)
   try:
     deadline = time.monotonic() + 120
@@ -34,7 +36,7 @@ def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes
       assert first.poll() is None, log.read_text()
       assert time.monotonic() < deadline, log.read_text()
       time.sleep(0.05)
-    second = tiny.run_cli(npz, workdir, timeout=60)
+    second = tiny.run_cli(npz, workdir, "--config.eval.evaluators=()", timeout=60)
     assert second.returncode == 2
     err = second.stderr.strip()
     assert len(err.splitlines()) == 1, err
