@@ -376,7 +376,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
   lock = workdir_lib.Lock(ctx.workdir, wait=wait) if jax.process_index() == 0 \
       else contextlib.nullcontext()
   with lock:
-    _claim(ctx)
+    pipeline.claim_workdir(ctx, outputs=("audit.json", "audit.md"))
     t_start = time.perf_counter()
     k_orig = jax.random.split(ctx.key, 4)[0]   # the key `jaxunlearn run` trains the original with
     original = pipeline.train_stage(ctx, "original", ctx.splits.train_idx,
@@ -453,20 +453,6 @@ def _run_ulira(a: _Auditor, specs, masks) -> dict:
                  f"{int(forget[0].sum())}")
   return out
 
-
-def _claim(ctx) -> None:
-  """Under the lock: the secret and ``run.json``, as ``jaxunlearn run`` writes them."""
-  secret = workdir_lib.read_secret(ctx.workdir)
-  if secret is None:
-    secret = workdir_lib.new_secret()
-    if jax.process_index() == 0:
-      workdir_lib.write_secret(ctx.workdir, secret)
-  ctx.secret = secret
-  fingerprint = pipeline.original_fingerprint(ctx)
-  workdir_lib.check(ctx.workdir, fingerprint)
-  if jax.process_index() == 0 and not (ctx.workdir / "run.json").exists():
-    workdir_lib.atomic_write(ctx.workdir / "run.json",
-                             json.dumps({"original": fingerprint}, indent=2))
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:

@@ -368,12 +368,15 @@ def run(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
   lock = workdir_lib.Lock(ctx.workdir, wait=wait) if jax.process_index() == 0 \
       else contextlib.nullcontext()
   with lock:
-    _claim_workdir(ctx)
+    claim_workdir(ctx, outputs=("results.json", "results.md"))
     return _run_stages(ctx)
 
 
-def _claim_workdir(ctx: Context) -> None:
-  """Under the lock: the secret, ``run.json``, and no stale results left looking current."""
+def claim_workdir(ctx: Context, outputs=()) -> None:
+  """Under the lock: the secret, ``run.json``, and no stale ``outputs`` left looking current.
+
+  Earlier ``outputs`` (e.g. ``results.json``) move to ``<stem>.previous.<ext>``.
+  """
   secret = workdir_lib.read_secret(ctx.workdir)
   if secret is None:
     secret = workdir_lib.new_secret()
@@ -387,7 +390,7 @@ def _claim_workdir(ctx: Context) -> None:
     if not (ctx.workdir / "run.json").exists():
       workdir_lib.atomic_write(ctx.workdir / "run.json",
                                json.dumps({"original": fingerprint}, indent=2))
-    for name in ("results.json", "results.md"):
+    for name in outputs:
       path = ctx.workdir / name
       if path.exists():
         stem, ext = name.split(".")

@@ -154,7 +154,7 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     raise ConfigError("tuning needs held-out examples; set --config.holdout.size (e.g. 0.05)")
   ctx.workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.Lock(ctx.workdir, wait=True):
-    pipeline._claim_workdir(ctx)
+    pipeline.claim_workdir(ctx)
     k_orig, k_retrain, k_ref, k_unlearn = jax.random.split(ctx.key, 4)
     s = ctx.splits
     original = pipeline.train_stage(ctx, "original", s.train_idx, epochs=cfg.train.epochs,
