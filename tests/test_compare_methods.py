@@ -16,11 +16,11 @@ def test_compare_methods_tiny(tmp_path):
           "unlearn.remain_batch_size=16", "eval.batch_size=128", "eval.evaluators=('loss_attack',)"]
   out = tmp_path / "out"
   res = compare_methods.main(["--config", str(tiny.CONFIG), "--methods", "lightweight,scrub_r",
-                              "--seeds", "0,1", "--out", str(out),
+                              "--seeds", "0,1", "--out", str(out), "--control-factors", "10,100",
                               *sum((["--set", s] for s in sets), [])])
   rows = list(csv.reader((out / "compare_methods.csv").open()))
   assert [r[0] for r in rows[1:]] == ["retrain", "original", "lightweight", "scrub_r",
-                                      "gradient_ascent_lr10x"]
+                                      "gradient_ascent_lr10x", "gradient_ascent_lr100x"]
   assert rows[0][:5] == ["method", "test acc", "forget acc", "remain acc", "forget loss"]
   assert "±" in rows[3][1]                                   # mean ± std over 2 seeds
   assert (out / "compare_methods.png").stat().st_size > 1000
@@ -31,8 +31,12 @@ def test_compare_methods_tiny(tmp_path):
   assert by[(0, "lightweight")]["retrain"] == by[(0, "scrub_r")]["retrain"]
   lr = {r["label"]: r["results"]["config"]["unlearn"]["learning_rate"] for r in res["runs"]}
   from configs import quick_methods
-  assert lr["gradient_ascent_lr10x"] == pytest.approx(
-      10 * quick_methods.unlearn_settings("gradient_ascent")["learning_rate"])
+  ga = quick_methods.unlearn_settings("gradient_ascent")["learning_rate"]
+  assert lr["gradient_ascent_lr10x"] == pytest.approx(10 * ga)
+  assert lr["gradient_ascent_lr100x"] == pytest.approx(100 * ga)
+  assert by[(0, "lightweight")]["retrain"] == by[(0, "gradient_ascent_lr100x")]["retrain"]
+  scrub_r = [r["results"]["unlearn_summary"] for r in res["runs"] if r["label"] == "scrub_r"]
+  assert all(1 <= s["rewind_epoch"] <= 1 for s in scrub_r)   # unlearn.epochs=1
 
 
 def test_compare_methods_refuses_the_selection_seed(tmp_path):
