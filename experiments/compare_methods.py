@@ -9,7 +9,9 @@ rates and knobs) on top of ``--config``; ``--set`` overrides come last. All
 methods of a seed share one work directory, so the original, the retrained
 model and the shadow models are trained once per seed. ``gradient_ascent_lr10x``
 (gradient ascent at 10x its learning rate) is a control that must come out
-bad; leave it out with ``--no-bad-control``.
+bad; ``--control-factors 10,100`` adds ``gradient_ascent_lr100x`` as well,
+``--no-bad-control`` leaves the controls out. Every row of a run goes into the
+one table, so a control never runs, or writes, apart from the methods.
 
 Writes ``compare_methods.{json,csv,md}`` (one row per method plus ``retrain``
 and ``original``, mean ± std over seeds) and ``compare_methods.png``: the gap
@@ -43,16 +45,30 @@ def load_settings(path: str):
   return module
 
 
+def control_label(factor: float) -> str:
+  """``gradient_ascent_lr<factor>x``: gradient ascent at ``factor`` times its learning rate."""
+  return f"gradient_ascent_lr{factor:g}x"
+
+
+def control_factor(label: str) -> float | None:
+  """The factor of a control row's label, None for a method's row."""
+  prefix = "gradient_ascent_lr"
+  if label.startswith(prefix) and label.endswith("x"):
+    return float(label[len(prefix):-1])
+  return None
+
+
 def method_config(args, settings, seed: int, label: str):
   """The config of one row: ``--config``, the method's settings, then ``--set``."""
-  method = "gradient_ascent" if label == BAD_CONTROL else label
+  factor = control_factor(label)
+  method = "gradient_ascent" if factor is not None else label
   cfg = common.load_config(args.config)
   if getattr(args, "untuned", False):
     settings.apply(cfg, method, tuned=False)
   else:
     settings.apply(cfg, method)
-  if label == BAD_CONTROL:
-    cfg.unlearn.learning_rate = 10.0 * cfg.unlearn.learning_rate
+  if factor is not None:
+    cfg.unlearn.learning_rate = factor * cfg.unlearn.learning_rate
   for item in args.set:
     field, _, raw = item.partition("=")
     common.set_field(cfg, field, common.parse_value(raw))
@@ -81,8 +97,11 @@ def main(argv=None) -> dict:
                  help="module with apply(cfg, method): each method's settings")
   p.add_argument("--untuned", action="store_true",
                  help="use the settings' defaults, not their tuned values (TUNED)")
+  p.add_argument("--control-factors", default="10",
+                 help="comma-separated multiples of gradient ascent's learning rate, one "
+                      "control row each (gradient_ascent_lr<factor>x)")
   p.add_argument("--no-bad-control", dest="bad_control", action="store_false",
-                 help=f"leave out the {BAD_CONTROL} row")
+                 help="leave out the control rows")
   args = p.parse_args(argv)
   out = Path(args.out)
   settings = load_settings(args.settings)
@@ -96,32 +115,52 @@ def main(argv=None) -> dict:
     from jaxunlearn.errors import ConfigError
     raise ConfigError(f"seed {selection} is the tuning's selection seed ({args.settings}); "
                       "report other seeds")
-  labels = names + ([BAD_CONTROL] if args.bad_control else [])
+  factors = [float(f) for f in args.control_factors.split(",") if f.strip()] \
+      if args.bad_control else []
+  controls = [control_label(f) for f in factors]
+  labels = names + controls
+  from jaxunlearn.errors import NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
+  diverged = {label: 0 for label in per_row}
   for seed in common.seeds(args.seeds):
-    for i, label in enumerate(labels):
+    have_references = False
+    for label in labels:
       cfg = method_config(args, settings, seed, label)
-      r = common.run(cfg, out / "work" / f"seed{seed}")
+      try:
+        r = common.run(cfg, out / "work" / f"seed{seed}")
+      except NonFiniteError as e:
+        # No model to evaluate: the row counts the seed as diverged, its figures the others.
+        runs.append({"seed": seed, "label": label, "diverged": str(e)})
+        diverged[label] += 1
+        print(f"seed {seed} {label}: diverged ({e})", flush=True)
+        continue
       runs.append({"seed": seed, "label": label, "results": r})
       per_row[label].append(row_figures(r, "unlearned"))
-      if i == 0:
+      if not have_references:
         per_row["retrain"].append(row_figures(r, "retrain"))
         per_row["original"].append(row_figures(r, "original"))
+        have_references = True
       print(f"seed {seed} {label}: test {r['models']['unlearned']['acc_test']:.4f} "
             f"forget {r['models']['unlearned']['acc_forget']:.4f} "
             f"unlearn {r['time_s']['unlearn']:.2f}s", flush=True)
-  header = ["method", *(label for label, _ in FIGURES)]
+  n_seeds = len(common.seeds(args.seeds))
+  header = ["method", *(label for label, _ in FIGURES), "diverged"]
   rows, stats = [], {}
   for label, figs in per_row.items():
     stats[label] = {k: common.mean_std([f[k] for f in figs]) for k, _ in FIGURES}
-    rows.append([label, *(common.fmt(*stats[label][k]) for k, _ in FIGURES)])
+    stats[label]["diverged"] = diverged[label]
+    rows.append([label, *(common.fmt(*stats[label][k]) for k, _ in FIGURES),
+                 f"{diverged[label]}/{n_seeds}"])
   note = (f"Seeds {args.seeds}; mean ± std over seeds. Accuracies and forget loss of the "
           "final model; MIA: balanced accuracy of the shadow-model attack and of the loss "
           "attack on D_f against unseen test examples (0.5 = chance). Unlearn s: wall seconds "
           "of device work, compilation excluded (the paper's method includes its reference "
           "model's training); retrain's is its training time. Speedup: retrain s / unlearn s. "
-          f"{BAD_CONTROL}: gradient ascent at 10x its learning rate, a control that must "
-          "come out bad.")
+          "Diverged: seeds whose unlearning loss became non-finite (no model; the row's "
+          "figures are over the other seeds)."
+          + (f" {', '.join(controls)}: gradient ascent at "
+             f"{', '.join(f'{f:g}x' for f in factors)} its learning rate, controls that must "
+             "come out bad." if controls else ""))
   meta = {**common.provenance(), "settings": args.settings, "stats": stats}
   text = common.write_outputs(out, NAME, header, rows, runs, meta, note)
   plot_gaps(out / f"{NAME}.png", runs, labels)
@@ -131,7 +170,7 @@ def main(argv=None) -> dict:
 
 def gap_stats(runs: list[dict], label: str) -> dict:
   """Mean and std over seeds of |unlearned - retrain| in forget acc / loss, and of unlearn s."""
-  mine = [r["results"] for r in runs if r["label"] == label]
+  mine = [r["results"] for r in runs if r["label"] == label and "results" in r]
   acc = [abs(common.get(r, "models.unlearned.acc_forget") - common.get(r, "models.retrain.acc_forget"))
          for r in mine]
   loss = [abs(common.get(r, "models.unlearned.loss_forget")
@@ -145,11 +184,14 @@ def plot_gaps(path: Path, runs: list[dict], labels: list[str]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  retrain_s = common.mean_std([r["results"]["time_s"]["retrain"] for r in runs])[0]
+  retrain_s = common.mean_std([r["results"]["time_s"]["retrain"] for r in runs
+                               if "results" in r])[0]
   for ax, key, ylabel in ((axes[0], "acc", "|forget acc - retrain's|"),
                           (axes[1], "loss", "|forget loss - retrain's|")):
     for label in labels:
       g = gap_stats(runs, label)
+      if g["s"][0] is None:          # every seed diverged: nothing to plot
+        continue
       (x, xs), (y, ys) = g["s"], g[key]
       ax.errorbar([x], [y], xerr=[xs], yerr=[ys], marker="o", capsize=3, label=label)
       ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -336,7 +336,7 @@ def unlearn_stage(ctx: Context, original: Trained, reference: Trained | None, ke
           "compile_s": result.compile_s, "epochs": len(result.history),
           "stopped_early": result.stopped_early, "history": result.history,
           "stop": u.stop, "calibrated_step": result.calibrated_step,
-          "method": u.method, "hparams": ctx.hparams,
+          "summary": result.summary, "method": u.method, "hparams": ctx.hparams,
           "reference": reference.stage if reference is not None else None}
   # Batch statistics are the original's: unlearning moves weights only.
   bs = original.batch_stats
@@ -491,6 +491,7 @@ def summarize(ctx: Context) -> dict:
       "unlearn_epochs_run": t["unlearned"].meta["epochs"],
       "unlearn_stop": cfg.unlearn.stop,
       "calibrated_step": t["unlearned"].meta.get("calibrated_step"),
+      "unlearn_summary": t["unlearned"].meta.get("summary") or {},
       "reference_reused": bool(t["reference"].reused) if "reference" in t else False,
       "stages": {name: m.stage for name, m in t.items()},
       "evaluators": list(ctx.evaluators),

@@ -82,6 +82,7 @@ class UnlearnFn:
   finish: Callable
   epochs: int
   steps_per_epoch: int
+  summary: Callable | None = None    # summary(carry, inputs, hparams) -> {name: scalar}
 
   def __call__(self, params, inputs: Inputs, key, hparams):
     carry = self.start(params, inputs, key, hparams)
@@ -263,7 +264,12 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
                           calib.kept_params, final)
     return final
 
-  return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps)
+  def summary(carry, inputs, hparams):
+    state, key, _ = carry
+    m = build(inputs, key, hparams)
+    return {} if m.summary is None else m.summary(state)
+
+  return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps, summary)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
@@ -286,6 +292,7 @@ class UnlearnResult:
   compile_s: float
   stopped_early: bool
   calibrated_step: int | None = None   # calibrated stop: steps taken by the returned params
+  summary: dict = dataclasses.field(default_factory=dict)  # the method's summary of the run
 
 
 def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: float = 0.0,
@@ -323,6 +330,9 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
   run_epoch = parallel.jit(fn.epoch, mesh, donate_argnums=(0,))
   run_epoch = run_epoch.lower(carry, inputs, hparams, jnp.int32(0)).compile()
   finish = parallel.jit(fn.finish, mesh).lower(carry, inputs, hparams).compile()
+  summarize = None
+  if fn.summary is not None:
+    summarize = parallel.jit(fn.summary, mesh).lower(carry, inputs, hparams).compile()
   forget_kl = None
   if inputs.ref_probs is not None:
     forget_kl = parallel.jit(lambda p, x, q: base.kl_divergence(q, fn.apply_fn(p, x)), mesh)
@@ -365,5 +375,9 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
   params = jax.block_until_ready(finish(carry, inputs, hparams))
   run_s += time.perf_counter() - t0
   step = int(carry[2].best_step) if fn.stop == "calibrated" else None
+  # A description of the run, not part of it: not timed.
+  summary = {} if summarize is None else {
+      k: float(v) for k, v in jax.device_get(summarize(carry, inputs, hparams)).items()}
   return UnlearnResult(params=params, history=history, run_s=run_s,
-                       compile_s=compile_s, stopped_early=stopped, calibrated_step=step)
+                       compile_s=compile_s, stopped_early=stopped, calibrated_step=step,
+                       summary=summary)

@@ -233,6 +233,14 @@ def test_scrub_r_returns_the_epoch_its_rule_picks():
   inputs = inputs._replace(y_heldout=jnp.asarray(y_h))
   out, _ = jax.jit(_fn("scrub_r", epochs=epochs))(p, _inputs_for("scrub_r", inputs), key, hp)
   np.testing.assert_allclose(np.asarray(out["w"]), np.asarray(per_epoch[want]["w"]), atol=1e-6)
+  # The host driver returns the same parameters and says which epoch it picked.
+  res = unlearn.unlearn(_fn("scrub_r", epochs=epochs), p, _inputs_for("scrub_r", inputs), hp,
+                        key=key, progress=False)
+  np.testing.assert_allclose(np.asarray(res.params["w"]), np.asarray(out["w"]), atol=1e-6)
+  assert res.summary == pytest.approx({"rewind_epoch": want + 1, "heldout_error": n_wrong / 8,
+                                       "forget_error": errors[want]})
+  assert unlearn.unlearn(_fn("scrub", epochs=1), p, _inputs_for("scrub", inputs), hp,
+                         key=key, progress=False).summary == {}
 
 
 def test_bad_teacher_loss_matches_numpy():

@@ -7,8 +7,19 @@ import pytest
 from tests import tiny
 
 
-def test_compare_methods_tiny(tmp_path):
-  from experiments import compare_methods
+def test_compare_methods_tiny(tmp_path, monkeypatch):
+  from configs import quick_methods
+  from experiments import common, compare_methods
+  from jaxunlearn.errors import NonFiniteError
+  ga = quick_methods.unlearn_settings("gradient_ascent")["learning_rate"]
+  run = common.run
+
+  def run_or_diverge(cfg, workdir):       # the 100x control diverges on seed 1
+    if cfg.seed == 1 and cfg.unlearn.learning_rate == pytest.approx(100 * ga):
+      raise NonFiniteError("stage 'unlearn': loss became non-finite")
+    return run(cfg, workdir)
+
+  monkeypatch.setattr(common, "run", run_or_diverge)
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   sets = [f"dataset=npz:{npz}", "model=mlp", "model_kwargs.hidden=(16,)", "train.epochs=2",
           "train.batch_size=32", "forget.size=12", "forget.fraction=0.05", "reference.size=48",
@@ -16,23 +27,28 @@ def test_compare_methods_tiny(tmp_path):
           "unlearn.remain_batch_size=16", "eval.batch_size=128", "eval.evaluators=('loss_attack',)"]
   out = tmp_path / "out"
   res = compare_methods.main(["--config", str(tiny.CONFIG), "--methods", "lightweight,scrub_r",
-                              "--seeds", "0,1", "--out", str(out),
+                              "--seeds", "0,1", "--out", str(out), "--control-factors", "10,100",
                               *sum((["--set", s] for s in sets), [])])
   rows = list(csv.reader((out / "compare_methods.csv").open()))
   assert [r[0] for r in rows[1:]] == ["retrain", "original", "lightweight", "scrub_r",
-                                      "gradient_ascent_lr10x"]
+                                      "gradient_ascent_lr10x", "gradient_ascent_lr100x"]
   assert rows[0][:5] == ["method", "test acc", "forget acc", "remain acc", "forget loss"]
   assert "±" in rows[3][1]                                   # mean ± std over 2 seeds
+  assert [r[-1] for r in rows] == ["diverged", "0/2", "0/2", "0/2", "0/2", "0/2", "1/2"]
+  assert "±" not in rows[6][1]                              # 100x: the other seed's figures
   assert (out / "compare_methods.png").stat().st_size > 1000
   assert "Machine:" in (out / "compare_methods.md").read_text()
   # Methods of a seed share the original and the retrained model.
-  by = {(r["seed"], r["label"]): r["results"]["stages"] for r in res["runs"]}
+  by = {(r["seed"], r["label"]): r["results"]["stages"] for r in res["runs"] if "results" in r}
   assert by[(0, "lightweight")]["original"] == by[(0, "scrub_r")]["original"]
   assert by[(0, "lightweight")]["retrain"] == by[(0, "scrub_r")]["retrain"]
-  lr = {r["label"]: r["results"]["config"]["unlearn"]["learning_rate"] for r in res["runs"]}
-  from configs import quick_methods
-  assert lr["gradient_ascent_lr10x"] == pytest.approx(
-      10 * quick_methods.unlearn_settings("gradient_ascent")["learning_rate"])
+  lr = {r["label"]: r["results"]["config"]["unlearn"]["learning_rate"] for r in res["runs"]
+        if "results" in r}
+  assert lr["gradient_ascent_lr10x"] == pytest.approx(10 * ga)
+  assert lr["gradient_ascent_lr100x"] == pytest.approx(100 * ga)
+  assert by[(0, "lightweight")]["retrain"] == by[(0, "gradient_ascent_lr100x")]["retrain"]
+  scrub_r = [r["results"]["unlearn_summary"] for r in res["runs"] if r["label"] == "scrub_r"]
+  assert all(1 <= s["rewind_epoch"] <= 1 for s in scrub_r)   # unlearn.epochs=1
 
 
 def test_compare_methods_refuses_the_selection_seed(tmp_path):

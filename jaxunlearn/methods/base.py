@@ -98,12 +98,15 @@ class UnlearningMethod(NamedTuple):
   """Optax-shaped: ``init(params) -> state``; ``step(state, batch) -> (state, metrics)``.
 
   ``epoch_end(state) -> state`` runs after every epoch and ``finish(state) ->
-  params`` once at the end (default: ``state.params``).
+  params`` once at the end (default: ``state.params``). ``summary(state) ->
+  {name: scalar}``, if given, describes the whole run from the final state
+  (e.g. the epoch SCRUB+R rewinds to); the host driver records it.
   """
   init: Callable[[Any], UnlearnState]
   step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
   epoch_end: Callable[[UnlearnState], UnlearnState] | None = None
   finish: Callable[[UnlearnState], Any] | None = None
+  summary: Callable[[UnlearnState], dict] | None = None
 
 
 class MethodEnv(NamedTuple):

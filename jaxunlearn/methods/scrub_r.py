@@ -7,7 +7,9 @@ trained on), the run returns the student after epoch
     i* = argmin_i |err(D_f; theta_i) - e_fv|
 
 (the first on ties). The original (index 0 in the authors' list) is not a
-candidate: their code would reload a checkpoint it never wrote. Source:
+candidate: their code would reload a checkpoint it never wrote. The run's
+summary reports ``rewind_epoch`` (``i* + 1``, 1-based), ``heldout_error``
+(``e_fv``) and that epoch's ``forget_error``. Source:
 ``meghdadk/SCRUB:MIA_experiments.ipynb``, cell 18, ``scrub()``. Needs
 ``--config.holdout.size``; keeps E copies of the parameters.
 """
@@ -54,9 +56,17 @@ class ScrubR(scrub.Scrub):
       return state._replace(extra={**ex, "params": stack,
                                    "forget_error": ex["forget_error"].at[e].set(err)})
 
-    def finish(state):
+    def pick(state):
       e_fv = phases.error_rate(env.apply_fn, state.params, inp.x_heldout, inp.y_heldout)
-      i = rewind_index(state.extra["forget_error"], e_fv)
+      return rewind_index(state.extra["forget_error"], e_fv), e_fv
+
+    def finish(state):
+      i, _ = pick(state)
       return jax.tree.map(lambda s: s[i], state.extra["params"])
 
-    return inner._replace(epoch_end=epoch_end, finish=finish)
+    def summary(state):
+      i, e_fv = pick(state)
+      return {"rewind_epoch": i + 1, "heldout_error": e_fv,
+              "forget_error": state.extra["forget_error"][i]}
+
+    return inner._replace(epoch_end=epoch_end, finish=finish, summary=summary)
