@@ -1,5 +1,21 @@
-"""Pytest setup: run JAX on CPU so tests are deterministic and need no GPU."""
+"""Pytest setup: JAX on CPU (deterministic, no GPU needed), one compilation cache per session.
 
+The suite compiles the same small programs many times (every pipeline run
+builds fresh jitted closures, and CLI tests start new processes). A persistent
+compilation cache in a fresh temporary folder, shared with subprocesses
+through the environment, lets later compiles of an identical program load it
+instead. It starts empty each session, so no test depends on an earlier one.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="jaxunlearn-test-cc-")
+  atexit.register(shutil.rmtree, _CACHE, True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"

@@ -8,7 +8,8 @@ import pytest
 from jaxunlearn import data
 
 TINY = ["train.epochs=1", "reference.epochs=1", "unlearn.epochs=1", "train.batch_size=50",
-        "forget.size=10", "reference.size=100", "eval.batch_size=250"]
+        "forget.size=10", "reference.size=100", "eval.batch_size=250", "mia.num_shadows=2",
+        "mia.shadow_epochs=1"]
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,17 @@ from configs import quick
 from jaxunlearn import checkpoint, cli, pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.train.epochs=1", "--config.reference.epochs=1", "--config.unlearn.epochs=1"]
+TINY = ["--config.train.epochs=1", "--config.reference.epochs=1", "--config.unlearn.epochs=1",
+        "--config.mia.num_shadows=2", "--config.mia.shadow_epochs=1"]
 
 
 def tiny_config(**overrides):
+  """quick at one epoch, without evaluators (stage caching is what these tests check)."""
   c = quick.get_config()
   c.train.epochs = 1
   c.reference.epochs = 1
   c.unlearn.epochs = 1
+  c.eval.evaluators = ()
   c.report.progress = False
   for k, v in overrides.items():
     node = c
