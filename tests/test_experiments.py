@@ -8,8 +8,7 @@ import pytest
 from jaxunlearn import data
 
 TINY = ["train.epochs=1", "reference.epochs=1", "unlearn.epochs=1", "train.batch_size=50",
-        "forget.size=10", "reference.size=100", "eval.batch_size=250", "mia.num_shadows=2",
-        "mia.shadow_epochs=1"]
+        "forget.size=10", "reference.size=100", "eval.batch_size=250", "eval.evaluators=()"]
 
 
 @pytest.fixture(scope="module")
