@@ -7,7 +7,7 @@ default, each on its own random half of a pool of ``--pool-size`` images):
 
 * ``vmap``: one jitted call of ``jax.vmap(train)`` over the K shadows' keys
   and data, ``train`` being :func:`jaxunlearn.train.make_train_fn` (the whole
-  run under ``lax.scan``) - :func:`jaxunlearn.mia.make_shadow_train_fn`;
+  run under ``lax.scan``) - :func:`jaxunlearn.membership.make_shadow_train_fn`;
 * ``vmap loop``: the same vmapped train step driven from a host loop
   (``mia.train_shadows(driver='loop')``, the default on CPU);
 * ``sequential``: a Python loop calling the same jitted single-model
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxunlearn import data as data_lib, mia, models, train as train_lib
+from jaxunlearn import data as data_lib, membership, models, train as train_lib
 
 
 def parse_args(argv=None):
@@ -75,10 +75,10 @@ def main(argv=None):
 
   rows = []
   for k in ks:
-    in_idx = jnp.asarray(mia.shadow_in_indices(0, k, args.pool_size))
+    in_idx = jnp.asarray(membership.shadow_in_indices(0, k, args.pool_size))
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
 
-    fn = mia.make_shadow_train_fn(model, optimizer, data.input_shape, epochs=args.epochs,
+    fn = membership.make_shadow_train_fn(model, optimizer, data.input_shape, epochs=args.epochs,
                                   batch_size=batch)
     t0 = time.perf_counter()
     fn = fn.lower(keys, in_idx, x_pool, y_pool).compile()
@@ -94,7 +94,7 @@ def main(argv=None):
 
     row = [k, v_run, v_compile, s_run, seq_compile if k == ks[0] else 0.0, s_run / v_run]
     if not args.no_loop:
-      shadows = mia.train_shadows(model, optimizer, data.input_shape, x_pool, y_pool,
+      shadows = membership.train_shadows(model, optimizer, data.input_shape, x_pool, y_pool,
                                   np.asarray(in_idx), key, epochs=args.epochs,
                                   batch_size=batch, driver="loop")
       row += [shadows.time_s, shadows.compile_s]

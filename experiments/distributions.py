@@ -26,28 +26,28 @@ MODELS = ("original", "retrain", "reference", "unlearned")
 
 def posteriors(cfg, workdir: Path, results: dict) -> dict:
   """Softmax outputs of every model on D_f and on the test set."""
-  from jaxunlearn import evaluate, pipeline, train
+  from jaxunlearn import metrics, pipeline, train
   ctx = pipeline.build_context(cfg, workdir)
   out = {}
   for name in MODELS:
     m = pipeline.restore(ctx, results["stages"][name])
     x_f = ctx.x_train[ctx.splits.forget_idx]
     out[name] = {
-        "forget": evaluate.softmax(train.predict(m.apply_fn, m.params, x_f)),
-        "test": evaluate.softmax(train.predict(m.apply_fn, m.params, ctx.data.x_test)),
+        "forget": metrics.softmax(train.predict(m.apply_fn, m.params, x_f)),
+        "test": metrics.softmax(train.predict(m.apply_fn, m.params, ctx.data.x_test)),
     }
   return out
 
 
 def kl(p, q) -> float:
-  """Mean over rows of KL(p || q), from :mod:`jaxunlearn.distributions`."""
-  from jaxunlearn import distributions
-  return float(np.mean(distributions.kl(p, q)))
+  """Mean over rows of KL(p || q), from :mod:`jaxunlearn.divergences`."""
+  from jaxunlearn import divergences
+  return float(np.mean(divergences.kl(p, q)))
 
 
 def js(p, q) -> float:
-  from jaxunlearn import distributions
-  return float(np.mean(distributions.js(p, q)))
+  from jaxunlearn import divergences
+  return float(np.mean(divergences.js(p, q)))
 
 
 def main(argv=None) -> dict:

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxunlearn import data as data_lib, evaluate, mia, models, report, train as train_lib
+from jaxunlearn import data as data_lib, membership, metrics, models, report, train as train_lib
 
 
 def parse_args(argv=None):
@@ -105,11 +105,11 @@ def run(args) -> dict:
   t_models = time.perf_counter() - t0
 
   x_pool, y_pool = data.x_train[pool_idx], data.y_train[pool_idx]
-  in_idx = mia.shadow_in_indices(args.seed, args.num_shadows, pool_idx.size)
-  shadows = mia.train_shadows(model, optimizer, shape, x_pool, y_pool, in_idx, k_shadow,
+  in_idx = membership.shadow_in_indices(args.seed, args.num_shadows, pool_idx.size)
+  shadows = membership.train_shadows(model, optimizer, shape, x_pool, y_pool, in_idx, k_shadow,
                               epochs=args.epochs, batch_size=args.batch_size,
                               driver=args.shadow_driver)
-  s_logits = mia.shadow_logits(model, shadows.params, shadows.batch_stats, x_pool)
+  s_logits = membership.shadow_logits(model, shadows.params, shadows.batch_stats, x_pool)
   mask = shadows.in_mask(pool_idx.size)
   shadow_acc = [float(np.mean(np.argmax(s_logits[k][~mask[k]], -1) == y_pool[~mask[k]]))
                 for k in range(args.num_shadows)]
@@ -117,7 +117,7 @@ def run(args) -> dict:
   def logits_of(params, x):
     return train_lib.predict(train_lib.eval_apply_fn(model, {}), params, x)
 
-  attacks = {kind: mia.fit_attack(s_logits.reshape(-1, s_logits.shape[-1]),
+  attacks = {kind: membership.fit_attack(s_logits.reshape(-1, s_logits.shape[-1]),
                                   np.tile(y_pool, args.num_shadows), mask.reshape(-1), kind,
                                   seed=args.seed)
              for kind in args.features.split(",")}
@@ -129,15 +129,15 @@ def run(args) -> dict:
   figures = {c: {} for c in cases}
   for name, (params, mem, non) in cases.items():
     lm, ln = logits_of(params, data.x_train[mem]), logits_of(params, data.x_test[non])
-    figures[name]["acc_test"] = evaluate.accuracy_and_loss(
+    figures[name]["acc_test"] = metrics.accuracy_and_loss(
         logits_of(params, data.x_test), data.y_test)[0]
-    loss = mia.loss_attack(evaluate.per_example_loss(lm, data.y_train[mem]),
-                           evaluate.per_example_loss(ln, data.y_test[non]), seed=args.seed)
+    loss = membership.loss_attack(metrics.per_example_loss(lm, data.y_train[mem]),
+                           metrics.per_example_loss(ln, data.y_test[non]), seed=args.seed)
     figures[name]["loss_lr.balanced_acc"] = loss["balanced_acc"]
     figures[name]["loss_lr.auc"] = loss["auc"]
     for kind in args.features.split(","):
       attack = attacks[kind]
-      m = mia.attack_metrics(attack.score(lm, data.y_train[mem]),
+      m = membership.attack_metrics(attack.score(lm, data.y_train[mem]),
                              attack.score(ln, data.y_test[non]))
       for k, v in m.items():
         figures[name][f"{kind}.{k}"] = v

@@ -1,4 +1,4 @@
-"""``audit.md`` and the audit's plots (:mod:`jaxunlearn.audit`)."""
+"""``audit.md`` and the audit's plots (:mod:`jaxunlearn.auditor`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Command line: ``jaxunlearn run|audit --config configs/X.py --workdir DIR [--wait]``.
 
 ``audit`` runs the populations, the epsilon-score and U-LiRA
-(:mod:`jaxunlearn.audit`) and writes ``audit.json`` / ``audit.md``.
+(:mod:`jaxunlearn.auditor`) and writes ``audit.json`` / ``audit.md``.
 
 Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
 ``--config.plugins='("my_module",)'`` imports a user's own methods and
@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     # Multi-process JAX must start before anything touches a device.
     parallel.initialize_distributed(config)
     if command == "audit":
-      from jaxunlearn import audit
-      results = audit.run_audit(config, fv.workdir, wait=fv.wait)
+      from jaxunlearn import auditor
+      results = auditor.run_audit(config, fv.workdir, wait=fv.wait)
     else:
       from jaxunlearn import pipeline
       results = pipeline.run(config, fv.workdir, wait=fv.wait)

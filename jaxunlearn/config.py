@@ -100,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_flip.enabled = False
   c.label_flip.seed = -1         # -1: use config.seed
 
-  # `jaxunlearn audit` (jaxunlearn.audit): populations of models, the
+  # `jaxunlearn audit` (jaxunlearn.auditor): populations of models, the
   # epsilon-score and U-LiRA. Methods are names or "label=name:field=value,..."
   # overrides of the unlearn block, e.g. "paper=lightweight:lam=0.01,epochs=2".
   c.audit = ml_collections.ConfigDict()

@@ -8,7 +8,7 @@ pipeline applies every enabled transform in name order and names none.
 Built in:
 
 * ``backdoor``: a trigger patch on every D_f image, relabelled to
-  ``backdoor.target_class`` (:mod:`jaxunlearn.backdoor`);
+  ``backdoor.target_class`` (:mod:`jaxunlearn.triggers`);
 * ``label_flip``: every D_f label ``y`` becomes ``(y + 1 + r) mod C`` with
   ``r`` drawn per example in ``[0, C - 2]`` (seeded by ``label_flip.seed``),
   so never the true class: a model fits D_f only by memorising it.
@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from jaxunlearn import backdoor
+from jaxunlearn import triggers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def apply_all(cfg, x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray,
 
 register("backdoor", enabled=lambda cfg: bool(cfg.backdoor.enabled),
          fingerprint=lambda cfg: cfg.backdoor.to_dict())(
-    lambda x, y, forget_idx, cfg, num_classes: backdoor.poison(
+    lambda x, y, forget_idx, cfg, num_classes: triggers.poison(
         x, y, forget_idx, cfg.backdoor, num_classes=num_classes))
 
 

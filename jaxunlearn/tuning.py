@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import mia, unlearn as unlearn_lib
+from jaxunlearn import membership, unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 MAX_POINTS = 16
 
@@ -89,7 +89,7 @@ def run_grid(fn: unlearn_lib.UnlearnFn, params, inputs, key, hparams: dict, grid
 def _per_model(apply_fn, stacked, x, y):
   """Correctness and per-example loss of every stacked model on ``(x, y)``: ``(P, n)`` each."""
   def one(p):
-    logits = phases.batched_apply(apply_fn, p, x, 256).astype(jnp.float32)
+    logits = helpers.batched_apply(apply_fn, p, x, 256).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits)
     return (jnp.argmax(logits, -1) == y), -jnp.take_along_axis(logp, y[:, None], -1)[:, 0]
   x, y = jnp.asarray(x), jnp.asarray(y)
@@ -119,7 +119,7 @@ def grid_figures(apply_fn, stacked, sets: dict, n_nonmembers: int | None = None,
   for i in range(out["forget"][0].shape[0]):
     member, nonmember = out["forget"][1][i], out["heldout"][1][i][non]
     if np.all(np.isfinite(member)) and np.all(np.isfinite(nonmember)):
-      attack = mia.loss_attack(member, nonmember, seed=seed)
+      attack = membership.loss_attack(member, nonmember, seed=seed)
     else:                    # a diverged run: no attack to fit, and the objective is inf
       attack = {"balanced_acc": float("nan")}
     figs.append({"acc_remain": float(out["remain"][0][i].mean()),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxunlearn import audit, transforms
+from jaxunlearn import auditor, transforms
 from jaxunlearn.errors import ConfigError
 from tests import tiny
 
@@ -38,7 +38,7 @@ def _finished_audit():
   if "run" not in _DONE:
     root = tiny.scratch_dir("audit")
     npz = tiny.write_npz(root / "tiny.npz")
-    results = audit.run_audit(tiny.config(npz, **OVERRIDES), root / "work")
+    results = auditor.run_audit(tiny.config(npz, **OVERRIDES), root / "work")
     _DONE["run"] = (npz, root / "work", results)
   return _DONE["run"]
 
@@ -55,22 +55,22 @@ def test_label_flip_never_keeps_the_true_class_and_is_seeded():
 
 def test_parse_method_overrides_the_unlearn_block():
   cfg = tiny.config("x.npz")
-  label, name, u = audit.parse_method("paper=lightweight:lam=0.01,epochs=2", cfg.unlearn)
+  label, name, u = auditor.parse_method("paper=lightweight:lam=0.01,epochs=2", cfg.unlearn)
   assert (label, name, u.lam, u.epochs, cfg.unlearn.epochs) == ("paper", "lightweight", 0.01, 2,
                                                                   1)
-  assert audit.parse_method("finetune", cfg.unlearn)[0] == "finetune"
+  assert auditor.parse_method("finetune", cfg.unlearn)[0] == "finetune"
   with pytest.raises(ConfigError, match="unknown field"):
-    audit.parse_method("finetune:nope=1", cfg.unlearn)
+    auditor.parse_method("finetune:nope=1", cfg.unlearn)
   with pytest.raises(ConfigError, match="unknown unlearning method"):
-    audit.parse_method("nope", cfg.unlearn)
+    auditor.parse_method("nope", cfg.unlearn)
   with pytest.raises(ConfigError, match="label"):
-    audit.parse_method("oracle=finetune", cfg.unlearn)
+    auditor.parse_method("oracle=finetune", cfg.unlearn)
 
 
 def test_ulira_masks_are_a_valid_game():
   cfg = tiny.config("x.npz", audit__ulira__num_originals=4,
                     audit__ulira__forget_sets_per_original=3)
-  m = audit.ulira_masks(cfg, 12)
+  m = auditor.ulira_masks(cfg, 12)
   assert m["keep"].shape == (4, 12) and m["forget"].shape == (12, 12)
   assert np.all(m["keep"].sum(1) == 6) and np.all(m["forget"].sum(1) == 3)
   assert not np.any(m["in_mask"] & m["out_mask"])
@@ -125,7 +125,7 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
       proc.kill()
     proc.wait(timeout=30)
   assert not (workdir / "audit.json").exists()
-  r = audit.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__ulira__num_originals": 0}),
+  r = auditor.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__ulira__num_originals": 0}),
                       workdir)
   assert r["populations"]["retrain"]["chunks_reused"] == 2
   assert r["populations"]["oracle"]["chunks_reused"] == 1     # the chunk saved before the kill

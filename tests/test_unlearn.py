@@ -236,7 +236,7 @@ class _Descend(methods.Method):
     def step(state, batch):
       return state._replace(step=state.step + 1,
                             params={"w": state.params["w"] - 1.0}), {"loss": jnp.zeros(())}
-    return methods.UnlearningMethod(init, step)
+    return methods.UpdateRule(init, step)
 
 
 def _calibration_problem():

@@ -15,7 +15,7 @@ saturates near +-103.
 
 One formula serves two callers: :func:`logit_confidence` in JAX (jittable,
 ``vmap``-able over models) and :func:`logit_confidence_numpy` in numpy
-float64 (used by :mod:`jaxunlearn.mia`).
+float64 (used by :mod:`jaxunlearn.membership`).
 """
 
 from __future__ import annotations

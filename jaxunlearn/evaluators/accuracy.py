@@ -5,7 +5,7 @@ Always runs; its section is ``results.json``'s ``models``.
 
 from __future__ import annotations
 
-from jaxunlearn import evaluate as evaluate_lib, report
+from jaxunlearn import metrics, report
 from jaxunlearn.evaluators import base
 
 PARTS = ("test", "forget", "remain")
@@ -24,7 +24,7 @@ class Accuracy(base.Evaluator):
     for name, logits in inp.logits.items():
       figures = {}
       for part in PARTS:
-        acc, loss = evaluate_lib.accuracy_and_loss(logits[part], labels[part])
+        acc, loss = metrics.accuracy_and_loss(logits[part], labels[part])
         figures[f"acc_{part}"], figures[f"loss_{part}"] = acc, loss
       out[name] = figures
     return out

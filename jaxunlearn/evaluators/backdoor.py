@@ -1,7 +1,7 @@
 """The ``backdoor`` evaluator: attack success of the trigger planted in D_f, per model.
 
 Runs whenever ``backdoor.enabled`` (the ``backdoor`` data transform plants the
-trigger; :mod:`jaxunlearn.backdoor`). Attack success is the share of
+trigger; :mod:`jaxunlearn.triggers`). Attack success is the share of
 triggered test images whose true class is not the target that a model
 classifies as the target (the paper: 98% on the original, < 20% after
 unlearning).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxunlearn import backdoor, train as train_lib
+from jaxunlearn import train as train_lib, triggers
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
 
@@ -21,7 +21,7 @@ class Backdoor(base.Evaluator):
   title = "Backdoor planted in D_f"
 
   def config(self):
-    return backdoor.default_config()
+    return triggers.default_config()
 
   def enabled(self, cfg) -> bool:
     return bool(cfg.backdoor.enabled)
@@ -30,19 +30,19 @@ class Backdoor(base.Evaluator):
     if not cfg.backdoor.enabled:
       raise ConfigError("eval.evaluators lists 'backdoor' but backdoor.enabled is False; "
                         "set --config.backdoor.enabled=True or drop it")
-    backdoor.validate(cfg.backdoor, info.input_shape, info.num_classes)
+    triggers.validate(cfg.backdoor, info.input_shape, info.num_classes)
 
   def evaluate(self, inp: base.EvalInputs) -> dict:
     b = inp.cfg.backdoor
     keep = inp.y_test != b.target_class
-    x_trig = backdoor.stamp(inp.x_test[keep], b)
+    x_trig = triggers.stamp(inp.x_test[keep], b)
     out = {}
     for name, model in inp.models.items():
       logits = train_lib.predict(model.apply_fn, model.params, x_trig, inp.cfg.eval.batch_size)
       clean = inp.logits[name]["test"]
-      out[name] = {"attack_success": backdoor.attack_success(logits, b.target_class),
+      out[name] = {"attack_success": triggers.attack_success(logits, b.target_class),
                    "clean_acc": float(np.mean(np.argmax(clean, -1) == inp.y_test))}
-    out.update({"trigger": backdoor.describe(b), "n_poisoned": int(inp.forget_idx.size),
+    out.update({"trigger": triggers.describe(b), "n_poisoned": int(inp.forget_idx.size),
                 "n_triggered_test": int(keep.sum())})
     return out
 

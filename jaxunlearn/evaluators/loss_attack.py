@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jaxunlearn import evaluate as evaluate_lib, mia
+from jaxunlearn import membership, metrics
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
 
@@ -43,9 +43,9 @@ class LossAttack(base.Evaluator):
     y_nonmember = inp.y_test[nonmember_idx]
     out = {}
     for name, logits in inp.logits.items():
-      out[name] = mia.loss_attack(
-          evaluate_lib.per_example_loss(logits["forget"][member_pos], y_member),
-          evaluate_lib.per_example_loss(logits["test"][nonmember_idx], y_nonmember),
+      out[name] = membership.loss_attack(
+          metrics.per_example_loss(logits["forget"][member_pos], y_member),
+          metrics.per_example_loss(logits["test"][nonmember_idx], y_nonmember),
           folds=c.folds, seed=seed)
     out.update({"n_members": int(n), "n_nonmembers": int(n),
                 "ideal": "balanced_acc 0.5 (members indistinguishable from unseen test examples)"})

@@ -3,7 +3,7 @@
 ``mia.num_shadows`` shadow models of the target's architecture train under
 one ``jax.vmap`` (split over the devices), each on its own random half of a
 shadow pool drawn from the test split; the attack (one logistic regression
-per class, :mod:`jaxunlearn.mia`) then judges every model on D_f (members)
+per class, :mod:`jaxunlearn.membership`) then judges every model on D_f (members)
 against as many held-out test images (non-members). The shadows are a cached
 stage, ``checkpoints/shadows-<hash>``.
 """
@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxunlearn import mia, splits as splits_lib, stages, train as train_lib
+from jaxunlearn import membership, splits as splits_lib, stages, train as train_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
 
@@ -63,7 +63,7 @@ def shadow_epochs(cfg) -> int:
   return cfg.mia.shadow_epochs or cfg.train.epochs
 
 
-def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[mia.Shadows, bool, str]:
+def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[membership.Shadows, bool, str]:
   """Trains the shadows on the pool, or restores them from their cached stage."""
   cfg, m = inp.cfg, inp.cfg.mia
   spec = {"original": dict(inp.fingerprint), "num_shadows": m.num_shadows,
@@ -82,12 +82,12 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[mia.Shadows
     return {"params": target.params, "batch_stats": target.batch_stats}
 
   def build():
-    in_idx = mia.shadow_in_indices(_seed(cfg), m.num_shadows, pool_idx.size)
+    in_idx = membership.shadow_in_indices(_seed(cfg), m.num_shadows, pool_idx.size)
     driver = train_lib.resolve_driver(m.shadow_driver)
     if inp.progress:
       print(f"   shadows: training {m.num_shadows} models of {n_in} images, {epochs} epochs, "
             f"under one vmap ({driver} driver)", file=sys.stderr)
-    shadows = mia.train_shadows(inp.model, optimizer, inp.input_shape, inp.x_test[pool_idx],
+    shadows = membership.train_shadows(inp.model, optimizer, inp.input_shape, inp.x_test[pool_idx],
                                 inp.y_test[pool_idx], in_idx, key, epochs=epochs,
                                 batch_size=cfg.train.batch_size, driver=m.shadow_driver,
                                 progress=inp.progress)
@@ -97,7 +97,7 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[mia.Shadows
     return {"params": shadows.params, "batch_stats": shadows.batch_stats}, meta
 
   tree, meta, reused = inp.cache.load_or_build(stage, build, abstract)
-  shadows = mia.Shadows(tree["params"], tree.get("batch_stats") or {},
+  shadows = membership.Shadows(tree["params"], tree.get("batch_stats") or {},
                         np.asarray(meta["in_idx"], np.int32), np.asarray(meta["losses"]),
                         meta["time_s"], meta["compile_s"])
   return shadows, reused, stage
@@ -127,11 +127,11 @@ class ShokriMIA(base.Evaluator):
       raise ConfigError(f"mia.shadow_driver must be one of {train_lib.DRIVERS}, "
                         f"got {m.shadow_driver!r}")
     if not m.features:
-      raise ConfigError(f"mia.features is empty; use some of {mia.FEATURES}")
+      raise ConfigError(f"mia.features is empty; use some of {membership.FEATURES}")
     for f in m.features:
-      if f not in mia.FEATURES:
+      if f not in membership.FEATURES:
         raise ConfigError(f"mia.features has unknown feature set {f!r}; use some of "
-                          f"{mia.FEATURES}")
+                          f"{membership.FEATURES}")
     pool_size(cfg, info.n_test)
 
   def evaluate(self, inp: base.EvalInputs) -> dict:
@@ -140,14 +140,14 @@ class ShokriMIA(base.Evaluator):
     pool_idx, holdout_idx = split_test_set(cfg, inp.y_test.size)
     shadows, reused, stage = get_shadows(inp, pool_idx)
     y_pool = inp.y_test[pool_idx]
-    s_logits = mia.shadow_logits(inp.model, shadows.params, shadows.batch_stats,
+    s_logits = membership.shadow_logits(inp.model, shadows.params, shadows.batch_stats,
                                  inp.x_test[pool_idx], cfg.eval.batch_size)
     mask = shadows.in_mask(pool_idx.size)
     shadow_acc = [float(np.mean(np.argmax(s_logits[k][~mask[k]], -1) == y_pool[~mask[k]]))
                   for k in range(shadows.num_shadows)]
     flat_logits = s_logits.reshape(-1, s_logits.shape[-1])
     flat_labels = np.tile(y_pool, shadows.num_shadows)
-    attacks = {kind: mia.fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind, seed=seed)
+    attacks = {kind: membership.fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind, seed=seed)
                for kind in m.features}
 
     # Equal numbers of members (D_f) and held-out non-members.
@@ -164,7 +164,7 @@ class ShokriMIA(base.Evaluator):
       lm, ln = logits["forget"][member_pos], logits["test"][nonmember_idx]
       row = {}
       for i, (kind, attack) in enumerate(attacks.items()):
-        figs = mia.attack_metrics(attack.score(lm, y_member), attack.score(ln, y_nonmember))
+        figs = membership.attack_metrics(attack.score(lm, y_member), attack.score(ln, y_nonmember))
         row.update({(k if i == 0 else f"{kind}.{k}"): v for k, v in figs.items()})
       out[name] = row
     out.update({

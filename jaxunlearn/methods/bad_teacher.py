@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 def bad_teacher_loss(student_logits, target_logits, temperature):
@@ -50,9 +50,9 @@ class BadTeacher(base.Method):
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "temperature", 0.0, float("inf"), low_open=True,
+    helpers.validate_range(hp, "temperature", 0.0, float("inf"), low_open=True,
                           method="bad_teacher")
-    phases.validate_range(hp, "retain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
+    helpers.validate_range(hp, "retain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
 
   def make(self, env):
     if env.init_fn is None:
@@ -74,4 +74,4 @@ class BadTeacher(base.Method):
       loss = bad_teacher_loss(env.apply_fn(params, x), target, hp["temperature"])
       return loss, {}
 
-    return phases.gradient_method(env, loss_fn, init_extra)
+    return helpers.gradient_method(env, loss_fn, init_extra)

@@ -29,7 +29,7 @@ What a method declares:
   unit) or ``"remain"``.
 
 and either ``loss(...)`` (a plain gradient step on it is then built) or
-``make(env)`` returning an optax-shaped :class:`UnlearningMethod`.
+``make(env)`` returning an optax-shaped :class:`UpdateRule`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class UnlearnState(NamedTuple):
   extra: Any = ()            # whatever else a method carries (masks, a teacher, ...)
 
 
-class UnlearningMethod(NamedTuple):
+class UpdateRule(NamedTuple):
   """Optax-shaped: ``init(params) -> state``; ``step(state, batch) -> (state, metrics)``.
 
   ``epoch_end(state) -> state`` runs after every epoch and ``finish(state) ->
@@ -164,7 +164,7 @@ class Method:
     """The method's own state beside the parameters (default: none)."""
     return ()
 
-  def make(self, env: MethodEnv) -> UnlearningMethod:
+  def make(self, env: MethodEnv) -> UpdateRule:
     """A gradient step on :meth:`loss` (override for other update rules)."""
     def init(params):
       return UnlearnState(jnp.zeros((), jnp.int32), params, env.optimizer.init(params),
@@ -177,7 +177,7 @@ class Method:
       params = optax.apply_updates(state.params, updates)
       return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
           {"loss": loss, **aux}
-    return UnlearningMethod(init, step)
+    return UpdateRule(init, step)
 
 
 def _check_method(name: str, cls: type) -> None:

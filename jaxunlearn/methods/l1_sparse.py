@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 def l1_norm(params):
@@ -43,8 +43,8 @@ class L1Sparse(base.Method):
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "alpha", 0.0, float("inf"), method="l1_sparse")
+    helpers.validate_range(hp, "alpha", 0.0, float("inf"), method="l1_sparse")
 
   def make(self, env):
-    return phases.gradient_method(env, lambda p, state, batch: l1_sparse_loss(
+    return helpers.gradient_method(env, lambda p, state, batch: l1_sparse_loss(
         p, env.apply_fn, batch, env.hparams["alpha"], env.epochs))

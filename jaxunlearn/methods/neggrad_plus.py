@@ -11,7 +11,7 @@ Source: ``meghdadk/SCRUB:thirdparty/repdistiller/helper/loops.py::train_negrad``
 
 from __future__ import annotations
 
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 def neggrad_plus_loss(params, apply_fn, batch: base.Batch, beta):
@@ -32,7 +32,7 @@ class NegGradPlus(base.Method):
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "beta", 0.0, 1.0, method="neggrad_plus")
+    helpers.validate_range(hp, "beta", 0.0, 1.0, method="neggrad_plus")
 
   def loss(self, params, apply_fn, batch, hp, extra):
     return neggrad_plus_loss(params, apply_fn, batch, hp["beta"])

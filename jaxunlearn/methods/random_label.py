@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 def random_labels(key, n: int, num_classes: int):
@@ -37,14 +37,14 @@ def make_random_label(name: str, env: base.MethodEnv, init_extra=None, mask_of=N
 
   def loss_fn(params, state, batch):
     fbs = batch.x_forget.shape[0]
-    k = phases.forget_steps(n_forget, fbs, env.steps_per_epoch, name)
-    forget = phases.in_forget_phase(state.step, env.steps_per_epoch, k)
+    k = helpers.forget_steps(n_forget, fbs, env.steps_per_epoch, name)
+    forget = helpers.in_forget_phase(state.step, env.steps_per_epoch, k)
     num_classes = jax.eval_shape(env.apply_fn, params, batch.x_forget).shape[-1]
     labels = random_labels(jax.random.fold_in(env.key, state.step), fbs, num_classes)
     loss = random_label_loss(params, env.apply_fn, batch, labels, forget)
     return loss, {"forget_phase": forget.astype(jnp.float32)}
 
-  return phases.gradient_method(env, loss_fn, init_extra, mask_of)
+  return helpers.gradient_method(env, loss_fn, init_extra, mask_of)
 
 
 @base.register("random_label")

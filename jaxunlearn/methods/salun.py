@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases, random_label
+from jaxunlearn.methods import base, helpers, random_label
 
 
 def forget_gradient(params, apply_fn, x, y, chunk: int = 256):
@@ -79,7 +79,7 @@ class SalUn(base.Method):
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "mask_ratio", 0.0, 1.0, low_open=True, method="salun")
+    helpers.validate_range(hp, "mask_ratio", 0.0, 1.0, low_open=True, method="salun")
 
   def make(self, env):
     def init_extra(params):

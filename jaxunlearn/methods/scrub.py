@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 def distill_kl(student_logits, teacher_logits, temperature):
@@ -49,8 +49,8 @@ def scrub_loss_fn(name: str, env: base.MethodEnv, teacher_of):
   hp = env.hparams
 
   def loss_fn(params, state, batch):
-    k = phases.forget_steps(n_forget, batch.x_forget.shape[0], env.steps_per_epoch, name)
-    max_step = phases.in_forget_phase(state.step, env.steps_per_epoch, k) \
+    k = helpers.forget_steps(n_forget, batch.x_forget.shape[0], env.steps_per_epoch, name)
+    max_step = helpers.in_forget_phase(state.step, env.steps_per_epoch, k) \
         & (batch.epoch.astype(jnp.float32) < hp["msteps"])
     teacher = teacher_of(state.extra)
     loss = jax.lax.cond(
@@ -65,8 +65,8 @@ def scrub_loss_fn(name: str, env: base.MethodEnv, teacher_of):
 
 def validate_scrub(hp, name: str) -> None:
   for h in ("alpha", "gamma", "msteps"):
-    phases.validate_range(hp, h, 0.0, float("inf"), method=name)
-  phases.validate_range(hp, "temperature", 0.0, float("inf"), low_open=True, method=name)
+    helpers.validate_range(hp, h, 0.0, float("inf"), method=name)
+  helpers.validate_range(hp, "temperature", 0.0, float("inf"), low_open=True, method=name)
 
 
 @base.register("scrub")
@@ -84,5 +84,5 @@ class Scrub(base.Method):
     validate_scrub(hp, "scrub")
 
   def make(self, env):
-    return phases.gradient_method(env, scrub_loss_fn("scrub", env, lambda extra: extra),
+    return helpers.gradient_method(env, scrub_loss_fn("scrub", env, lambda extra: extra),
                                   init_extra=lambda params: params)

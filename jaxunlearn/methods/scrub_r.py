@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases, scrub
+from jaxunlearn.methods import base, helpers, scrub
 
 
 def rewind_index(forget_errors, heldout_error):
@@ -45,19 +45,19 @@ class ScrubR(scrub.Scrub):
       stack = jax.tree.map(lambda p: jnp.zeros((epochs, *p.shape), p.dtype), params)
       return {"teacher": params, "params": stack, "forget_error": jnp.zeros(epochs)}
 
-    inner = phases.gradient_method(
+    inner = helpers.gradient_method(
         env, scrub.scrub_loss_fn("scrub_r", env, lambda extra: extra["teacher"]), init_extra)
 
     def epoch_end(state):
       e = state.step // env.steps_per_epoch - 1
       ex = state.extra
-      err = phases.error_rate(env.apply_fn, state.params, inp.x_forget, inp.y_forget)
+      err = helpers.error_rate(env.apply_fn, state.params, inp.x_forget, inp.y_forget)
       stack = jax.tree.map(lambda s, p: s.at[e].set(p), ex["params"], state.params)
       return state._replace(extra={**ex, "params": stack,
                                    "forget_error": ex["forget_error"].at[e].set(err)})
 
     def pick(state):
-      e_fv = phases.error_rate(env.apply_fn, state.params, inp.x_heldout, inp.y_heldout)
+      e_fv = helpers.error_rate(env.apply_fn, state.params, inp.x_heldout, inp.y_heldout)
       return rewind_index(state.extra["forget_error"], e_fv), e_fv
 
     def finish(state):

@@ -1,10 +1,10 @@
-"""Tests of jaxunlearn.backdoor: trigger stamping, poisoning, attack success."""
+"""Tests of jaxunlearn.triggers: trigger stamping, poisoning, attack success."""
 
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxunlearn import backdoor
+from jaxunlearn import triggers
 from jaxunlearn.errors import ConfigError
 
 
@@ -25,7 +25,7 @@ def _cfg(**kw):
 def test_stamp_puts_the_patch_where_asked(position, rows, cols):
   rng = np.random.default_rng(0)
   x = rng.random((5, 8, 9, 2)).astype(np.float32) * 0.5
-  out = backdoor.stamp(x, _cfg(position=position, patch_value=0.75))
+  out = triggers.stamp(x, _cfg(position=position, patch_value=0.75))
   expected = x.copy()
   expected[:, rows[0]:rows[1], cols[0]:cols[1], :] = 0.75
   np.testing.assert_array_equal(out, expected)
@@ -35,11 +35,11 @@ def test_stamp_puts_the_patch_where_asked(position, rows, cols):
 def test_stamp_rejects_bad_settings():
   x = np.zeros((2, 6, 6, 1), np.float32)
   with pytest.raises(ConfigError, match="does not fit"):
-    backdoor.stamp(x, _cfg(patch_size=6, margin=1))
+    triggers.stamp(x, _cfg(patch_size=6, margin=1))
   with pytest.raises(ConfigError, match="position"):
-    backdoor.stamp(x, _cfg(position="middle"))
+    triggers.stamp(x, _cfg(position="middle"))
   with pytest.raises(ConfigError, match="NHWC"):
-    backdoor.stamp(np.zeros((2, 36), np.float32), _cfg())
+    triggers.stamp(np.zeros((2, 36), np.float32), _cfg())
 
 
 def test_poison_changes_only_the_forget_set():
@@ -47,7 +47,7 @@ def test_poison_changes_only_the_forget_set():
   x = rng.random((20, 6, 6, 1)).astype(np.float32) * 0.5
   y = rng.integers(0, 4, 20).astype(np.int32)
   forget = np.array([2, 5, 11])
-  xp, yp = backdoor.poison(x, y, forget, _cfg(target_class=3), num_classes=4)
+  xp, yp = triggers.poison(x, y, forget, _cfg(target_class=3), num_classes=4)
   keep = np.setdiff1d(np.arange(20), forget)
   np.testing.assert_array_equal(xp[keep], x[keep])
   np.testing.assert_array_equal(yp[keep], y[keep])
@@ -55,12 +55,12 @@ def test_poison_changes_only_the_forget_set():
   np.testing.assert_array_equal(xp[forget, 2:5, 2:5, :], 1.0)
   np.testing.assert_array_equal(xp[forget, :2], x[forget, :2])
   with pytest.raises(ConfigError, match="target_class"):
-    backdoor.poison(x, y, forget, _cfg(target_class=4), num_classes=4)
+    triggers.poison(x, y, forget, _cfg(target_class=4), num_classes=4)
 
 
 def test_attack_success_counts_target_predictions():
   logits = np.zeros((4, 3))
   logits[[0, 2], 1] = 5.0
   logits[[1, 3], 2] = 5.0
-  assert backdoor.attack_success(logits, 1) == 0.5
-  assert backdoor.attack_success(logits, 0) == 0.0
+  assert triggers.attack_success(logits, 1) == 0.5
+  assert triggers.attack_success(logits, 0) == 0.0

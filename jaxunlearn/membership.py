@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import evaluate as evaluate_lib, parallel, train as train_lib
+from jaxunlearn import metrics, parallel, train as train_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
@@ -62,9 +62,9 @@ def attack_features(logits: np.ndarray, labels: np.ndarray, kind: str) -> np.nda
   """
   logits = np.asarray(logits, np.float64)
   if kind == "sorted":
-    return -np.sort(-np.exp(evaluate_lib.log_softmax(logits)), axis=-1)
+    return -np.sort(-np.exp(metrics.log_softmax(logits)), axis=-1)
   if kind == "unsorted":
-    return np.exp(evaluate_lib.log_softmax(logits))
+    return np.exp(metrics.log_softmax(logits))
   if kind == "logit_conf":
     return logit_confidence(logits, labels)[:, None]
   raise ConfigError(f"unknown attack features {kind!r}; use one of {FEATURES}")

@@ -88,7 +88,7 @@ def masked_update(optimizer, grads, opt_state, params, mask=None):
 
 
 def gradient_method(env: base.MethodEnv, loss_fn, init_extra=None, mask_of=None
-                    ) -> base.UnlearningMethod:
+                    ) -> base.UpdateRule:
   """A plain gradient-step method whose loss also sees the state.
 
   Args:
@@ -109,4 +109,4 @@ def gradient_method(env: base.MethodEnv, loss_fn, init_extra=None, mask_of=None
     return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
         {"loss": loss, **aux}
 
-  return base.UnlearningMethod(init, step)
+  return base.UpdateRule(init, step)

@@ -1,4 +1,4 @@
-"""Tests of jaxunlearn.mia: attack features, shadow training under one vmap, attacks."""
+"""Tests of jaxunlearn.membership: attack features, shadow training under one vmap, attacks."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxunlearn import mia, models
+from jaxunlearn import membership, models
 from jaxunlearn.errors import ConfigError
 
 KEY = jax.random.key(0, impl="rbg")
@@ -24,36 +24,36 @@ def test_features_match_numpy():
   logits = rng.normal(size=(30, 5)) * 3
   labels = rng.integers(0, 5, 30)
   p = _softmax(logits)
-  np.testing.assert_allclose(mia.attack_features(logits, labels, "unsorted"), p, rtol=1e-12)
-  np.testing.assert_allclose(mia.attack_features(logits, labels, "sorted"),
+  np.testing.assert_allclose(membership.attack_features(logits, labels, "unsorted"), p, rtol=1e-12)
+  np.testing.assert_allclose(membership.attack_features(logits, labels, "sorted"),
                              np.sort(p, axis=1)[:, ::-1], rtol=1e-12)
   py = p[np.arange(30), labels]
-  np.testing.assert_allclose(mia.attack_features(logits, labels, "logit_conf")[:, 0],
+  np.testing.assert_allclose(membership.attack_features(logits, labels, "logit_conf")[:, 0],
                              np.log(py / (1 - py)), rtol=1e-9)
   with pytest.raises(ConfigError, match="unknown attack features"):
-    mia.attack_features(logits, labels, "raw")
+    membership.attack_features(logits, labels, "raw")
 
 
 def test_logit_confidence_does_not_saturate():
   # p_y = 1 - 1e-26 in float64 rounds to 1, yet the logit is exactly 60 - log(2).
   logits = np.array([[60.0, 0.0, 0.0], [0.0, -60.0, -60.0]])
-  got = mia.logit_confidence(logits, np.array([0, 2]))
+  got = membership.logit_confidence(logits, np.array([0, 2]))
   np.testing.assert_allclose(got, [60 - math.log(2), -60 - math.log(1 + math.exp(-60))],
                              rtol=1e-12)
 
 
 def test_shadow_in_indices_are_random_halves():
-  idx = mia.shadow_in_indices(3, 6, 41)
+  idx = membership.shadow_in_indices(3, 6, 41)
   assert idx.shape == (6, 20)
   for row in idx:
     assert len(set(row)) == 20 and row.min() >= 0 and row.max() < 41
     assert np.all(np.diff(row) > 0)
   assert len({tuple(r) for r in idx}) == 6
-  np.testing.assert_array_equal(idx, mia.shadow_in_indices(3, 6, 41))
+  np.testing.assert_array_equal(idx, membership.shadow_in_indices(3, 6, 41))
 
 
 def test_attack_metrics_against_hand_counts():
-  m = mia.attack_metrics(np.array([0.9, 0.8, 0.4, 0.6]), np.array([0.1, 0.7, 0.2, 0.3]))
+  m = membership.attack_metrics(np.array([0.9, 0.8, 0.4, 0.6]), np.array([0.1, 0.7, 0.2, 0.3]))
   assert m["forget_member_rate"] == 0.75
   assert m["balanced_acc"] == pytest.approx(0.5 * (0.75 + 0.75))
   # 16 member/non-member pairs; the member scores higher in 14 of them.
@@ -68,22 +68,22 @@ def test_fit_attack_learns_a_separable_signal():
   logits = rng.normal(size=(n, 3))
   # Members: their class's logit is 4 higher.
   logits[np.arange(n), labels] += np.where(member, 6.0, 1.0)
-  for kind in mia.FEATURES:
-    attack = mia.fit_attack(logits, labels, member, kind)
+  for kind in membership.FEATURES:
+    attack = membership.fit_attack(logits, labels, member, kind)
     scores = attack.score(logits, labels)
-    m = mia.attack_metrics(scores[member], scores[~member])
+    m = membership.attack_metrics(scores[member], scores[~member])
     assert m["balanced_acc"] > 0.8, kind
   # A class whose shadow records are all members gets a constant score.
-  attack = mia.fit_attack(logits[:5], np.zeros(5, int), np.ones(5, bool), "sorted")
+  attack = membership.fit_attack(logits[:5], np.zeros(5, int), np.ones(5, bool), "sorted")
   np.testing.assert_array_equal(attack.score(logits[:5], np.zeros(5, int)), 1.0)
 
 
 def test_loss_attack_separates_and_stays_at_chance():
   rng = np.random.default_rng(0)
   low, high = rng.exponential(0.01, 100), rng.exponential(1.0, 100)
-  strong = mia.loss_attack(low, high)
+  strong = membership.loss_attack(low, high)
   assert strong["balanced_acc"] > 0.9 and strong["auc"] > 0.9
-  same = mia.loss_attack(rng.exponential(1.0, 200), rng.exponential(1.0, 200))
+  same = membership.loss_attack(rng.exponential(1.0, 200), rng.exponential(1.0, 200))
   assert abs(same["balanced_acc"] - 0.5) < 0.1
 
 
@@ -100,8 +100,8 @@ def pool():
 def _train(pool, driver, num_shadows=2):
   x, y = pool
   model = models.get_model("mlp", 10, hidden=(16,))
-  in_idx = mia.shadow_in_indices(0, num_shadows, 64)
-  return mia.train_shadows(model, optax.adam(3e-3), x.shape[1:], x[:64], y[:64], in_idx, KEY,
+  in_idx = membership.shadow_in_indices(0, num_shadows, 64)
+  return membership.train_shadows(model, optax.adam(3e-3), x.shape[1:], x[:64], y[:64], in_idx, KEY,
                            epochs=2, batch_size=16, driver=driver)
 
 
@@ -109,8 +109,8 @@ def test_shadows_come_out_of_one_vmapped_call(pool):
   x, y = pool
   k = 3
   model = models.get_model("mlp", 10, hidden=(32,))
-  in_idx = mia.shadow_in_indices(0, k, x.shape[0])
-  train_all = mia.make_shadow_train_fn(model, optax.adam(1e-2), x.shape[1:], epochs=10,
+  in_idx = membership.shadow_in_indices(0, k, x.shape[0])
+  train_all = membership.make_shadow_train_fn(model, optax.adam(1e-2), x.shape[1:], epochs=10,
                                        batch_size=32)
   keys = jax.vmap(lambda i: jax.random.fold_in(KEY, i))(jnp.arange(k))
   # The whole training of all shadows is one jitted computation (a single
@@ -125,9 +125,9 @@ def test_shadows_come_out_of_one_vmapped_call(pool):
   for i in range(k):
     for j in range(i):
       assert not np.allclose(kernel[i], kernel[j])
-  logits = mia.shadow_logits(model, states.params, states.batch_stats, x)
+  logits = membership.shadow_logits(model, states.params, states.batch_stats, x)
   assert logits.shape == (k, x.shape[0], 10)
-  shadows = mia.Shadows(states.params, states.batch_stats, in_idx, np.asarray(losses), 0, 0)
+  shadows = membership.Shadows(states.params, states.batch_stats, in_idx, np.asarray(losses), 0, 0)
   mask = shadows.in_mask(x.shape[0])
   for i in range(k):
     out = ~mask[i]

@@ -1,11 +1,12 @@
-"""Tests of jaxunlearn.distributions: divergences against NumPy, the PNG."""
+"""Tests of jaxunlearn.divergences against NumPy, and the distributions evaluator's phi plot."""
 
 import math
 
 import numpy as np
 import pytest
 
-from jaxunlearn import distributions
+from jaxunlearn import divergences
+from jaxunlearn.evaluators import distributions as distributions_evaluator
 
 
 def _random_probs(rng, n, c, zeros=False):
@@ -28,29 +29,27 @@ def test_kl_and_js_match_a_plain_loop(zeros):
   rng = np.random.default_rng(0)
   p = _random_probs(rng, 50, 7, zeros)
   q = _random_probs(rng, 50, 7)
-  np.testing.assert_allclose(distributions.kl(p, q), _kl_loop(p, q), rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(divergences.kl(p, q), _kl_loop(p, q), rtol=1e-10, atol=1e-12)
   m = 0.5 * (p + q)
   expected_js = 0.5 * (_kl_loop(p, m) + _kl_loop(q, m))
-  np.testing.assert_allclose(distributions.js(p, q), expected_js, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(divergences.js(p, q), expected_js, rtol=1e-10, atol=1e-12)
 
 
 def test_divergence_properties():
   rng = np.random.default_rng(1)
   p, q = _random_probs(rng, 40, 5, zeros=True), _random_probs(rng, 40, 5, zeros=True)
-  np.testing.assert_allclose(distributions.kl(p, p), 0.0, atol=1e-12)
-  np.testing.assert_allclose(distributions.js(p, q), distributions.js(q, p), rtol=1e-12)
-  assert np.all(distributions.kl(p, q) >= -1e-12)
-  assert np.all(distributions.js(p, q) <= math.log(2) + 1e-12)
+  np.testing.assert_allclose(divergences.kl(p, p), 0.0, atol=1e-12)
+  np.testing.assert_allclose(divergences.js(p, q), divergences.js(q, p), rtol=1e-12)
+  assert np.all(divergences.kl(p, q) >= -1e-12)
+  assert np.all(divergences.js(p, q) <= math.log(2) + 1e-12)
   # Disjoint supports: JS reaches log 2; KL stays finite with q floored.
   a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-  np.testing.assert_allclose(distributions.js(a, b), [math.log(2)], rtol=1e-12)
-  assert np.isfinite(distributions.kl(a, b)).all() and distributions.kl(a, b)[0] > 100
+  np.testing.assert_allclose(divergences.js(a, b), [math.log(2)], rtol=1e-12)
+  assert np.isfinite(divergences.kl(a, b)).all() and divergences.kl(a, b)[0] > 100
 
 
-def test_max_prob_and_plot(tmp_path):
-  logits = np.array([[0.0, 0.0], [10.0, 0.0]])
-  np.testing.assert_allclose(distributions.max_prob(logits), [0.5, 1 / (1 + math.exp(-10))])
+def test_phi_plot_writes_a_png(tmp_path):
   path = tmp_path / "hist.png"
-  distributions.plot_max_prob({"original": np.array([0.9, 0.99]), "retrain": np.array([0.5])},
-                              path, title="t")
+  distributions_evaluator.plot_phi({"original": np.array([0.9, 3.0]), "retrain": np.array([-5.0])},
+                                   path, title="t")
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
