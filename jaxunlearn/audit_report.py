@@ -32,12 +32,12 @@ def markdown(r: dict) -> str:
            "examples of the std of phi across the population divided by the std across "
            "retrains (1 is the retrains' own spread).", "",
            "| population | F (forgetting quality) | final score | eps median | eps mean | "
-           "phi median | spread ratio | retain acc | test acc |",
+           "phi median | spread ratio | remain acc | test acc |",
            "|---|---|---|---|---|---|---|---|---|"]
   for name, e in r["epsilon"].items():
     lines.append(f"| {name} | {_fmt(e['forgetting_quality'])} | {_fmt(e['final_score'])} | "
                  f"{_fmt(e['eps_median'])} | {_fmt(e['eps_mean'])} | {_fmt(e['phi_median'])} | "
-                 f"{_fmt(e.get('spread_ratio'))} | {_fmt(e['retain_acc'])} | "
+                 f"{_fmt(e.get('spread_ratio'))} | {_fmt(e['remain_acc'])} | "
                  f"{_fmt(e['test_acc'])} |")
   if r.get("ulira"):
     u = r["ulira"]

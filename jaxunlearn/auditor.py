@@ -231,8 +231,8 @@ class _Auditor:
     x_all, y_all = jnp.asarray(ctx.x_train), jnp.asarray(ctx.y_train)
     self.x_all, self.y_all = x_all, y_all
     self.data = pops.EvalData(
-        x_audit=x_all[s.forget_idx], y_audit=y_all[s.forget_idx], x_retain=x_all[s.remain_idx],
-        y_retain=y_all[s.remain_idx], x_test=jnp.asarray(ctx.data.x_test),
+        x_audit=x_all[s.forget_idx], y_audit=y_all[s.forget_idx], x_remain=x_all[s.remain_idx],
+        y_remain=y_all[s.remain_idx], x_test=jnp.asarray(ctx.data.x_test),
         y_test=jnp.asarray(ctx.data.y_test))
     self.base_spec = {"original": json.loads(json.dumps(pipeline.original_fingerprint(ctx))),
                       "forget_hash": ctx.forget_hash(), "seed": _seed(cfg)}
@@ -248,7 +248,7 @@ class _Auditor:
                             "chunks_reused": int(out["chunks_reused"])}
     if jax.process_index() == 0:
       pops.save_phi(self.ctx.workdir / "phi", pop.name, out["phi"],
-                    examples=self.ctx.splits.forget_idx, retain_acc=out["retain_acc"],
+                    examples=self.ctx.splits.forget_idx, remain_acc=out["remain_acc"],
                     test_acc=out["test_acc"], **masks)
     self.results[pop.name] = out
     return out
@@ -316,12 +316,12 @@ class _Auditor:
 def _epsilon(unlearned: dict, retrained: dict) -> dict:
   rep = eps_lib.epsilon_report(
       unlearned["phi"], retrained["phi"],
-      retain_acc_unlearned=float(np.mean(unlearned["retain_acc"])),
-      retain_acc_retrained=float(np.mean(retrained["retain_acc"])),
+      remain_acc_unlearned=float(np.mean(unlearned["remain_acc"])),
+      remain_acc_retrained=float(np.mean(retrained["remain_acc"])),
       test_acc_unlearned=float(np.mean(unlearned["test_acc"])),
       test_acc_retrained=float(np.mean(retrained["test_acc"])))
   out = {k: rep[k] for k in EPSILON_KEYS}
-  out["retain_acc"] = float(np.mean(unlearned["retain_acc"]))
+  out["remain_acc"] = float(np.mean(unlearned["remain_acc"]))
   out["test_acc"] = float(np.mean(unlearned["test_acc"]))
   out["phi_median"] = float(np.median(unlearned["phi"]))
   out["spread_ratio"] = spread_ratio(unlearned["phi"], retrained["phi"])
@@ -343,7 +343,7 @@ def spread_ratio(unlearned_phi, retrained_phi) -> float:
 def _ulira(out: dict, masks: dict) -> dict:
   rep = ulira_lib.ulira(out["phi"], masks["in_mask"], masks["out_mask"], groups=masks["groups"])
   res = {k: rep[v] for k, v in ULIRA_KEYS.items()}
-  res["retain_acc"] = float(np.mean(out["retain_acc"]))
+  res["remain_acc"] = float(np.mean(out["remain_acc"]))
   res["test_acc"] = float(np.mean(out["test_acc"]))
   return res
 
@@ -432,7 +432,7 @@ def _run_ulira(a: _Auditor, specs, masks) -> dict:
   f_rows = np.stack([s.forget_idx[f] for f in forget])
   # Row m * K + k of these populations is original m's k-th forget set.
   a.train_population("ulira_retrain_control", left_rows, masks=m_masks)
-  identity = {k: originals[k][groups] for k in ("phi", "retain_acc", "test_acc")}
+  identity = {k: originals[k][groups] for k in ("phi", "remain_acc", "test_acc")}
   a.results["ulira_identity_control"] = identity
   if jax.process_index() == 0:
     pops.save_phi(ctx.workdir / "phi", "ulira_identity_control", identity["phi"],

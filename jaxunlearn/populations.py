@@ -42,8 +42,8 @@ class EvalData(NamedTuple):
   """What every member is measured on (shared by all members; a pytree)."""
   x_audit: Any        # [n, ...] audited examples, as trained on
   y_audit: Any        # [n] their labels, as trained on
-  x_retain: Any       # D_r (or a sample of it) for retain accuracy
-  y_retain: Any
+  x_remain: Any       # D_r (or a sample of it) for remain accuracy
+  y_remain: Any
   x_test: Any
   y_test: Any
 
@@ -56,7 +56,7 @@ class Population:
     name: the population's name (``phi/<name>.npy``); letters, digits, ``_``.
     size: N.
     member: ``member(key, *mapped, *shared) -> dict`` of ``phi`` ``[n]``,
-      ``retain_acc`` and ``test_acc`` scalars, and ``params`` /
+      ``remain_acc`` and ``test_acc`` scalars, and ``params`` /
       ``batch_stats`` if ``keep_params``.
     mapped: per-member arrays (pytrees), leading axis N.
     shared: arrays every member gets whole.
@@ -87,13 +87,13 @@ def evaluate(apply_fn: Callable, params, data: EvalData) -> dict:
   def acc(x, y):
     return jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y)
   return {"phi": phi_lib.logit_confidence(apply_fn(params, data.x_audit), data.y_audit),
-          "retain_acc": acc(data.x_retain, data.y_retain),
+          "remain_acc": acc(data.x_remain, data.y_remain),
           "test_acc": acc(data.x_test, data.y_test)}
 
 
 def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
   out = {"phi": jax.ShapeDtypeStruct((rows, n_audit), jnp.float32),
-         "retain_acc": jax.ShapeDtypeStruct((rows,), jnp.float32),
+         "remain_acc": jax.ShapeDtypeStruct((rows,), jnp.float32),
          "test_acc": jax.ShapeDtypeStruct((rows,), jnp.float32)}
   if pop.keep_params:
     params, bs = pop.abstract_params
@@ -134,7 +134,7 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
 
   Returns:
     dict of numpy arrays with leading axis N: ``phi`` ``[N, n_audit]``,
-    ``retain_acc``, ``test_acc`` (and ``params`` / ``batch_stats``), plus
+    ``remain_acc``, ``test_acc`` (and ``params`` / ``batch_stats``), plus
     ``chunks_reused``, the number of chunks restored from disk.
   """
   if pop.size < 1:

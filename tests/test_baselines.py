@@ -253,7 +253,7 @@ def test_bad_teacher_loss_matches_numpy():
 
 def test_bad_teacher_draws_remain_rows_from_a_fixed_subset():
   key = jax.random.key(0)
-  rows = np.concatenate([np.asarray(bad_teacher.retain_subset_rows(key, s, 100, 0.3, 16))
+  rows = np.concatenate([np.asarray(bad_teacher.remain_subset_rows(key, s, 100, 0.3, 16))
                          for s in range(50)])
   assert len(set(rows)) == 30
 
@@ -272,7 +272,7 @@ def test_every_method_runs_and_moves_the_weights(name):
                                       ("salun", {"mask_ratio": 0.0}),
                                       ("scrub", {"temperature": 0.0}),
                                       ("l1_sparse", {"alpha": -1.0}),
-                                      ("bad_teacher", {"retain_fraction": 1.2})])
+                                      ("bad_teacher", {"remain_fraction": 1.2})])
 def test_bad_hyperparameters_rejected(name, bad):
   with pytest.raises(ConfigError, match=list(bad)[0]):
     unlearn.default_hparams(name, 0.1, **bad)

@@ -241,12 +241,12 @@ def test_final_score_against_hand_computation():
     epsilon.final_score(0.2, 0.8, 0.0, 0.7, 0.7)
   rng = np.random.default_rng(3)
   u, r = rng.normal(size=(16, 4)), rng.normal(size=(16, 4))
-  report = epsilon.epsilon_report(u, r, retain_acc_unlearned=0.9, retain_acc_retrained=1.0,
+  report = epsilon.epsilon_report(u, r, remain_acc_unlearned=0.9, remain_acc_retrained=1.0,
                                   test_acc_unlearned=0.8, test_acc_retrained=0.8)
   assert report["final_score"] == pytest.approx(report["forgetting_quality"] * 0.9)
   assert report["forgetting_quality"] == pytest.approx(np.mean(report["points"]))
   with pytest.raises(ConfigError, match="all four accuracies"):
-    epsilon.epsilon_report(u, r, retain_acc_unlearned=0.9)
+    epsilon.epsilon_report(u, r, remain_acc_unlearned=0.9)
 
 
 def test_bad_input():

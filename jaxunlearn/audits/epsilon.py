@@ -31,7 +31,7 @@ Binning (:func:`epsilon_points`): with ``N`` unlearned models the largest
 resolvable epsilon is ``ceil(ln(N - 1))`` (7 for N = 512); an example with
 ``eps`` below it scores ``2 ** -floor(2 * eps)`` points, otherwise 0. The
 forgetting quality is the mean of the points; :func:`final_score` multiplies
-it by the retain- and test-accuracy ratios of unlearned to retrained models.
+it by the remain- and test-accuracy ratios of unlearned to retrained models.
 
 Speed: a rule's epsilon depends only on how many samples of each set it
 predicts positive, so every rule is two counts from a ``searchsorted`` into
@@ -258,14 +258,14 @@ def forgetting_quality(eps: np.ndarray, n_models: int) -> float:
   return float(points.mean())
 
 
-def final_score(forgetting_quality: float, retain_acc_unlearned, retain_acc_retrained,
+def final_score(forgetting_quality: float, remain_acc_unlearned, remain_acc_retrained,
                 test_acc_unlearned, test_acc_retrained) -> float:
   """``F * (RA_u / RA_r) * (TA_u / TA_r)``, the ratios not clipped.
 
   Args:
     forgetting_quality: ``F`` from :func:`forgetting_quality`.
-    retain_acc_unlearned: retain accuracy of each unlearned model (or its mean).
-    retain_acc_retrained: retain accuracy of each retrained model (or its mean).
+    remain_acc_unlearned: remain accuracy of each unlearned model (or its mean).
+    remain_acc_retrained: remain accuracy of each retrained model (or its mean).
     test_acc_unlearned: test accuracy of each unlearned model (or its mean).
     test_acc_retrained: test accuracy of each retrained model (or its mean).
 
@@ -273,16 +273,16 @@ def final_score(forgetting_quality: float, retain_acc_unlearned, retain_acc_retr
     The challenge's final score; the accuracies are averaged over models first.
   """
   ra_u, ra_r, ta_u, ta_r = (float(np.mean(a)) for a in (
-      retain_acc_unlearned, retain_acc_retrained, test_acc_unlearned, test_acc_retrained))
+      remain_acc_unlearned, remain_acc_retrained, test_acc_unlearned, test_acc_retrained))
   if ra_r <= 0 or ta_r <= 0:
-    raise ConfigError(f"retrained models' mean accuracies must be positive, got retain "
+    raise ConfigError(f"retrained models' mean accuracies must be positive, got remain "
                       f"{ra_r} and test {ta_r}")
   return float(forgetting_quality) * (ra_u / ra_r) * (ta_u / ta_r)
 
 
 def epsilon_report(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
-                   delta: float = DELTA, retain_acc_unlearned=None,
-                   retain_acc_retrained=None, test_acc_unlearned=None,
+                   delta: float = DELTA, remain_acc_unlearned=None,
+                   remain_acc_retrained=None, test_acc_unlearned=None,
                    test_acc_retrained=None) -> dict:
   """Forgetting quality and its ingredients, JSON-ready.
 
@@ -290,9 +290,9 @@ def epsilon_report(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
     unlearned_phi: ``[N_u, n]`` phi of the forget set under the unlearned models.
     retrained_phi: ``[N_r, n]`` phi of the forget set under the retrained models.
     delta: the delta of (epsilon, delta).
-    retain_acc_unlearned: optional per-model (or mean) retain accuracies; with
+    remain_acc_unlearned: optional per-model (or mean) remain accuracies; with
       all four accuracies the report includes ``final_score``.
-    retain_acc_retrained: see above.
+    remain_acc_retrained: see above.
     test_acc_unlearned: see above.
     test_acc_retrained: see above.
 
@@ -308,9 +308,9 @@ def epsilon_report(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
   n_u = int(np.shape(unlearned_phi)[0])
   points = epsilon_points(eps, n_u)
   quality = float(points.mean())
-  accs = (retain_acc_unlearned, retain_acc_retrained, test_acc_unlearned, test_acc_retrained)
+  accs = (remain_acc_unlearned, remain_acc_retrained, test_acc_unlearned, test_acc_retrained)
   if any(a is not None for a in accs) and any(a is None for a in accs):
-    raise ConfigError("give all four accuracies (retain and test, unlearned and retrained) "
+    raise ConfigError("give all four accuracies (remain and test, unlearned and retrained) "
                       "for a final score, or none")
   final = None if accs[0] is None else final_score(quality, *accs)
   return {

@@ -2,7 +2,7 @@
 
 The student starts at the original and is distilled towards two teachers on
 a mixed set: on D_f a *randomly initialised* network of the same architecture
-(the incompetent teacher), on a random ``retain_fraction`` (30 %) subset of
+(the incompetent teacher), on a random ``remain_fraction`` (30 %) subset of
 D_r the frozen original (the competent one). Each step takes the forget
 batch and ``B_r`` rows drawn from the subset and minimises
 
@@ -30,7 +30,7 @@ def bad_teacher_loss(student_logits, target_logits, temperature):
   return base.kl_divergence(p, student_logits / temperature) / student_logits.shape[-1]
 
 
-def retain_subset_rows(key, step, n_remain: int, fraction, batch_size: int):
+def remain_subset_rows(key, step, n_remain: int, fraction, batch_size: int):
   """``batch_size`` row indices drawn from a fixed random ``fraction`` of ``range(n_remain)``."""
   subset = jax.random.permutation(jax.random.fold_in(key, 1), n_remain)
   n_sub = jnp.maximum(1, jnp.floor(fraction * n_remain).astype(jnp.int32))
@@ -45,14 +45,15 @@ class BadTeacher(base.Method):
   description = ("bad teacher: distil a randomly initialised teacher on D_f and the "
                  "original on a 30% subset of D_r (KL at temperature T)")
   inputs = ("x_forget", "x_remain")
-  hparams = {"temperature": 1.0, "retain_fraction": 0.3}
+  hparams = {"temperature": 1.0, "remain_fraction": 0.3}
+  renamed = {"retain_fraction": "remain_fraction"}   # the old spelling, still accepted
   search_space = {"learning_rate": (1e-5, 1e-4, 1e-3, 1e-2), "temperature": (1.0, 2.0, 4.0)}
 
   def validate(self, hp):
     super().validate(hp)
     helpers.validate_range(hp, "temperature", 0.0, float("inf"), low_open=True,
                           method="bad_teacher")
-    helpers.validate_range(hp, "retain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
+    helpers.validate_range(hp, "remain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
 
   def make(self, env):
     if env.init_fn is None:
@@ -65,7 +66,7 @@ class BadTeacher(base.Method):
       return {"teacher": params, "bad": env.init_fn(jax.random.fold_in(env.key, 0))}
 
     def loss_fn(params, state, batch):
-      rows = retain_subset_rows(env.key, state.step, n_remain, hp["retain_fraction"],
+      rows = remain_subset_rows(env.key, state.step, n_remain, hp["remain_fraction"],
                                 batch.x_remain.shape[0])
       x_r = x_remain[rows]
       x = jnp.concatenate([batch.x_forget, x_r])

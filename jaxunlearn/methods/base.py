@@ -134,6 +134,8 @@ class Method:
   hparams: Mapping[str, float] = {}
   options: Mapping[str, tuple] = {}
   shared_hparams: tuple[str, ...] = ()
+  renamed: Mapping[str, str] = {}    # old hyperparameter name -> new: the old one is still
+                                     # accepted, with one deprecation line
   epoch_over: str = "forget"
   description: str = ""
 
