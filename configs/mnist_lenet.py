@@ -7,11 +7,11 @@ The paper gives no training schedule for the original; ours is Adam 1e-3,
 batch 64, 20 epochs. The reference model trains 50 epochs (Table III).
 """
 
-from jaxunlearn.config import base_config
+from jaxunlearn.plugins import default_config
 
 
 def get_config():
-  c = base_config()
+  c = default_config()
   c.setting = "mnist_lenet"
   c.dataset = "mnist"
   c.model = "lenet5"

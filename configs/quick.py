@@ -46,11 +46,11 @@ whole run within about 2.5 minutes on this CPU. For an attack that does
 find members, see ``experiments/mia_sanity.py``.
 """
 
-from jaxunlearn.config import base_config
+from jaxunlearn.plugins import default_config
 
 
 def get_config():
-  c = base_config()
+  c = default_config()
   c.setting = "quick"
   c.dataset = "mnist5k"
   c.model = "lenet5"

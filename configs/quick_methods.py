@@ -9,9 +9,9 @@ out of every model, needed by SCRUB+R and used as held-out data by the
 tuner) and, per method, the ``unlearn`` fields of :data:`SETTINGS`. The
 paper's method keeps quick's settings (lam 0.2, 5 epochs over D_f, lr 0.02).
 
-Settings follow the authors' optimisers (BASELINES.md): SGD with momentum 0.9
-and weight decay 5e-4 for the OPTML methods and SCRUB, none for NegGrad+,
-Adam for the bad teacher. Epochs over D_r are 2 (3 for SCRUB, whose max
+Settings follow the authors' optimisers (each method's docstring cites its
+source): SGD with momentum 0.9 and weight decay 5e-4 for the OPTML methods
+and SCRUB, none for NegGrad+, Adam for the bad teacher. Epochs over D_r are 2 (3 for SCRUB, whose max
 steps need several epochs): about a tenth of retraining's 20 epochs, as the
 authors' 10 of 182. Learning rates and each method's main knob were chosen
 by ``experiments/tune_methods.py`` (see :data:`TUNED`).
@@ -118,8 +118,8 @@ def apply(c, method: str, tuned: bool = True):
     *parents, leaf = field.split(".")
     for p in parents:
       if p not in node:
-        from jaxunlearn.config import add_plugin_blocks
-        add_plugin_blocks(c)
+        from jaxunlearn import plugins
+        plugins.add_blocks(c)
       node = node[p]
     node[leaf] = value
   return c

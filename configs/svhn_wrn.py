@@ -7,11 +7,11 @@ WRN-16-4 (the paper names no depth or width), SGD with momentum and a cosine
 schedule; the reference model uses the same schedule.
 """
 
-from jaxunlearn.config import base_config
+from jaxunlearn.plugins import default_config
 
 
 def get_config():
-  c = base_config()
+  c = default_config()
   c.setting = "svhn_wrn"
   c.dataset = "svhn_cropped"
   c.model = "wide_resnet"

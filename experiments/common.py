@@ -96,8 +96,8 @@ def fmt(mean, std) -> str:
 
 
 def provenance(cfg=None) -> dict:
-  from jaxunlearn import pipeline
-  out = {"environment": pipeline.environment(), "command": " ".join(sys.argv)}
+  from jaxunlearn import request
+  out = {"environment": request.environment(), "command": " ".join(sys.argv)}
   if cfg is not None:
     out["config"] = cfg.to_dict()
   return out

@@ -6,8 +6,9 @@
 Each method runs with its settings from ``--settings`` (default
 ``configs/quick_methods.py``: the authors' optimisers and the tuned learning
 rates and knobs) on top of ``--config``; ``--set`` overrides come last. All
-methods of a seed share one work directory, so the original, the retrained
-model and the shadow models are trained once per seed. ``gradient_ascent_lr10x``
+methods of a seed are plans of one request (:mod:`jaxunlearn.request`): one
+work directory, one validation of every method before any training, and the
+original, the retrained model and the shadow models trained once per seed. ``gradient_ascent_lr10x``
 (gradient ascent at 10x its learning rate) is a control that must come out
 bad; ``--control-factors 10,100`` adds ``gradient_ascent_lr100x`` as well,
 ``--no-bad-control`` leaves the controls out. Every row of a run goes into the
@@ -76,6 +77,32 @@ def method_config(args, settings, seed: int, label: str):
   return cfg
 
 
+def seed_request(args, settings, seed: int, labels: list[str]):
+  """The request of one seed: its config and one plan per row (``open_request``'s arguments)."""
+  from jaxunlearn import plugins, request
+  from jaxunlearn.errors import ConfigError
+  configs = {label: method_config(args, settings, seed, label) for label in labels}
+  base = configs[labels[0]]
+  shared = {k: v for k, v in base.to_dict().items() if k != "unlearn"}
+  for label, cfg in configs.items():
+    if {k: v for k, v in cfg.to_dict().items() if k != "unlearn"} != shared:
+      raise ConfigError(f"the settings of {label!r} change more than the unlearn block; every "
+                        "row of a seed must share the original")
+  for cfg in configs.values():
+    plugins.add_blocks(cfg)
+  if args.quiet:
+    base.report.progress = False
+  specs = [request.MethodSpec(label, configs[label].unlearn, f"method {label!r}")
+           for label in labels]
+  return base, specs
+
+
+def run_row(req, label: str) -> dict:
+  """One row of a seed: the pipeline's stages and evaluators for ``label``'s plan."""
+  from jaxunlearn import pipeline
+  return pipeline.run_plan(req, label)[0]
+
+
 def row_figures(r: dict, model: str) -> dict:
   """The table's figures of ``model`` (``unlearned``, ``retrain`` or ``original``) in ``r``."""
   out = {label: common.get(r, path.format(model)) for label, path in FIGURES if path}
@@ -102,6 +129,8 @@ def main(argv=None) -> dict:
                       "control row each (gradient_ascent_lr<factor>x)")
   p.add_argument("--no-bad-control", dest="bad_control", action="store_false",
                  help="leave out the control rows")
+  p.add_argument("--verbose", dest="quiet", action="store_false",
+                 help="progress bars of every stage")
   args = p.parse_args(argv)
   out = Path(args.out)
   settings = load_settings(args.settings)
@@ -119,30 +148,32 @@ def main(argv=None) -> dict:
       if args.bad_control else []
   controls = [control_label(f) for f in factors]
   labels = names + controls
+  from jaxunlearn import request
   from jaxunlearn.errors import NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   diverged = {label: 0 for label in per_row}
   for seed in common.seeds(args.seeds):
+    cfg, specs = seed_request(args, settings, seed, labels)
     have_references = False
-    for label in labels:
-      cfg = method_config(args, settings, seed, label)
-      try:
-        r = common.run(cfg, out / "work" / f"seed{seed}")
-      except NonFiniteError as e:
-        # No model to evaluate: the row counts the seed as diverged, its figures the others.
-        runs.append({"seed": seed, "label": label, "diverged": str(e)})
-        diverged[label] += 1
-        print(f"seed {seed} {label}: diverged ({e})", flush=True)
-        continue
-      runs.append({"seed": seed, "label": label, "results": r})
-      per_row[label].append(row_figures(r, "unlearned"))
-      if not have_references:
-        per_row["retrain"].append(row_figures(r, "retrain"))
-        per_row["original"].append(row_figures(r, "original"))
-        have_references = True
-      print(f"seed {seed} {label}: test {r['models']['unlearned']['acc_test']:.4f} "
-            f"forget {r['models']['unlearned']['acc_forget']:.4f} "
-            f"unlearn {r['time_s']['unlearn']:.2f}s", flush=True)
+    with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs) as req:
+      for label in labels:
+        try:
+          r = run_row(req, label)
+        except NonFiniteError as e:
+          # No model to evaluate: the row counts the seed as diverged, its figures the others.
+          runs.append({"seed": seed, "label": label, "diverged": str(e)})
+          diverged[label] += 1
+          print(f"seed {seed} {label}: diverged ({e})", flush=True)
+          continue
+        runs.append({"seed": seed, "label": label, "results": r})
+        per_row[label].append(row_figures(r, "unlearned"))
+        if not have_references:
+          per_row["retrain"].append(row_figures(r, "retrain"))
+          per_row["original"].append(row_figures(r, "original"))
+          have_references = True
+        print(f"seed {seed} {label}: test {r['models']['unlearned']['acc_test']:.4f} "
+              f"forget {r['models']['unlearned']['acc_forget']:.4f} "
+              f"unlearn {r['time_s']['unlearn']:.2f}s", flush=True)
   n_seeds = len(common.seeds(args.seeds))
   header = ["method", *(label for label, _ in FIGURES), "diverged"]
   rows, stats = [], {}

@@ -26,16 +26,16 @@ MODELS = ("original", "retrain", "reference", "unlearned")
 
 def posteriors(cfg, workdir: Path, results: dict) -> dict:
   """Softmax outputs of every model on D_f and on the test set."""
-  from jaxunlearn import metrics, pipeline, train
-  ctx = pipeline.build_context(cfg, workdir)
+  from jaxunlearn import metrics, request, train
   out = {}
-  for name in MODELS:
-    m = pipeline.restore(ctx, results["stages"][name])
-    x_f = ctx.x_train[ctx.splits.forget_idx]
-    out[name] = {
-        "forget": metrics.softmax(train.predict(m.apply_fn, m.params, x_f)),
-        "test": metrics.softmax(train.predict(m.apply_fn, m.params, ctx.data.x_test)),
-    }
+  with request.open_request(cfg, workdir) as req:
+    x_f = req.x_train[req.splits.forget_idx]
+    for name in MODELS:
+      m = req.restore(results["stages"][name])
+      out[name] = {
+          "forget": metrics.softmax(train.predict(m.apply_fn, m.params, x_f)),
+          "test": metrics.softmax(train.predict(m.apply_fn, m.params, req.data.x_test)),
+      }
   return out
 
 

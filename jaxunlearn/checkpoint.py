@@ -46,6 +46,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.errors import CheckpointError
 
 MARKER_NAME = 'COMPLETE.json'
@@ -393,12 +394,9 @@ def _checksum_tree(path: Path) -> dict[str, dict[str, Any]]:
 
 def _write_marker(path: Path, content: dict[str, Any]) -> None:
   """Writes the marker atomically: a reader sees no marker or a whole one."""
-  tmp = path / f'{_MARKER_TMP_PREFIX}-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(content, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path / MARKER_NAME)
+  # The temporary name starts with _MARKER_TMP_PREFIX, which readers skip.
+  workdir_lib.atomic_write(path / MARKER_NAME, json.dumps(content, indent=1, sort_keys=True),
+                           fsync=True)
   # Without this the rename itself may be lost on power failure.
   _fsync_dir(path)
 

@@ -1,13 +1,9 @@
-"""Command line: ``jaxunlearn run|audit --config configs/X.py --workdir DIR [--wait]``.
-
-``audit`` runs the populations, the epsilon-score and U-LiRA
-(:mod:`jaxunlearn.auditor`) and writes ``audit.json`` / ``audit.md``.
+"""Command line: ``jaxunlearn COMMAND [flags]``; ``jaxunlearn --help`` lists the commands.
 
 Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
-``--config.plugins='("my_module",)'`` imports a user's own methods and
-evaluators before the config file is read, so their config blocks accept
-overrides too. ``jaxunlearn methods`` / ``jaxunlearn evaluators`` list what is
-registered. Bad input prints one line to stderr and exits with status 2.
+``--config.plugins='("my_module",)'`` imports a user's own plugins before the
+config file is read, so their config blocks accept overrides too. Bad input
+prints one line to stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -17,8 +13,66 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-USAGE = ("usage: jaxunlearn run|audit --config configs/quick.py --workdir DIR [--wait] "
-         "[--config.FIELD=VALUE ...] | jaxunlearn methods | jaxunlearn evaluators")
+COMMANDS = {
+    "run": "train the original (once per work dir), retrain, unlearn and evaluate; writes "
+           "results.json and results.md",
+    "audit": "per-example audits: populations of models, the epsilon-score and U-LiRA; writes "
+             "audit.json and audit.md",
+    "config": "print every config field of a config file with its value and description",
+    "methods": "list the unlearning methods",
+    "evaluators": "list the evaluators",
+    "statistics": "list the audit statistics",
+    "datasets": "list the datasets",
+    "models": "list the models",
+    "transforms": "list the data transforms",
+}
+LISTS = ("methods", "evaluators", "statistics", "datasets", "models", "transforms")
+
+USAGE = "usage: jaxunlearn COMMAND [flags]; jaxunlearn --help lists the commands"
+
+
+def main_help() -> str:
+  width = max(map(len, COMMANDS))
+  lines = ["usage: jaxunlearn COMMAND [flags]", "",
+           "Machine unlearning for JAX/Flax models (the paper's lightweight method and "
+           "baselines), with membership-inference, backdoor and per-example audits.", "",
+           "commands:"]
+  lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+  lines += ["", "jaxunlearn COMMAND --help says more about a command.", "",
+            "examples:",
+            "  jaxunlearn run --config configs/quick.py --workdir runs/quick",
+            "  jaxunlearn audit --config configs/quick_audit.py --workdir runs/quick_audit",
+            "  jaxunlearn config --config configs/quick.py"]
+  return "\n".join(lines)
+
+
+def command_help(command: str) -> str:
+  """The help of one command: what it does, its flags and how to set config fields."""
+  lines = [f"usage: jaxunlearn {command} "
+           + ("--config FILE --workdir DIR [--wait] [--config.FIELD=VALUE ...]"
+              if command in ("run", "audit") else
+              "--config FILE [--config.FIELD=VALUE ...]" if command == "config" else
+              "[--config.plugins='(\"my_module\",)']"), "", COMMANDS[command] + ".", ""]
+  if command in ("run", "audit", "config"):
+    lines += ["flags:",
+              "  --config FILE        a config file defining get_config() (configs/*.py);",
+              "                       FILE:ARG passes ARG to get_config, e.g. "
+              "configs/quick_methods.py:salun"]
+  if command in ("run", "audit"):
+    lines += ["  --workdir DIR        checkpoints and results; finished stages there are reused",
+              "  --wait               if another run holds the work dir, wait instead of "
+              "refusing"]
+  lines += ["  --config.FIELD=VALUE override a config field, e.g. --config.unlearn.lam=0.01,",
+            "                       --config.forget.classes='(3,)'; "
+            "`jaxunlearn config --config FILE` lists every field",
+            "  --config.plugins='(\"my_module\",)'  import your own plugins first "
+            "(methods, evaluators, statistics, datasets, ...)"]
+  if command == "run":
+    lines += ["", "outputs: WORKDIR/results.json, WORKDIR/results.md, WORKDIR/checkpoints/"]
+  elif command == "audit":
+    lines += ["", "outputs: WORKDIR/audit.json, WORKDIR/audit.md, WORKDIR/phi/, the statistics' "
+              "plots (audit_*.png)"]
+  return "\n".join(lines)
 
 
 def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
@@ -34,81 +88,87 @@ def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
   return fv
 
 
-def _preload_plugins(flag_argv: list[str]) -> None:
-  """Imports the modules of a ``--config.plugins=...`` override before the config file loads."""
+def _plugin_modules(flag_argv: list[str]):
+  """The modules of a ``--config.plugins=...`` override."""
   import ast
-  from jaxunlearn import config as config_lib
   for arg in flag_argv:
     if arg.startswith("--config.plugins="):
       text = arg.split("=", 1)[1]
       try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
       except (ValueError, SyntaxError):
-        value = text
-      config_lib.load_plugins(value)
+        return text
+  return ()
 
 
 def _list(kind: str) -> int:
-  if kind == "methods":
-    from jaxunlearn import methods
-    for name in methods.names():
-      m = methods.get(name)()
-      hp = ", ".join(f"{k}={v}" for k, v in m.hparams.items())
-      print(f"{name:16s} {m.description or type(m).__doc__ or ''}"
-            + (f" [{hp}]" if hp else "") + (" (trains a reference model)"
-                                            if m.needs_reference else ""))
-  else:
-    from jaxunlearn import evaluators
-    for name in evaluators.names():
-      e = evaluators.get(name)
-      doc = (e.__doc__ or e.title or "").strip().splitlines()[0] if (e.__doc__ or e.title) else ""
-      print(f"{name:16s} {e.title or doc}" + (" (always runs)" if e.always else ""))
+  from jaxunlearn import plugins
+  rows = plugins.listing(kind)
+  width = max([len(n) for n, _ in rows] + [10])
+  for name, text in rows:
+    print(f"{name:<{width}}  {text}")
   return 0
+
+
+def _error(message: str) -> int:
+  print(f"jaxunlearn: error: {message}", file=sys.stderr)
+  return 2
 
 
 def main(argv=None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
-    print(USAGE)
+    print(main_help() if len(argv) >= 2 else USAGE, file=sys.stdout if len(argv) >= 2
+          else sys.stderr)
     return 0 if len(argv) >= 2 else 2
   command = argv[1]
-  if command in ("methods", "evaluators"):
-    return _list(command)
-  if command not in ("run", "audit"):
-    print(f"jaxunlearn: unknown command {command!r}; {USAGE}", file=sys.stderr)
-    return 2
-  flag_argv = [argv[0], *argv[2:]]
-  fv = _define_flags(flag_argv)
+  if command not in COMMANDS:
+    return _error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)} "
+                  "(jaxunlearn --help)")
+  rest = argv[2:]
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in rest):
+    print(command_help(command))
+    return 0
+  from jaxunlearn import plugins
   from jaxunlearn.errors import JaxUnlearnError
   try:
-    _preload_plugins(flag_argv)
+    plugins.load(_plugin_modules(rest))
+    rest = [plugins.rename_flag(a) for a in rest]
   except JaxUnlearnError as e:
-    print(f"jaxunlearn: error: {e}", file=sys.stderr)
-    return 2
+    return _error(str(e))
+  if command in LISTS:
+    unknown = [a for a in rest if not a.startswith("--config.plugins=")]
+    if unknown:
+      return _error(f"{command} takes only --config.plugins, got {unknown[0]!r}")
+    return _list(command)
+  flag_argv = [argv[0], *rest]
+  fv = _define_flags(flag_argv)
   try:
     fv(flag_argv)
     config = fv.config
     if config is not None:
       config.to_dict()  # A config file that failed to load raises only when read.
   except flags.Error as e:
-    print(f"jaxunlearn: bad flags: {_last_line(e)}", file=sys.stderr)
-    return 2
+    return _error(f"bad flags: {_last_line(e)}; jaxunlearn {command} --help lists the flags")
   except AttributeError as e:
     # A locked ConfigDict refuses --config.X=... for a field it lacks.
     key = str(e).strip("\"'")
     given = [a.split("=")[0] for a in flag_argv if a.startswith("--config.")]
     named = [a for a in given if key in a.split(".")[1:]] or [key]
-    print(f"jaxunlearn: bad flags: unknown config field {named[0]!r}; see "
-          "jaxunlearn/config.py for the valid fields", file=sys.stderr)
-    return 2
+    if "get_config" in str(e):
+      return _error("the config file defines no get_config(); a config file is a Python "
+                    "file with def get_config(): returning a ConfigDict (see configs/quick.py)")
+    return _error(f"bad flags: unknown config field {named[0]!r}; `jaxunlearn config "
+                  "--config FILE` lists every field")
   except Exception as e:  # pylint: disable=broad-except
     # The config file is user code: it may fail to be found, parsed or run.
-    print(f"jaxunlearn: cannot load the config file: {type(e).__name__}: {_last_line(e)}",
-          file=sys.stderr)
-    return 2
-  if config is None or fv.workdir is None:
-    print(f"jaxunlearn: --config and --workdir are required; {USAGE}", file=sys.stderr)
-    return 2
+    return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
+  if config is None:
+    return _error(f"--config is required; jaxunlearn {command} --help")
+  if command == "config":
+    return _print_config(config)
+  if fv.workdir is None:
+    return _error(f"--workdir is required; jaxunlearn {command} --help")
 
   from jaxunlearn import parallel
   try:
@@ -121,8 +181,7 @@ def main(argv=None) -> int:
       from jaxunlearn import pipeline
       results = pipeline.run(config, fv.workdir, wait=fv.wait)
   except JaxUnlearnError as e:
-    print(f"jaxunlearn: error: {e}", file=sys.stderr)
-    return 2
+    return _error(str(e))
   except KeyboardInterrupt:
     print("jaxunlearn: interrupted; finished stages are saved, rerun to resume",
           file=sys.stderr)
@@ -136,6 +195,20 @@ def main(argv=None) -> int:
   return 0
 
 
+def _print_config(config) -> int:
+  from jaxunlearn import plugins
+  from jaxunlearn.errors import JaxUnlearnError
+  try:
+    cfg = plugins.validate(config)
+  except JaxUnlearnError as e:
+    return _error(str(e))
+  rows = plugins.describe(cfg)
+  width = max(len(n) for n, _, _ in rows)
+  for name, value, doc in rows:
+    print(f"{name:<{width}}  {value!r:<24}  {doc}")
+  return 0
+
+
 def _last_line(error: BaseException) -> str:
   """The gist of a message that may embed a traceback: its last non-empty line."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -143,7 +216,7 @@ def _last_line(error: BaseException) -> str:
 
 
 def summary_line(r: dict) -> str:
-  """One line: each evaluator's summary (accuracy first) and the speedup."""
+  """One line: each evaluator's summary (accuracy first), the speedup, replaced built-ins."""
   from jaxunlearn import evaluators
   parts = []
   for name in r.get("evaluators", []):
@@ -155,16 +228,24 @@ def summary_line(r: dict) -> str:
     if name == "accuracy" and "speedup" in r:
       parts.append(f"speedup={r['speedup']:.2f}x (reused reference: "
                    f"{r['speedup_amortized']:.1f}x)")
+  if r.get("replaced"):
+    parts.append("replaced built-ins: " + ", ".join(f"{k} by {v}"
+                                                    for k, v in r["replaced"].items()))
   return "; ".join(parts)
 
 
 def audit_summary_line(r: dict) -> str:
-  """One line: F of each epsilon population, then U-LiRA's balanced accuracies."""
-  parts = ["F: " + " ".join(f"{k}={v['forgetting_quality']:.3f}"
-                            for k, v in r["epsilon"].items())]
-  if r.get("ulira"):
-    parts.append("U-LiRA balanced_acc: " + " ".join(
-        f"{k}={v['balanced_acc']:.3f}" for k, v in r["ulira"].items()))
+  """One line: each statistic's summary (F of each epsilon population, U-LiRA's accuracies)."""
+  from jaxunlearn import audits
+  parts = []
+  for name in r.get("statistics", []):
+    if name in audits.names() and name in r:
+      text = audits.get(name)().summary(r[name])
+      if text:
+        parts.append(text)
+  if r.get("replaced"):
+    parts.append("replaced built-ins: " + ", ".join(f"{k} by {v}"
+                                                    for k, v in r["replaced"].items()))
   return "; ".join(parts)
 
 

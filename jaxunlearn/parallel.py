@@ -212,7 +212,7 @@ def vmap_sharded(fn: Callable, mesh: Mesh | None = None, *, in_axes: int | None 
                             out_shardings=batch_sharding(mesh))
     return cache[axes]
 
-  def run(*args):
+  def prepare(*args):
     axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
     if len(axes) != len(args) or any(ax not in (0, None) for ax in axes):
       raise ConfigError(f"vmap_sharded: in_axes must be 0 or None for each of the {len(args)} "
@@ -233,10 +233,27 @@ def vmap_sharded(fn: Callable, mesh: Mesh | None = None, *, in_axes: int | None 
         placed.append(shard(jax.tree.map(lambda x: _pad_rows(x, k, k_pad), a), mesh))
       else:
         placed.append(replicate(a, mesh))
-    out = compiled(axes)(*placed)
-    if k_pad != k:
-      out = jax.tree.map(lambda x: x[:k], out)
-    return out
+    return axes, placed, k, k_pad
+
+  def trim(out, k, k_pad):
+    return jax.tree.map(lambda x: x[:k], out) if k_pad != k else out
+
+  def run(*args):
+    axes, placed, k, k_pad = prepare(*args)
+    return trim(compiled(axes)(*placed), k, k_pad)
+
+  def compile_for(*args) -> Callable:
+    """Compiles for arguments of these shapes; returns ``call(*args)`` that runs it
+    (so compilation can be timed apart from the run)."""
+    axes, placed, _, _ = prepare(*args)
+    exe = compiled(axes).lower(*placed).compile()
+
+    def call(*args):
+      _, placed, k, k_pad = prepare(*args)
+      return trim(exe(*placed), k, k_pad)
+    return call
+
+  run.compile = compile_for
   return run
 
 

@@ -2,10 +2,12 @@
 
 A population is N members, each a pure function of its own key (and of
 per-member arrays, e.g. the rows it trains on). Every member returns the
-same small record: the logit-scaled confidence phi (:mod:`jaxunlearn.audits.phi`)
-on the audited examples, its accuracy on D_r and on the test set, and,
-when asked, its parameters. :func:`run_population` evaluates the members in
-chunks of ``chunk_size``:
+same small record (:func:`member_record`): the logit-scaled confidence phi
+(:mod:`jaxunlearn.audits.phi`) on the audited examples, its accuracy on D_r
+and on the test set, the audit statistics' own fields
+(:attr:`jaxunlearn.audits.Statistic.record`) and, when asked, its
+parameters. The record's schema is part of every chunk's stage name.
+:func:`run_population` evaluates the members in chunks of ``chunk_size``:
 
 * each chunk is one call of :func:`parallel.vmap_sharded` (the model axis
   split over the devices, ``jax.vmap`` on each);
@@ -19,23 +21,25 @@ The member builders (:func:`train_member`, :func:`unlearn_member`) are the
 kinds of population of the audits: models trained from scratch on given rows
 (retrain, oracle, originals on all of D, U-LiRA's originals on keep-masks)
 and unlearning runs of any registered method from given parameters, each
-drawing and training its own reference model when the method uses one.
+drawing and training its own reference model when the method uses one. Both
+build their runs from an :class:`jaxunlearn.plan.UnlearnPlan`, as ``run`` does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import weakref
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import methods, parallel, stages, train as train_lib
-from jaxunlearn import unlearn as unlearn_lib
+from jaxunlearn import parallel, stages, train as train_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.registry import qualified_name
 
 
 class EvalData(NamedTuple):
@@ -64,6 +68,8 @@ class Population:
     keep_params: also return (and save) each member's parameters.
     abstract_params: ``(params, batch_stats)`` structure of one member
       (``jax.ShapeDtypeStruct`` leaves), needed with ``keep_params``.
+    fields: the record's extra per-example fields, by name (the member
+      computes them; their schema is hashed into the stage names).
   """
   name: str
   size: int
@@ -73,28 +79,47 @@ class Population:
   spec: dict = dataclasses.field(default_factory=dict)
   keep_params: bool = False
   abstract_params: Any = None
+  fields: tuple = ()
+
+
+BASE_FIELDS = ("phi", "remain_acc", "test_acc")
+
+
+def record_schema(fields: dict) -> list:
+  """The record's schema: its field names and where each is computed (hashed into stage names)."""
+  base = [["phi", qualified_name(phi_lib.logit_confidence)], ["remain_acc", "accuracy"],
+          ["test_acc", "accuracy"]]
+  return base + [[name, qualified_name(fn)] for name, fn in sorted(fields.items())]
 
 
 def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
   """The checkpoint stage of one chunk."""
   digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
-                             "keep_params": pop.keep_params})
+                             "keep_params": pop.keep_params,
+                             "record": record_schema(dict(pop.fields))})
   return f"pop-{pop.name}-{digest}-c{chunk:03d}"
 
 
-def evaluate(apply_fn: Callable, params, data: EvalData) -> dict:
-  """phi on the audited examples and accuracy on D_r and the test set (one member)."""
+def member_record(apply_fn: Callable, params, data: EvalData, fields: dict = None) -> dict:
+  """One member's record: phi and every extra field on the audited examples, accuracy on
+  D_r and on the test set."""
   def acc(x, y):
     return jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y)
-  return {"phi": phi_lib.logit_confidence(apply_fn(params, data.x_audit), data.y_audit),
-          "remain_acc": acc(data.x_remain, data.y_remain),
-          "test_acc": acc(data.x_test, data.y_test)}
+  logits = apply_fn(params, data.x_audit)
+  out = {"phi": phi_lib.logit_confidence(logits, data.y_audit),
+         "remain_acc": acc(data.x_remain, data.y_remain),
+         "test_acc": acc(data.x_test, data.y_test)}
+  for name, fn in (fields or {}).items():
+    out[name] = jnp.asarray(fn(logits.astype(jnp.float32), data.y_audit), jnp.float32)
+  return out
 
 
 def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
   out = {"phi": jax.ShapeDtypeStruct((rows, n_audit), jnp.float32),
          "remain_acc": jax.ShapeDtypeStruct((rows,), jnp.float32),
          "test_acc": jax.ShapeDtypeStruct((rows,), jnp.float32)}
+  for name, _ in pop.fields:
+    out[name] = jax.ShapeDtypeStruct((rows, n_audit), jnp.float32)
   if pop.keep_params:
     params, bs = pop.abstract_params
     stack = lambda t: jax.tree.map(  # noqa: E731
@@ -162,13 +187,15 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
       mapped = jax.tree.map(lambda a: a[rows], pop.mapped)
       out = fn(keys[rows], *mapped, *pop.shared)
       out = jax.tree.map(lambda a: np.asarray(a)[: hi - lo], parallel.to_host(out))
-      if not np.all(np.isfinite(out["phi"])):
-        raise ConfigError(f"population {pop.name!r}: a member's phi is not finite; lower the "
-                          "learning rates")
       return out, {"population": pop.name, "members": [lo, hi], "spec": pop.spec}
 
+    def check(out):
+      if not all(np.all(np.isfinite(out[k])) for k in ("phi", *dict(pop.fields))):
+        raise ConfigError(f"population {pop.name!r}: a member's phi is not finite; lower the "
+                          "learning rates")
+
     tree, _, was_saved = cache.load_or_build(
-        stage, build, lambda hi=hi, lo=lo: _abstract_record(pop, hi - lo, n_audit))
+        stage, build, lambda hi=hi, lo=lo: _abstract_record(pop, hi - lo, n_audit), check=check)
     reused += int(was_saved)
     if not was_saved:
       _chunk_saved(pop, c, stage)
@@ -190,14 +217,14 @@ def _apply(model, batch_stats):
 
 
 def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
-                 keep_params: bool = False) -> Callable:
+                 keep_params: bool = False, fields: dict | None = None) -> Callable:
   """``member(key, rows, x_all, y_all, data) -> record``: trains from scratch on ``x_all[rows]``."""
   train = train_lib.make_train_fn(model, optimizer, input_shape, epochs=epochs,
                                   batch_size=batch_size)
 
   def member(key, rows, x_all, y_all, data: EvalData):
     state, _ = train(key, x_all[rows], y_all[rows])
-    out = evaluate(_apply(model, state.batch_stats), state.params, data)
+    out = member_record(_apply(model, state.batch_stats), state.params, data, fields)
     if keep_params:
       out["params"], out["batch_stats"] = state.params, state.batch_stats
     return out
@@ -205,96 +232,59 @@ def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class UnlearnSettings:
-  """One method at one setting, as a population runs it."""
-  method: str
-  hparams: dict               # {"learning_rate": ..., **the method's hyperparameters}
-  unlearn_cfg: Any            # the ``unlearn`` block (optimizer, epochs, batch sizes, ...)
-  reference_size: int         # |D_s| of each member's own reference (methods with ref_probs)
-  reference_epochs: int
-  reference_optimizer: Any    # optax optimizer of the reference's training
-  reference_batch_size: int
+class ReferenceSettings:
+  """How each member of an unlearning population draws and trains its reference model."""
+  size: int                   # |D_s|, drawn from D_r with the member's key
+  epochs: int
+  optimizer: Any              # optax optimizer of the reference's training
+  batch_size: int
 
 
-def pipeline_stop_rule(u) -> str:
-  """The stop rule of an ``unlearn`` block (``tol > 0`` with ``epochs`` means ``kl_tol``)."""
-  stop = u.get("stop", "epochs")
-  return "kl_tol" if stop == "epochs" and u.get("tol", 0.0) > 0 else stop
-
-
-def unlearn_member(model, input_shape, s: UnlearnSettings, *, n_forget: int,
-                   n_remain: int) -> Callable:
+def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
+                   reference: ReferenceSettings | None = None,
+                   fields: dict | None = None) -> Callable:
   """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data) -> record``.
 
-  One whole unlearning run of ``s.method`` from ``params`` with D_f =
-  ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A method that uses a
-  reference model first trains its own, on ``s.reference_size`` rows drawn
-  from D_r with the member's key: drawing D_s is part of the method.
-  ``heldout`` is ``(x, y)`` or ``()`` for methods that ask for held-out examples.
+  One whole unlearning run of ``plan`` (:class:`jaxunlearn.plan.UnlearnPlan`)
+  from ``params`` with D_f = ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A
+  method that uses a reference model first trains its own, on
+  ``reference.size`` rows drawn from D_r with the member's key: drawing D_s is
+  part of the method. ``heldout`` is ``(x, y)`` or ``()`` for methods that ask
+  for held-out examples.
   """
-  u = s.unlearn_cfg
-  method = methods.resolve_method(s.method, u)
-  stop = pipeline_stop_rule(u)
-  want = set(method.inputs)
-  if stop == "calibrated":
-    want |= set(unlearn_lib.CALIBRATION_INPUTS)
   ref_train = None
-  if method.needs_reference:
-    ref_train = train_lib.make_train_fn(model, s.reference_optimizer, input_shape,
-                                        epochs=s.reference_epochs,
-                                        batch_size=min(s.reference_batch_size, s.reference_size))
-
-  def init_fn(k):
-    return model.init(k, jnp.zeros((1, *input_shape)), train=False)["params"]
+  if plan.needs_reference:
+    ref_train = train_lib.make_train_fn(model, reference.optimizer, input_shape,
+                                        epochs=reference.epochs,
+                                        batch_size=min(reference.batch_size, reference.size))
 
   def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data: EvalData):
     apply_fn = _apply(model, batch_stats)
     ref_key, run_key = jax.random.split(key)
-    x_f, y_f = x_all[f_rows], y_all[f_rows]
-    x_r, y_r = x_all[r_rows], y_all[r_rows]
-    fields = {"x_forget": x_f, "y_forget": y_f, "x_remain": x_r, "y_remain": y_r}
+    x_f, x_r = x_all[f_rows], x_all[r_rows]
+    reference_probs = None
     if ref_train is not None:
       s_key, t_key = jax.random.split(ref_key)
-      ds = jax.random.choice(s_key, r_rows, (s.reference_size,), replace=False)
+      ds = jax.random.choice(s_key, r_rows, (reference.size,), replace=False)
       ref_state, _ = ref_train(t_key, x_all[ds], y_all[ds])
-      fields["ref_probs"] = jax.nn.softmax(
-          _apply(model, ref_state.batch_stats)(ref_state.params, x_f), -1)
-    if "orig_logits_forget" in want:
-      fields["orig_logits_forget"] = apply_fn(params, x_f)
-    if "orig_logits_remain" in want:
-      fields["orig_logits_remain"] = apply_fn(params, x_r)
-    if heldout:
-      fields["x_heldout"], fields["y_heldout"] = heldout
-    inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in want})
-    run = unlearn_lib.make_unlearn_fn(
-        method, apply_fn, epochs=int(u.epochs), n_forget=n_forget, n_remain=n_remain,
-        forget_batch_size=int(u.forget_batch_size), remain_batch_size=int(u.remain_batch_size),
-        optimizer_cfg=u, init_fn=init_fn, stop=stop,
-        calibrate_every=int(u.get("calibrate_every", 1)), tol=float(u.get("tol", 0.0)))
-    new_params, _ = run(params, inputs, run_key, unlearn_lib.as_hparams(s.hparams))
-    return evaluate(apply_fn, new_params, data)
+      ref_apply = _apply(model, ref_state.batch_stats)
+      reference_probs = lambda x: jax.nn.softmax(ref_apply(ref_state.params, x), -1)  # noqa: E731
+    inputs = plan.build_inputs(x_forget=x_f, y_forget=y_all[f_rows], x_remain=x_r,
+                               y_remain=y_all[r_rows], heldout=heldout,
+                               original_logits=lambda x: apply_fn(params, x),
+                               reference_probs=reference_probs)
+    run = plan.make_fn(apply_fn, model=model, input_shape=input_shape, n_forget=n_forget,
+                       n_remain=n_remain)
+    new_params, _ = run(params, inputs, run_key, plan.hparam_arrays())
+    return member_record(apply_fn, new_params, data, fields)
   return member
 
 
 def save_phi(out_dir, name: str, phi: np.ndarray, **masks) -> None:
   """Writes ``<out_dir>/<name>.npy`` (phi, ``[N, n]``) and ``<name>.masks.npz``."""
-  from pathlib import Path
+  from jaxunlearn import workdir as workdir_lib
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  for path, write in ((out_dir / f"{name}.npy", lambda f: np.save(f, np.asarray(phi))),
-                      (out_dir / f"{name}.masks.npz",
-                       lambda f: np.savez(f, **{k: np.asarray(v) for k, v in masks.items()}))):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-      write(f)
-    tmp.replace(path)
-
-
-def load_phi(out_dir, name: str) -> tuple[np.ndarray, dict]:
-  """``(phi, masks)`` as written by :func:`save_phi`."""
-  from pathlib import Path
-  out_dir = Path(out_dir)
-  with np.load(out_dir / f"{name}.masks.npz") as z:
-    masks = dict(z)
-  return np.load(out_dir / f"{name}.npy"), masks
-
+  workdir_lib.atomic_write(out_dir / f"{name}.npy", lambda f: np.save(f, np.asarray(phi)))
+  workdir_lib.atomic_write(out_dir / f"{name}.masks.npz", lambda f: np.savez(
+      f, **{k: np.asarray(v) for k, v in masks.items()}))

@@ -1,50 +1,101 @@
-"""One registry of named plugins, shared by unlearning methods and evaluators."""
+"""One registry of named plugins: methods, evaluators, statistics, datasets, models, transforms.
+
+A plugin registers under a name with a decorator::
+
+    @methods.register("my_method")
+    class MyMethod(methods.Method): ...
+
+A name is taken once. Registering another plugin under a taken name is
+refused unless the registration says it replaces the first one
+(``register("lightweight", replace=True)``); a replaced built-in is then
+listed by :func:`replaced` and named in ``results.json`` and in the command
+line's summary. Registering the *same* plugin again (same module and
+qualified name, as when a module is imported twice) is not a conflict.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from jaxunlearn.errors import ConfigError
 
+_ALL: list["Registry"] = []
+
+
+def qualified_name(obj: Any) -> str:
+  """``module.qualname`` of a class or function."""
+  return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
 
 class Registry:
-  """Subclasses of ``base`` registered by name with a decorator.
+  """Plugins registered by name with a decorator.
 
   Args:
     kind: what a plugin is called in messages ("unlearning method").
-    base: the class every plugin subclasses.
+    base: the class every plugin subclasses (None: any object).
     where: the config field that names plugins, for error messages.
-    check: optional ``check(name, cls)`` raising ConfigError for a bad plugin.
+    check: optional ``check(name, plugin)`` raising ConfigError for a bad plugin.
   """
 
-  def __init__(self, kind: str, base: type, where: str,
-               check: Callable[[str, type], None] | None = None):
+  def __init__(self, kind: str, base: type | None, where: str,
+               check: Callable[[str, Any], None] | None = None):
     self.kind, self.base, self.where, self.check = kind, base, where, check
-    self._plugins: dict[str, type] = {}
+    self._plugins: dict[str, Any] = {}
+    self._replaced: dict[str, str] = {}
+    _ALL.append(self)
 
-  def register(self, name: str) -> Callable[[type], type]:
-    """Decorator: registers a subclass of the base class as ``name``."""
+  def register(self, name: str, *, replace: bool = False) -> Callable[[Any], Any]:
+    """Decorator: registers a plugin as ``name``.
+
+    Args:
+      name: a Python identifier.
+      replace: replace a different plugin already registered as ``name``.
+
+    Raises:
+      ConfigError: a bad name, or ``name`` is taken and ``replace`` is False.
+    """
     if not isinstance(name, str) or not name.isidentifier():
       raise ConfigError(f"a {self.kind} name must be a Python identifier, got {name!r}")
 
-    def decorator(cls):
-      if not (isinstance(cls, type) and issubclass(cls, self.base)):
+    def decorator(plugin):
+      if self.base is not None and not (isinstance(plugin, type)
+                                        and issubclass(plugin, self.base)):
         raise TypeError(f"registering {self.kind} {name!r} needs a subclass of "
-                        f"{self.base.__module__}.{self.base.__name__}, got {cls!r}")
+                        f"{self.base.__module__}.{self.base.__name__}, got {plugin!r}")
       if self.check is not None:
-        self.check(name, cls)
-      self._plugins[name] = cls
-      return cls
+        self.check(name, plugin)
+      old = self._plugins.get(name)
+      if old is not None and qualified_name(old) != qualified_name(plugin):
+        if not replace:
+          raise ConfigError(
+              f"{self.kind} {name!r} is already registered ({qualified_name(old)}); register "
+              f"yours under another name, or replace it with register({name!r}, replace=True)")
+        self._replaced[name] = qualified_name(plugin)
+      self._plugins[name] = plugin
+      return plugin
     return decorator
 
-  def get(self, name: str) -> type:
-    """The class registered as ``name``; ConfigError naming the valid ones otherwise."""
-    if name not in self._plugins:
+  def get(self, name: str):
+    """The plugin registered as ``name``; ConfigError naming the valid ones otherwise."""
+    try:
+      return self._plugins[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable name
       raise ConfigError(f"unknown {self.kind} {name!r} in {self.where}; use one of "
                         f"{self.names()} (or register your own and name its module in "
-                        "config.plugins)")
-    return self._plugins[name]
+                        "config.plugins)") from None
 
   def names(self) -> list[str]:
     """The registered names, sorted."""
     return sorted(self._plugins)
+
+  def __contains__(self, name) -> bool:
+    return isinstance(name, str) and name in self._plugins
+
+  def replaced(self) -> dict[str, str]:
+    """``{name: module.qualname}`` of plugins that replaced another one under the same name."""
+    return dict(self._replaced)
+
+
+def replaced() -> dict[str, str]:
+  """Every replacement across registries: ``{"<kind> <name>": "module.qualname"}``."""
+  return {f"{r.kind} {name}": who for r in _ALL for name, who in r.replaced().items()}

@@ -11,6 +11,15 @@ def _fmt(v) -> str:
   return "" if v is None else str(v)
 
 
+def fmt(v, digits: int = 3) -> str:
+  """A figure for a markdown table of the audits: ``digits`` decimals, ``-`` for None."""
+  if v is None:
+    return "-"
+  if isinstance(v, float):
+    return f"{v:.{digits}f}"
+  return str(v)
+
+
 def table(header, rows) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]

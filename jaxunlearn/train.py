@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxunlearn import parallel
+from jaxunlearn import models, parallel
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -60,6 +60,11 @@ def eval_apply_fn(model, batch_stats) -> Callable:
   def apply_fn(params, x):
     return apply_model(model, params, batch_stats, x, train=False)[0]
   return apply_fn
+
+
+def total_steps(n: int, batch_size: int, epochs: int) -> int:
+  """Optimizer steps of a training run: ``epochs`` passes over ``n`` rows in full batches."""
+  return int(epochs) * max(1, int(n) // min(int(batch_size), int(n)))
 
 
 def make_schedule(cfg, total_steps: int, learning_rate=None):
@@ -102,10 +107,7 @@ def make_optimizer(cfg, total_steps: int = 1, learning_rate=None) -> optax.Gradi
 
 def init_state(model, optimizer, key, input_shape) -> TrainState:
   """Initialises parameters, batch statistics and optimizer state."""
-  dummy = jnp.zeros((1, *input_shape), jnp.float32)
-  variables = model.init(key, dummy, train=False)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
+  params, batch_stats = models.init_variables(model, key, input_shape)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=optimizer.init(params))
 

@@ -2,13 +2,14 @@
 
 A transform changes D_f's examples (e.g. plants a backdoor trigger), so the
 original model memorises something that a model which never saw D_f lacks.
-Each is registered by name and switched on by its own config block; the
-pipeline applies every enabled transform in name order and names none.
+Each is a plugin registered by name and switched on by its config block; the
+request applies every enabled transform in name order and names none.
 
 Built in:
 
 * ``backdoor``: a trigger patch on every D_f image, relabelled to
-  ``backdoor.target_class`` (:mod:`jaxunlearn.triggers`);
+  ``backdoor.target_class`` (:mod:`jaxunlearn.triggers`; the ``backdoor``
+  block belongs to the backdoor evaluator, which measures it);
 * ``label_flip``: every D_f label ``y`` becomes ``(y + 1 + r) mod C`` with
   ``r`` drawn per example in ``[0, C - 2]`` (seeded by ``label_flip.seed``),
   so never the true class: a model fits D_f only by memorising it.
@@ -16,59 +17,79 @@ Built in:
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
-
+import ml_collections
 import numpy as np
 
-from jaxunlearn import triggers
+from jaxunlearn import config as config_lib, triggers
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.registry import Registry
 
 
-@dataclasses.dataclass(frozen=True)
 class Transform:
-  """``apply(x, y, forget_idx, cfg, num_classes) -> (x, y)`` (copies); ``enabled(cfg)``."""
-  name: str
-  enabled: Callable
-  apply: Callable
-  fingerprint: Callable          # fingerprint(cfg) -> JSON-able settings the original depends on
+  """Base class of data transforms: define :meth:`enabled`, :meth:`apply`, :meth:`fingerprint`."""
+
+  description: str = ""
+  field_docs: dict = {}
+
+  def config(self) -> ml_collections.ConfigDict | None:
+    """Defaults of its top-level config block (None: it has none, or another plugin owns it)."""
+    return None
+
+  def enabled(self, cfg) -> bool:
+    raise NotImplementedError
+
+  def validate(self, cfg, num_classes: int, input_shape) -> None:
+    """Raises ConfigError for settings that cannot work (called before anything is written)."""
+
+  def apply(self, x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray, cfg,
+            num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of ``(x, y)`` with D_f changed (the inputs are not modified)."""
+    raise NotImplementedError
+
+  def fingerprint(self, cfg) -> dict:
+    """JSON-able settings the original model depends on."""
+    raise NotImplementedError
 
 
-_REGISTRY: dict[str, Transform] = {}
+_REGISTRY = Registry("data transform", Transform, "transforms")
+register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
-def register(name: str, *, enabled: Callable, fingerprint: Callable):
-  """Decorator: registers ``apply`` as the transform ``name``."""
-  def decorator(apply):
-    _REGISTRY[name] = Transform(name, enabled, apply, fingerprint)
-    return apply
-  return decorator
-
-
-def active(cfg) -> list[Transform]:
-  """The transforms a config enables, in name order."""
-  return [_REGISTRY[n] for n in sorted(_REGISTRY) if _REGISTRY[n].enabled(cfg)]
+def active(cfg) -> dict[str, Transform]:
+  """The transforms a config enables, by name, in name order."""
+  return {n: get(n)() for n in names() if get(n)().enabled(cfg)}
 
 
 def apply_all(cfg, x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray,
               num_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """Applies every enabled transform; returns ``(x, y, names)`` (inputs are not modified)."""
-  names = []
-  for t in active(cfg):
+  applied = []
+  for name, t in active(cfg).items():
     x, y = t.apply(x, y, forget_idx, cfg, num_classes)
-    names.append(t.name)
-  return x, y, names
+    applied.append(name)
+  return x, y, applied
 
 
-register("backdoor", enabled=lambda cfg: bool(cfg.backdoor.enabled),
-         fingerprint=lambda cfg: cfg.backdoor.to_dict())(
-    lambda x, y, forget_idx, cfg, num_classes: triggers.poison(
-        x, y, forget_idx, cfg.backdoor, num_classes=num_classes))
+@register("backdoor")
+class Backdoor(Transform):
+  description = "a trigger patch on every D_f image, relabelled to backdoor.target_class"
+
+  def enabled(self, cfg) -> bool:
+    return bool(cfg.backdoor.enabled)
+
+  def validate(self, cfg, num_classes, input_shape):
+    triggers.validate(cfg.backdoor, input_shape, num_classes)
+
+  def apply(self, x, y, forget_idx, cfg, num_classes):
+    return triggers.poison(x, y, forget_idx, cfg.backdoor, num_classes=num_classes)
+
+  def fingerprint(self, cfg) -> dict:
+    return cfg.backdoor.to_dict()
 
 
 def label_flip(y: np.ndarray, forget_idx: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
   """A copy of ``y`` with D_f's labels moved to a seeded other class."""
   if num_classes < 2:
-    from jaxunlearn.errors import ConfigError
     raise ConfigError(f"label_flip needs at least 2 classes, got {num_classes}")
   y = np.array(y, copy=True)
   r = np.random.default_rng(seed).integers(0, num_classes - 1, size=forget_idx.size)
@@ -76,11 +97,31 @@ def label_flip(y: np.ndarray, forget_idx: np.ndarray, num_classes: int, seed: in
   return y
 
 
-def _flip_seed(cfg) -> int:
-  return cfg.label_flip.seed if cfg.label_flip.seed >= 0 else cfg.seed
+@register("label_flip")
+class LabelFlip(Transform):
+  description = "every D_f label moved to another class (seeded), so D_f must be memorised"
+  field_docs = {"enabled": "flip every D_f label to another class",
+                "seed": "seeds the new labels (-1: seed)"}
 
+  def config(self):
+    c = ml_collections.ConfigDict()
+    c.enabled = False
+    c.seed = -1
+    return c
 
-register("label_flip", enabled=lambda cfg: bool(cfg.label_flip.enabled),
-         fingerprint=lambda cfg: {"seed": _flip_seed(cfg)})(
-    lambda x, y, forget_idx, cfg, num_classes: (
-        x, label_flip(y, forget_idx, num_classes, _flip_seed(cfg))))
+  def enabled(self, cfg) -> bool:
+    return bool(cfg.label_flip.enabled)
+
+  def validate(self, cfg, num_classes, input_shape):
+    if cfg.label_flip.seed < -1:
+      raise ConfigError(f"label_flip.seed must be >= 0 (or -1 for seed), got "
+                        f"{cfg.label_flip.seed}")
+    if num_classes < 2:
+      raise ConfigError(f"label_flip needs at least 2 classes, got {num_classes}")
+
+  def apply(self, x, y, forget_idx, cfg, num_classes):
+    return x, label_flip(y, forget_idx, num_classes,
+                         config_lib.resolve_seed(cfg.label_flip.seed, cfg))
+
+  def fingerprint(self, cfg) -> dict:
+    return {"seed": config_lib.resolve_seed(cfg.label_flip.seed, cfg)}

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import membership, unlearn as unlearn_lib
+from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.methods import base, helpers
+from jaxunlearn.methods import helpers
 
 MAX_POINTS = 16
 
@@ -141,51 +142,42 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
 
   The original and retrained models are the pipeline's stages (trained once
   per work dir). The grid's other settings (epochs, optimizer, batch sizes,
-  the method's other hyperparameters) are ``cfg``'s.
+  stop rule, the method's other hyperparameters) are ``cfg``'s: the grid runs
+  the plan ``run`` would run, one point at a time, as one vmapped call split
+  over the devices.
 
   Returns:
     ``{"method", "grid": [{hparams..., figures..., "objective"}], "retrain": figures,
     "best": {hparams}, "best_index", "grid_s", "compile_s", "seed", "forget_seed"}``.
   """
-  from jaxunlearn import pipeline, workdir as workdir_lib
+  from jaxunlearn import parallel, pipeline, request as request_lib
   cfg.report.progress = progress
-  ctx = pipeline.build_context(cfg, workdir)
-  if not ctx.splits.holdout_idx.size:
-    raise ConfigError("tuning needs held-out examples; set --config.holdout.size (e.g. 0.05)")
-  ctx.workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lib.Lock(ctx.workdir, wait=True):
-    pipeline.claim_workdir(ctx)
-    k_orig, k_retrain, k_ref, k_unlearn = jax.random.split(ctx.key, 4)
-    s = ctx.splits
-    original = pipeline.train_stage(ctx, "original", s.train_idx, epochs=cfg.train.epochs,
-                                    key=k_orig, protected=True)
-    retrain = pipeline.train_stage(ctx, f"retrain-{ctx.forget_hash()}", s.remain_idx,
-                                   epochs=cfg.train.epochs, key=k_retrain)
-    reference = pipeline.reference_stage(ctx, k_ref) if ctx.method.needs_reference else None
-  inputs = pipeline.method_inputs(ctx, original, reference)
-  u = cfg.unlearn
-  model, shape = ctx.model, ctx.data.input_shape
-  fn = unlearn_lib.make_unlearn_fn(
-      ctx.method, original.apply_fn, epochs=u.epochs, n_forget=s.n_forget,
-      n_remain=int(s.remain_idx.size), forget_batch_size=u.forget_batch_size,
-      remain_batch_size=u.remain_batch_size, optimizer_cfg=u,
-      init_fn=lambda k: model.init(k, jnp.zeros((1, *shape)), train=False)["params"])
-  grid = grid_points(ctx.method)
-  hparams = {"learning_rate": u.learning_rate, **ctx.hparams}
-  hp = grid_hparams(hparams, grid)
-  t0 = time.perf_counter()
-  run = jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0))).lower(
-      original.params, inputs, k_unlearn, hp).compile()
-  compile_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  stacked, metrics = jax.block_until_ready(run(original.params, inputs, k_unlearn, hp))
-  grid_s = time.perf_counter() - t0
-  x, y = ctx.x_train, ctx.y_train
-  sets = {part: (x[idx], y[idx]) for part, idx in
-          (("remain", s.remain_idx), ("forget", s.forget_idx), ("heldout", s.holdout_idx))}
-  figs = grid_figures(original.apply_fn, stacked, sets, seed=cfg.seed)
-  ref_stack = jax.tree.map(lambda a: a[None], retrain.params)
-  retrain_fig = grid_figures(retrain.apply_fn, ref_stack, sets, seed=cfg.seed)[0]
+  with request_lib.open_request(cfg, workdir, wait=True) as req:
+    if not req.splits.holdout_idx.size:
+      raise ConfigError("tuning needs held-out examples; set --config.holdout.size (e.g. 0.05)")
+    (plan,) = req.plans.values()
+    s, original = req.splits, req.original
+    retrain = pipeline.retrain_stage(req)
+    reference = pipeline.reference_stage(req) if plan.needs_reference else None
+    inputs = pipeline.method_inputs(req, plan, original, reference)
+    fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
+                      n_forget=s.n_forget, n_remain=int(s.remain_idx.size))
+    grid = grid_points(plan.method)
+    hp = grid_hparams(plan.hparams, grid)
+    key = req.key("unlearn")
+    t0 = time.perf_counter()
+    run = parallel.vmap_sharded(fn, req.mesh, in_axes=(None, None, None, 0)).compile(
+        original.params, inputs, key, hp)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stacked, metrics = jax.block_until_ready(run(original.params, inputs, key, hp))
+    grid_s = time.perf_counter() - t0
+    x, y = req.x_train, req.y_train
+    sets = {part: (x[idx], y[idx]) for part, idx in
+            (("remain", s.remain_idx), ("forget", s.forget_idx), ("heldout", s.holdout_idx))}
+    figs = grid_figures(original.apply_fn, stacked, sets, seed=req.cfg.seed)
+    ref_stack = jax.tree.map(lambda a: a[None], retrain.params)
+    retrain_fig = grid_figures(retrain.apply_fn, ref_stack, sets, seed=req.cfg.seed)[0]
   final_loss = np.asarray(metrics["loss"])[:, -1, -1]
   rows = []
   for i, fig in enumerate(figs):
@@ -193,10 +185,12 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     score = objective(fig, retrain_fig) if np.isfinite(final_loss[i]) else float("inf")
     rows.append({**point, **fig, "objective": score})
   best = int(np.argmin([r["objective"] for r in rows]))
-  return {"method": cfg.unlearn.method, "grid": rows, "retrain": retrain_fig,
+  u = plan.block
+  return {"method": plan.name, "grid": rows, "retrain": retrain_fig,
           "best": {k: rows[best][k] for k in grid}, "best_index": best,
-          "grid_s": grid_s, "compile_s": compile_s, "seed": cfg.seed,
-          "forget_seed": cfg.forget.seed if cfg.forget.seed >= 0 else cfg.seed,
+          "grid_s": grid_s, "compile_s": compile_s, "seed": req.cfg.seed,
+          "forget_seed": resolve_seed(req.cfg.forget.seed, req.cfg),
           "settings": {"epochs": u.epochs, "optimizer": u.optimizer,
                        "momentum": u.momentum, "weight_decay": u.weight_decay,
-                       "hparams": ctx.hparams}}
+                       "hparams": {k: v for k, v in plan.hparams.items()
+                                   if k != "learning_rate"}}}

@@ -18,24 +18,10 @@ fresh permutation (wrapped around to full batches) and a remain batch is
 drawn at random for every step (for ``epoch_over="remain"`` methods the roles
 swap: D_r is walked, D_f cycled).
 
-Stop rules (``stop``):
-
-* ``epochs``: run every epoch;
-* ``kl_tol``: stop after the first epoch whose mean KL to the reference on
-  D_f is below ``tol``, the paper's "until the two posterior distributions
-  are almost the same" (the pure run keeps that epoch's state; the host
-  driver stops there);
-* ``calibrated``: every ``calibrate_every`` steps, compare the model's mean
-  loss on D_f with its loss on held-out examples of D_f's classes, weighted to
-  D_f's class histogram: what a model that never saw D_f would show. Keep the
-  state where ``|log L_forget - log L_heldout|`` is smallest, up to the first
-  check where ``L_forget >= L_heldout`` (D_f looks unseen); later steps change
-  nothing (the host driver stops there). Needs ``x_forget``, ``y_forget``,
-  ``x_heldout``, ``y_heldout`` in the inputs; the method's own ``finish`` is
-  not applied. With ``forget_target_loss`` (a per-example target, e.g. the
-  mean loss of a population of retrained models on each D_f example) the
-  comparison is per example: the mean of ``|log l_i - log t_i|``, crossed once
-  the mean of ``log l_i`` reaches the mean of ``log t_i``.
+The stop rule (``stop``: ``epochs``, ``kl_tol`` or ``calibrated``) wraps the
+run with its own state (:mod:`jaxunlearn.stop`): the pure run applies it, and
+the host driver stops early once the rule says no later step can change the
+result.
 """
 
 from __future__ import annotations
@@ -48,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import parallel, train as train_lib
+from jaxunlearn import parallel, stop as stop_lib, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 from jaxunlearn.methods import base
 from jaxunlearn.methods.base import Batch, Inputs
@@ -65,18 +51,27 @@ def _as_method(method) -> base.Method:
   return method
 
 
+class RunState(NamedTuple):
+  """The carry of a run: the method's state, the run's key and the stop rule's state."""
+  method: base.UnlearnState
+  key: jax.Array
+  stop: Any
+
+
 @dataclasses.dataclass(frozen=True)
 class UnlearnFn:
   """``run(params, inputs, key, hparams) -> (params, metrics)``, and its pieces.
 
-  ``metrics`` holds per-step arrays of shape ``(epochs, steps_per_epoch)``.
+  ``metrics`` holds per-step arrays of shape ``(epochs, steps_per_epoch)``
+  and, for methods with a reference model, ``kl_forget`` of shape
+  ``(epochs,)`` (the mean KL to the reference on D_f at each epoch's end).
   The pieces (``start``, ``epoch``, ``finish``) are what the host driver
   jits one at a time; ``run`` is exactly ``start``, a scan of ``epoch`` and
   ``finish``.
   """
   method: base.Method
   apply_fn: Callable
-  stop: str
+  stop_rule: stop_lib.StopRule
   start: Callable
   epoch: Callable
   finish: Callable
@@ -84,66 +79,15 @@ class UnlearnFn:
   steps_per_epoch: int
   summary: Callable | None = None    # summary(carry, inputs, hparams) -> {name: scalar}
 
+  @property
+  def stop(self) -> str:
+    return self.stop_rule.name
+
   def __call__(self, params, inputs: Inputs, key, hparams):
     carry = self.start(params, inputs, key, hparams)
     carry, metrics = jax.lax.scan(lambda c, e: self.epoch(c, inputs, hparams, e), carry,
                                   jnp.arange(self.epochs))
     return self.finish(carry, inputs, hparams), metrics
-
-
-STOP_RULES = ("epochs", "kl_tol", "calibrated")
-CALIBRATION_INPUTS = ("x_forget", "y_forget", "x_heldout", "y_heldout")
-
-
-def calibration_losses(apply_fn, params, inputs: Inputs):
-  """``(L_forget, L_target)``, both ``(n_forget,)`` or scalars.
-
-  With ``inputs.forget_target_loss`` (per-example targets, e.g. the mean loss
-  of retrained models on each D_f example): the per-example CE on D_f and
-  those targets. Otherwise the mean CE on D_f and on the held-out examples,
-  weighted so that their class histogram is D_f's.
-  """
-  import optax
-  logits_f = apply_fn(params, inputs.x_forget).astype(jnp.float32)
-  per_f = optax.softmax_cross_entropy_with_integer_labels(logits_f, inputs.y_forget)
-  if inputs.forget_target_loss is not None:
-    return per_f, inputs.forget_target_loss.astype(jnp.float32)
-  logits_h = apply_fn(params, inputs.x_heldout).astype(jnp.float32)
-  per = optax.softmax_cross_entropy_with_integer_labels(logits_h, inputs.y_heldout)
-  c = logits_h.shape[-1]
-  n_f = jnp.zeros(c).at[inputs.y_forget].add(1.0)
-  n_h = jnp.zeros(c).at[inputs.y_heldout].add(1.0)
-  w = n_f[inputs.y_heldout] / jnp.maximum(n_h[inputs.y_heldout], 1.0)
-  return per_f.mean(), jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-12)
-
-
-class KLStop(NamedTuple):
-  kept_params: Any          # the state at the end of the first epoch with KL < tol
-  stopped: jax.Array
-
-
-class Calibration(NamedTuple):
-  best_params: Any
-  best_gap: jax.Array       # mean |log L_forget - log L_target| of best_params
-  best_step: jax.Array      # steps taken when best_params was seen (0: the original)
-  crossed: jax.Array        # mean log L_forget >= mean log L_target was seen: D_f looks unseen
-  forget_loss: jax.Array    # at the last check (means)
-  target_loss: jax.Array
-
-
-def _calibration_check(apply_fn, params, inputs, step, calib: Calibration | None) -> Calibration:
-  l_f, l_t = calibration_losses(apply_fn, params, inputs)
-  log_f, log_t = jnp.log(jnp.maximum(l_f, 1e-30)), jnp.log(jnp.maximum(l_t, 1e-30))
-  gap = jnp.mean(jnp.abs(log_f - log_t))
-  crossed = jnp.mean(log_f) >= jnp.mean(log_t)
-  l_f, l_t = jnp.mean(l_f), jnp.mean(l_t)
-  if calib is None:
-    return Calibration(params, gap, jnp.int32(0), crossed, l_f, l_t)
-  better = jnp.logical_and(~calib.crossed, gap < calib.best_gap)
-  pick = lambda new, old: jnp.where(better, new, old)
-  return Calibration(jax.tree.map(pick, params, calib.best_params), pick(gap, calib.best_gap),
-                     pick(step, calib.best_step), jnp.logical_or(calib.crossed, crossed),
-                     l_f, l_t)
 
 
 def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
@@ -165,7 +109,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     init_fn: ``init_fn(key) -> params`` of a fresh model (methods that need
       a randomly initialised network, e.g. a bad teacher).
     mesh: split every batch over the mesh's ``'data'`` axis (host driver).
-    stop: ``"epochs"``, ``"kl_tol"`` or ``"calibrated"`` (see the module docstring).
+    stop: ``"epochs"``, ``"kl_tol"`` or ``"calibrated"`` (:mod:`jaxunlearn.stop`).
     calibrate_every: steps between two calibration checks.
     tol: the KL tolerance of ``stop="kl_tol"``.
 
@@ -173,13 +117,6 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
   """
   method = _as_method(method)
-  if stop not in STOP_RULES:
-    raise ConfigError(f"unknown stop rule {stop!r}; use one of {STOP_RULES}")
-  calibrated = stop == "calibrated"
-  kl_stop = stop == "kl_tol"
-  if kl_stop and not tol > 0:
-    raise ConfigError("stop='kl_tol' needs a tolerance tol > 0")
-  every = int(calibrate_every)
   if n_forget < 1:
     raise ConfigError("the forget set is empty; nothing to unlearn")
   if n_remain < 1:
@@ -187,6 +124,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   fbs, rbs = min(int(forget_batch_size), n_forget), int(remain_batch_size)
   steps = base.steps_per_epoch(method.epoch_over, n_forget, n_remain, fbs, rbs)
   total = epochs * steps
+  rule = stop_lib.make(stop, apply_fn, tol=tol, every=calibrate_every, total_steps=total)
   opt_cfg = optimizer_cfg if optimizer_cfg is not None else {"optimizer": "sgd"}
 
   def build(inputs, key, hparams):
@@ -196,22 +134,12 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     return method.make(env)
 
   def start(params, inputs, key, hparams):
-    if calibrated and any(getattr(inputs, f) is None for f in CALIBRATION_INPUTS) and not (
-        inputs.forget_target_loss is not None and inputs.y_forget is not None):
-      raise ConfigError(f"the calibrated stop needs inputs {CALIBRATION_INPUTS} (or "
-                        "x_forget, y_forget and forget_target_loss)")
-    if kl_stop and inputs.ref_probs is None:
-      raise ConfigError("the kl_tol stop compares with the reference model, which this method "
-                        "does not use")
-    calib = _calibration_check(apply_fn, params, inputs, 0, None) if calibrated else None
-    if kl_stop:
-      calib = KLStop(params, jnp.asarray(False))
-    return build(inputs, key, hparams).init(params), key, calib
+    stop_state = rule.init(params, inputs)
+    return RunState(build(inputs, key, hparams).init(params), key, stop_state)
 
-  def epoch(carry, inputs, hparams, e):
-    state, key, calib = carry
-    m = build(inputs, key, hparams)
-    fkey, rkey = jax.random.split(jax.random.fold_in(key, e))
+  def epoch(carry: RunState, inputs, hparams, e):
+    m = build(inputs, carry.key, hparams)
+    fkey, rkey = jax.random.split(jax.random.fold_in(carry.key, e))
     if method.epoch_over == "forget":
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
       r_rows = jax.vmap(lambda i: jax.random.randint(
@@ -220,8 +148,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       r_rows = base.cycled_rows(rkey, n_remain, rbs, steps)
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
 
-    def body(carry, inp):
-      state, calib = carry
+    def body(inner, inp):
+      state, stop_state = inner
       i, fr, rr = inp
       fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
                 if getattr(inputs, f) is not None}
@@ -232,44 +160,29 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       progress = (e * steps + i).astype(jnp.float32) / total
       state, metrics = m.step(state, Batch(**fields, epoch=e.astype(jnp.int32),
                                            progress=progress))
-      if calibrated:  # (kl_tol is checked once an epoch, below)
-        done = e * steps + i + 1
-        calib = jax.lax.cond(
-            jnp.logical_or(done % every == 0, done == total),
-            lambda c: _calibration_check(apply_fn, state.params, inputs, done, c),
-            lambda c: c, calib)
-        metrics = {**metrics, "calib_forget_loss": calib.forget_loss,
-                   "calib_target_loss": calib.target_loss}
-      return (state, calib), metrics
+      stop_state = rule.after_step(stop_state, state.params, inputs, e * steps + i + 1)
+      return (state, stop_state), {**metrics, **rule.step_metrics(stop_state)}
 
-    (state, calib), metrics = jax.lax.scan(body, (state, calib),
-                                           (jnp.arange(steps), f_rows, r_rows))
+    (state, stop_state), metrics = jax.lax.scan(body, (carry.method, carry.stop),
+                                                (jnp.arange(steps), f_rows, r_rows))
     if m.epoch_end is not None:
       state = m.epoch_end(state)
-    if kl_stop:
-      kl = base.kl_divergence(inputs.ref_probs, apply_fn(state.params, inputs.x_forget))
-      now = jnp.logical_and(~calib.stopped, kl < tol)
-      calib = KLStop(jax.tree.map(lambda new, old: jnp.where(now, new, old), state.params,
-                                  calib.kept_params), jnp.logical_or(calib.stopped, now))
-    return (state, key, calib), metrics
+    stop_state = rule.after_epoch(stop_state, state.params, inputs)
+    if inputs.ref_probs is not None:
+      metrics["kl_forget"] = base.kl_divergence(inputs.ref_probs,
+                                                apply_fn(state.params, inputs.x_forget))
+    return RunState(state, carry.key, stop_state), metrics
 
-  def finish(carry, inputs, hparams):
-    state, key, calib = carry
-    if calibrated:
-      return calib.best_params
-    m = build(inputs, key, hparams)
-    final = state.params if m.finish is None else m.finish(state)
-    if kl_stop:
-      return jax.tree.map(lambda kept, f: jnp.where(calib.stopped, kept, f),
-                          calib.kept_params, final)
-    return final
+  def finish(carry: RunState, inputs, hparams):
+    m = build(inputs, carry.key, hparams)
+    final = carry.method.params if m.finish is None else m.finish(carry.method)
+    return rule.result(carry.stop, final)
 
-  def summary(carry, inputs, hparams):
-    state, key, _ = carry
-    m = build(inputs, key, hparams)
-    return {} if m.summary is None else m.summary(state)
+  def summary(carry: RunState, inputs, hparams):
+    m = build(inputs, carry.key, hparams)
+    return {} if m.summary is None else m.summary(carry.method)
 
-  return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps, summary)
+  return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
@@ -287,7 +200,7 @@ def as_hparams(hp: dict) -> dict:
 @dataclasses.dataclass
 class UnlearnResult:
   params: Any
-  history: list[dict]      # per epoch: batch means of the step metrics (+ kl_forget with a reference)
+  history: list[dict]      # per epoch: batch means of the step metrics (+ kl_forget, reference)
   run_s: float
   compile_s: float
   stopped_early: bool
@@ -295,9 +208,13 @@ class UnlearnResult:
   summary: dict = dataclasses.field(default_factory=dict)  # the method's summary of the run
 
 
-def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: float = 0.0,
-            mesh=None, progress: bool = True) -> UnlearnResult:
+def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=None,
+            progress: bool = True) -> UnlearnResult:
   """Runs ``fn`` epoch by epoch from the host.
+
+  The result equals ``fn(params, inputs, key, hparams)``; the driver adds a
+  progress bar, timing, non-finite checks and an early stop once ``fn``'s
+  stop rule says no later epoch can change the result.
 
   Args:
     fn: from :func:`make_unlearn_fn` (built with the same ``mesh``).
@@ -305,17 +222,12 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
     inputs: the arrays the method asked for.
     hparams: ``{"learning_rate": ..., **method hparams}`` (numbers or arrays).
     key: PRNG key (the same key gives the same result as ``fn(...)``).
-    tol: stop after the first epoch whose mean KL to the reference over all of
-      D_f is below ``tol`` (0 disables; needs ``inputs.ref_probs``).
     mesh: replicate state and data on its devices; batches are split over them.
     progress: show a progress bar.
 
   Returns:
     :class:`UnlearnResult` with compile time kept apart from run time.
   """
-  if tol and inputs.ref_probs is None:
-    raise ConfigError("unlearn.tol stops on the KL to the reference model, which this method "
-                      "does not use; set --config.unlearn.tol=0")
   if inputs.ref_probs is not None and inputs.ref_probs.shape[0] != inputs.x_forget.shape[0]:
     raise ConfigError(f"ref_probs has {inputs.ref_probs.shape[0]} rows for "
                       f"{inputs.x_forget.shape[0]} forget examples")
@@ -333,10 +245,6 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
   summarize = None
   if fn.summary is not None:
     summarize = parallel.jit(fn.summary, mesh).lower(carry, inputs, hparams).compile()
-  forget_kl = None
-  if inputs.ref_probs is not None:
-    forget_kl = parallel.jit(lambda p, x, q: base.kl_divergence(q, fn.apply_fn(p, x)), mesh)
-    forget_kl = forget_kl.lower(carry[0].params, inputs.x_forget, inputs.ref_probs).compile()
   compile_s = time.perf_counter() - t0
 
   bar = None
@@ -348,10 +256,8 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
     t0 = time.perf_counter()
     carry, metrics = run_epoch(carry, inputs, hparams, jnp.int32(e))
     metrics = jax.device_get(metrics)
-    record = {"epoch": e + 1, **{k: float(np.mean(v)) for k, v in metrics.items()}}
-    if forget_kl is not None:
-      record["kl_forget"] = float(forget_kl(carry[0].params, inputs.x_forget, inputs.ref_probs))
     run_s += time.perf_counter() - t0
+    record = {"epoch": e + 1, **{k: float(np.mean(v)) for k, v in metrics.items()}}
     losses = np.asarray(metrics["loss"])
     if not np.all(np.isfinite(losses)) or not np.isfinite(record.get("kl_forget", 0.0)):
       bad = int(np.flatnonzero(~np.isfinite(losses))[0]) if not np.all(np.isfinite(losses)) else 0
@@ -363,21 +269,18 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, tol: f
       bar.update(1)
       if "kl_forget" in record:
         bar.set_postfix(kl_forget=f"{record['kl_forget']:.4f}")
-    if tol and record["kl_forget"] < tol:
-      stopped = True
-      break
-    if fn.stop == "calibrated" and bool(carry[2].crossed) and e + 1 < fn.epochs:
-      stopped = True     # D_f already looks unseen: later steps cannot change the result
+    if e + 1 < fn.epochs and bool(fn.stop_rule.finished(carry.stop)):
+      stopped = True     # later epochs cannot change the result
       break
   if bar is not None:
     bar.close()
   t0 = time.perf_counter()
   params = jax.block_until_ready(finish(carry, inputs, hparams))
   run_s += time.perf_counter() - t0
-  step = int(carry[2].best_step) if fn.stop == "calibrated" else None
+  stop_summary = {k: int(v) for k, v in jax.device_get(fn.stop_rule.summary(carry.stop)).items()}
   # A description of the run, not part of it: not timed.
   summary = {} if summarize is None else {
       k: float(v) for k, v in jax.device_get(summarize(carry, inputs, hparams)).items()}
   return UnlearnResult(params=params, history=history, run_s=run_s,
-                       compile_s=compile_s, stopped_early=stopped, calibrated_step=step,
-                       summary=summary)
+                       compile_s=compile_s, stopped_early=stopped,
+                       calibrated_step=stop_summary.get("calibrated_step"), summary=summary)

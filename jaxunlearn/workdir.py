@@ -147,7 +147,24 @@ def can_write(directory: Path) -> bool:
   return True
 
 
-def atomic_write(path: Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
+def atomic_write(path: Path, content, *, fsync: bool = False) -> None:
+  """Writes ``content`` to ``path`` so that a reader sees the old file or the whole new one.
+
+  Args:
+    path: the file.
+    content: text, bytes, or ``write(f)`` writing to a binary file object.
+    fsync: flush the data and the rename to disk before returning.
+  """
+  path = Path(path)
+  tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+  with open(tmp, "wb") as f:
+    if isinstance(content, str):
+      f.write(content.encode("utf-8"))
+    elif isinstance(content, (bytes, bytearray)):
+      f.write(content)
+    else:
+      content(f)
+    if fsync:
+      f.flush()
+      os.fsync(f.fileno())
   os.replace(tmp, path)

@@ -16,11 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxunlearn import models, parallel, populations as pops, stages  # noqa: E402
+from jaxunlearn import models, parallel, plan, plugins, populations as pops, stages  # noqa: E402
 from tests import tiny  # noqa: E402
 
 
@@ -34,12 +33,11 @@ def main():
   shape = x.shape[1:]
   train = pops.train_member(model, optax.adam(1e-3), shape, epochs=2, batch_size=32,
                             keep_params=False)
-  u = ml_collections.ConfigDict({"epochs": 1, "forget_batch_size": 4, "remain_batch_size": 16,
-                                 "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.0,
-                                 "weight_decay": 0.0, "schedule": "constant"})
-  settings = pops.UnlearnSettings("finetune", {"learning_rate": 0.02}, u, 48, 2,
-                                  optax.adam(1e-3), 32)
-  unlearn = pops.unlearn_member(model, shape, settings, n_forget=12, n_remain=remain.size)
+  u = plugins.default_config().unlearn
+  u.method, u.epochs, u.forget_batch_size, u.remain_batch_size = "finetune", 1, 4, 16
+  u.learning_rate = 0.02
+  unlearn = pops.unlearn_member(model, shape, plan.make_plan("finetune", u), n_forget=12,
+                                n_remain=remain.size)
   params = model.init(jax.random.key(3), jnp.zeros((1, *shape)), train=False)["params"]
   rows = jnp.asarray(remain, jnp.int32)
   populations = {

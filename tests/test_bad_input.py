@@ -65,8 +65,8 @@ def _npz(**arrays):
 def _config_file(body):
   def setup(tmp, npz):
     path = tmp / "bad_config.py"
-    path.write_text("from jaxunlearn.config import base_config\n\n\ndef get_config():\n"
-                    f"  c = base_config()\n  c.model = 'mlp'\n  {body}\n  return c\n")
+    path.write_text("from jaxunlearn.plugins import default_config\n\n\ndef get_config():\n"
+                    f"  c = default_config()\n  c.model = 'mlp'\n  {body}\n  return c\n")
     return [f"--config={path}"]
   return setup
 
@@ -90,16 +90,16 @@ CASES = [
     Case("wrong-type-file", _config_file("c.unlearn.lam = 'big'"), "lam"),
     Case("negative-forget-size", _flags("--config.forget.size=-3"), "'forget.size' must be >= 0",
          ConfigError),
-    Case("zero-batch", _flags("--config.train.batch_size=0"), "'train.batch_size' must be a positive",
+    Case("zero-batch", _flags("--config.train.batch_size=0"), "'train.batch_size' must be > 0",
          ConfigError),
-    Case("negative-epochs", _flags("--config.unlearn.epochs=-1"), "'unlearn.epochs' must be a positive",
+    Case("negative-epochs", _flags("--config.unlearn.epochs=-1"), "'unlearn.epochs' must be > 0",
          ConfigError),
-    Case("negative-reference", _flags("--config.reference.size=-5"), "reference.size must be > 0",
-         ConfigError),
+    Case("negative-reference", _flags("--config.reference.size=-5"),
+         "'reference.size' must be a fraction < 1 or a whole count", ConfigError),
     Case("fraction-one", _flags("--config.forget.size=0", "--config.forget.fraction=1.0"),
-         "forget.fraction must be in (0, 1)", ConfigError),
+         "'forget.fraction' must be in (0, 1)", ConfigError),
     Case("fraction-above-one", _flags("--config.forget.fraction=1.5"),
-         "forget.fraction must be in (0, 1)", ConfigError),
+         "'forget.fraction' must be in (0, 1)", ConfigError),
     Case("forget-everything", _flags(f"--config.forget.size={N}"), "must be smaller than the training set",
          SplitError),
     Case("reference-above-remain", _flags("--config.reference.size=229"),
@@ -107,7 +107,7 @@ CASES = [
     Case("reference-fraction-above-remain", _flags("--config.reference.size=0.99"),
          "larger than the remain set", SplitError),
     Case("reference-fractional-count", _flags("--config.reference.size=2.5"),
-         "neither a fraction", ConfigError),
+         "'reference.size' must be a fraction < 1 or a whole count", ConfigError),
     Case("nan-learning-rate", _flags("--config.train.learning_rate=nan"), "finite", ConfigError),
     Case("inf-learning-rate", _flags("--config.unlearn.learning_rate=inf"), "finite", ConfigError),
     Case("lam-zero", _flags("--config.unlearn.lam=0"), "unlearn.lam must be in (0, 1]", ConfigError),
@@ -322,7 +322,7 @@ def test_cli_usage_errors(capsys):
   assert cli.main(["jaxunlearn", "train"]) == 2
   _check_one_line(2, capsys.readouterr().err)
   assert cli.main(["jaxunlearn", "run", f"--config={tiny.CONFIG}"]) == 2
-  assert "--workdir are required" in _check_one_line(2, capsys.readouterr().err)
+  assert "--workdir is required" in _check_one_line(2, capsys.readouterr().err)
 
 
 # Fuzzing through the API: only the documented exception type, or a valid result.

@@ -48,6 +48,6 @@ def test_scrub_r_without_holdout_says_how_to_fix(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["salun", "scrub_r", "lightweight"])
 def test_quick_methods_config_per_method(name):
   from configs import quick_methods
-  from jaxunlearn import config
-  cfg = config.validate(quick_methods.get_config(name))
+  from jaxunlearn import plugins
+  cfg = plugins.validate(quick_methods.get_config(name))
   assert cfg.unlearn.method == name and cfg.holdout.size > 0

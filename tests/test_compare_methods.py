@@ -9,17 +9,17 @@ from tests import tiny
 
 def test_compare_methods_tiny(tmp_path, monkeypatch):
   from configs import quick_methods
-  from experiments import common, compare_methods
+  from experiments import compare_methods
   from jaxunlearn.errors import NonFiniteError
   ga = quick_methods.unlearn_settings("gradient_ascent")["learning_rate"]
-  run = common.run
+  run = compare_methods.run_row
 
-  def run_or_diverge(cfg, workdir):       # the 100x control diverges on seed 1
-    if cfg.seed == 1 and cfg.unlearn.learning_rate == pytest.approx(100 * ga):
+  def run_or_diverge(req, label):       # the 100x control diverges on seed 1
+    if req.cfg.seed == 1 and req.plans[label].block.learning_rate == pytest.approx(100 * ga):
       raise NonFiniteError("stage 'unlearn': loss became non-finite")
-    return run(cfg, workdir)
+    return run(req, label)
 
-  monkeypatch.setattr(common, "run", run_or_diverge)
+  monkeypatch.setattr(compare_methods, "run_row", run_or_diverge)
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   sets = [f"dataset=npz:{npz}", "model=mlp", "model_kwargs.hidden=(16,)", "train.epochs=2",
           "train.batch_size=32", "forget.size=12", "forget.fraction=0.05", "reference.size=48",

@@ -185,7 +185,7 @@ def test_unknown_name():
     data.load("imagenet")
   message = str(info.value)
   assert "npz:PATH" in message
-  for name in data.DATASETS:
+  for name in data.names():
     assert name in message
 
 

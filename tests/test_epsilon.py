@@ -11,7 +11,7 @@ from jaxunlearn.errors import ConfigError
 DELTA = 1e-5
 
 
-# --- a slow, literal reading of AUDITS.md section 2.2 --------------------------------
+# --- a slow, literal reading of the organisers' metric.py (docs/audits.md) --------------
 
 
 def _rule_eps(tpr, fnr, fpr, tnr, delta):
@@ -124,7 +124,7 @@ def test_tie_and_orientation_conventions():
   np.testing.assert_allclose(got, [c[2] for c in cases], rtol=1e-12)
 
 
-# --- calibration: AUDITS.md section 2.5 ------------------------------------------------
+# --- calibration: identical, shifted and narrowed populations --------------------------
 
 
 # N = 512 unlearned and retrained models, both N(0, 1) unless shifted or

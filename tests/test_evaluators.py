@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxunlearn import config as config_lib, evaluators, pipeline
+from jaxunlearn import evaluators, pipeline, plugins
 from jaxunlearn.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ def npz(tmp_path_factory):
 
 
 def _cfg(npz):
-  c = config_lib.base_config()
+  c = plugins.default_config()
   c.setting = "tiny"
   c.dataset = npz
   c.model = "mlp"
@@ -60,7 +60,7 @@ def test_registry_and_names():
     assert name in evaluators.names()
   with pytest.raises(ConfigError, match="unknown evaluator 'lira'"):
     evaluators.get("lira")
-  c = config_lib.base_config()
+  c = plugins.default_config()
   # accuracy always runs first; backdoor joins whenever a backdoor is planted.
   assert evaluators.selected(c) == ["accuracy", "mia", "loss_attack", "distributions"]
   c.backdoor.enabled = True

@@ -203,7 +203,9 @@ def test_images_without_channel_axis_rejected():
 
 def test_duplicate_registration_rejected():
   with pytest.raises(ConfigError, match="already registered"):
-    models.register("mlp")(models.MLP)
+    models.register("mlp")(models.LeNet5)
+  assert models.MODELS["mlp"] is models.MLP
+  models.register("mlp")(models.MLP)    # the same factory again (a module imported twice)
   assert models.MODELS["mlp"] is models.MLP
 
 

@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxunlearn import mia
+from jaxunlearn import membership
 from jaxunlearn.audits import phi
 from jaxunlearn.errors import ConfigError
 
 
 def _organisers_recipe(logits, labels):
-  """AUDITS.md section 0, step by step in float64 (softmax, zero p_y, 1e-45 floor)."""
+  """The organisers' recipe (docs/audits.md), step by step in float64 (softmax, zero p_y, 1e-45 floor)."""
   z = logits - logits.max(axis=-1, keepdims=True)
   p = np.exp(z.astype(np.float64))
   p /= p.sum(axis=-1, keepdims=True)
@@ -33,7 +33,7 @@ def test_matches_float64_formula_and_mia():
   got32 = np.asarray(phi.logit_confidence(jnp.asarray(logits, jnp.float32), labels))
   assert got32.shape == (3, 20)
   np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(mia.logit_confidence(logits[1], labels), got64[1])
+  np.testing.assert_array_equal(membership.logit_confidence(logits[1], labels), got64[1])
 
 
 def test_jit_and_vmap_over_models():

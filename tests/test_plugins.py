@@ -1,4 +1,5 @@
-"""Methods and evaluators as plugins: README's examples as written, registries, layering."""
+"""Plugins (methods, evaluators, audit statistics, datasets): README's examples as written,
+registries, layering."""
 
 import ast
 import json
@@ -36,7 +37,9 @@ def readme_command(heading: str) -> list[str]:
 def plugin_dir(tmp_path, monkeypatch):
   """README's two plugin files, written as given, importable."""
   for heading, name in (("### Adding a method", "my_methods.py"),
-                        ("### Adding an evaluator", "my_evaluators.py")):
+                        ("### Adding an evaluator", "my_evaluators.py"),
+                        ("### Adding an audit statistic", "my_statistics.py"),
+                        ("### Adding a dataset", "my_datasets.py")):
     (tmp_path / name).write_text(readme_block(heading, "python"))
   monkeypatch.syspath_prepend(str(tmp_path))
   return tmp_path
@@ -79,6 +82,92 @@ def test_readme_evaluator_section_in_results(plugin_dir, tmp_path, capsys):
   assert "## Confidence on D_f" in (workdir / "results.md").read_text()
 
 
+def test_readme_statistic_runs_in_an_audit(plugin_dir, tmp_path, capsys):
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  workdir = tmp_path / "work"
+  overrides = readme_command("### Adding an audit statistic")
+  assert "--config.plugins=(\"my_statistics\",)" in overrides
+  args = ["audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
+          f"--config.dataset=npz:{npz}", "--config.audit.num_models=3",
+          "--config.audit.chunk_size=3", "--config.audit.methods=('finetune',)",
+          "--config.label_flip.enabled=True", "--config.train.epochs=30", *overrides]
+  assert cli.main(["jaxunlearn", *args]) == 0, capsys.readouterr().err
+  out = capsys.readouterr().out
+  saved = json.loads((workdir / "audit.json").read_text())
+  assert saved["statistics"] == ["epsilon", "loss_gap"]
+  section = saved["loss_gap"]
+  assert set(section) == {"none", "finetune"}
+  # The originals fit the flipped D_f: their loss there is below retraining's.
+  assert section["none"]["median_log_ratio"] < 0.0
+  assert np.isfinite(section["finetune"]["median_log_ratio"])
+  assert "## Loss on D_f against retraining" in (workdir / "audit.md").read_text()
+  assert "F: oracle=" in out
+  # The record field is part of the chunks' names: chunks saved without it are not reused.
+  import my_statistics
+  from jaxunlearn import populations
+  pop = populations.Population("retrain", 3, member=None,
+                               fields=(("forget_loss", my_statistics.forget_loss),))
+  without = populations.Population("retrain", 3, member=None)
+  assert populations.member_stage(pop, 0, 3) != populations.member_stage(without, 0, 3)
+
+
+def test_readme_dataset_runs_by_name(plugin_dir, tmp_path, capsys):
+  overrides = readme_command("### Adding a dataset")
+  assert "--config.dataset=blobs" in overrides
+  workdir = tmp_path / "work"
+  args = ["run", f"--config={tiny.CONFIG}", f"--workdir={workdir}", *overrides]
+  assert cli.main(["jaxunlearn", *args]) == 0, capsys.readouterr().err
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["dataset"] == "blobs" and results["n_train"] == 600
+  assert results["models"]["original"]["acc_test"] > 0.5     # above chance (1/3)
+  assert cli.main(["jaxunlearn", "datasets", "--config.plugins=('my_datasets',)"]) == 0
+  assert "blobs" in capsys.readouterr().out
+
+
+def test_a_taken_name_is_refused_unless_replaced(tmp_path, monkeypatch, capsys):
+  (tmp_path / "clash_plugin.py").write_text(
+      "from jaxunlearn import methods\n"
+      "@methods.register('lightweight')\n"
+      "class Mine(methods.Method):\n"
+      "  inputs = ('x_remain', 'y_remain')\n"
+      "  def loss(self, params, apply_fn, batch, hp, extra):\n"
+      "    return methods.cross_entropy(apply_fn(params, batch.x_remain), batch.y_remain), {}\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  npz, workdir = _copy_finished(tmp_path)
+  args = tiny.cli_args(npz, workdir, "--config.plugins=('clash_plugin',)",
+                       "--config.eval.evaluators=()")
+  assert cli.main(["jaxunlearn", *args]) == 2
+  err = capsys.readouterr().err
+  assert "already registered" in err and "replace=True" in err and len(err.splitlines()) == 1
+  assert methods.get("lightweight").__module__ == "jaxunlearn.methods.lightweight"
+
+
+def test_a_replaced_builtin_is_named_in_results_and_summary(tmp_path, monkeypatch, capsys):
+  from jaxunlearn import registry
+  builtin = methods.get("finetune")
+  (tmp_path / "replace_plugin.py").write_text(
+      "from jaxunlearn import methods\n"
+      "@methods.register('finetune', replace=True)\n"
+      "class MyFinetune(methods.get('finetune')):\n"
+      "  description = 'mine'\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  npz, workdir = _copy_finished(tmp_path)
+  args = tiny.cli_args(npz, workdir, "--config.plugins=('replace_plugin',)",
+                       "--config.unlearn.method=finetune", "--config.eval.evaluators=()")
+  try:
+    assert cli.main(["jaxunlearn", *args]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+  finally:   # put the built-in back for the other tests
+    methods.base._REGISTRY._plugins["finetune"] = builtin
+    methods.base._REGISTRY._replaced.pop("finetune", None)
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["replaced"] == {"unlearning method finetune": "replace_plugin.MyFinetune"}
+  assert "replaced built-ins: unlearning method finetune by replace_plugin.MyFinetune" in out
+  assert registry.replaced() == {}
+  # The same class registered again (a module imported twice) is no conflict.
+  methods.register("finetune")(builtin)
+
+
 def test_an_existing_method_under_another_name(tmp_path, monkeypatch, capsys):
   (tmp_path / "alias_plugin.py").write_text(
       "from jaxunlearn import methods\n"
@@ -110,6 +199,8 @@ def test_registries_reject_what_is_not_a_plugin():
     methods.register("bad2")(type("M", (methods.Method,), {"inputs": ("x_everything",)}))
   with pytest.raises(ConfigError, match="unknown unlearning method 'nope'"):
     methods.get("nope")
+  with pytest.raises(ConfigError, match="already registered"):
+    methods.register("finetune")(methods.get("lightweight"))
   assert {"lightweight", "finetune"} <= set(methods.names())
 
 
@@ -205,13 +296,22 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
   return None
 
 
-def test_no_import_circle_and_plugins_never_import_pipeline_or_cli():
+ORCHESTRATION = {"jaxunlearn.pipeline", "jaxunlearn.cli", "jaxunlearn.request",
+                 "jaxunlearn.auditor", "jaxunlearn.tuning", "jaxunlearn.plugins"}
+PLUGIN_PACKAGES = ("jaxunlearn.methods", "jaxunlearn.evaluators", "jaxunlearn.audits")
+
+
+def test_no_import_circle_and_plugins_never_import_the_request_or_the_cli():
   graph = _graph()
   assert "jaxunlearn.methods.base" in graph and "jaxunlearn.evaluators.mia" in graph
+  assert "jaxunlearn.audits.epsilon" in graph
   for name, targets in graph.items():
-    if name.startswith(("jaxunlearn.methods", "jaxunlearn.evaluators")):
-      assert not targets & {"jaxunlearn.pipeline", "jaxunlearn.cli"}, (name, targets)
+    if name.startswith(PLUGIN_PACKAGES):
+      assert not targets & ORCHESTRATION, (name, targets & ORCHESTRATION)
   assert find_circle(graph) is None, find_circle(graph)
+  # The schema knows no plugin.
+  assert not any(t.startswith(PLUGIN_PACKAGES) for t in graph["jaxunlearn.config"]), \
+      graph["jaxunlearn.config"]
   # The registries import no plugin.
   assert not any(t.startswith("jaxunlearn.methods.") for t in graph["jaxunlearn.methods.base"])
   assert not any(t.startswith("jaxunlearn.evaluators.")
@@ -233,3 +333,20 @@ def test_the_circle_check_finds_a_circle(tmp_path):
     PACKAGE = saved
   assert graph["jaxunlearn.a"] == {"jaxunlearn.b"}
   assert find_circle(graph) == ["jaxunlearn.a", "jaxunlearn.b", "jaxunlearn.a"]
+
+
+def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
+  pkg = tmp_path / "jaxunlearn"
+  (pkg / "methods").mkdir(parents=True)
+  for f in ("__init__.py", "methods/__init__.py", "request.py", "config.py"):
+    (pkg / f).write_text("")
+  (pkg / "methods" / "mine.py").write_text("def f():\n  from jaxunlearn import request\n")
+  (pkg / "config.py").write_text("def g():\n  import jaxunlearn.methods.mine\n")
+  global PACKAGE
+  saved, PACKAGE = PACKAGE, pkg
+  try:
+    graph = _graph()
+  finally:
+    PACKAGE = saved
+  assert graph["jaxunlearn.methods.mine"] & ORCHESTRATION == {"jaxunlearn.request"}
+  assert any(t.startswith(PLUGIN_PACKAGES) for t in graph["jaxunlearn.config"])

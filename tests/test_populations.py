@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxunlearn import auditor, transforms
+from jaxunlearn import auditor, plan, transforms
+from jaxunlearn.audits import ulira
 from jaxunlearn.errors import ConfigError
 from tests import tiny
 
@@ -53,24 +54,24 @@ def test_label_flip_never_keeps_the_true_class_and_is_seeded():
   assert len(set(((a[forget] - y[forget]) % 4).tolist())) == 3   # every other class is used
 
 
-def test_parse_method_overrides_the_unlearn_block():
+def test_parse_spec_overrides_the_unlearn_block():
   cfg = tiny.config("x.npz")
-  label, name, u = auditor.parse_method("paper=lightweight:lam=0.01,epochs=2", cfg.unlearn)
-  assert (label, name, u.lam, u.epochs, cfg.unlearn.epochs) == ("paper", "lightweight", 0.01, 2,
-                                                                  1)
-  assert auditor.parse_method("finetune", cfg.unlearn)[0] == "finetune"
+  label, u = plan.parse_spec("paper=lightweight:lam=0.01,epochs=2", cfg.unlearn)
+  assert (label, u.method, u.lam, u.epochs, cfg.unlearn.epochs) == ("paper", "lightweight", 0.01,
+                                                                     2, 1)
+  assert plan.parse_spec("finetune", cfg.unlearn)[0] == "finetune"
   with pytest.raises(ConfigError, match="unknown field"):
-    auditor.parse_method("finetune:nope=1", cfg.unlearn)
-  with pytest.raises(ConfigError, match="unknown unlearning method"):
-    auditor.parse_method("nope", cfg.unlearn)
+    plan.parse_spec("finetune:nope=1", cfg.unlearn)
+  with pytest.raises(ConfigError, match="unknown method 'nope'"):
+    plan.parse_spec("nope", cfg.unlearn)
   with pytest.raises(ConfigError, match="label"):
-    auditor.parse_method("oracle=finetune", cfg.unlearn)
+    plan.parse_spec("oracle=finetune", cfg.unlearn, reserved=auditor.CONTROLS)
 
 
 def test_ulira_masks_are_a_valid_game():
   cfg = tiny.config("x.npz", audit__ulira__num_originals=4,
                     audit__ulira__forget_sets_per_original=3)
-  m = auditor.ulira_masks(cfg, 12)
+  m = ulira.game_masks(cfg.audit.ulira, 12, seed=0)
   assert m["keep"].shape == (4, 12) and m["forget"].shape == (12, 12)
   assert np.all(m["keep"].sum(1) == 6) and np.all(m["forget"].sum(1) == 3)
   assert not np.any(m["in_mask"] & m["out_mask"])
@@ -99,7 +100,7 @@ def _audit_cli(npz, workdir):
   # must equal the full audit's.
   return tiny.cli_command() + ["audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
                                f"--config.dataset=npz:{npz}", *CLI_OVERRIDES,
-                               "--config.audit.ulira.num_originals=0"]
+                               "--config.audit.statistics=('epsilon',)"]
 
 
 def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
@@ -125,12 +126,12 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
       proc.kill()
     proc.wait(timeout=30)
   assert not (workdir / "audit.json").exists()
-  r = auditor.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__ulira__num_originals": 0}),
-                      workdir)
+  r = auditor.run_audit(tiny.config(npz, **{**OVERRIDES, "audit__statistics": ("epsilon",)}),
+                        workdir)
   assert r["populations"]["retrain"]["chunks_reused"] == 2
   assert r["populations"]["oracle"]["chunks_reused"] == 1     # the chunk saved before the kill
   assert r["populations"]["none"]["chunks_reused"] == 0
-  assert r["ulira"] == {}
+  assert "ulira" not in r and r["statistics"] == ["epsilon"]
   for name in POPULATIONS[:4]:
     np.testing.assert_allclose(np.load(workdir / "phi" / f"{name}.npy"),
                                np.load(reference / "phi" / f"{name}.npy"), rtol=0, atol=1e-5)
@@ -152,5 +153,5 @@ def test_audit_cli_refuses_an_unknown_method_and_writes_nothing(tmp_path, capsys
   workdir = tmp_path / "work"
   code = cli.main(["jaxunlearn", "audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
                    f"--config.dataset=npz:{npz}", "--config.audit.methods=('nope',)"])
-  assert code == 2 and "unknown unlearning method 'nope'" in capsys.readouterr().err
+  assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err
   assert not workdir.exists()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from jaxunlearn import checkpoint, pipeline, splits as splits_lib, stages, train as train_lib
+from jaxunlearn import request, checkpoint, pipeline, splits as splits_lib, stages, train as train_lib
 from jaxunlearn.errors import SplitError
 from tests import tiny
 
@@ -121,7 +121,7 @@ def test_find_reference_never_returns_one_that_saw_forget(saved_references, forg
 @pytest.fixture(scope="module")
 def run_and_splits():
   npz, workdir, results = tiny.finished_run()
-  ctx = pipeline.build_context(tiny.config(npz), workdir)
+  ctx = request.prepare(tiny.config(npz), workdir)
   return ctx, workdir, results
 
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxunlearn import checkpoint, cli, pipeline, splits as splits_lib
+from jaxunlearn import request, checkpoint, cli, pipeline, splits as splits_lib
 from jaxunlearn.errors import NonFiniteError
 from tests import tiny
 
@@ -128,9 +128,9 @@ def test_different_seeds_give_different_forget_sets(tmp_path):
   npz, _, _ = tiny.finished_run()
   forget = {}
   for seed in range(4):
-    ctx = pipeline.build_context(tiny.config(npz, seed=seed), tmp_path / f"w{seed}")
+    ctx = request.prepare(tiny.config(npz, seed=seed), tmp_path / f"w{seed}")
     forget[seed] = splits_lib.index_hash(ctx.splits.forget_idx)
-    again = pipeline.build_context(tiny.config(npz, seed=seed), tmp_path / f"w{seed}")
+    again = request.prepare(tiny.config(npz, seed=seed), tmp_path / f"w{seed}")
     np.testing.assert_array_equal(again.splits.forget_idx, ctx.splits.forget_idx)
   assert len(set(forget.values())) == 4
   assert not any((tmp_path / f"w{seed}").exists() for seed in range(4))

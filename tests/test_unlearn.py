@@ -123,8 +123,9 @@ def test_unlearn_moves_towards_reference_and_leaves_input_params():
 
 def test_unlearn_stops_at_tolerance():
   params, inputs = _toy_problem()
-  res = unlearn.unlearn(_fn(200, 8, 8), params, inputs, {"learning_rate": 0.5, "lam": 1.0},
-                        key=jax.random.key(1), tol=0.05, progress=False)
+  res = unlearn.unlearn(_fn(200, 8, 8, stop="kl_tol", tol=0.05), params, inputs,
+                        {"learning_rate": 0.5, "lam": 1.0}, key=jax.random.key(1),
+                        progress=False)
   assert res.stopped_early
   assert len(res.history) < 200
   assert res.history[-1]["kl_forget"] < 0.05 <= res.history[-2]["kl_forget"]
@@ -138,9 +139,10 @@ def test_unlearn_rejects_empty_forget_set():
 
 def test_tol_needs_a_reference():
   params, inputs = _toy_problem()
-  with pytest.raises(ConfigError, match="tol"):
-    unlearn.unlearn(_fn(1, method="finetune"), params, inputs._replace(ref_probs=None),
-                    {"learning_rate": 0.1}, key=jax.random.key(0), tol=0.1, progress=False)
+  with pytest.raises(ConfigError, match="kl_tol"):
+    unlearn.unlearn(_fn(1, method="finetune", stop="kl_tol", tol=0.1), params,
+                    inputs._replace(ref_probs=None), {"learning_rate": 0.1},
+                    key=jax.random.key(0), progress=False)
 
 
 # --- the pure run: one function, vmappable ----------------------------------------

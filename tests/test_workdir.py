@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tiny
-from jaxunlearn import pipeline, splits as splits_lib, workdir as workdir_lib
+from jaxunlearn import request, pipeline, splits as splits_lib, workdir as workdir_lib
 from jaxunlearn.errors import NonFiniteError, WorkdirError
 
 KILLPOINT_DIR = Path(__file__).resolve().parent / "killpoint"
@@ -88,7 +88,7 @@ def test_forget_hash_is_keyed_by_a_per_workdir_secret(tmp_path):
   npz, finished, results = tiny.finished_run()
   secret = (finished / "secret.key").read_bytes()
   assert len(secret) == workdir_lib.SECRET_BYTES
-  ctx = pipeline.build_context(tiny.config(npz), finished)
+  ctx = request.prepare(tiny.config(npz), finished)
   forget = ctx.splits.forget_idx
   assert results["forget_hash"] == splits_lib.index_hash(forget, secret)
   # Without the key the hash cannot be recomputed from a guessed index list.

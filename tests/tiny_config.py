@@ -6,11 +6,11 @@
 Sizes are chosen for speed, not accuracy: a whole run takes seconds on CPU.
 """
 
-from jaxunlearn.config import base_config
+from jaxunlearn.plugins import default_config
 
 
 def get_config():
-  c = base_config()
+  c = default_config()
   c.setting = "tiny"
   c.dataset = "npz:tiny.npz"
   c.model = "mlp"

@@ -1,10 +1,17 @@
-"""Per-example unlearning audits (AUDITS.md): pure statistics on phi matrices.
+"""Per-example unlearning audits: the statistics computed on populations of models.
 
-* :mod:`~jaxunlearn.audits.phi`: the logit-scaled confidence phi.
-* :mod:`~jaxunlearn.audits.epsilon`: the NeurIPS-2023 challenge's per-example
-  epsilon and forgetting quality.
-* :mod:`~jaxunlearn.audits.ulira`: U-LiRA, the per-example likelihood-ratio
-  unlearning membership attack.
+Audit statistics are plugins (:mod:`jaxunlearn.audits.base`), one file each,
+registered by name; ``audit.statistics`` picks them. Built in:
+
+* ``epsilon`` (:mod:`~jaxunlearn.audits.epsilon`): the NeurIPS-2023
+  challenge's per-example epsilon and forgetting quality;
+* ``ulira`` (:mod:`~jaxunlearn.audits.ulira`): U-LiRA, the per-example
+  likelihood-ratio unlearning membership attack.
+
+:mod:`~jaxunlearn.audits.phi` holds the logit-scaled confidence phi every
+population member records.
 """
 
-from jaxunlearn.audits import epsilon, phi, ulira
+from jaxunlearn.audits.base import (Audit, AuditInfo, RecordField, Statistic,  # noqa: F401
+                                    get, names, record_fields, register, selected)
+from jaxunlearn.audits import epsilon, phi, ulira  # noqa: F401,E402  (built-ins register)

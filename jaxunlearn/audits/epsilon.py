@@ -1,7 +1,8 @@
 """Per-example (epsilon, delta) forgetting quality of the NeurIPS-2023 unlearning challenge.
 
 The score of google-deepmind/unlearning_evaluation@ffae0ff (``metric.py``,
-``main.py``), as specified in AUDITS.md sections 2.2-2.4. For each forget
+``main.py``; the scoring code of the NeurIPS 2023 Machine Unlearning
+Challenge, docs/audits.md). For each forget
 example the input is two samples of phi: one per unlearned model and one per
 retrained model.
 
@@ -50,9 +51,13 @@ tiny samples); this module gives such an example the cap, 50.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import ml_collections
 import numpy as np
 
+from jaxunlearn import report
+from jaxunlearn.audits import base
 from jaxunlearn.errors import ConfigError
 
 DELTA = 1e-5
@@ -328,3 +333,162 @@ def epsilon_report(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
       "eps": eps.tolist(),
       "points": points.tolist(),
   }
+
+
+# --- the statistic: populations, audit.json section, audit.md section, plots -----------
+
+SECTION_KEYS = ("forgetting_quality", "final_score", "eps_median", "eps_mean", "max_epsilon",
+                "n_models_unlearned", "n_models_retrained", "n_examples", "n_degenerate")
+EPS_FIGURE = "audit_eps.png"
+PHI_FIGURE = "audit_phi.png"
+
+
+def spread_ratio(unlearned_phi, retrained_phi) -> float:
+  """Median over examples of std of phi across the population / the same across retrains.
+
+  Below 1: runs that all start from one original vary less than retrains do,
+  which the epsilon-score punishes as hard as a shifted mean.
+  """
+  u = np.std(np.asarray(unlearned_phi, np.float64), axis=0)
+  r = np.std(np.asarray(retrained_phi, np.float64), axis=0)
+  return float(np.median(u / np.maximum(r, 1e-12)))
+
+
+def population_entry(unlearned: dict, retrained: dict) -> dict:
+  """One population's row of the section: F, final score, epsilon, phi, spread, accuracies."""
+  rep = epsilon_report(
+      unlearned["phi"], retrained["phi"],
+      remain_acc_unlearned=float(np.mean(unlearned["remain_acc"])),
+      remain_acc_retrained=float(np.mean(retrained["remain_acc"])),
+      test_acc_unlearned=float(np.mean(unlearned["test_acc"])),
+      test_acc_retrained=float(np.mean(retrained["test_acc"])))
+  out = {k: rep[k] for k in SECTION_KEYS}
+  out["remain_acc"] = float(np.mean(unlearned["remain_acc"]))
+  out["test_acc"] = float(np.mean(unlearned["test_acc"]))
+  out["phi_median"] = float(np.median(unlearned["phi"]))
+  out["spread_ratio"] = spread_ratio(unlearned["phi"], retrained["phi"])
+  out["eps"] = rep["eps"]
+  return out
+
+
+def _fmt(v) -> str:
+  return report.fmt(v)
+
+
+@base.register("epsilon")
+class EpsilonScore(base.Statistic):
+  """The NeurIPS-2023 challenge's per-example epsilon and forgetting quality F.
+
+  Populations: ``retrain`` (N models on D_r, the reference sample), ``oracle``
+  (another N on D_r: the best score at this N), ``none`` (N originals on all
+  of D: no unlearning) and one per audited method (N unlearning runs from the
+  work dir's original, each with its own key).
+  """
+  title = "Epsilon-score (NeurIPS 2023 unlearning challenge)"
+  field_docs = {"plot_examples": "forget examples in the phi-histogram plot"}
+
+  def config(self):
+    c = ml_collections.ConfigDict()
+    c.plot_examples = 4
+    return c
+
+  def validate(self, cfg, info):
+    if cfg.audit.epsilon.plot_examples < 1:
+      raise ConfigError(f"audit.epsilon.plot_examples must be >= 1, got "
+                        f"{cfg.audit.epsilon.plot_examples}")
+
+  def run(self, audit: base.Audit) -> dict:
+    retrain = audit.train_population("retrain", audit.remain_rows)
+    out = {"oracle": population_entry(audit.train_population("oracle", audit.remain_rows),
+                                      retrain),
+           "none": population_entry(audit.train_population("none", audit.train_rows), retrain)}
+    for label in audit.labels:
+      out[label] = population_entry(audit.unlearn_population(label, label), retrain)
+    return out
+
+  def report(self, section: dict) -> str:
+    lines = ["Each population's phi on D_f against N models retrained on D_r. `oracle` is a "
+             "second, independent retrain population (the best score at this N); `none` is N "
+             "originals (no unlearning). Higher F is better. Spread ratio: the median over "
+             "examples of the std of phi across the population divided by the std across "
+             "retrains (1 is the retrains' own spread).", "",
+             "| population | F (forgetting quality) | final score | eps median | eps mean | "
+             "phi median | spread ratio | remain acc | test acc |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in section.items():
+      lines.append(f"| {name} | {_fmt(e['forgetting_quality'])} | {_fmt(e['final_score'])} | "
+                   f"{_fmt(e['eps_median'])} | {_fmt(e['eps_mean'])} | "
+                   f"{_fmt(e['phi_median'])} | {_fmt(e.get('spread_ratio'))} | "
+                   f"{_fmt(e['remain_acc'])} | {_fmt(e['test_acc'])} |")
+    return "\n".join(lines)
+
+  def summary(self, section: dict) -> str:
+    return "F: " + " ".join(f"{k}={v['forgetting_quality']:.3f}" for k, v in section.items())
+
+  def plot(self, section: dict, audit: base.Audit, out_dir) -> dict:
+    plot_epsilon(Path(out_dir) / EPS_FIGURE, section, audit.cfg.setting)
+    plot_phi(Path(out_dir) / PHI_FIGURE, section, audit, audit.cfg.audit.epsilon.plot_examples)
+    return {"epsilon_histograms": EPS_FIGURE, "phi_histograms": PHI_FIGURE}
+
+
+def plot_epsilon(path, section: dict, setting: str) -> None:
+  """Per-example epsilon histograms, one panel per population."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(section)
+  fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 2.6), sharey=True,
+                           squeeze=False)
+  # Epsilon at or above max_epsilon scores no points: it is shown as one last bin.
+  cap = float(section[names[0]]["max_epsilon"])
+  bins = np.arange(0.0, cap + 1.0 + 1e-9, 0.5)
+  for ax, name in zip(axes[0], names):
+    e = section[name]
+    ax.hist(np.minimum(e["eps"], cap + 0.75), bins=bins, color="tab:blue", edgecolor="white")
+    ax.axvline(cap, color="tab:red", lw=0.8)
+    ax.set_title(f"{name}\nF={e['forgetting_quality']:.3f}", fontsize=9)
+    ax.set_xlabel(f"per-example epsilon (last bin: >= {cap:g}, no points)", fontsize=7)
+  axes[0][0].set_ylabel("examples of D_f")
+  n = section[names[0]]["n_models_unlearned"]
+  fig.suptitle(f"{setting}: per-example epsilon, N={n}", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def plot_phi(path, section: dict, audit: base.Audit, examples: int) -> None:
+  """phi of single forget examples: each population (red) against the retrained models (gray)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  retrain = audit.population("retrain")["phi"]
+  shown = [n for n in section if n != "oracle"]
+  k = min(int(examples), retrain.shape[1])
+  # The examples the retrained models are surest they do not fit, then evenly spread ones.
+  order = np.argsort(np.median(retrain, 0))
+  picks = order[np.linspace(0, order.size - 1, k).astype(int)]
+  fig, axes = plt.subplots(k, len(shown), figsize=(2.8 * len(shown), 2.0 * k), squeeze=False)
+  for i, ex in enumerate(picks):
+    for j, name in enumerate(shown):
+      ax = axes[i][j]
+      other = audit.population(name)["phi"][:, ex]
+      lo = min(retrain[:, ex].min(), other.min())
+      hi = max(retrain[:, ex].max(), other.max())
+      b = np.linspace(lo, hi + 1e-6, 16)
+      ax.hist(retrain[:, ex], bins=b, alpha=0.6, color="tab:gray", label="retrain")
+      ax.hist(other, bins=b, alpha=0.6, color="tab:red", label=name)
+      if i == 0:
+        ax.set_title(name, fontsize=9)
+      if j == 0:
+        ax.set_ylabel(f"D_f #{int(ex)}", fontsize=8)
+      if i == k - 1:
+        ax.set_xlabel("phi")
+      ax.tick_params(labelsize=7)
+  axes[0][0].legend(fontsize=7)
+  fig.suptitle(f"{audit.cfg.setting}: phi of single forget examples, gray = retrained models",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

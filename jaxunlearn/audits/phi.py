@@ -5,7 +5,7 @@ For a model's logits ``z`` on an example with label ``y``,
     phi = log p_y - log(sum_{k != y} p_k) = log(p_y / (1 - p_y)),
 
 the statistic of LiRA and of the NeurIPS-2023 unlearning challenge
-(AUDITS.md section 0). The softmax normaliser cancels in the difference, so
+(docs/audits.md). The softmax normaliser cancels in the difference, so
 phi is computed as ``z_y - logsumexp(z_k for k != y)``: the true class is
 masked with ``-inf`` and the log-sum-exp is shifted by its own maximum. This
 is the stable form of the organisers' recipe (softmax in float64, then

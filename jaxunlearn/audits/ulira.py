@@ -1,7 +1,8 @@
 """U-LiRA: the per-example likelihood-ratio unlearning membership attack.
 
-Hayes et al. (arXiv 2403.01218) run LiRA-online (Carlini et al. 2022) on
-unlearned models (AUDITS.md sections 1.3-1.5). The input is a phi matrix
+Hayes et al. (arXiv 2403.01218) run LiRA-online (Carlini et al. 2022,
+tensorflow/privacy research/mi_lira_2021) on unlearned models
+(docs/audits.md). The input is a phi matrix
 ``[M, n_pool]`` of ``M`` models on a pool of examples and two masks:
 
 * ``in_mask[m, x]``: model ``m`` was trained on ``x`` and then unlearned it
@@ -48,15 +49,18 @@ spread between examples into sigma, and uses it for the OUT side too; that
 is not copied.) Under leave-one-out the target's own observations are taken
 out of the pooled variance as well. ``"auto"`` (default) uses it when the
 median over examples of the smaller of the two observation counts is below
-64 (AUDITS.md section 1.3 c).
+64 (LiRA's README: fixed variance works best with few shadow models).
 """
 
 from __future__ import annotations
 
 import math
 
+import ml_collections
 import numpy as np
 
+from jaxunlearn import report
+from jaxunlearn.audits import base
 from jaxunlearn.errors import ConfigError
 
 SIGMA_FLOOR = 1e-30
@@ -466,3 +470,158 @@ def ulira(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *, target_
       "per_example_accuracy": _nan_to_none(acc_x),
       "per_example_separation": _nan_to_none(separation),
   }
+
+
+# --- the statistic: the unlearning game on D_f, audit.json and audit.md sections --------
+
+SECTION_KEYS = {"balanced_acc": "balanced_accuracy", "auc": "auc",
+                "tpr_at_1pct_fpr": "tpr_at_1pct_fpr", "tpr_at_01pct_fpr": "tpr_at_0.1pct_fpr",
+                "accuracy_at_zero": "accuracy_at_zero",
+                "per_example_accuracy_median": "per_example_accuracy_median",
+                "per_example_accuracy_q90": "per_example_accuracy_q90",
+                "frac_examples_above_threshold": "frac_examples_above_threshold",
+                "per_example_separation_median": "per_example_separation_median",
+                "per_example_separation_q90": "per_example_separation_q90",
+                "n_positive": "n_positive", "n_negative": "n_negative",
+                "fixed_variance": "fixed_variance"}
+_MASKS_SEED = 0x554C4941
+
+
+def game_masks(u, n: int, seed: int) -> dict:
+  """Keep-masks of the M originals and the K forget sets of each, over a pool of ``n``.
+
+  Args:
+    u: the ``audit.ulira`` block.
+    n: the pool's size (|D_f|).
+    seed: the audit's seed.
+
+  Returns:
+    dict of ``keep`` ``[M, n]``, ``forget`` ``[M * K, n]`` (row ``m * K + k``),
+    ``groups`` ``[M * K]`` (the original of each unlearned model), and the
+    U-LiRA masks ``in_mask`` (forgot it) and ``out_mask`` (never trained on it).
+  """
+  m, k = int(u.num_originals), int(u.forget_sets_per_original)
+  n_keep = int(round(u.keep_fraction * n))
+  n_forget = int(round(u.forget_fraction * n_keep))
+  if not (1 <= n_keep < n and 1 <= n_forget):
+    raise ConfigError(f"U-LiRA on a pool of {n} forget examples: audit.ulira.keep_fraction "
+                      f"{u.keep_fraction} and forget_fraction {u.forget_fraction} leave "
+                      f"{n_keep} kept and {n_forget} forgotten; each needs at least 1")
+  rng = np.random.default_rng([seed, _MASKS_SEED])
+  keep = np.zeros((m, n), bool)
+  forget = np.zeros((m * k, n), bool)
+  for i in range(m):
+    kept = rng.permutation(n)[:n_keep]
+    keep[i, kept] = True
+    for j in range(k):
+      forget[i * k + j, rng.permutation(kept)[:n_forget]] = True
+  groups = np.repeat(np.arange(m), k)
+  return {"keep": keep, "forget": forget, "groups": groups, "in_mask": forget,
+          "out_mask": ~keep[groups]}
+
+
+def population_entry(record: dict, masks: dict) -> dict:
+  """One population's row: the attack's pooled and per-example figures, and its accuracies."""
+  rep = ulira(record["phi"], masks["in_mask"], masks["out_mask"], groups=masks["groups"])
+  out = {k: rep[v] for k, v in SECTION_KEYS.items()}
+  out["remain_acc"] = float(np.mean(record["remain_acc"]))
+  out["test_acc"] = float(np.mean(record["test_acc"]))
+  return out
+
+
+@base.register("ulira")
+class ULiRA(base.Statistic):
+  """U-LiRA: the per-example likelihood-ratio unlearning attack, played on D_f as the pool.
+
+  M originals each train on D_r plus a random ``keep_fraction`` of D_f; each
+  is unlearned K times, each time forgetting a random ``forget_fraction`` of
+  the part of D_f it kept. For an example, IN models forgot it and OUT models
+  never saw it; every model is attacked with Gaussians fitted on the models of
+  the other originals. Controls: ``retrain_control`` (unlearning = retraining
+  on what is left; about 0.5) and ``identity_control`` (no unlearning).
+  """
+  title = "U-LiRA (per-example likelihood-ratio attack)"
+  field_docs = {
+      "num_originals": "M originals, each on D_r and a random keep_fraction of D_f",
+      "forget_sets_per_original": "K unlearning runs per original, each with its own forget set",
+      "keep_fraction": "share of the pool (D_f) each original trains on",
+      "forget_fraction": "share of an original's kept pool it then forgets"}
+
+  def config(self):
+    c = ml_collections.ConfigDict()
+    c.num_originals = 8
+    c.forget_sets_per_original = 2
+    c.keep_fraction = 0.5
+    c.forget_fraction = 0.5
+    return c
+
+  def validate(self, cfg, info):
+    u = cfg.audit.ulira
+    if u.num_originals < 1 or u.forget_sets_per_original < 1:
+      raise ConfigError(f"audit.ulira.num_originals and forget_sets_per_original must be >= 1, "
+                        f"got {u.num_originals} and {u.forget_sets_per_original}")
+    if not (0 < u.keep_fraction < 1 and 0 < u.forget_fraction <= 1):
+      raise ConfigError(f"audit.ulira.keep_fraction must be in (0, 1) and forget_fraction in "
+                        f"(0, 1], got {u.keep_fraction} and {u.forget_fraction}")
+    game_masks(u, info.n_forget, 0)
+
+  def run(self, audit: base.Audit) -> dict:
+    masks = game_masks(audit.cfg.audit.ulira, audit.n_audit, audit.seed)
+    f_idx, r_idx = audit.forget_rows, audit.remain_rows
+    keep, forget, groups = masks["keep"], masks["forget"], masks["groups"]
+    m_masks = {k: masks[k] for k in ("in_mask", "out_mask", "groups")}
+    train_rows = np.stack([np.concatenate([r_idx, f_idx[kp]]) for kp in keep])
+    originals = audit.train_population("ulira_originals", train_rows, keep_params=True,
+                                       masks={"keep": keep})
+    left = keep[groups] & ~forget
+    left_rows = np.stack([np.concatenate([r_idx, f_idx[lf]]) for lf in left])
+    f_rows = np.stack([f_idx[f] for f in forget])
+    # Row m * K + k of these populations is original m's k-th forget set.
+    retrain = audit.train_population("ulira_retrain_control", left_rows, masks=m_masks)
+    identity = audit.add_population(
+        "ulira_identity_control",
+        {k: v[groups] for k, v in originals.items() if k not in ("params", "batch_stats")},
+        masks=m_masks)
+    out = {"retrain_control": population_entry(retrain, masks),
+           "identity_control": population_entry(identity, masks)}
+    params = {k: originals[k] for k in ("params", "batch_stats")}
+    params = {k: _take(v, groups) for k, v in params.items()}
+    for label in audit.labels:
+      res = audit.unlearn_population(f"ulira_{label}", label, params=params["params"],
+                                     batch_stats=params["batch_stats"], f_rows=f_rows,
+                                     r_rows=left_rows, masks=m_masks)
+      out[label] = population_entry(res, masks)
+    out["pool"] = (f"D_f ({audit.n_audit} examples); {keep.shape[0]} originals each train on "
+                   f"D_r and {int(keep[0].sum())} of them, each unlearned "
+                   f"{audit.cfg.audit.ulira.forget_sets_per_original} times forgetting "
+                   f"{int(forget[0].sum())}")
+    return out
+
+  def report(self, section: dict) -> str:
+    fmt = report.fmt
+    lines = [f"Pool: {section.get('pool')}. `retrain_control` should give about 0.5; "
+             "`identity_control` (no unlearning) shows how much there is to forget. Lower is "
+             "better.", "",
+             "| population | balanced acc | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | "
+             "per-example acc median / q90 | separation median / q90 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in section.items():
+      if not isinstance(e, dict):
+        continue
+      lines.append(
+          f"| {name} | {fmt(e['balanced_acc'])} | {fmt(e['auc'])} | "
+          f"{fmt(e['tpr_at_1pct_fpr'])} | {fmt(e['tpr_at_01pct_fpr'])} | "
+          f"{fmt(e['per_example_accuracy_median'])} / {fmt(e['per_example_accuracy_q90'])} | "
+          f"{fmt(e['per_example_separation_median'])} / "
+          f"{fmt(e['per_example_separation_q90'])} |")
+    return "\n".join(lines)
+
+  def summary(self, section: dict) -> str:
+    return "U-LiRA balanced_acc: " + " ".join(
+        f"{k}={v['balanced_acc']:.3f}" for k, v in section.items() if isinstance(v, dict))
+
+
+def _take(tree, rows):
+  import jax
+  import jax.numpy as jnp
+  return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), tree)

@@ -19,6 +19,12 @@ from jaxunlearn.evaluators import base
 @base.register("backdoor")
 class Backdoor(base.Evaluator):
   title = "Backdoor planted in D_f"
+  field_docs = {"enabled": "plant the trigger in D_f (the backdoor transform) and measure it",
+                "target_class": "the class every triggered D_f image is relabelled to",
+                "patch_size": "the trigger's side, in pixels",
+                "patch_value": "the trigger's value, in the data's [0, 1] scale",
+                "position": "bottom_right | bottom_left | top_right | top_left | center",
+                "margin": "pixels between the trigger and the image's edges"}
 
   def config(self):
     return triggers.default_config()

@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 
 from jaxunlearn import report
-from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import Registry
 
 
@@ -95,6 +94,7 @@ class Evaluator:
   title: str = ""                  # heading of its section in results.md
   section: str | None = None       # key in results.json (default: the registered name)
   always: bool = False             # run even when eval.evaluators does not list it
+  field_docs: Mapping[str, str] = {}  # one line per field of its config block (jaxunlearn config)
 
   def config(self) -> ml_collections.ConfigDict | None:
     """Defaults of its config block ``cfg.<name>`` (None: no block)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jaxunlearn import membership, metrics
+from jaxunlearn import config as config_lib, membership, metrics
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
 
@@ -19,6 +19,8 @@ from jaxunlearn.evaluators import base
 @base.register("loss_attack")
 class LossAttack(base.Evaluator):
   title = "Loss attack on D_f"
+  field_docs = {"folds": "cross-validation folds of the logistic regression",
+                "seed": "seeds the non-members and the folds (-1: seed)"}
 
   def config(self):
     c = ml_collections.ConfigDict()
@@ -34,7 +36,7 @@ class LossAttack(base.Evaluator):
 
   def evaluate(self, inp: base.EvalInputs) -> dict:
     c = inp.cfg.loss_attack
-    seed = c.seed if c.seed >= 0 else inp.cfg.seed
+    seed = config_lib.resolve_seed(c.seed, inp.cfg)
     rng = np.random.default_rng(seed + 1)
     n = min(inp.forget_idx.size, inp.y_test.size)
     member_pos = np.sort(rng.permutation(inp.forget_idx.size)[:n])

@@ -16,13 +16,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxunlearn import membership, splits as splits_lib, stages, train as train_lib
+from jaxunlearn import config as config_lib, membership, splits as splits_lib, stages
+from jaxunlearn import train as train_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
 
 
 def _seed(cfg) -> int:
-  return cfg.mia.seed if cfg.mia.seed >= 0 else cfg.seed
+  return config_lib.resolve_seed(cfg.mia.seed, cfg)
 
 
 def pool_size(cfg, n_test: int) -> int:
@@ -63,7 +64,8 @@ def shadow_epochs(cfg) -> int:
   return cfg.mia.shadow_epochs or cfg.train.epochs
 
 
-def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[membership.Shadows, bool, str]:
+def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray
+                ) -> tuple[membership.Shadows, bool, str]:
   """Trains the shadows on the pool, or restores them from their cached stage."""
   cfg, m = inp.cfg, inp.cfg.mia
   spec = {"original": dict(inp.fingerprint), "num_shadows": m.num_shadows,
@@ -72,7 +74,7 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[membership.
   stage = f"shadows-{stages.spec_hash(spec)}"
   n_in = pool_idx.size // 2
   epochs = shadow_epochs(cfg)
-  steps = epochs * max(1, n_in // min(cfg.train.batch_size, n_in))
+  steps = train_lib.total_steps(n_in, cfg.train.batch_size, epochs)
   optimizer = train_lib.make_optimizer(cfg.train, steps)
   key = jax.random.key(_seed(cfg), impl="rbg")   # rbg: much faster init compile on CPU
 
@@ -106,6 +108,13 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray) -> tuple[membership.
 @base.register("mia")
 class ShokriMIA(base.Evaluator):
   title = "Membership inference on D_f"
+  field_docs = {
+      "num_shadows": "shadow models, trained together under one vmap",
+      "shadow_epochs": "shadow training epochs (0: train.epochs)",
+      "pool_size": "shadow pool drawn from the test split: a fraction < 1 or a count",
+      "features": "attack features: sorted | unsorted | logit_conf (the first is unprefixed)",
+      "shadow_driver": "auto | scan | loop: how shadow epochs run",
+      "seed": "seeds the shadows and the attack (-1: seed)"}
 
   def config(self):
     c = ml_collections.ConfigDict()
@@ -147,7 +156,8 @@ class ShokriMIA(base.Evaluator):
                   for k in range(shadows.num_shadows)]
     flat_logits = s_logits.reshape(-1, s_logits.shape[-1])
     flat_labels = np.tile(y_pool, shadows.num_shadows)
-    attacks = {kind: membership.fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind, seed=seed)
+    attacks = {kind: membership.fit_attack(flat_logits, flat_labels, mask.reshape(-1), kind,
+                                           seed=seed)
                for kind in m.features}
 
     # Equal numbers of members (D_f) and held-out non-members.

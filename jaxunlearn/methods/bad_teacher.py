@@ -47,6 +47,8 @@ class BadTeacher(base.Method):
   inputs = ("x_forget", "x_remain")
   hparams = {"temperature": 1.0, "remain_fraction": 0.3}
   renamed = {"retain_fraction": "remain_fraction"}   # the old spelling, still accepted
+  hparam_docs = {"temperature": "distillation temperature T",
+                 "remain_fraction": "share of D_r distilled from the original"}
   search_space = {"learning_rate": (1e-5, 1e-4, 1e-3, 1e-2), "temperature": (1.0, 2.0, 4.0)}
 
   def validate(self, hp):

@@ -134,6 +134,7 @@ class Method:
   hparams: Mapping[str, float] = {}
   options: Mapping[str, tuple] = {}
   shared_hparams: tuple[str, ...] = ()
+  hparam_docs: Mapping[str, str] = {}  # one line per hyperparameter or option (jaxunlearn config)
   renamed: Mapping[str, str] = {}    # old hyperparameter name -> new: the old one is still
                                      # accepted, with one deprecation line
   epoch_over: str = "forget"

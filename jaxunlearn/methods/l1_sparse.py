@@ -38,6 +38,7 @@ class L1Sparse(base.Method):
   description = "l1-sparse: fine-tune on D_r + alpha * (1 - epoch/E) * ||theta||_1"
   inputs = ("x_remain", "y_remain")
   hparams = {"alpha": 5e-4}
+  hparam_docs = {"alpha": "l1 weight at the start; it decays linearly to 0"}
   epoch_over = "remain"
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2, 1e-1), "alpha": (1e-5, 1e-4, 5e-4, 1e-3)}
 

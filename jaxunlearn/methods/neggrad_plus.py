@@ -27,6 +27,7 @@ class NegGradPlus(base.Method):
   description = "NegGrad+: beta * CE(D_r) - (1 - beta) * CE(D_f), one pass over D_r an epoch"
   inputs = ("x_forget", "y_forget", "x_remain", "y_remain")
   hparams = {"beta": 0.95}
+  hparam_docs = {"beta": "weight of CE on D_r; (1 - beta) weighs -CE on D_f"}
   epoch_over = "remain"
   search_space = {"learning_rate": (1e-3, 3e-3, 1e-2, 3e-2), "beta": (0.9, 0.95, 0.99, 0.999)}
 

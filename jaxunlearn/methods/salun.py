@@ -74,6 +74,7 @@ class SalUn(base.Method):
                  "random-label unlearning")
   inputs = ("x_forget", "y_forget", "x_remain", "y_remain")
   hparams = {"mask_ratio": 0.5}
+  hparam_docs = {"mask_ratio": "share of all weights (largest |grad CE(D_f)|) that may move"}
   epoch_over = "remain"
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2, 1e-1), "mask_ratio": (0.1, 0.3, 0.5, 0.7)}
 

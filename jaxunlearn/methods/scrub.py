@@ -76,6 +76,9 @@ class Scrub(base.Method):
                  "gamma*CE + alpha*KL on D_r, temperature T")
   inputs = ("x_forget", "x_remain", "y_remain")
   hparams = {"alpha": 0.5, "gamma": 1.0, "msteps": 3.0, "temperature": 4.0}
+  hparam_docs = {"alpha": "weight of the distillation term on D_r",
+                 "gamma": "weight of CE on D_r", "msteps": "epochs with a max step on D_f",
+                 "temperature": "distillation temperature T"}
   epoch_over = "remain"
   search_space = {"learning_rate": (5e-4, 2e-3, 5e-3, 2e-2), "msteps": (1.0, 2.0, 3.0)}
 

@@ -68,20 +68,20 @@ if _SPEC:
   elif _POINT == "unlearn":
     from jaxunlearn import unlearn
 
-    def _unlearn_hook(make_unlearn_fn):
+    def _unlearn_hook(host_driver):
       def wrapped(*args, **kwargs):
         _pause()
-        return make_unlearn_fn(*args, **kwargs)
+        return host_driver(*args, **kwargs)
       return wrapped
-    _wrap(unlearn, "make_unlearn_fn", _unlearn_hook)
+    _wrap(unlearn, "unlearn", _unlearn_hook)
   elif _POINT == "results":
     from jaxunlearn import workdir
 
     def _results_hook(atomic_write):
-      def wrapped(path, text):
+      def wrapped(path, content, **kwargs):
         if Path(path).name == "results.md":
           _pause()
-        atomic_write(path, text)
+        atomic_write(path, content, **kwargs)
       return wrapped
     _wrap(workdir, "atomic_write", _results_hook)
   elif _POINT == "population":

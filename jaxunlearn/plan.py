@@ -1,0 +1,265 @@
+"""An unlearning plan: one method at one setting, validated, and everything a run of it needs.
+
+Every place that runs a method (``jaxunlearn run``, the audit's populations,
+tuning, comparisons) builds its run from an :class:`UnlearnPlan`:
+
+* :func:`make_plan` checks an ``unlearn`` block as strictly wherever it comes
+  from (the config's own block, an ``audit.methods`` entry, a comparison's row);
+* :attr:`UnlearnPlan.needs` are the input arrays the run needs (the method's
+  and the stop rule's), and :meth:`UnlearnPlan.build_inputs` builds exactly
+  those, from host arrays or inside a traced population member alike;
+* :meth:`UnlearnPlan.make_fn` is the pure run (:func:`unlearn.make_unlearn_fn`)
+  with the plan's optimiser, stop rule, batch sizes and ``init_fn``;
+* :meth:`UnlearnPlan.spec` is everything the result depends on (hashed into
+  stage and population names).
+
+:func:`parse_spec` reads ``"[label=]method[:field=value,...]"`` entries (the
+``audit.methods`` syntax) into labelled ``unlearn`` blocks.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxunlearn import config as config_lib, methods, models, stop as stop_lib
+from jaxunlearn import unlearn as unlearn_lib
+from jaxunlearn.errors import ConfigError
+
+# Fields of the unlearn block a run depends on (beside the method's own block).
+RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
+              "learning_rate", "momentum", "weight_decay", "schedule", "stop", "tol",
+              "calibrate_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearnPlan:
+  """One method at one setting (see the module docstring).
+
+  Attributes:
+    label: the plan's name in results (``unlearned`` for ``run``; an
+      ``audit.methods`` label; a comparison's row).
+    block: the ``unlearn`` block it was made from (frozen).
+    method: the method, with its options.
+    hparams: ``{"learning_rate": ..., **the method's hyperparameters}`` (floats).
+    stop: the stop rule's name.
+    needs: the input arrays a run needs.
+  """
+  label: str
+  block: ml_collections.FrozenConfigDict
+  method: methods.Method
+  hparams: Mapping[str, float]
+  stop: str
+  needs: frozenset
+
+  @property
+  def name(self) -> str:
+    return self.block.method
+
+  @property
+  def needs_reference(self) -> bool:
+    return "ref_probs" in self.needs
+
+  @property
+  def needs_heldout(self) -> bool:
+    return bool(self.needs & {"x_heldout", "y_heldout"})
+
+  def spec(self) -> dict:
+    """JSON-able: everything a run of this plan depends on (beside its data and key)."""
+    u = self.block
+    out = {k: u[k] for k in RUN_FIELDS if k in u}
+    out["stop"] = self.stop
+    if self.stop != "calibrated":
+      out.pop("calibrate_every", None)
+    out["hparams"] = {k: v for k, v in self.hparams.items() if k != "learning_rate"}
+    out["options"] = dict(self.method.opts)
+    return out
+
+  def hparam_arrays(self) -> dict:
+    """The hyperparameters as float32 arrays (a grid of them is a ``jax.vmap``)."""
+    return unlearn_lib.as_hparams(self.hparams)
+
+  def make_fn(self, apply_fn: Callable, *, model, input_shape, n_forget: int, n_remain: int,
+              mesh=None) -> unlearn_lib.UnlearnFn:
+    """The pure run of this plan (:func:`jaxunlearn.unlearn.make_unlearn_fn`)."""
+    u = self.block
+    return unlearn_lib.make_unlearn_fn(
+        self.method, apply_fn, epochs=int(u.epochs), n_forget=int(n_forget),
+        n_remain=int(n_remain), forget_batch_size=int(u.forget_batch_size),
+        remain_batch_size=int(u.remain_batch_size), optimizer_cfg=u,
+        init_fn=models.init_params_fn(model, input_shape), mesh=mesh, stop=self.stop,
+        calibrate_every=int(u.calibrate_every), tol=float(u.tol))
+
+  def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
+                   original_logits: Callable | None = None,
+                   reference_probs: Callable | None = None) -> methods.Inputs:
+    """The input arrays the run needs, and only those.
+
+    Works on host arrays and inside a traced population member alike.
+
+    Args:
+      x_forget, y_forget, x_remain, y_remain: D_f and D_r as trained on.
+      heldout: ``(x, y)`` held-out examples of D_f's classes, or ``()``.
+      original_logits: ``original_logits(x) -> logits`` of the original model.
+      reference_probs: ``reference_probs(x) -> softmax`` of the reference model.
+    """
+    want = self.needs
+    fields = {"x_forget": x_forget, "y_forget": y_forget, "x_remain": x_remain,
+              "y_remain": y_remain}
+    fields = {k: v for k, v in fields.items() if k in want}
+    if "ref_probs" in want:
+      if reference_probs is None:
+        raise ConfigError(f"method {self.name!r} needs a reference model")
+      fields["ref_probs"] = reference_probs(x_forget)
+    if "orig_logits_forget" in want:
+      fields["orig_logits_forget"] = original_logits(x_forget)
+    if "orig_logits_remain" in want:
+      fields["orig_logits_remain"] = original_logits(x_remain)
+    if self.needs_heldout:
+      if not heldout:
+        raise ConfigError(f"{self.label}: method {self.name!r} needs held-out examples of "
+                          "D_f's classes; keep some out of training with "
+                          "--config.holdout.size=0.05 (a fraction or a count)")
+      fields["x_heldout"], fields["y_heldout"] = heldout
+    return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
+
+
+def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
+  """A validated plan of an ``unlearn`` block.
+
+  Args:
+    label: the plan's name.
+    block: an ``unlearn`` block (the config's, or an ``audit.methods`` override of it).
+    where: how to name the block in errors (``""``: the config's own
+      ``unlearn`` block; e.g. ``"audit.methods entry 'paper=lightweight:lam=0.01'"``).
+
+  Raises:
+    ConfigError: naming the field and how to fix it.
+  """
+  try:
+    config_lib.check_unlearn_block(block, where)
+    name = block.method
+    method = methods.resolve_method(name, block)
+    hp = methods.resolve_hparams(name, block)
+  except ConfigError as e:
+    if where and not str(e).startswith(where):
+      raise ConfigError(f"{where}: {e}") from None
+    raise
+  stop = stop_lib.resolve(block)
+  needs = set(method.inputs)
+  if stop == "calibrated":
+    needs |= set(stop_lib.CALIBRATION_INPUTS)
+  if stop == "kl_tol" and "ref_probs" not in needs:
+    field = f"{where}: tol" if where else "unlearn.tol"
+    raise ConfigError(f"{field} stops on the KL to a reference model, which method {name!r} "
+                      "does not use; set tol=0 (--config.unlearn.tol=0)")
+  frozen = block if isinstance(block, ml_collections.FrozenConfigDict) else \
+      ml_collections.FrozenConfigDict(block)
+  return UnlearnPlan(label, frozen, method, {"learning_rate": float(block.learning_rate), **hp},
+                     stop, frozenset(needs))
+
+
+def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collections.ConfigDict]:
+  """``"[label=]method[:field=value,...]"`` -> ``(label, unlearn block)``.
+
+  Fields are those of the ``unlearn`` block (``lam``, ``epochs``,
+  ``learning_rate``, ``forget_batch_size``, ...) or the method's own
+  hyperparameters and options. ``method`` itself cannot be overridden.
+
+  Raises:
+    ConfigError: naming the entry, the field and how to fix it.
+  """
+  where = f"audit.methods entry {spec!r}"
+  if not isinstance(spec, str):
+    raise ConfigError(f"audit.methods entries must be strings like "
+                      f"'paper=lightweight:lam=0.01', got {spec!r}")
+  head, _, tail = spec.partition(":")
+  label, _, name = head.rpartition("=")
+  name, label = name.strip(), label.strip() or name.strip()
+  if not label.isidentifier() or label in reserved or label.startswith("ulira"):
+    raise ConfigError(f"{where} needs a label made of letters, digits and _ other than "
+                      f"{tuple(reserved)}; e.g. 'paper=lightweight:lam=0.01'")
+  try:
+    cls = methods.get(name)
+  except ConfigError:
+    raise ConfigError(f"{where}: unknown method {name!r}; use one of {methods.names()} (or "
+                      "register your own and name its module in config.plugins)") from None
+  u = copy.deepcopy(unlearn_block)
+  renamed = dict(cls.renamed)
+  with u.unlocked():
+    u.method = name
+    own = {**cls.hparams, **{o: v[0] for o, v in cls.options.items()}}
+    for item in filter(None, (t.strip() for t in tail.split(","))):
+      field, eq, text = item.partition("=")
+      field = renamed.get(field.strip(), field.strip())
+      if not eq or not field:
+        raise ConfigError(f"{where}: {item!r} is not field=value")
+      try:
+        value = ast.literal_eval(text.strip())
+      except (ValueError, SyntaxError):
+        value = text.strip()
+      if field == "method":
+        raise ConfigError(f"{where}: the method is named before ':'; write "
+                          f"'label={value}:...' instead of method={value}")
+      if field in own and field not in cls.shared_hparams:
+        if name not in u:
+          u[name] = ml_collections.ConfigDict()
+        if field in cls.hparams:
+          if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {field} must be a number, got {text.strip()!r}")
+          value = float(value)
+        u[name][field] = value
+      elif field in u and not isinstance(u[field], ml_collections.ConfigDict):
+        default = u[field]
+        if isinstance(default, float) and isinstance(value, int) and \
+            not isinstance(value, bool):
+          value = float(value)
+        config_lib.check_value(field, value, default, where=f"{where}: field")
+        u[field] = value
+      else:
+        raise ConfigError(f"{where}: unknown field {field!r}; use fields of the unlearn block "
+                          f"or of the method ({sorted(own)})")
+  return label, u
+
+
+def heldout_rows(holdout_idx, y_train, forget_idx) -> np.ndarray:
+  """Held-out rows whose class appears in D_f (SCRUB+R's forget-validation set)."""
+  h = np.asarray(holdout_idx)
+  return h[np.isin(np.asarray(y_train)[h], np.asarray(y_train)[np.asarray(forget_idx)])]
+
+
+def abstract_check(plan: UnlearnPlan, apply_fn, params, *, model, input_shape, n_forget: int,
+                   n_remain: int, num_classes: int, n_heldout: int = 0) -> None:
+  """Traces one run of ``plan`` on abstract arrays (no compile, no data): a method that cannot
+  run on this model, or returns parameters of another structure or shape, is refused here,
+  before anything is trained."""
+  f32 = jnp.float32
+  spec = lambda shape, dtype=f32: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+  fields = {"x_forget": spec((n_forget, *input_shape)), "y_forget": spec((n_forget,), jnp.int32),
+            "x_remain": spec((n_remain, *input_shape)), "y_remain": spec((n_remain,), jnp.int32),
+            "ref_probs": spec((n_forget, num_classes)),
+            "orig_logits_forget": spec((n_forget, num_classes)),
+            "orig_logits_remain": spec((n_remain, num_classes)),
+            "x_heldout": spec((max(n_heldout, 1), *input_shape)),
+            "y_heldout": spec((max(n_heldout, 1),), jnp.int32)}
+  inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in plan.needs})
+  fn = plan.make_fn(apply_fn, model=model, input_shape=input_shape, n_forget=n_forget,
+                    n_remain=n_remain)
+  hp = {k: spec(()) for k in plan.hparams}
+  try:
+    out, _ = jax.eval_shape(fn, params, inputs, jax.random.key(0), hp)
+  except ConfigError as e:
+    raise ConfigError(f"{plan.label}: {e}" if plan.label not in str(e) else str(e)) from None
+  want = jax.tree.map(lambda a: (a.shape, a.dtype), params)
+  got = jax.tree.map(lambda a: (a.shape, a.dtype), out)
+  if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+    raise ConfigError(f"{plan.label}: method {plan.name!r} returns parameters of another "
+                      "structure or shape than the model's; a method must return parameters "
+                      "of the model it was given")

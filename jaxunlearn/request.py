@@ -1,0 +1,363 @@
+"""One request: validated, locked, claimed, with its original model, frozen.
+
+Every entry point (``jaxunlearn run``, ``jaxunlearn audit``, tuning,
+``experiments/compare_methods.py``) starts the same way::
+
+    with request.open_request(cfg, workdir, outputs=("results.json",)) as req:
+      ...   # req is frozen: stages return new values, they never change it
+
+:func:`open_request`, in this order:
+
+1. validates everything the request will use, before any write: the config
+   (schema and plugins), the data, the splits, the model, every unlearning
+   plan (``run``'s own ``unlearn`` block, each ``audit.methods`` entry, each
+   compared method: all checked as strictly, and traced once on abstract
+   arrays), the evaluators, the transforms, and the caller's own ``checks``;
+2. takes the work directory's lock (process 0);
+3. claims the work directory: its secret, ``run.json`` (the one original it
+   holds), and moves earlier ``outputs`` aside;
+4. restores the original model, or trains it.
+
+Stage keys come from the stage's name (:meth:`Request.key`), so no caller
+keeps track of a shared split of the root key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import platform
+import shutil
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxunlearn import checkpoint, config as config_lib, data as data_lib, evaluators, models
+from jaxunlearn import parallel, plan as plan_lib, plugins, splits as splits_lib, stages
+from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
+from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
+
+# The stages whose keys come from the old positional split of the root key.
+_POSITIONAL_KEYS = {"original": 0, "retrain": 1, "reference": 2, "unlearn": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  """An ``unlearn`` block to plan, its label, and how errors name it (:func:`plan.make_plan`)."""
+  label: str
+  block: Any
+  where: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """A validated request with its original model. Frozen: nothing changes it.
+
+  Attributes:
+    cfg: the config, validated and frozen (plugin blocks filled in).
+    workdir: the work directory (absolute).
+    data: the dataset as loaded (before transforms).
+    x_train, y_train: the training set as every model trains on it (after
+      data transforms), read-only.
+    transforms: names of the transforms applied.
+    splits: D_f, D_r, D_s and the held-out split.
+    model: the flax module.
+    mesh: the devices batches are split over.
+    secret: the work dir's key for forget-set hashes.
+    plans: the unlearning plans, by label.
+    evaluators: names of the evaluators ``run`` runs, in order.
+    fingerprint: what the original depends on (``run.json``).
+    original: the original model.
+  """
+  cfg: ml_collections.FrozenConfigDict
+  workdir: Path
+  data: data_lib.Dataset
+  x_train: np.ndarray
+  y_train: np.ndarray
+  transforms: tuple
+  splits: splits_lib.Splits
+  model: Any
+  mesh: Any
+  secret: bytes
+  plans: Mapping[str, plan_lib.UnlearnPlan]
+  evaluators: tuple
+  fingerprint: Mapping[str, Any]
+  original: stages.Trained
+
+  @property
+  def cache(self) -> stages.StageCache:
+    return stages.StageCache(self.workdir / "checkpoints")
+
+  def key(self, name: str):
+    """The PRNG key of the stage ``name`` (``original``, ``retrain``, ``reference``, ...)."""
+    return stage_key(self.cfg.seed, name)
+
+  def forget_hash(self) -> str:
+    return splits_lib.index_hash(self.splits.forget_idx, self.secret)
+
+  def heldout(self) -> tuple:
+    """``(x, y)`` of the held-out examples of D_f's classes, or ``()``."""
+    h = plan_lib.heldout_rows(self.splits.holdout_idx, self.y_train, self.splits.forget_idx)
+    return (self.x_train[h], self.y_train[h]) if h.size else ()
+
+  def apply_fn(self, batch_stats) -> Callable:
+    return train_lib.eval_apply_fn(self.model, batch_stats)
+
+  def abstract_variables(self) -> dict:
+    return abstract_variables(self.model, self.cfg.train, self.data.input_shape)
+
+  def train(self, stage: str, rows: np.ndarray, *, epochs: int, key, protected: bool = False,
+            extra_meta: dict | None = None,
+            reused: Callable[[dict], bool] | None = None) -> stages.Trained:
+    """Trains a model from scratch on ``x_train[rows]``, unless ``stage`` is saved already."""
+    return train_stage(self, stage, rows, epochs=epochs, key=key, protected=protected,
+                       extra_meta=extra_meta, reused=reused)
+
+  def restore(self, stage: str, reused: bool = False) -> stages.Trained:
+    """A saved model stage of the work dir."""
+    variables, meta = checkpoint.restore(self.cache.path(stage), self.abstract_variables())
+    bs = variables.get("batch_stats") or {}
+    return stages.Trained(variables["params"], bs, self.apply_fn(bs), meta, stage, reused)
+
+
+def stage_key(seed: int, name: str):
+  """The key of stage ``name`` under ``seed``."""
+  root = jax.random.key(int(seed))
+  if name in _POSITIONAL_KEYS:
+    return jax.random.split(root, 4)[_POSITIONAL_KEYS[name]]
+  return jax.random.fold_in(root, zlib.crc32(name.encode()))
+
+
+def abstract_variables(model, train_cfg, input_shape) -> dict:
+  """``{"params", "batch_stats"}`` of ``model`` as ``jax.ShapeDtypeStruct`` leaves."""
+  opt = train_lib.make_optimizer(train_cfg)
+  state = jax.eval_shape(lambda k: train_lib.init_state(model, opt, k, input_shape),
+                         jax.random.key(0))
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def train_stage(req, stage: str, rows: np.ndarray, *, epochs: int, key, protected: bool = False,
+                extra_meta: dict | None = None,
+                reused: Callable[[dict], bool] | None = None) -> stages.Trained:
+  """Trains from scratch on ``req.x_train[rows]`` through the stage cache."""
+  cfg = req.cfg
+
+  def build():
+    steps = train_lib.total_steps(rows.size, cfg.train.batch_size, epochs)
+    optimizer = train_lib.make_optimizer(cfg.train, steps)
+    init_key, data_key = jax.random.split(key)
+    state = train_lib.init_state(req.model, optimizer, init_key, req.data.input_shape)
+    x, y = jnp.asarray(req.x_train[rows]), jnp.asarray(req.y_train[rows])
+    result = train_lib.fit(req.model, optimizer, state, x, y, epochs=epochs,
+                           batch_size=cfg.train.batch_size, key=data_key,
+                           driver=cfg.train.driver, mesh=req.mesh, stage=stage.split("-")[0],
+                           progress=cfg.report.progress)
+    meta = {"time_s": result.run_s, "compile_s": result.compile_s, "epochs": epochs,
+            "n_examples": int(rows.size), "history": result.history, **(extra_meta or {})}
+    return result.state.params, result.state.batch_stats, meta
+
+  return req.cache.model(stage, build, abstract_variables(req.model, cfg.train,
+                                                          req.data.input_shape),
+                         lambda bs: train_lib.eval_apply_fn(req.model, bs), protected=protected,
+                         reused=reused)
+
+
+def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None) -> dict:
+  """What the original model depends on; a work dir holds one original."""
+  fp = {"dataset": cfg.dataset, "model": cfg.model,
+        "model_kwargs": cfg.model_kwargs.to_dict(), "train": cfg.train.to_dict(),
+        "seed": cfg.seed}
+  fp["train"].pop("driver", None)
+  if splits.holdout_idx.size:
+    fp["holdout_hash"] = splits_lib.index_hash(splits.holdout_idx)
+  active = transforms.active(cfg)
+  if active:
+    # A transform of D_f makes the original depend on the forget set.
+    fp["transforms"] = {name: t.fingerprint(cfg) for name, t in active.items()}
+    fp["forget_hash"] = splits_lib.index_hash(splits.forget_idx, secret)
+  return json.loads(json.dumps(fp))
+
+
+def environment() -> dict:
+  """Versions, backend and device: recorded with every result."""
+  import flax
+  import optax
+  dev = jax.devices()[0]
+  return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+          "device_count": jax.device_count(), "process_count": jax.process_count(),
+          "python": platform.python_version(), "host": platform.node()}
+
+
+def check_model_input(model, name: str, input_shape) -> None:
+  """Raises DataError unless ``model`` can be initialised on inputs of ``input_shape``."""
+  try:
+    jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False),
+                   jax.random.key(0))
+  except JaxUnlearnError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Flax / XLA shape errors are long and of many types; report one line.
+    raise DataError(f"model '{name}' cannot take inputs of shape {tuple(input_shape)} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "choose a model that fits the dataset") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """Everything of a request that is known before the lock (internal)."""
+  cfg: ml_collections.FrozenConfigDict
+  workdir: Path
+  data: data_lib.Dataset
+  x_train: np.ndarray
+  y_train: np.ndarray
+  transforms: tuple
+  splits: splits_lib.Splits
+  model: Any
+  mesh: Any
+  plans: Mapping[str, plan_lib.UnlearnPlan]
+  evaluators: tuple
+
+
+def _read_only(a) -> np.ndarray:
+  a = np.array(a, copy=True)
+  a.setflags(write=False)
+  return a
+
+
+def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
+            checks: Iterable[Callable[[Prepared], None]] = ()) -> Prepared:
+  """Validates everything and loads the data; writes nothing (step 1 of :func:`open_request`)."""
+  if workdir is None or not str(workdir).strip():
+    raise WorkdirError("--workdir is empty; name a directory for checkpoints and results, e.g. "
+                       "--workdir runs/quick")
+  # A copy: the caller's config is not changed (plugin blocks, renamed fields).
+  cfg = ml_collections.ConfigDict(cfg.to_dict()) if isinstance(
+      cfg, ml_collections.FrozenConfigDict) else copy.deepcopy(cfg)
+  cfg = plugins.validate(cfg)
+  frozen = ml_collections.FrozenConfigDict(cfg)
+  workdir = Path(workdir).absolute()
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
+  data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None)
+  model = models.get_model(cfg.model, data.num_classes, **cfg.model_kwargs.to_dict())
+  check_model_input(model, cfg.model, data.input_shape)
+  n = data.n_train
+  splits = splits_lib.make_splits(
+      n, data.y_train, seed=config_lib.resolve_seed(cfg.forget.seed, cfg), mode=cfg.forget.mode,
+      fraction=cfg.forget.fraction, size=cfg.forget.size, index_file=cfg.forget.index_file,
+      classes=tuple(cfg.forget.classes),
+      reference_size=config_lib.resolve_size(cfg.reference.size, n),
+      holdout_size=config_lib.resolve_size(cfg.holdout.size, n), holdout_seed=cfg.seed,
+      reference_source=cfg.reference.source)
+  specs = list(methods) if methods is not None else [MethodSpec(cfg.unlearn.method, cfg.unlearn)]
+  labels = [s.label for s in specs]
+  if len(set(labels)) != len(labels):
+    raise ConfigError(f"two unlearning plans share a label ({labels}); name them "
+                      "'label=method:...'")
+  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where) for s in specs}
+  mesh = parallel.make_mesh()
+  # Every batch must divide over the devices; checked here, before any write.
+  for size in (splits.train_idx.size, splits.remain_idx.size, splits.reference_idx.size):
+    parallel.check_batch_size(min(cfg.train.batch_size, size), mesh, "train.batch_size")
+  heldout = plan_lib.heldout_rows(splits.holdout_idx, data.y_train, splits.forget_idx)
+  for p in plans.values():
+    u = p.block
+    parallel.check_batch_size(min(u.forget_batch_size, splits.n_forget), mesh,
+                              f"{p.label}: unlearn.forget_batch_size")
+    parallel.check_batch_size(u.remain_batch_size, mesh, f"{p.label}: unlearn.remain_batch_size")
+    if p.needs_heldout and not heldout.size:
+      what = "needs held-out examples" if splits.holdout_idx.size == 0 else \
+          "needs held-out examples of D_f's classes, and none of the held-out split has one"
+      raise ConfigError(f"{p.label}: method {p.name!r} (stop {p.stop!r}) {what}; keep some out "
+                        "of training with --config.holdout.size=0.05 (a fraction or a count)")
+  info = evaluators.DataInfo(n_train=n, n_test=data.n_test, num_classes=data.num_classes,
+                             input_shape=tuple(data.input_shape), n_forget=splits.n_forget)
+  names = tuple(evaluators.selected(cfg))
+  for name in names:
+    evaluators.get(name)().validate(frozen, info)
+  for t in transforms.active(cfg).values():
+    t.validate(frozen, data.num_classes, tuple(data.input_shape))
+  x_train, y_train, applied = transforms.apply_all(frozen, data.x_train, data.y_train,
+                                                   splits.forget_idx, data.num_classes)
+  prepared = Prepared(frozen, workdir, data, _read_only(x_train), _read_only(y_train),
+                      tuple(applied), splits, model, mesh, plans, names)
+  abstract = abstract_variables(model, cfg.train, data.input_shape)
+  for p in plans.values():
+    plan_lib.abstract_check(p, train_lib.eval_apply_fn(model, abstract["batch_stats"]),
+                            abstract["params"], model=model, input_shape=data.input_shape,
+                            n_forget=splits.n_forget, n_remain=int(splits.remain_idx.size),
+                            num_classes=data.num_classes, n_heldout=int(heldout.size))
+  for check in checks:
+    check(prepared)
+  secret = workdir_lib.read_secret(workdir) if workdir.is_dir() else None
+  # Without the secret (a new work dir) the forget hash is not known yet: it is
+  # checked again under the lock, before the first write.
+  workdir_lib.check(workdir, original_fingerprint(frozen, splits, secret),
+                    ignore=() if secret is not None else ("forget_hash",))
+  return prepared
+
+
+def _claim(prep: Prepared, outputs: Iterable[str]) -> tuple[bytes, dict]:
+  """Under the lock: the secret, ``run.json``, and no stale ``outputs`` left looking current.
+
+  Earlier ``outputs`` (e.g. ``results.json``) move to ``<stem>.previous.<ext>``.
+  """
+  secret = workdir_lib.read_secret(prep.workdir)
+  if secret is None:
+    secret = workdir_lib.new_secret()
+    if jax.process_index() == 0:
+      workdir_lib.write_secret(prep.workdir, secret)
+  fingerprint = original_fingerprint(prep.cfg, prep.splits, secret)
+  # Again under the lock: another run may have claimed the work dir meanwhile.
+  workdir_lib.check(prep.workdir, fingerprint)
+  if jax.process_index() == 0:
+    if not (prep.workdir / "run.json").exists():
+      workdir_lib.atomic_write(prep.workdir / "run.json",
+                               json.dumps({"original": fingerprint}, indent=2))
+    for name in outputs:
+      path = prep.workdir / name
+      if path.exists():
+        stem, ext = name.split(".")
+        shutil.move(path, prep.workdir / f"{stem}.previous.{ext}")
+  return secret, fingerprint
+
+
+@contextlib.contextmanager
+def open_request(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
+                 outputs: Iterable[str] = (), wait: bool = False,
+                 checks: Iterable[Callable[[Prepared], None]] = ()):
+  """Validates, locks, claims and restores or trains the original; yields a :class:`Request`.
+
+  Args:
+    cfg: a config (``configs/*.py``).
+    workdir: the work directory; its finished stages are reused.
+    methods: the unlearning plans to make (default: the config's own
+      ``unlearn`` block, labelled with its method's name).
+    outputs: files this request writes; earlier ones are moved aside once the
+      request is valid and locked.
+    wait: wait for another run holding the work dir instead of refusing.
+    checks: more ``check(prepared)`` calls (raising ConfigError) run before
+      the lock, e.g. the audit's.
+
+  The lock is held until the ``with`` block ends.
+  """
+  prep = prepare(cfg, workdir, methods=methods, checks=checks)
+  prep.workdir.mkdir(parents=True, exist_ok=True)
+  lock = workdir_lib.Lock(prep.workdir, wait=wait) if jax.process_index() == 0 \
+      else contextlib.nullcontext()
+  with lock:
+    secret, fingerprint = _claim(prep, outputs)
+    fields = {f.name: getattr(prep, f.name) for f in dataclasses.fields(Prepared)}
+    partial = Request(**fields, secret=secret, fingerprint=fingerprint, original=None)
+    original = partial.train("original", prep.splits.train_idx, epochs=prep.cfg.train.epochs,
+                             key=partial.key("original"), protected=True)
+    yield dataclasses.replace(partial, original=original)
+
