@@ -20,7 +20,6 @@ import dataclasses
 import datetime
 import json
 import time
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +77,7 @@ def run_plan(req: request_lib.Request, label: str) -> tuple[dict, list]:
   sections = []
   for name in req.evaluators:
     ev = evaluators.get(name)()
-    key = jax.random.fold_in(jax.random.key(req.cfg.seed), zlib.crc32(name.encode()))
-    section = ev.evaluate(dataclasses.replace(inputs, key=key))
+    section = ev.evaluate(dataclasses.replace(inputs, key=req.key(f"evaluator/{name}")))
     results[evaluators.section_name(name)] = section
     sections.append((ev.title or name, ev.report(section)))
   return results, sections

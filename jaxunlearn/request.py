@@ -44,10 +44,6 @@ from jaxunlearn import parallel, plan as plan_lib, plugins, splits as splits_lib
 from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
 
-# The stages whose keys come from the old positional split of the root key.
-_POSITIONAL_KEYS = {"original": 0, "retrain": 1, "reference": 2, "unlearn": 3}
-
-
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
   """An ``unlearn`` block to plan, its label, and how errors name it (:func:`plan.make_plan`)."""
@@ -128,11 +124,12 @@ class Request:
 
 
 def stage_key(seed: int, name: str):
-  """The key of stage ``name`` under ``seed``."""
-  root = jax.random.key(int(seed))
-  if name in _POSITIONAL_KEYS:
-    return jax.random.split(root, 4)[_POSITIONAL_KEYS[name]]
-  return jax.random.fold_in(root, zlib.crc32(name.encode()))
+  """The key of stage ``name`` under ``seed``: ``fold_in(key(seed), crc32(name))``.
+
+  A stable hash of the name, not a position in a shared split: adding a stage
+  changes no other stage's key.
+  """
+  return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()))
 
 
 def abstract_variables(model, train_cfg, input_shape) -> dict:
