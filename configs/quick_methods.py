@@ -38,6 +38,16 @@ SETTINGS = {
     "scrub_r": {**_OPTML, "epochs": 3, "learning_rate": 5e-4, "scrub_r.msteps": 2.0},
     "bad_teacher": {"optimizer": "adam", "weight_decay": 0.0, "epochs": 5,
                     "learning_rate": 1e-4},
+    # The competition entries and SSD (docs in each method's file): the entries' optimisers,
+    # 2 epochs over D_r each (the entries run 3-6).
+    "msg": {**_OPTML, "epochs": 2, "learning_rate": 1e-3, "msg.init_rate": 0.3,
+            "msg.keep_scale": 0.1},
+    "random_reinit": {"optimizer": "adam", "weight_decay": 1e-4, "schedule": "cosine",
+                      "epochs": 2, "learning_rate": 1e-4, "random_reinit.ratio": 0.5},
+    "ct": {**_OPTML, "schedule": "cosine", "epochs": 2, "learning_rate": 1e-3},
+    "ssd": {"epochs": 1, "ssd.alpha": 10.0, "ssd.dampening": 1.0},
+    "reset_distill": {**_OPTML, "epochs": 2, "learning_rate": 1e-3,
+                      "reset_distill.temperature": 5.0},
 }
 
 # Chosen by experiments/tune_methods.py on the selection seed (never reported), applied over
