@@ -126,7 +126,8 @@ def test_msg_run_matches_a_hand_computation():
 def _big_params():
   return {"Conv_0": {"kernel": jnp.ones((10, 10, 4, 5)), "bias": jnp.ones(5000)},
           "BatchNorm_0": {"scale": jnp.ones(300), "bias": jnp.ones(300)},
-          "block": {"LayerNorm_0": {"scale": jnp.ones(300)}, "Dense_0": {"kernel": jnp.ones((50, 40))}}}
+          "block": {"LayerNorm_0": {"scale": jnp.ones(300)},
+                    "Dense_0": {"kernel": jnp.ones((50, 40))}}}
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.5])

@@ -98,7 +98,7 @@ def linear_warmup_decay(epoch, epochs: int):
 
 
 def cosine_epochs(epoch, epochs: int):
-  """PyTorch's ``CosineAnnealingLR(T_max=epochs)`` stepped per epoch: ``(1 + cos(pi e / E)) / 2``."""
+  """PyTorch's ``CosineAnnealingLR(T_max=epochs)`` stepped per epoch: ``(1 + cos(pi e/E)) / 2``."""
   return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.asarray(epoch, jnp.float32) / max(epochs, 1)))
 
 

@@ -33,6 +33,9 @@ Deviations:
 * Conv biases keep the original's values. The entry builds a new conv layer,
   copies the kept kernel entries into it and leaves its freshly initialised
   bias in place (ResNet-18, its model, has no conv biases).
+* Fresh values come from the model's own initialisers (``env.init_fn``); the
+  entry draws Kaiming-normal (fan-out) values, which is what this library's
+  ResNets and VGG use for their convs too.
 * On a model without conv layers (e.g. the MLP) the same is done to every
   dense kernel instead, the entry itself being defined for conv nets only.
 """
