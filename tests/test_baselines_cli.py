@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from jaxunlearn import cli, methods
@@ -28,13 +29,37 @@ def test_methods_lists_every_method_with_one_line(capsys):
 
 
 @pytest.mark.parametrize("name", methods.names())
-def test_every_method_runs_from_the_cli(setup, name):
+def test_every_method_runs_from_the_cli(setup, name, capsys):
   npz, workdir = setup
+  if name == "ct":      # the tiny model is an MLP: nothing to transpose
+    assert run(npz, workdir, f"--config.unlearn.method={name}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has none" in err[0] and "lenet5" in err[0], err
+    return
   assert run(npz, workdir, f"--config.unlearn.method={name}") == 0
   results = json.loads((workdir / "results.json").read_text())
   assert results["method"] == name
   assert 0.0 <= results["models"]["unlearned"]["acc_test"] <= 1.0
   assert results["stages"]["original"] == "original"
+
+
+def test_ct_runs_from_the_cli_on_a_conv_model(tmp_path):
+  x_train, y_train, x_test, y_test = tiny.make_arrays()
+  pad = ((0, 0), (2, 2), (2, 2), (0, 0))          # 8x8 -> 12x12, the smallest LeNet-5 takes
+  npz = tiny.write_npz(tmp_path / "tiny12.npz", x_train=np.pad(x_train, pad),
+                       x_test=np.pad(x_test, pad))
+  config = tmp_path / "tiny_lenet.py"         # the tiny config with LeNet-5 for its MLP
+  config.write_text(
+      "import importlib.util\nimport ml_collections\n\n\ndef get_config():\n"
+      f"  spec = importlib.util.spec_from_file_location('tiny_config', {str(tiny.CONFIG)!r})\n"
+      "  module = importlib.util.module_from_spec(spec)\n  spec.loader.exec_module(module)\n"
+      "  c = module.get_config()\n  c.model = 'lenet5'\n"
+      "  c.model_kwargs = ml_collections.ConfigDict()\n  return c\n")
+  assert run(npz, tmp_path / "work", f"--config={config}", "--config.unlearn.method=ct",
+             "--config.retrain.enabled=False") == 0
+  results = json.loads((tmp_path / "work" / "results.json").read_text())
+  assert results["method"] == "ct" and results["model"] == "lenet5"
+  assert 0.0 <= results["models"]["unlearned"]["acc_test"] <= 1.0
 
 
 def test_scrub_r_without_holdout_says_how_to_fix(tmp_path, capsys):

@@ -9,6 +9,7 @@ from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  
                                      UpdateRule, UnlearnState, cross_entropy, get,
                                      kl_divergence, kl_per_example, names, register,
                                      resolve_hparams, resolve_method)
-from jaxunlearn.methods import (bad_teacher, finetune, gradient_ascent, l1_sparse,  # noqa: F401,E402
-                                lightweight, neggrad_plus, random_label, salun, scrub,
-                                scrub_r)  # (built-ins register)
+from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
+                                l1_sparse, lightweight, msg, neggrad_plus, random_label,
+                                random_reinit, reset_distill, salun, scrub, scrub_r,
+                                ssd)  # (built-ins register)
