@@ -99,7 +99,7 @@ def test_linear_warmup_decay_is_the_entrys_schedule():
 
 
 def test_msg_run_matches_a_hand_computation():
-  """|D_r| = |D_f|, so the retain subset is all of D_r whatever the key; plain SGD."""
+  """|D_r| = |D_f|, so the remain subset is all of D_r whatever the key; plain SGD."""
   lr, rate = 0.5, 0.5
   g_w = ce_grad_w(W, B, X_R, Y_R)[0] - ce_grad_w(W, B, X_F, Y_F)[0]
   flat = np.abs(g_w).ravel()
@@ -323,12 +323,12 @@ def test_reset_distill_losses_match_numpy():
     got = reset_distill.distill_kl(jnp.asarray(s), jnp.asarray(t), temp)
     assert float(got) == pytest.approx(kl, rel=1e-4, abs=1e-7)
     soft = -(np_softmax(t64 / temp) * np_log_softmax(s64 / temp)).sum(-1).mean()
-    got = reset_distill.retain_loss(jnp.asarray(s), jnp.asarray(t), jnp.asarray(y), temp)
+    got = reset_distill.remain_loss(jnp.asarray(s), jnp.asarray(t), jnp.asarray(y), temp)
     assert float(got) == pytest.approx(np_ce(s64, y) + soft + kl, rel=1e-5)
 
 
 def test_reset_distill_phases_rates_and_reset():
-  """Epochs 0-1 distil at full rate, 2-3 retain under the per-epoch cosine; at rate 0
+  """Epochs 0-1 distil at full rate, 2-3 remain under the per-epoch cosine; at rate 0
   the run returns the original with its first and output layers reset."""
   names = ("Dense_0", "Dense_1", "Dense_2")
   p = {n: {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)} for n in names}

@@ -139,6 +139,7 @@ class Method:
                                      # accepted, with one deprecation line
   epoch_over: str = "forget"
   description: str = ""
+  uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
 
   def __init__(self, **options):
     for name, value in options.items():

@@ -107,7 +107,7 @@ def cosine_epochs(epoch, epochs: int):
 
 def repair_method(env: base.MethodEnv, erase: Callable, loss_fn: Callable, *,
                   grad_scale_of: Callable | None = None, rate_of: Callable | None = None,
-                  reset_opt_of: Callable | None = None) -> base.UnlearningMethod:
+                  reset_opt_of: Callable | None = None) -> base.UpdateRule:
   """Erase once in ``init``, then gradient steps on ``loss_fn``.
 
   Args:
@@ -144,7 +144,7 @@ def repair_method(env: base.MethodEnv, erase: Callable, loss_fn: Callable, *,
     return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
         {"loss": loss, **aux}
 
-  return base.UnlearningMethod(init, step)
+  return base.UpdateRule(init, step)
 
 
 def remain_ce(env: base.MethodEnv):

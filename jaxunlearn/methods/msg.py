@@ -45,7 +45,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, erase, phases, salun
+from jaxunlearn.methods import base, erase, helpers, salun
 
 
 def target_kernels(params) -> dict:
@@ -93,13 +93,16 @@ class MaskedSmallGradients(base.Method):
                  "gradients scaled by keep_scale, linear warm-up and decay")
   inputs = ("x_forget", "y_forget", "x_remain", "y_remain")
   hparams = {"init_rate": 0.3, "keep_scale": 0.1}
+  hparam_docs = {"init_rate": "share of each conv (dense) kernel re-initialised: the smallest "
+                              "|gradient|",
+                 "keep_scale": "gradient scale of the kept weights during the repair"}
   epoch_over = "remain"
   search_space = {"learning_rate": (3e-4, 1e-3, 3e-3, 1e-2), "init_rate": (0.1, 0.3, 0.5, 0.7)}
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "init_rate", 0.0, 1.0, method="msg")
-    phases.validate_range(hp, "keep_scale", 0.0, 1.0, method="msg")
+    helpers.validate_range(hp, "init_rate", 0.0, 1.0, method="msg")
+    helpers.validate_range(hp, "keep_scale", 0.0, 1.0, method="msg")
 
   def make(self, env):
     inp, hp = env.inputs, env.hparams

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, erase, phases
+from jaxunlearn.methods import base, erase, helpers
 
 
 def random_masks(key, params, ratio):
@@ -62,12 +62,14 @@ class RandomReinit(base.Method):
   inputs = ("x_remain", "y_remain")
   hparams = {"ratio": 0.5}
   options = {"fill": ("zero", "reinit")}
+  hparam_docs = {"ratio": "share of every non-normalisation tensor reset, fresh per run",
+                 "fill": "zero | reinit: what the reset entries become"}
   epoch_over = "remain"
   search_space = {"learning_rate": (3e-5, 1e-4, 3e-4, 1e-3), "ratio": (0.1, 0.3, 0.5, 0.7)}
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "ratio", 0.0, 1.0, method="random_reinit")
+    helpers.validate_range(hp, "ratio", 0.0, 1.0, method="random_reinit")
 
   def make(self, env):
     reinit = self.opts["fill"] == "reinit"

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 IMPORTANCE_BATCH = 128
 
@@ -84,14 +84,17 @@ class SelectiveSynapticDampening(base.Method):
                  "by min(dampening x imp_D / imp_f, 1); no training (deterministic)")
   inputs = ("x_forget", "y_forget", "x_remain", "y_remain")
   hparams = {"alpha": 10.0, "dampening": 1.0}
+  hparam_docs = {"alpha": "dampen a weight whose forget importance exceeds alpha x its full "
+                          "importance",
+                 "dampening": "lambda: the weight is multiplied by min(lambda imp_D / imp_f, 1)"}
   # From the default alpha up: on quick, alpha <= 30 costs accuracy (configs/quick_methods.py).
   search_space = {"alpha": (10.0, 30.0, 100.0, 300.0), "dampening": (0.1, 0.3, 1.0, 3.0)}
   uses_learning_rate = False
 
   def validate(self, hp):
     super().validate(hp)
-    phases.validate_range(hp, "alpha", 0.0, float("inf"), low_open=True, method="ssd")
-    phases.validate_range(hp, "dampening", 0.0, float("inf"), low_open=True, method="ssd")
+    helpers.validate_range(hp, "alpha", 0.0, float("inf"), low_open=True, method="ssd")
+    helpers.validate_range(hp, "dampening", 0.0, float("inf"), low_open=True, method="ssd")
 
   def make(self, env):
     inp, hp = env.inputs, env.hparams
@@ -114,4 +117,4 @@ class SelectiveSynapticDampening(base.Method):
     def summary(state):
       return {"dampened_fraction": state.extra["dampened_fraction"]}
 
-    return base.UnlearningMethod(init, step, summary=summary)
+    return base.UpdateRule(init, step, summary=summary)
