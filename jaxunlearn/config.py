@@ -122,6 +122,11 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
     ("unlearn.momentum", Field(0.0, "SGD momentum (0: none)", check="non_negative")),
     ("unlearn.weight_decay", Field(0.0, "weight decay", check="non_negative")),
     ("unlearn.schedule", Field("constant", "constant | cosine | step", choices=_schedules)),
+    ("unlearn.bn_mode", Field("eval", "eval: batch statistics stay the original's, only weights "
+                                      "move | train: every forward pass normalises with its "
+                                      "batch's statistics and the running ones are updated, as "
+                                      "PyTorch references unlearn (models with batch norm)",
+                              choices=("eval", "train"))),
         ("eval.batch_size", Field(1000, "batch size of forward passes", check="positive")),
     ("eval.evaluators", Field(("mia", "loss_attack", "distributions"),
                               "evaluators to run (accuracy always runs, backdoor whenever "

@@ -168,7 +168,8 @@ def unlearn_stage(req: request_lib.Request, plan, reference: stages.Trained | No
     inputs = jax.block_until_ready(method_inputs(req, plan, original, reference))
     inputs_s = time.perf_counter() - t0
     fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
-                      n_forget=s.n_forget, n_remain=int(s.remain_idx.size), mesh=req.mesh)
+                      batch_stats=original.batch_stats, n_forget=s.n_forget,
+                      n_remain=int(s.remain_idx.size), mesh=req.mesh)
     result = unlearn_lib.unlearn(fn, original.params, inputs, plan.hparam_arrays(),
                                  key=req.key("unlearn"), mesh=req.mesh,
                                  progress=req.cfg.report.progress)
@@ -178,9 +179,11 @@ def unlearn_stage(req: request_lib.Request, plan, reference: stages.Trained | No
             "stop": plan.stop, "calibrated_step": result.calibrated_step,
             "summary": result.summary, "method": plan.name,
             "hparams": {k: v for k, v in plan.hparams.items() if k != "learning_rate"},
-            "reference": reference.stage if reference is not None else None}
-    # Batch statistics are the original's: unlearning moves weights only.
-    return result.params, original.batch_stats, meta
+            "reference": reference.stage if reference is not None else None,
+            "bn_mode": plan.block.bn_mode}
+    # bn_mode=eval: batch statistics stay the original's, unlearning moves weights only.
+    stats = original.batch_stats if result.batch_stats is None else result.batch_stats
+    return result.params, stats, meta
 
   return req.cache.model(stage, build, req.abstract_variables(), req.apply_fn)
 

@@ -36,7 +36,7 @@ from jaxunlearn.errors import ConfigError
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
               "learning_rate", "momentum", "weight_decay", "schedule", "stop", "tol",
-              "calibrate_every")
+              "calibrate_every", "bn_mode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,16 +86,22 @@ class UnlearnPlan:
     """The hyperparameters as float32 arrays (a grid of them is a ``jax.vmap``)."""
     return unlearn_lib.as_hparams(self.hparams)
 
-  def make_fn(self, apply_fn: Callable, *, model, input_shape, n_forget: int, n_remain: int,
-              mesh=None) -> unlearn_lib.UnlearnFn:
-    """The pure run of this plan (:func:`jaxunlearn.unlearn.make_unlearn_fn`)."""
+  def make_fn(self, apply_fn: Callable, *, model, input_shape, batch_stats, n_forget: int,
+              n_remain: int, mesh=None) -> unlearn_lib.UnlearnFn:
+    """The pure run of this plan (:func:`jaxunlearn.unlearn.make_unlearn_fn`).
+
+    ``batch_stats`` are the original's; with ``bn_mode="train"`` (and batch
+    norm in the model) the run returns ``{"params", "batch_stats"}``.
+    """
     u = self.block
     return unlearn_lib.make_unlearn_fn(
         self.method, apply_fn, epochs=int(u.epochs), n_forget=int(n_forget),
         n_remain=int(n_remain), forget_batch_size=int(u.forget_batch_size),
         remain_batch_size=int(u.remain_batch_size), optimizer_cfg=u,
         init_fn=models.init_params_fn(model, input_shape), mesh=mesh, stop=self.stop,
-        calibrate_every=int(u.calibrate_every), tol=float(u.tol))
+        calibrate_every=int(u.calibrate_every), tol=float(u.tol),
+        flax_model=unlearn_lib.FlaxModel(model, tuple(input_shape), batch_stats),
+        bn_mode=u.get("bn_mode", "eval"))
 
   def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
                    original_logits: Callable | None = None,
@@ -235,11 +241,12 @@ def heldout_rows(holdout_idx, y_train, forget_idx) -> np.ndarray:
   return h[np.isin(np.asarray(y_train)[h], np.asarray(y_train)[np.asarray(forget_idx)])]
 
 
-def abstract_check(plan: UnlearnPlan, apply_fn, params, *, model, input_shape, n_forget: int,
-                   n_remain: int, num_classes: int, n_heldout: int = 0) -> None:
+def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape,
+                   n_forget: int, n_remain: int, num_classes: int, n_heldout: int = 0) -> None:
   """Traces one run of ``plan`` on abstract arrays (no compile, no data): a method that cannot
   run on this model, or returns parameters of another structure or shape, is refused here,
   before anything is trained."""
+  from jaxunlearn import train as train_lib
   f32 = jnp.float32
   spec = lambda shape, dtype=f32: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
   fields = {"x_forget": spec((n_forget, *input_shape)), "y_forget": spec((n_forget,), jnp.int32),
@@ -250,11 +257,17 @@ def abstract_check(plan: UnlearnPlan, apply_fn, params, *, model, input_shape, n
             "x_heldout": spec((max(n_heldout, 1), *input_shape)),
             "y_heldout": spec((max(n_heldout, 1),), jnp.int32)}
   inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in plan.needs})
-  fn = plan.make_fn(apply_fn, model=model, input_shape=input_shape, n_forget=n_forget,
-                    n_remain=n_remain)
   hp = {k: spec(()) for k in plan.hparams}
+
+  def run(params, batch_stats, inputs, key, hp):
+    fn = plan.make_fn(train_lib.eval_apply_fn(model, batch_stats), model=model,
+                      input_shape=input_shape, batch_stats=batch_stats, n_forget=n_forget,
+                      n_remain=n_remain)
+    out, _ = fn(params, inputs, key, hp)
+    return out["params"] if fn.bn_train else out
+
   try:
-    out, _ = jax.eval_shape(fn, params, inputs, jax.random.key(0), hp)
+    out = jax.eval_shape(run, params, batch_stats, inputs, jax.random.key(0), hp)
   except ConfigError as e:
     raise ConfigError(f"{plan.label}: {e}" if plan.label not in str(e) else str(e)) from None
   want = jax.tree.map(lambda a: (a.shape, a.dtype), params)

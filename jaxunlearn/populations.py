@@ -273,10 +273,12 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                                y_remain=y_all[r_rows], heldout=heldout,
                                original_logits=lambda x: apply_fn(params, x),
                                reference_probs=reference_probs)
-    run = plan.make_fn(apply_fn, model=model, input_shape=input_shape, n_forget=n_forget,
-                       n_remain=n_remain)
-    new_params, _ = run(params, inputs, run_key, plan.hparam_arrays())
-    return member_record(apply_fn, new_params, data, fields)
+    run = plan.make_fn(apply_fn, model=model, input_shape=input_shape, batch_stats=batch_stats,
+                       n_forget=n_forget, n_remain=n_remain)
+    new, _ = run(params, inputs, run_key, plan.hparam_arrays())
+    if run.bn_train:
+      new, apply_fn = new["params"], _apply(model, new["batch_stats"])
+    return member_record(apply_fn, new, data, fields)
   return member
 
 

@@ -288,9 +288,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                       tuple(applied), splits, model, mesh, plans, names)
   abstract = abstract_variables(model, cfg.train, data.input_shape)
   for p in plans.values():
-    plan_lib.abstract_check(p, train_lib.eval_apply_fn(model, abstract["batch_stats"]),
-                            abstract["params"], model=model, input_shape=data.input_shape,
-                            n_forget=splits.n_forget, n_remain=int(splits.remain_idx.size),
+    plan_lib.abstract_check(p, abstract["params"], abstract["batch_stats"], model=model,
+                            input_shape=data.input_shape, n_forget=splits.n_forget,
+                            n_remain=int(splits.remain_idx.size),
                             num_classes=data.num_classes, n_heldout=int(heldout.size))
   for check in checks:
     check(prepared)

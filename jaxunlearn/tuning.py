@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import membership, unlearn as unlearn_lib
+from jaxunlearn import membership, train as train_lib, unlearn as unlearn_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import helpers
@@ -161,7 +161,8 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     reference = pipeline.reference_stage(req) if plan.needs_reference else None
     inputs = pipeline.method_inputs(req, plan, original, reference)
     fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
-                      n_forget=s.n_forget, n_remain=int(s.remain_idx.size))
+                      batch_stats=original.batch_stats, n_forget=s.n_forget,
+                      n_remain=int(s.remain_idx.size))
     grid = grid_points(plan.method)
     hp = grid_hparams(plan.hparams, grid)
     key = req.key("unlearn")
@@ -175,7 +176,11 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     x, y = req.x_train, req.y_train
     sets = {part: (x[idx], y[idx]) for part, idx in
             (("remain", s.remain_idx), ("forget", s.forget_idx), ("heldout", s.holdout_idx))}
-    figs = grid_figures(original.apply_fn, stacked, sets, seed=req.cfg.seed)
+    apply_fn = original.apply_fn
+    if fn.bn_train:   # each point carries its own batch statistics
+      apply_fn = lambda v, x: train_lib.apply_model(req.model, v["params"], v["batch_stats"],  # noqa: E731
+                                                    x, train=False)[0]
+    figs = grid_figures(apply_fn, stacked, sets, seed=req.cfg.seed)
     ref_stack = jax.tree.map(lambda a: a[None], retrain.params)
     retrain_fig = grid_figures(retrain.apply_fn, ref_stack, sets, seed=req.cfg.seed)[0]
   final_loss = np.asarray(metrics["loss"])[:, -1, -1]

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import parallel, stop as stop_lib, train as train_lib
+from jaxunlearn import models, parallel, stop as stop_lib, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 from jaxunlearn.methods import base
 from jaxunlearn.methods.base import Batch, Inputs
@@ -52,10 +52,23 @@ def _as_method(method) -> base.Method:
 
 
 class RunState(NamedTuple):
-  """The carry of a run: the method's state, the run's key and the stop rule's state."""
+  """The carry of a run: the method's state, the run's key, the stop rule's state and, with
+  ``bn_mode="train"``, the running batch statistics (``()`` otherwise)."""
   method: base.UnlearnState
   key: jax.Array
   stop: Any
+  batch_stats: Any = ()
+
+
+class FlaxModel(NamedTuple):
+  """The flax module behind ``apply_fn``, for what a bare apply function cannot give: fresh
+  models with their own batch statistics, and ``bn_mode="train"``."""
+  model: Any
+  input_shape: tuple
+  batch_stats: Any            # the original's running statistics ({} without batch norm)
+
+
+BN_MODES = ("eval", "train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +78,8 @@ class UnlearnFn:
   ``metrics`` holds per-step arrays of shape ``(epochs, steps_per_epoch)``
   and, for methods with a reference model, ``kl_forget`` of shape
   ``(epochs,)`` (the mean KL to the reference on D_f at each epoch's end).
+  With ``bn_train`` (``bn_mode="train"``) the run returns ``{"params",
+  "batch_stats"}`` instead of the parameters alone.
   The pieces (``start``, ``epoch``, ``finish``) are what the host driver
   jits one at a time; ``run`` is exactly ``start``, a scan of ``epoch`` and
   ``finish``.
@@ -78,6 +93,7 @@ class UnlearnFn:
   epochs: int
   steps_per_epoch: int
   summary: Callable | None = None    # summary(carry, inputs, hparams) -> {name: scalar}
+  bn_train: bool = False
 
   @property
   def stop(self) -> str:
@@ -93,7 +109,8 @@ class UnlearnFn:
 def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n_remain: int,
                     forget_batch_size: int, remain_batch_size: int, optimizer_cfg=None,
                     init_fn: Callable | None = None, mesh=None, stop: str = "epochs",
-                    calibrate_every: int = 1, tol: float = 0.0) -> UnlearnFn:
+                    calibrate_every: int = 1, tol: float = 0.0,
+                    flax_model: FlaxModel | None = None, bn_mode: str = "eval") -> UnlearnFn:
   """Builds the pure function of one whole unlearning run.
 
   Args:
@@ -108,6 +125,18 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       rate comes from ``hparams["learning_rate"]``.
     init_fn: ``init_fn(key) -> params`` of a fresh model (methods that need
       a randomly initialised network, e.g. a bad teacher).
+    flax_model: the module behind ``apply_fn`` (:class:`FlaxModel`): gives
+      methods fresh models with their own batch statistics
+      (``MethodEnv.init_variables_fn``, ``apply_with_stats``) and allows
+      ``bn_mode="train"``.
+    bn_mode: ``"eval"``: batch statistics stay the original's and only
+      weights move. ``"train"`` (a model with batch norm): every forward pass
+      a method makes normalises with its batch's own statistics (as a PyTorch
+      reference in train mode), and after every step the running statistics
+      are updated once on the step's forget batch and once on its remain
+      batch (those the method reads); stop rules, ``kl_forget`` and the
+      result use the running statistics, and the run returns ``{"params",
+      "batch_stats"}``.
     mesh: split every batch over the mesh's ``'data'`` axis (host driver).
     stop: ``"epochs"``, ``"kl_tol"`` or ``"calibrated"`` (:mod:`jaxunlearn.stop`).
     calibrate_every: steps between two calibration checks.
@@ -124,18 +153,53 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   fbs, rbs = min(int(forget_batch_size), n_forget), int(remain_batch_size)
   steps = base.steps_per_epoch(method.epoch_over, n_forget, n_remain, fbs, rbs)
   total = epochs * steps
-  rule = stop_lib.make(stop, apply_fn, tol=tol, every=calibrate_every, total_steps=total)
+  if bn_mode not in BN_MODES:
+    raise ConfigError(f"unknown bn_mode {bn_mode!r}; use one of {BN_MODES}")
+  fm = flax_model
+  bn = fm if bn_mode == "train" and fm is not None and jax.tree.leaves(fm.batch_stats) else None
+  if bn_mode == "train" and fm is None:
+    raise ConfigError("bn_mode='train' needs the flax model (flax_model=FlaxModel(...))")
+  init_variables_fn = apply_with_stats = None
+  if fm is not None:
+    def init_variables_fn(key):
+      return models.init_variables(fm.model, key, fm.input_shape)
+
+    def apply_with_stats(params, batch_stats, x):
+      return train_lib.apply_model(fm.model, params, batch_stats, x, train=False)[0]
+    if init_fn is None:
+      init_fn = lambda key: init_variables_fn(key)[0]  # noqa: E731
+  if bn is None:
+    method_apply, judge_apply = apply_fn, apply_fn
+  else:
+    def method_apply(params, x):   # the batch's own statistics: the running ones are unused
+      return train_lib.apply_model(bn.model, params, bn.batch_stats, x, train=True)[0]
+
+    def judge_apply(variables, x):
+      return train_lib.apply_model(bn.model, variables["params"], variables["batch_stats"], x,
+                                   train=False)[0]
+
+    def update_stats(params, batch_stats, x):
+      return train_lib.apply_model(bn.model, params, batch_stats, x, train=True)[1]
+
+  def judged(params, batch_stats):
+    """What stop rules judge and the run returns: params, or variables in train mode."""
+    return params if bn is None else {"params": params, "batch_stats": batch_stats}
+
+  rule = stop_lib.make(stop, judge_apply, tol=tol, every=calibrate_every, total_steps=total)
   opt_cfg = optimizer_cfg if optimizer_cfg is not None else {"optimizer": "sgd"}
 
   def build(inputs, key, hparams):
     optimizer = train_lib.make_optimizer(opt_cfg, total, learning_rate=hparams["learning_rate"])
-    env = base.MethodEnv(apply_fn, init_fn, optimizer, hparams, inputs,
-                         jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps)
+    env = base.MethodEnv(method_apply, init_fn, optimizer, hparams, inputs,
+                         jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps,
+                         init_variables_fn, apply_with_stats,
+                         {} if fm is None else fm.batch_stats)
     return method.make(env)
 
   def start(params, inputs, key, hparams):
-    stop_state = rule.init(params, inputs)
-    return RunState(build(inputs, key, hparams).init(params), key, stop_state)
+    batch_stats = () if bn is None else bn.batch_stats
+    stop_state = rule.init(judged(params, batch_stats), inputs)
+    return RunState(build(inputs, key, hparams).init(params), key, stop_state, batch_stats)
 
   def epoch(carry: RunState, inputs, hparams, e):
     m = build(inputs, carry.key, hparams)
@@ -149,7 +213,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
 
     def body(inner, inp):
-      state, stop_state = inner
+      state, stop_state, batch_stats = inner
       i, fr, rr = inp
       fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
                 if getattr(inputs, f) is not None}
@@ -160,29 +224,36 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
       progress = (e * steps + i).astype(jnp.float32) / total
       state, metrics = m.step(state, Batch(**fields, epoch=e.astype(jnp.int32),
                                            progress=progress))
-      stop_state = rule.after_step(stop_state, state.params, inputs, e * steps + i + 1)
-      return (state, stop_state), {**metrics, **rule.step_metrics(stop_state)}
+      if bn is not None:
+        for x in (fields.get("x_forget"), fields.get("x_remain")):
+          if x is not None:
+            batch_stats = update_stats(state.params, batch_stats, x)
+      stop_state = rule.after_step(stop_state, judged(state.params, batch_stats), inputs,
+                                   e * steps + i + 1)
+      return (state, stop_state, batch_stats), {**metrics, **rule.step_metrics(stop_state)}
 
-    (state, stop_state), metrics = jax.lax.scan(body, (carry.method, carry.stop),
-                                                (jnp.arange(steps), f_rows, r_rows))
+    (state, stop_state, batch_stats), metrics = jax.lax.scan(
+        body, (carry.method, carry.stop, carry.batch_stats), (jnp.arange(steps), f_rows, r_rows))
     if m.epoch_end is not None:
       state = m.epoch_end(state)
-    stop_state = rule.after_epoch(stop_state, state.params, inputs)
+    current = judged(state.params, batch_stats)
+    stop_state = rule.after_epoch(stop_state, current, inputs)
     if inputs.ref_probs is not None:
       metrics["kl_forget"] = base.kl_divergence(inputs.ref_probs,
-                                                apply_fn(state.params, inputs.x_forget))
-    return RunState(state, carry.key, stop_state), metrics
+                                                judge_apply(current, inputs.x_forget))
+    return RunState(state, carry.key, stop_state, batch_stats), metrics
 
   def finish(carry: RunState, inputs, hparams):
     m = build(inputs, carry.key, hparams)
     final = carry.method.params if m.finish is None else m.finish(carry.method)
-    return rule.result(carry.stop, final)
+    return rule.result(carry.stop, judged(final, carry.batch_stats))
 
   def summary(carry: RunState, inputs, hparams):
     m = build(inputs, carry.key, hparams)
     return {} if m.summary is None else m.summary(carry.method)
 
-  return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary)
+  return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary,
+                   bn_train=bn is not None)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
@@ -206,6 +277,7 @@ class UnlearnResult:
   stopped_early: bool
   calibrated_step: int | None = None   # calibrated stop: steps taken by the returned params
   summary: dict = dataclasses.field(default_factory=dict)  # the method's summary of the run
+  batch_stats: Any = None              # bn_mode="train": the updated batch statistics
 
 
 def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=None,
@@ -277,10 +349,14 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
   t0 = time.perf_counter()
   params = jax.block_until_ready(finish(carry, inputs, hparams))
   run_s += time.perf_counter() - t0
+  batch_stats = None
+  if fn.bn_train:
+    params, batch_stats = params["params"], params["batch_stats"]
   stop_summary = {k: int(v) for k, v in jax.device_get(fn.stop_rule.summary(carry.stop)).items()}
   # A description of the run, not part of it: not timed.
   summary = {} if summarize is None else {
       k: float(v) for k, v in jax.device_get(summarize(carry, inputs, hparams)).items()}
   return UnlearnResult(params=params, history=history, run_s=run_s,
                        compile_s=compile_s, stopped_early=stopped,
-                       calibrated_step=stop_summary.get("calibrated_step"), summary=summary)
+                       calibrated_step=stop_summary.get("calibrated_step"), summary=summary,
+                       batch_stats=batch_stats)

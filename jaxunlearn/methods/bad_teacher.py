@@ -39,6 +39,20 @@ def remain_subset_rows(key, step, n_remain: int, fraction, batch_size: int):
   return subset[pos]
 
 
+def teacher_logits(env, extra, x_forget, x_remain):
+  """``(random teacher on x_forget, competent teacher on x_remain)`` logits.
+
+  Both teachers run in eval mode, each with its own batch statistics: the
+  random teacher with those of a fresh model (with the original's it is
+  confidently wrong, not incompetent), the competent one with the original's.
+  Without the model's statistics (a bare ``apply_fn``) both use ``env.apply_fn``.
+  """
+  if "bad_stats" in extra:
+    return (env.apply_with_stats(extra["bad"], extra["bad_stats"], x_forget),
+            env.apply_with_stats(extra["teacher"], env.batch_stats, x_remain))
+  return env.apply_fn(extra["bad"], x_forget), env.apply_fn(extra["teacher"], x_remain)
+
+
 @base.register("bad_teacher")
 class BadTeacher(base.Method):
   """Distil a random teacher on D_f and the original on 30 % of D_r."""
@@ -58,22 +72,26 @@ class BadTeacher(base.Method):
     helpers.validate_range(hp, "remain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
 
   def make(self, env):
-    if env.init_fn is None:
+    if env.init_fn is None and env.init_variables_fn is None:
       raise ConfigError("method 'bad_teacher' needs init_fn (a fresh model of the same "
                         "architecture) in make_unlearn_fn")
     hp, x_remain = env.hparams, env.inputs.x_remain
     n_remain = x_remain.shape[0]
+    own_stats = env.init_variables_fn is not None and env.apply_with_stats is not None
 
     def init_extra(params):
-      return {"teacher": params, "bad": env.init_fn(jax.random.fold_in(env.key, 0))}
+      bad_key = jax.random.fold_in(env.key, 0)
+      if own_stats:
+        bad, bad_stats = env.init_variables_fn(bad_key)
+        return {"teacher": params, "bad": bad, "bad_stats": bad_stats}
+      return {"teacher": params, "bad": env.init_fn(bad_key)}
 
     def loss_fn(params, state, batch):
       rows = remain_subset_rows(env.key, state.step, n_remain, hp["remain_fraction"],
                                 batch.x_remain.shape[0])
       x_r = x_remain[rows]
       x = jnp.concatenate([batch.x_forget, x_r])
-      target = jnp.concatenate([env.apply_fn(state.extra["bad"], batch.x_forget),
-                                env.apply_fn(state.extra["teacher"], x_r)])
+      target = jnp.concatenate(teacher_logits(env, state.extra, batch.x_forget, x_r))
       loss = bad_teacher_loss(env.apply_fn(params, x), target, hp["temperature"])
       return loss, {}
 

@@ -111,7 +111,7 @@ class UpdateRule(NamedTuple):
 
 class MethodEnv(NamedTuple):
   """What :meth:`Method.make` gets: everything is fixed for one run."""
-  apply_fn: Callable         # apply_fn(params, x) -> logits (eval mode)
+  apply_fn: Callable         # apply_fn(params, x) -> logits (bn_mode: eval or train)
   init_fn: Callable | None   # init_fn(key) -> freshly initialised params of the same model
   optimizer: optax.GradientTransformation
   hparams: Mapping[str, jax.Array]
@@ -119,6 +119,11 @@ class MethodEnv(NamedTuple):
   key: jax.Array             # the method's own key (e.g. random labels, a random teacher)
   epochs: int
   steps_per_epoch: int
+  # init_variables_fn(key) -> (params, batch_stats) of a fresh model, its own statistics too
+  init_variables_fn: Callable | None = None
+  # apply_with_stats(params, batch_stats, x) -> logits in eval mode with the given statistics
+  apply_with_stats: Callable | None = None
+  batch_stats: Any = None    # the original's running batch statistics ({} without batch norm)
 
 
 class Method:
