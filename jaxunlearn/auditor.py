@@ -47,6 +47,7 @@ from jaxunlearn.config import resolve_seed
 
 CONTROLS = ("retrain", "oracle", "none")
 OUTPUTS = ("audit.json", "audit.md")
+PROTOCOLS = {"single": ("single",), "per_seed": ("per_seed",), "both": ("single", "per_seed")}
 
 
 def method_specs(cfg) -> list[request_lib.MethodSpec]:
@@ -95,6 +96,7 @@ class Auditor(audits.Audit):
     self.n_audit = int(s.n_forget)
     self.forget_rows, self.remain_rows, self.train_rows = s.forget_idx, s.remain_idx, s.train_idx
     self.seed = resolve_seed(cfg.audit.seed, cfg)
+    self.protocols = PROTOCOLS[cfg.audit.protocol]
     self.statistics = audits.selected(cfg)
     self.fields = audits.record_fields(self.statistics)
     x_all, y_all = jnp.asarray(req.x_train), jnp.asarray(req.y_train)
@@ -168,6 +170,40 @@ class Auditor(audits.Audit):
         keep_params=keep_params, abstract_params=abstract, fields=fields)
     return self._run(pop, masks)
 
+  def per_seed_population(self, label: str) -> dict:
+    name = f"{label}_per_seed"
+    if name in self.records:
+      return self.records[name]
+    none = self.train_population("none", self.train_rows, keep_params=True)
+    n = none["phi"].shape[0]
+    tile = lambda rows: np.tile(np.asarray(rows)[None], (n, 1))  # noqa: E731
+    return self.unlearn_population(name, label, params=none["params"],
+                                   batch_stats=none["batch_stats"],
+                                   f_rows=tile(self.forget_rows), r_rows=tile(self.remain_rows))
+
+  def _reference(self, plan, per_member: bool) -> tuple[pops.ReferenceSettings, object, dict]:
+    """How the members of a population get their reference: ``(settings, argument, spec)``."""
+    req, cfg, s = self.req, self.cfg, self.req.splits
+    n_ref = int(s.reference_idx.size)
+    source = cfg.reference.source
+    mode = "draw" if source == "remain" else "rows" if per_member else "given"
+    settings = pops.ReferenceSettings(
+        mode=mode, size=n_ref, epochs=int(cfg.reference.epochs),
+        batch_size=int(cfg.train.batch_size),
+        optimizer=train_lib.make_optimizer(
+            cfg.train, train_lib.total_steps(n_ref, cfg.train.batch_size,
+                                             cfg.reference.epochs)))
+    spec = {"size": n_ref, "epochs": cfg.reference.epochs, "source": source, "mode": mode}
+    if mode == "draw":
+      return settings, (), spec
+    if mode == "rows":
+      spec["rows"] = splits_lib.index_hash(s.reference_idx)
+      return settings, jnp.asarray(s.reference_idx, jnp.int32), spec
+    from jaxunlearn import pipeline
+    trained = pipeline.reference_stage(req)
+    spec["stage"] = trained.stage
+    return settings, (trained.params, trained.batch_stats), spec
+
   def unlearn_population(self, name: str, label: str, *, params=None, batch_stats=None,
                          f_rows=None, r_rows=None, masks=None) -> dict:
     if name in self.records:
@@ -179,14 +215,9 @@ class Auditor(audits.Audit):
       params, batch_stats = req.original.params, req.original.batch_stats
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_forget, n_remain = int(np.shape(f_rows)[-1]), int(np.shape(r_rows)[-1])
-    n_ref = int(s.reference_idx.size)
-    reference = pops.ReferenceSettings(
-        size=n_ref, epochs=int(cfg.reference.epochs), batch_size=int(cfg.train.batch_size),
-        optimizer=train_lib.make_optimizer(
-            cfg.train, train_lib.total_steps(n_ref, cfg.train.batch_size,
-                                             cfg.reference.epochs)))
-    spec = {**plan.spec(), **({"reference": {"size": n_ref, "epochs": cfg.reference.epochs}}
-                              if plan.needs_reference else {})}
+    reference, ref_arg, ref_spec = (self._reference(plan, per_member) if plan.needs_reference
+                                    else (None, (), None))
+    spec = {**plan.spec(), **({"reference": ref_spec} if plan.needs_reference else {})}
     fields = tuple(sorted(self.fields.items()))
     member = _member(("unlearn", repr(req.model), tuple(req.data.input_shape),
                       json.dumps(spec, sort_keys=True),
@@ -196,7 +227,7 @@ class Auditor(audits.Audit):
                                                  n_forget=n_forget, n_remain=n_remain,
                                                  reference=reference, fields=dict(fields)))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
-    rest = (self.x_all, self.y_all, self.heldout, self.data)
+    rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
     pop = pops.Population(
         name=name, size=int(np.shape(f_rows)[0]) if per_member else cfg.audit.num_models,
         member=member, mapped=args if per_member else (),

@@ -147,7 +147,11 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                               "unlearn block")),
     ("audit.statistics", Field(("epsilon", "ulira"), "audit statistics to compute (jaxunlearn "
                                                      "statistics)")),
-        ("audit.seed", Field(-1, "seeds the populations (-1: seed)", check="seed_or_default")),
+        ("audit.protocol", Field("both", "single: every unlearning run starts from the work dir's "
+                                     "original (the competition's protocol) | per_seed: run i "
+                                     "starts from original i, trained with its own seed | both",
+                             choices=("single", "per_seed", "both"))),
+    ("audit.seed", Field(-1, "seeds the populations (-1: seed)", check="seed_or_default")),
             ("report.save_forget_indices", Field(False, "write the forget indices into "
                                                 "results.json")),
     ("report.progress", Field(True, "progress bars")),

@@ -231,10 +231,25 @@ def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
   return member
 
 
+REFERENCE_MODES = ("draw", "rows", "given")
+
+
 @dataclasses.dataclass(frozen=True)
 class ReferenceSettings:
-  """How each member of an unlearning population draws and trains its reference model."""
-  size: int                   # |D_s|, drawn from D_r with the member's key
+  """How each member of an unlearning population gets its reference model.
+
+  ``mode``:
+
+  * ``draw``: D_s (``size`` rows) drawn from the member's D_r with its key,
+    then trained (``reference.source=remain``: each request draws its own);
+  * ``rows``: trained with the member's key on fixed rows, the member's
+    ``reference`` argument (``holdout``, runs that stand for other work dirs);
+  * ``given``: one trained reference for every member, the ``reference``
+    argument ``(params, batch_stats)`` (``holdout``: every request of one work
+    dir reuses its reference).
+  """
+  mode: str
+  size: int
   epochs: int
   optimizer: Any              # optax optimizer of the reference's training
   batch_size: int
@@ -243,32 +258,42 @@ class ReferenceSettings:
 def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                    reference: ReferenceSettings | None = None,
                    fields: dict | None = None) -> Callable:
-  """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data) -> record``.
+  """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, reference, data)
+  -> record``.
 
   One whole unlearning run of ``plan`` (:class:`jaxunlearn.plan.UnlearnPlan`)
   from ``params`` with D_f = ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A
-  method that uses a reference model first trains its own, on
-  ``reference.size`` rows drawn from D_r with the member's key: drawing D_s is
-  part of the method. ``heldout`` is ``(x, y)`` or ``()`` for methods that ask
-  for held-out examples.
+  method that uses a reference model gets it as ``reference.mode`` says
+  (:class:`ReferenceSettings`). ``heldout`` is ``(x, y)`` or ``()`` for methods
+  that ask for held-out examples.
   """
   ref_train = None
   if plan.needs_reference:
-    ref_train = train_lib.make_train_fn(model, reference.optimizer, input_shape,
-                                        epochs=reference.epochs,
-                                        batch_size=min(reference.batch_size, reference.size))
+    if reference is None or reference.mode not in REFERENCE_MODES:
+      raise ConfigError(f"method {plan.name!r} needs reference settings with a mode in "
+                        f"{REFERENCE_MODES}")
+    if reference.mode != "given":
+      ref_train = train_lib.make_train_fn(model, reference.optimizer, input_shape,
+                                          epochs=reference.epochs,
+                                          batch_size=min(reference.batch_size, reference.size))
 
-  def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, data: EvalData):
+  def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, ref_arg,
+             data: EvalData):
     apply_fn = _apply(model, batch_stats)
     ref_key, run_key = jax.random.split(key)
     x_f, x_r = x_all[f_rows], x_all[r_rows]
     reference_probs = None
-    if ref_train is not None:
-      s_key, t_key = jax.random.split(ref_key)
-      ds = jax.random.choice(s_key, r_rows, (reference.size,), replace=False)
-      ref_state, _ = ref_train(t_key, x_all[ds], y_all[ds])
-      ref_apply = _apply(model, ref_state.batch_stats)
-      reference_probs = lambda x: jax.nn.softmax(ref_apply(ref_state.params, x), -1)  # noqa: E731
+    if plan.needs_reference:
+      if reference.mode == "given":
+        ref_params, ref_stats = ref_arg
+      else:
+        s_key, t_key = jax.random.split(ref_key)
+        ds = (jax.random.choice(s_key, r_rows, (reference.size,), replace=False)
+              if reference.mode == "draw" else ref_arg)
+        ref_state, _ = ref_train(t_key, x_all[ds], y_all[ds])
+        ref_params, ref_stats = ref_state.params, ref_state.batch_stats
+      ref_apply = _apply(model, ref_stats)
+      reference_probs = lambda x: jax.nn.softmax(ref_apply(ref_params, x), -1)  # noqa: E731
     inputs = plan.build_inputs(x_forget=x_f, y_forget=y_all[f_rows], x_remain=x_r,
                                y_remain=y_all[r_rows], heldout=heldout,
                                original_logits=lambda x: apply_fn(params, x),

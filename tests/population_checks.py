@@ -43,7 +43,7 @@ def main():
   populations = {
       "train": pops.Population("t", 8, train, (), (rows, x_all, y_all, data)),
       "unlearn": pops.Population("u", 8, unlearn, (), (params, {}, jnp.asarray(forget), rows,
-                                                       x_all, y_all, (), data))}
+                                                       x_all, y_all, (), (), data))}
   out = {"device_count": jax.device_count()}
   for kind, pop in populations.items():
     phis = []

@@ -28,7 +28,7 @@ CLI_OVERRIDES = ["--config.audit.num_models=4", "--config.audit.chunk_size=2",
                  "--config.audit.methods=('finetune',)", "--config.audit.ulira.num_originals=6",
                  "--config.audit.ulira.forget_sets_per_original=1",
                  "--config.label_flip.enabled=True"]
-POPULATIONS = ("retrain", "oracle", "none", "finetune", "ulira_originals",
+POPULATIONS = ("retrain", "oracle", "none", "finetune", "finetune_per_seed", "ulira_originals",
                "ulira_retrain_control", "ulira_identity_control", "ulira_finetune")
 
 _DONE = {}
@@ -86,12 +86,23 @@ def test_audit_writes_phi_masks_json_markdown_and_plots():
     assert phi.shape == (n_models, 12) and np.all(np.isfinite(phi))
     assert (workdir / "phi" / f"{name}.masks.npz").exists()
   saved = json.loads((workdir / "audit.json").read_text())
-  for pop in ("oracle", "none", "finetune"):
-    assert {"forgetting_quality", "final_score", "eps_median"} <= set(saved["epsilon"][pop])
+  assert set(saved["epsilon"]) == {"single", "per_seed"}
+  for protocol in ("single", "per_seed"):
+    for pop in ("oracle", "none", "finetune"):
+      row = saved["epsilon"][protocol][pop]
+      assert {"forgetting_quality", "relative_f", "final_score", "eps_median", "phi_median",
+              "spread_ratio"} <= set(row)
+    assert saved["epsilon"][protocol]["oracle"]["relative_f"] in (1.0, None)
+  # The controls are the same populations in both protocols; the method's runs are not.
+  assert saved["epsilon"]["single"]["none"] == saved["epsilon"]["per_seed"]["none"]
+  assert saved["epsilon"]["single"]["finetune"] != saved["epsilon"]["per_seed"]["finetune"]
   for pop in ("retrain_control", "identity_control", "finetune"):
-    assert {"balanced_acc", "auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr"} <= set(
+    assert {"balanced_acc", "auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "accuracy_at_zero",
+            "null_balanced_acc_mean", "null_balanced_acc_q99", "null_auc_q99"} <= set(
         saved["ulira"][pop])
-  assert "| oracle |" in (workdir / "audit.md").read_text()
+    assert saved["ulira"][pop]["null_permutations"] == 100
+  text = (workdir / "audit.md").read_text()
+  assert "| oracle |" in text and "**per_seed**" in text and "null mean / q99" in text
   assert (workdir / "audit_eps.png").stat().st_size and (workdir / "audit_phi.png").stat().st_size
 
 

@@ -214,3 +214,32 @@ def test_bad_input():
     ulira.ulira(phi, in_mask, out_mask, fixed_variance="yes")
   with pytest.raises(ConfigError, match="scored 0 IN"):
     ulira.ulira(phi, np.zeros_like(in_mask), out_mask)
+
+
+def test_permuted_masks_keep_each_examples_labelled_models_and_in_count():
+  rng = np.random.default_rng(0)
+  in_mask = rng.random((20, 7)) < 0.3
+  out_mask = ~in_mask & (rng.random((20, 7)) < 0.6)
+  p_in, p_out = ulira.permuted_masks(in_mask, out_mask, np.random.default_rng(1))
+  np.testing.assert_array_equal(p_in | p_out, in_mask | out_mask)
+  np.testing.assert_array_equal(p_in.sum(0), in_mask.sum(0))
+  assert not np.any(p_in & p_out) and not np.array_equal(p_in, in_mask)
+
+
+def test_the_permutation_null_sits_far_below_a_real_signal_and_covers_noise():
+  rng = np.random.default_rng(0)
+  m, n = 24, 30
+  groups = np.arange(m) // 2
+  in_mask = np.zeros((m, n), bool)
+  for x in range(n):
+    in_mask[rng.permutation(m)[: m // 3], x] = True
+  out_mask = ~in_mask
+  noise = rng.normal(size=(m, n))
+  signal = noise + 3.0 * in_mask
+  real = ulira.ulira(signal, in_mask, out_mask, groups=groups)["balanced_accuracy"]
+  null = ulira.permutation_null(signal, in_mask, out_mask, groups=groups, permutations=100)
+  assert null["null_permutations"] == 100
+  assert null["null_balanced_acc_mean"] < null["null_balanced_acc_q99"] < 0.65 < 0.9 < real
+  chance = ulira.ulira(noise, in_mask, out_mask, groups=groups)["balanced_accuracy"]
+  null = ulira.permutation_null(noise, in_mask, out_mask, groups=groups, permutations=100)
+  assert chance <= null["null_balanced_acc_q99"] + 0.02

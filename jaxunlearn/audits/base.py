@@ -67,6 +67,7 @@ class Audit:
     forget_rows, remain_rows, train_rows: training-set rows of D_f, D_r and
       D_f ∪ D_r (what the original trained on).
     seed: the audit's seed.
+    protocols: ``("single",)``, ``("per_seed",)`` or both (``audit.protocol``).
   """
   cfg: Any
   labels: tuple
@@ -75,6 +76,7 @@ class Audit:
   remain_rows: np.ndarray
   train_rows: np.ndarray
   seed: int
+  protocols: tuple
 
   def train_population(self, name: str, rows: np.ndarray, *, keep_params: bool = False,
                        masks: Mapping[str, np.ndarray] | None = None) -> dict:
@@ -90,7 +92,19 @@ class Audit:
                          f_rows=None, r_rows=None,
                          masks: Mapping[str, np.ndarray] | None = None) -> dict:
     """N unlearning runs of the method ``label``: from the work dir's original, or from
-    per-member ``params`` / ``batch_stats`` with per-member rows ``f_rows`` / ``r_rows``."""
+    per-member ``params`` / ``batch_stats`` with per-member rows ``f_rows`` / ``r_rows``.
+
+    Each run's reference model (methods that use one) is drawn as ``jaxunlearn run`` would
+    under ``reference.source``: with ``remain`` each run draws its own D_s from its D_r and
+    trains it; with ``holdout`` runs from the work dir's original share its one reference
+    (every request of the work dir reuses it) and runs from per-member originals (other
+    work dirs, other seeds) each train their own on the held-out D_s.
+    """
+    raise NotImplementedError
+
+  def per_seed_population(self, label: str) -> dict:
+    """The per-seed protocol's population of ``label``: run i starts from original i (the
+    ``none`` population's member i, trained on all of D with its own seed)."""
     raise NotImplementedError
 
   def population(self, name: str) -> dict:

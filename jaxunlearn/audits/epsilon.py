@@ -354,8 +354,9 @@ def spread_ratio(unlearned_phi, retrained_phi) -> float:
   return float(np.median(u / np.maximum(r, 1e-12)))
 
 
-def population_entry(unlearned: dict, retrained: dict) -> dict:
-  """One population's row of the section: F, final score, epsilon, phi, spread, accuracies."""
+def population_entry(unlearned: dict, retrained: dict, oracle_f: float | None = None) -> dict:
+  """One population's row of the section: F, relative F (F / the oracle's F at the same N),
+  final score, epsilon, phi, spread, accuracies."""
   rep = epsilon_report(
       unlearned["phi"], retrained["phi"],
       remain_acc_unlearned=float(np.mean(unlearned["remain_acc"])),
@@ -363,6 +364,8 @@ def population_entry(unlearned: dict, retrained: dict) -> dict:
       test_acc_unlearned=float(np.mean(unlearned["test_acc"])),
       test_acc_retrained=float(np.mean(retrained["test_acc"])))
   out = {k: rep[k] for k in SECTION_KEYS}
+  if oracle_f is not None:
+    out["relative_f"] = rep["forgetting_quality"] / oracle_f if oracle_f > 0 else None
   out["remain_acc"] = float(np.mean(unlearned["remain_acc"]))
   out["test_acc"] = float(np.mean(unlearned["test_acc"]))
   out["phi_median"] = float(np.median(unlearned["phi"]))
@@ -381,8 +384,13 @@ class EpsilonScore(base.Statistic):
 
   Populations: ``retrain`` (N models on D_r, the reference sample), ``oracle``
   (another N on D_r: the best score at this N), ``none`` (N originals on all
-  of D: no unlearning) and one per audited method (N unlearning runs from the
-  work dir's original, each with its own key).
+  of D, each with its own seed: no unlearning) and, per audited method and
+  protocol (``audit.protocol``), N unlearning runs: under ``single`` all start
+  from the work dir's original (the competition's protocol: does the method
+  inject the randomness retraining has?), under ``per_seed`` run i starts from
+  ``none``'s member i (Lanyon et al. 2025: over all of training's randomness,
+  is the method's output distributed like retraining's?). The section holds
+  one table per protocol; ``relative_f`` is F / the oracle's F.
   """
   title = "Epsilon-score (NeurIPS 2023 unlearning challenge)"
   field_docs = {"plot_examples": "forget examples in the phi-histogram plot"}
@@ -399,31 +407,47 @@ class EpsilonScore(base.Statistic):
 
   def run(self, audit: base.Audit) -> dict:
     retrain = audit.train_population("retrain", audit.remain_rows)
-    out = {"oracle": population_entry(audit.train_population("oracle", audit.remain_rows),
-                                      retrain),
-           "none": population_entry(audit.train_population("none", audit.train_rows), retrain)}
-    for label in audit.labels:
-      out[label] = population_entry(audit.unlearn_population(label, label), retrain)
+    oracle = population_entry(audit.train_population("oracle", audit.remain_rows), retrain)
+    f_oracle = oracle["forgetting_quality"]
+    oracle["relative_f"] = 1.0 if f_oracle > 0 else None
+    none = audit.train_population("none", audit.train_rows,
+                                  keep_params="per_seed" in audit.protocols)
+    base_rows = {"oracle": oracle, "none": population_entry(none, retrain, f_oracle)}
+    out = {}
+    for protocol in audit.protocols:
+      rows = dict(base_rows)
+      for label in audit.labels:
+        pop = (audit.unlearn_population(label, label) if protocol == "single"
+               else audit.per_seed_population(label))
+        rows[label] = population_entry(pop, retrain, f_oracle)
+      out[protocol] = rows
     return out
 
   def report(self, section: dict) -> str:
     lines = ["Each population's phi on D_f against N models retrained on D_r. `oracle` is a "
              "second, independent retrain population (the best score at this N); `none` is N "
-             "originals (no unlearning). Higher F is better. Spread ratio: the median over "
-             "examples of the std of phi across the population divided by the std across "
-             "retrains (1 is the retrains' own spread).", "",
-             "| population | F (forgetting quality) | final score | eps median | eps mean | "
-             "phi median | spread ratio | remain acc | test acc |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, e in section.items():
-      lines.append(f"| {name} | {_fmt(e['forgetting_quality'])} | {_fmt(e['final_score'])} | "
-                   f"{_fmt(e['eps_median'])} | {_fmt(e['eps_mean'])} | "
-                   f"{_fmt(e['phi_median'])} | {_fmt(e.get('spread_ratio'))} | "
-                   f"{_fmt(e['remain_acc'])} | {_fmt(e['test_acc'])} |")
+             "originals, each with its own seed (no unlearning). Relative F = F / the oracle's "
+             "F; higher is better. Protocols: *single*, every unlearning run starts from the "
+             "work dir's original; *per_seed*, run i starts from `none`'s original i. Spread "
+             "ratio: the median over examples of the std of phi across the population divided "
+             "by the std across retrains (1 is the retrains' own spread)."]
+    for protocol, rows in section.items():
+      lines += ["", f"**{protocol}**", "",
+                "| population | F | relative F | final score | eps median | phi median | "
+                "spread ratio | remain acc | test acc |",
+                "|---|---|---|---|---|---|---|---|---|"]
+      for name, e in rows.items():
+        lines.append(f"| {name} | {_fmt(e['forgetting_quality'])} | "
+                     f"{_fmt(e.get('relative_f'))} | {_fmt(e['final_score'])} | "
+                     f"{_fmt(e['eps_median'])} | {_fmt(e['phi_median'])} | "
+                     f"{_fmt(e.get('spread_ratio'))} | {_fmt(e['remain_acc'])} | "
+                     f"{_fmt(e['test_acc'])} |")
     return "\n".join(lines)
 
   def summary(self, section: dict) -> str:
-    return "F: " + " ".join(f"{k}={v['forgetting_quality']:.3f}" for k, v in section.items())
+    return "; ".join(f"F ({protocol}): " + " ".join(
+        f"{k}={v['forgetting_quality']:.3f}" for k, v in rows.items())
+        for protocol, rows in section.items())
 
   def plot(self, section: dict, audit: base.Audit, out_dir) -> dict:
     plot_epsilon(Path(out_dir) / EPS_FIGURE, section, audit.cfg.setting)
@@ -432,26 +456,29 @@ class EpsilonScore(base.Statistic):
 
 
 def plot_epsilon(path, section: dict, setting: str) -> None:
-  """Per-example epsilon histograms, one panel per population."""
+  """Per-example epsilon histograms: one row per protocol, one panel per population."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  names = list(section)
-  fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 2.6), sharey=True,
+  protocols = list(section)
+  names = list(section[protocols[0]])
+  fig, axes = plt.subplots(len(protocols), len(names),
+                           figsize=(3.0 * len(names), 2.6 * len(protocols)), sharey=True,
                            squeeze=False)
+  first = section[protocols[0]][names[0]]
   # Epsilon at or above max_epsilon scores no points: it is shown as one last bin.
-  cap = float(section[names[0]]["max_epsilon"])
+  cap = float(first["max_epsilon"])
   bins = np.arange(0.0, cap + 1.0 + 1e-9, 0.5)
-  for ax, name in zip(axes[0], names):
-    e = section[name]
-    ax.hist(np.minimum(e["eps"], cap + 0.75), bins=bins, color="tab:blue", edgecolor="white")
-    ax.axvline(cap, color="tab:red", lw=0.8)
-    ax.set_title(f"{name}\nF={e['forgetting_quality']:.3f}", fontsize=9)
-    ax.set_xlabel(f"per-example epsilon (last bin: >= {cap:g}, no points)", fontsize=7)
-  axes[0][0].set_ylabel("examples of D_f")
-  n = section[names[0]]["n_models_unlearned"]
-  fig.suptitle(f"{setting}: per-example epsilon, N={n}", fontsize=10)
+  for row, protocol in zip(axes, protocols):
+    for ax, name in zip(row, names):
+      e = section[protocol][name]
+      ax.hist(np.minimum(e["eps"], cap + 0.75), bins=bins, color="tab:blue", edgecolor="white")
+      ax.axvline(cap, color="tab:red", lw=0.8)
+      ax.set_title(f"{name} ({protocol})\nF={e['forgetting_quality']:.3f}", fontsize=9)
+      ax.set_xlabel(f"per-example epsilon (last bin: >= {cap:g}, no points)", fontsize=7)
+    row[0].set_ylabel("examples of D_f")
+  fig.suptitle(f"{setting}: per-example epsilon, N={first['n_models_unlearned']}", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
@@ -464,23 +491,31 @@ def plot_phi(path, section: dict, audit: base.Audit, examples: int) -> None:
   import matplotlib.pyplot as plt
 
   retrain = audit.population("retrain")["phi"]
-  shown = [n for n in section if n != "oracle"]
+  shown = []     # (population name, column title)
+  for protocol, rows in section.items():
+    for name in rows:
+      if name in ("oracle", "none"):
+        if protocol == next(iter(section)) and name == "none":
+          shown.append(("none", "none"))
+        continue
+      pop = name if protocol == "single" else f"{name}_per_seed"
+      shown.append((pop, f"{name} ({protocol})"))
   k = min(int(examples), retrain.shape[1])
   # The examples the retrained models are surest they do not fit, then evenly spread ones.
   order = np.argsort(np.median(retrain, 0))
   picks = order[np.linspace(0, order.size - 1, k).astype(int)]
   fig, axes = plt.subplots(k, len(shown), figsize=(2.8 * len(shown), 2.0 * k), squeeze=False)
   for i, ex in enumerate(picks):
-    for j, name in enumerate(shown):
+    for j, (name, title) in enumerate(shown):
       ax = axes[i][j]
       other = audit.population(name)["phi"][:, ex]
       lo = min(retrain[:, ex].min(), other.min())
       hi = max(retrain[:, ex].max(), other.max())
       b = np.linspace(lo, hi + 1e-6, 16)
       ax.hist(retrain[:, ex], bins=b, alpha=0.6, color="tab:gray", label="retrain")
-      ax.hist(other, bins=b, alpha=0.6, color="tab:red", label=name)
+      ax.hist(other, bins=b, alpha=0.6, color="tab:red", label="population")
       if i == 0:
-        ax.set_title(name, fontsize=9)
+        ax.set_title(title, fontsize=9)
       if j == 0:
         ax.set_ylabel(f"D_f #{int(ex)}", fontsize=8)
       if i == k - 1:

@@ -472,6 +472,45 @@ def ulira(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *, target_
   }
 
 
+# --- the permutation null ---------------------------------------------------------------------
+
+
+def permuted_masks(in_mask, out_mask, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """IN/OUT labels shuffled within each example: the same models stay labelled, the same number
+  of them IN, but which ones is drawn at random (membership no longer tells anything)."""
+  labelled = in_mask | out_mask
+  k_in = in_mask.sum(0)
+  keys = np.where(labelled, rng.random(in_mask.shape), np.inf)
+  rank = np.argsort(np.argsort(keys, axis=0, kind="stable"), axis=0, kind="stable")
+  new_in = labelled & (rank < k_in[None, :])
+  return new_in, labelled & ~new_in
+
+
+def permutation_null(phi, in_mask, out_mask, *, groups=None, permutations: int = 100,
+                     seed: int = 0, quantile: float = 0.99) -> dict:
+  """U-LiRA's figures when membership is shuffled within each example, ``permutations`` times.
+
+  At small sizes the best-threshold balanced accuracy sits above 0.5 even for
+  an attack that cannot know anything; a row is only evidence of leakage where
+  it lies above this null's ``quantile``.
+
+  Returns:
+    ``{"null_permutations", "null_balanced_acc_mean", "null_balanced_acc_q99",
+    "null_auc_mean", "null_auc_q99"}`` (q99: the ``quantile``).
+  """
+  rng = np.random.default_rng([seed, 0x4E554C4C])
+  bal, au = [], []
+  for _ in range(int(permutations)):
+    p_in, p_out = permuted_masks(np.asarray(in_mask, bool), np.asarray(out_mask, bool), rng)
+    rep = ulira(phi, p_in, p_out, groups=groups)
+    bal.append(rep["balanced_accuracy"])
+    au.append(rep["auc"])
+  return {"null_permutations": int(permutations),
+          "null_balanced_acc_mean": float(np.mean(bal)),
+          "null_balanced_acc_q99": float(np.quantile(bal, quantile)),
+          "null_auc_mean": float(np.mean(au)), "null_auc_q99": float(np.quantile(au, quantile))}
+
+
 # --- the statistic: the unlearning game on D_f, audit.json and audit.md sections --------
 
 SECTION_KEYS = {"balanced_acc": "balanced_accuracy", "auc": "auc",
@@ -520,10 +559,14 @@ def game_masks(u, n: int, seed: int) -> dict:
           "out_mask": ~keep[groups]}
 
 
-def population_entry(record: dict, masks: dict) -> dict:
-  """One population's row: the attack's pooled and per-example figures, and its accuracies."""
+def population_entry(record: dict, masks: dict, permutations: int = 0, seed: int = 0) -> dict:
+  """One population's row: the attack's pooled and per-example figures, its permutation null
+  (``permutations`` > 0), and its accuracies."""
   rep = ulira(record["phi"], masks["in_mask"], masks["out_mask"], groups=masks["groups"])
   out = {k: rep[v] for k, v in SECTION_KEYS.items()}
+  if permutations:
+    out.update(permutation_null(record["phi"], masks["in_mask"], masks["out_mask"],
+                                groups=masks["groups"], permutations=permutations, seed=seed))
   out["remain_acc"] = float(np.mean(record["remain_acc"]))
   out["test_acc"] = float(np.mean(record["test_acc"]))
   return out
@@ -545,7 +588,8 @@ class ULiRA(base.Statistic):
       "num_originals": "M originals, each on D_r and a random keep_fraction of D_f",
       "forget_sets_per_original": "K unlearning runs per original, each with its own forget set",
       "keep_fraction": "share of the pool (D_f) each original trains on",
-      "forget_fraction": "share of an original's kept pool it then forgets"}
+      "forget_fraction": "share of an original's kept pool it then forgets",
+      "null_permutations": "permutations of IN/OUT within each example for the null (0: none)"}
 
   def config(self):
     c = ml_collections.ConfigDict()
@@ -553,6 +597,7 @@ class ULiRA(base.Statistic):
     c.forget_sets_per_original = 2
     c.keep_fraction = 0.5
     c.forget_fraction = 0.5
+    c.null_permutations = 100
     return c
 
   def validate(self, cfg, info):
@@ -560,6 +605,9 @@ class ULiRA(base.Statistic):
     if u.num_originals < 1 or u.forget_sets_per_original < 1:
       raise ConfigError(f"audit.ulira.num_originals and forget_sets_per_original must be >= 1, "
                         f"got {u.num_originals} and {u.forget_sets_per_original}")
+    if u.null_permutations < 0:
+      raise ConfigError(f"audit.ulira.null_permutations must be >= 0 (100 or more for a 99th "
+                        f"percentile), got {u.null_permutations}")
     if not (0 < u.keep_fraction < 1 and 0 < u.forget_fraction <= 1):
       raise ConfigError(f"audit.ulira.keep_fraction must be in (0, 1) and forget_fraction in "
                         f"(0, 1], got {u.keep_fraction} and {u.forget_fraction}")
@@ -582,15 +630,16 @@ class ULiRA(base.Statistic):
         "ulira_identity_control",
         {k: v[groups] for k, v in originals.items() if k not in ("params", "batch_stats")},
         masks=m_masks)
-    out = {"retrain_control": population_entry(retrain, masks),
-           "identity_control": population_entry(identity, masks)}
+    perms = int(audit.cfg.audit.ulira.null_permutations)
+    entry = lambda record: population_entry(record, masks, perms, audit.seed)  # noqa: E731
+    out = {"retrain_control": entry(retrain), "identity_control": entry(identity)}
     params = {k: originals[k] for k in ("params", "batch_stats")}
     params = {k: _take(v, groups) for k, v in params.items()}
     for label in audit.labels:
       res = audit.unlearn_population(f"ulira_{label}", label, params=params["params"],
                                      batch_stats=params["batch_stats"], f_rows=f_rows,
                                      r_rows=left_rows, masks=m_masks)
-      out[label] = population_entry(res, masks)
+      out[label] = entry(res)
     out["pool"] = (f"D_f ({audit.n_audit} examples); {keep.shape[0]} originals each train on "
                    f"D_r and {int(keep[0].sum())} of them, each unlearned "
                    f"{audit.cfg.audit.ulira.forget_sets_per_original} times forgetting "
@@ -601,19 +650,22 @@ class ULiRA(base.Statistic):
     fmt = report.fmt
     lines = [f"Pool: {section.get('pool')}. `retrain_control` should give about 0.5; "
              "`identity_control` (no unlearning) shows how much there is to forget. Lower is "
-             "better.", "",
-             "| population | balanced acc | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | "
-             "per-example acc median / q90 | separation median / q90 |",
-             "|---|---|---|---|---|---|---|"]
+             "better. Null: the same figure with IN/OUT shuffled within each example (mean / "
+             "99th percentile); a row is evidence of leakage only above the null's 99th "
+             "percentile.", "",
+             "| population | balanced acc | null mean / q99 | AUC | null mean / q99 | "
+             "acc at 0 | TPR @ 1% FPR | TPR @ 0.1% FPR | per-example acc median / q90 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, e in section.items():
       if not isinstance(e, dict):
         continue
       lines.append(
-          f"| {name} | {fmt(e['balanced_acc'])} | {fmt(e['auc'])} | "
-          f"{fmt(e['tpr_at_1pct_fpr'])} | {fmt(e['tpr_at_01pct_fpr'])} | "
-          f"{fmt(e['per_example_accuracy_median'])} / {fmt(e['per_example_accuracy_q90'])} | "
-          f"{fmt(e['per_example_separation_median'])} / "
-          f"{fmt(e['per_example_separation_q90'])} |")
+          f"| {name} | {fmt(e['balanced_acc'])} | "
+          f"{fmt(e.get('null_balanced_acc_mean'))} / {fmt(e.get('null_balanced_acc_q99'))} | "
+          f"{fmt(e['auc'])} | {fmt(e.get('null_auc_mean'))} / {fmt(e.get('null_auc_q99'))} | "
+          f"{fmt(e['accuracy_at_zero'])} | {fmt(e['tpr_at_1pct_fpr'])} | "
+          f"{fmt(e['tpr_at_01pct_fpr'])} | "
+          f"{fmt(e['per_example_accuracy_median'])} / {fmt(e['per_example_accuracy_q90'])} |")
     return "\n".join(lines)
 
   def summary(self, section: dict) -> str:
