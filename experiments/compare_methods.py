@@ -131,6 +131,9 @@ def main(argv=None) -> dict:
                  help="leave out the control rows")
   p.add_argument("--verbose", dest="quiet", action="store_false",
                  help="progress bars of every stage")
+  p.add_argument("--audit", action="store_true",
+                 help="the per-example audits instead: relative F in both protocols, U-LiRA "
+                      "with its null, time (experiments/audit_methods.py)")
   args = p.parse_args(argv)
   out = Path(args.out)
   settings = load_settings(args.settings)
@@ -144,6 +147,9 @@ def main(argv=None) -> dict:
     from jaxunlearn.errors import ConfigError
     raise ConfigError(f"seed {selection} is the tuning's selection seed ({args.settings}); "
                       "report other seeds")
+  if args.audit:
+    from experiments import audit_methods
+    return audit_methods.main_audit(args, settings, names)
   factors = [float(f) for f in args.control_factors.split(",") if f.strip()] \
       if args.bad_control else []
   controls = [control_label(f) for f in factors]

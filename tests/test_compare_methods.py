@@ -58,3 +58,29 @@ def test_compare_methods_refuses_the_selection_seed(tmp_path):
   with pytest.raises(ConfigError, match="selection seed"):
     compare_methods.main(["--methods", "finetune", "--out", str(tmp_path),
                           "--seeds", f"0,{quick_methods.SELECTION_SEED}"])
+
+
+def test_compare_methods_audit_tiny(tmp_path):
+  from experiments import compare_methods
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  sets = [f"dataset=npz:{npz}", "audit.num_models=4", "audit.chunk_size=4",
+          "audit.ulira.num_originals=6", "audit.ulira.forget_sets_per_original=1",
+          "audit.ulira.null_permutations=20", "label_flip.enabled=True", "eval.evaluators=()"]
+  out = tmp_path / "out"
+  res = compare_methods.main(["--audit", "--config", str(tiny.CONFIG), "--methods",
+                              "finetune,ct", "--seeds", "0", "--out", str(out),
+                              *sum((["--set", s] for s in sets), [])])
+  rows = list(csv.reader((out / "compare_methods_audit.csv").open()))
+  assert rows[0][:3] == ["method", "relative F (single)", "relative F (per seed)"]
+  by = {r[0]: r for r in rows[1:]}
+  assert set(by) == {"oracle (retrain vs retrain)", "none (no unlearning)", "finetune", "ct"}
+  assert by["oracle (retrain vs retrain)"][1:3] == ["1.0000", "1.0000"]
+  assert by["ct"][1] == "not applicable"           # the MLP has no conv layers
+  assert "convolution" in res["stats"]["ct"]["not_applicable"]
+  finetune = res["stats"]["finetune"]
+  assert finetune["relative F (single)"][0] is not None
+  assert 0.0 <= finetune["U-LiRA AUC"][0] <= 1.0 and finetune["U-LiRA AUC null q99"][0] > 0.5
+  assert finetune["s/request"][0] > 0 and finetune["speedup"][0] > 0
+  assert (out / "compare_methods_audit.png").stat().st_size > 1000
+  seed = res["results"][0]
+  assert {"finetune", "finetune_per_seed", "ulira_finetune"} <= set(seed["populations"])

@@ -59,7 +59,7 @@ import math
 import ml_collections
 import numpy as np
 
-from jaxunlearn import report
+from jaxunlearn import config as config_lib, report
 from jaxunlearn.audits import base
 from jaxunlearn.errors import ConfigError
 
@@ -430,8 +430,9 @@ def ulira(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray, *, target_
   scores, pos_mask, neg_mask = out["scores"], out["positive"], out["negative"]
   pos, neg = scores[pos_mask], scores[neg_mask]
   if pos.size == 0 or neg.size == 0:
-    raise ConfigError(f"U-LiRA scored {pos.size} IN and {neg.size} OUT pairs; it needs both "
-                      f"(more models, or a lower min_obs)")
+    raise ConfigError(f"U-LiRA scored {pos.size} IN and {neg.size} OUT pairs; it needs both: "
+                      "each example needs at least 2 IN and 2 OUT models of other originals "
+                      "(raise audit.ulira.num_originals or forget_sets_per_original)")
 
   n_pos_x, n_neg_x = pos_mask.sum(0), neg_mask.sum(0)
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -611,7 +612,18 @@ class ULiRA(base.Statistic):
     if not (0 < u.keep_fraction < 1 and 0 < u.forget_fraction <= 1):
       raise ConfigError(f"audit.ulira.keep_fraction must be in (0, 1) and forget_fraction in "
                         f"(0, 1], got {u.keep_fraction} and {u.forget_fraction}")
-    game_masks(u, info.n_forget, 0)
+    # The game is fixed before any training: check that it can score IN and OUT pairs.
+    masks = game_masks(u, info.n_forget, config_lib.resolve_seed(cfg.audit.seed, cfg))
+    scored = ulira_scores(np.zeros(masks["in_mask"].shape), masks["in_mask"], masks["out_mask"],
+                          groups=masks["groups"])
+    n_in, n_out = int(scored["positive"].sum()), int(scored["negative"].sum())
+    if not (n_in and n_out):
+      raise ConfigError(
+          f"U-LiRA with audit.ulira.num_originals={u.num_originals} and "
+          f"forget_sets_per_original={u.forget_sets_per_original} on {info.n_forget} forget "
+          f"examples leaves {n_in} IN and {n_out} OUT pairs to score (each example needs at "
+          "least 2 IN and 2 OUT models of other originals); raise num_originals (e.g. 8) or "
+          "forget_sets_per_original")
 
   def run(self, audit: base.Audit) -> dict:
     masks = game_masks(audit.cfg.audit.ulira, audit.n_audit, audit.seed)

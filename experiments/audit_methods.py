@@ -1,0 +1,219 @@
+"""``compare_methods.py --audit``: every method under the per-example audits, beside time.
+
+    python experiments/compare_methods.py --audit --config configs/quick_audit.py \
+        --methods all --seeds 0,1,2 --out out/audit_methods
+
+Per seed, every method is a plan of one request (one work directory): the
+audit's populations run through the same vmapped code as ``jaxunlearn audit``
+(:class:`jaxunlearn.auditor.Auditor`) and are shared across rows:
+
+* the epsilon-score's ``retrain``, ``oracle`` and ``none`` populations (and
+  ``none``'s originals, the per-seed protocol's starting points), once per seed;
+* U-LiRA's originals and retrain control, once per seed;
+* per method: N unlearning runs from the work dir's original (single
+  protocol), N from ``none``'s originals (per seed), and U-LiRA's M x K runs.
+
+Per-request seconds come from a ``run`` of the same settings on the same
+request (``time_s.unlearn``, and ``time_s.reference`` for methods with a
+reference model), not from a population's time divided by N. A method that
+cannot run on the model (``ct`` on a model without conv layers) is a row that
+says so.
+
+Writes ``compare_methods_audit.{json,csv,md,png}``: the table (mean ± std
+over seeds) and a Pareto plot of relative F (per seed) against per-request
+seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from experiments import common
+
+NAME = "compare_methods_audit"
+COLUMNS = ("relative F (single)", "relative F (per seed)", "U-LiRA AUC", "U-LiRA AUC null q99",
+           "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "test acc - retrain's",
+           "s/request", "s/request (reference reused)", "speedup")
+
+
+def not_applicable(cfg, spec) -> str | None:
+  """Why the method of ``spec`` cannot run on ``cfg``'s model (None: it can).
+
+  The plan is traced once on abstract arrays of the model, as a request does.
+  """
+  from jaxunlearn import data as data_lib, models, plan as plan_lib, plugins, request
+  from jaxunlearn.errors import ConfigError
+  cfg = plugins.validate(cfg)
+  data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None)
+  model = models.get_model(cfg.model, data.num_classes, **cfg.model_kwargs.to_dict())
+  abstract = request.abstract_variables(model, cfg.train, data.input_shape)
+  try:
+    plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where)
+    plan_lib.abstract_check(plan, abstract["params"], abstract["batch_stats"], model=model,
+                            input_shape=data.input_shape, n_forget=4, n_remain=64,
+                            num_classes=data.num_classes, n_heldout=4)
+  except ConfigError as e:
+    return str(e)
+  return None
+
+
+def run_seed(args, settings, seed: int, labels: list[str], out: Path) -> dict:
+  """The audit and the timed runs of every applicable method of one seed."""
+  from experiments import compare_methods
+  from jaxunlearn import audits, auditor, pipeline, request
+  from jaxunlearn.errors import NonFiniteError
+  cfg, specs = compare_methods.seed_request(args, settings, seed, labels)
+  skipped = {s.label: why for s in specs if (why := not_applicable(cfg, s)) is not None}
+  specs = [s for s in specs if s.label not in skipped]
+  with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs,
+                            checks=(auditor._check,)) as req:
+    audit = auditor.Auditor(req)
+    sections = {name: audits.get(name)().run(audit) for name in audit.statistics}
+    runs = {}
+    for s in specs:
+      try:
+        runs[s.label] = pipeline.run_plan(req, s.label)[0]
+      except NonFiniteError as e:
+        runs[s.label] = {"diverged": str(e)}
+    retrain = audit.population("retrain")
+    return {"seed": seed, "sections": sections, "runs": runs, "not_applicable": skipped,
+            "retrain_test_acc": float(retrain["test_acc"].mean()),
+            "populations": audit.times}
+
+
+def row(seed_result: dict, label: str) -> dict:
+  """One method's figures on one seed (None where they do not exist)."""
+  eps, uli = seed_result["sections"].get("epsilon", {}), seed_result["sections"].get("ulira", {})
+  out = dict.fromkeys(COLUMNS)
+  if label in seed_result["not_applicable"]:
+    return out
+  for protocol, column in (("single", "relative F (single)"),
+                           ("per_seed", "relative F (per seed)")):
+    if protocol in eps and label in eps[protocol]:
+      out[column] = eps[protocol][label].get("relative_f")
+  name = {"none": "identity_control", "oracle": "retrain_control"}.get(label, label)
+  if name in uli:
+    u = uli[name]
+    out.update({"U-LiRA AUC": u["auc"], "U-LiRA AUC null q99": u.get("null_auc_q99"),
+                "U-LiRA bal. acc": u["balanced_acc"],
+                "U-LiRA bal. acc null q99": u.get("null_balanced_acc_q99")})
+  if "single" in eps and label in eps["single"]:
+    out["test acc - retrain's"] = eps["single"][label]["test_acc"] - seed_result[
+        "retrain_test_acc"]
+  r = seed_result["runs"].get(label)
+  if r and "time_s" in r:
+    t = r["time_s"]
+    out["s/request"] = t["unlearn"] + t.get("reference", 0.0)
+    out["s/request (reference reused)"] = t["unlearn"]
+    out["speedup"] = r.get("speedup")
+  elif label == "oracle" and any("time_s" in v for v in seed_result["runs"].values()):
+    any_run = next(v for v in seed_result["runs"].values() if "time_s" in v)
+    out["s/request"] = out["s/request (reference reused)"] = any_run["time_s"]["retrain"]
+    out["speedup"] = 1.0
+  return out
+
+
+def main_audit(args, settings, labels: list[str]) -> dict:
+  """The ``--audit`` table: every method, both protocols, U-LiRA, time."""
+  out = Path(args.out)
+  results = []
+  for seed in common.seeds(args.seeds):
+    res = run_seed(args, settings, seed, labels, out)
+    results.append(res)
+    print(f"seed {seed}: " + "; ".join(
+        f"{k}: {v:.0f} s" for k, v in ((n, t["time_s"]) for n, t in res["populations"].items())),
+          flush=True)
+  rows_of = ["oracle", "none", *labels]
+  stats, table = {}, []
+  for label in rows_of:
+    figs = [row(r, label) for r in results]
+    stats[label] = {c: common.mean_std([f[c] for f in figs]) for c in COLUMNS}
+    na = [r["not_applicable"].get(label) for r in results if label in r["not_applicable"]]
+    diverged = sum(1 for r in results if "diverged" in r["runs"].get(label, {}))
+    cells = [common.fmt(*stats[label][c]) for c in COLUMNS]
+    if na:
+      cells = ["not applicable"] + [""] * (len(COLUMNS) - 1)
+      stats[label]["not_applicable"] = na[0]
+    table.append([{"oracle": "oracle (retrain vs retrain)", "none": "none (no unlearning)"}.get(
+        label, label), *cells, f"{diverged}/{len(results)}"])
+  header = ["method", *COLUMNS, "diverged"]
+  cfg0 = common.load_config(args.config, args.set)
+  note = (f"Seeds {args.seeds}; mean ± std over seeds. `{args.config}`"
+          + (f" with {' '.join(args.set)}" if args.set else "")
+          + f"; N = {cfg0.audit.num_models} models per epsilon population; U-LiRA: "
+          f"{cfg0.audit.ulira.num_originals} originals x {cfg0.audit.ulira.forget_sets_per_original}"
+          " forget sets. Relative F = F / the oracle's F (retrain vs retrain) at the same N; "
+          "single: every run from the work dir's original; per seed: run i from original i. "
+          "U-LiRA: per-example likelihood-ratio attack, lower is better; null q99: the 99th "
+          "percentile of the same figure with IN/OUT shuffled within each example (a row above "
+          "it is evidence of leakage); the oracle row shows the retrain control, none the "
+          "identity control. Test acc - retrain's: mean over the single-protocol population "
+          "against the retrain population. s/request: seconds of one `run` of the same "
+          "settings (unlearning, plus the reference model's training for methods that use "
+          "one; compilation excluded); reference reused: unlearning alone. Speedup: "
+          "retraining's seconds / s/request.")
+  meta = {**common.provenance(), "settings": args.settings, "stats": stats,
+          "not_applicable": {k: v.get("not_applicable") for k, v in stats.items()
+                             if v.get("not_applicable")}}
+  runs = [{"seed": r["seed"], "sections": r["sections"], "populations": r["populations"],
+           "not_applicable": r["not_applicable"],
+           "runs": {k: {kk: v.get(kk) for kk in ("time_s", "speedup", "diverged", "models",
+                                                 "hparams", "method")}
+                    for k, v in r["runs"].items()}} for r in results]
+  text = common.write_outputs(out, NAME, header, table, runs, meta, note)
+  plot_pareto(out / f"{NAME}.png", stats, labels, cfg0.setting)
+  print(text)
+  return {"results": results, "stats": stats, "markdown": text}
+
+
+def _place_labels(ax, points: list[tuple[float, float, str]]) -> None:
+  """Annotates points with labels that do not overlap (greedy, in display coordinates)."""
+  fig = ax.figure
+  fig.canvas.draw()
+  placed = []
+  offsets = [(6, 6), (6, -12), (-6, 6), (-6, -12), (6, 16), (6, -22), (-6, 16), (-6, -22),
+             (14, 0), (-14, 0), (6, 26), (6, -32)]
+  renderer = fig.canvas.get_renderer()
+  for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
+    for dx, dy in offsets:
+      ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                        ha="left" if dx >= 0 else "right",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"})
+      box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
+      if not any(box.overlaps(b) for b in placed):
+        placed.append(box)
+        break
+      ann.remove()
+    else:
+      ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=7)
+      placed.append(ann.get_window_extent(renderer))
+
+
+def plot_pareto(path: Path, stats: dict, labels: list[str], setting: str) -> None:
+  """Relative F (per seed) against per-request seconds, log x, one point per method."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(8.5, 5.2))
+  points = []
+  for label in labels:
+    (x, xs), (y, ys) = stats[label]["s/request"], stats[label]["relative F (per seed)"]
+    if x is None or y is None or not (math.isfinite(x) and x > 0):
+      continue
+    ax.errorbar([x], [y], xerr=[xs or 0.0], yerr=[ys or 0.0], fmt="o", ms=4, capsize=2)
+    points.append((x, y, label))
+  retrain = stats.get("oracle", {}).get("s/request", (None, None))[0]
+  if retrain:
+    ax.axvline(retrain, color="k", ls="--", lw=0.8)
+    points.append((retrain, 1.0, "retrain"))
+    ax.plot([retrain], [1.0], "k*", ms=9)
+  ax.set_xscale("log")
+  ax.set_xlabel("seconds per request (log scale; reference training included)")
+  ax.set_ylabel("relative F, per-seed protocol (1 = retraining)")
+  ax.set_title(f"{setting}: forgetting quality against cost (mean ± std over seeds)")
+  ax.grid(alpha=0.3)
+  _place_labels(ax, points)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
