@@ -16,16 +16,16 @@ forgetting quality 0.184, median epsilon 1.61).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from jaxunlearn.audits import epsilon
+from jaxunlearn import scripts
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = scripts.parser(__doc__.splitlines()[0])
   parser.add_argument("--models", type=int, default=512, help="models per side")
   parser.add_argument("--examples", type=int, default=1000, help="forget examples")
   parser.add_argument("--seed", type=int, default=0)
@@ -43,4 +43,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

@@ -13,7 +13,6 @@ Run time and compile time are kept apart. Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -24,10 +23,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn import data as data_lib, models, populations as pops
+from jaxunlearn import scripts
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--ns", default="1,8,32,64")
   p.add_argument("--epochs", type=int, default=2)
   p.add_argument("--n-train", type=int, default=1000)
@@ -75,4 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

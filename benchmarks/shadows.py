@@ -20,7 +20,6 @@ with the machine and date.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -32,10 +31,11 @@ import numpy as np
 import optax
 
 from jaxunlearn import data as data_lib, membership, models, train as train_lib
+from jaxunlearn import scripts
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--ks", default="1,8,32", help="comma-separated shadow counts")
   p.add_argument("--epochs", type=int, default=2)
   p.add_argument("--pool-size", type=int, default=256, help="each shadow trains on half")
@@ -129,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

@@ -16,7 +16,6 @@ compilation cache makes repeats skip recompiling) and the median of
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -30,10 +29,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from jaxunlearn import methods, models, splits as splits_lib, train, unlearn  # noqa: E402
+from jaxunlearn import scripts  # noqa: E402
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--dataset", default="mnist5k",
                  help="mnist5k, npz:PATH, synthetic:mnist:N or synthetic:cifar:N")
   p.add_argument("--model", default="lenet5")
@@ -159,4 +159,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

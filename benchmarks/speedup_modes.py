@@ -25,7 +25,6 @@ reference reused, ``retrain / unlearn``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -36,10 +35,11 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments import common  # noqa: E402
+from jaxunlearn import scripts  # noqa: E402
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--config", default="configs/quick.py")
   p.add_argument("--out", required=True)
   p.add_argument("--set", action="append", default=[], help="FIELD=VALUE config overrides")
@@ -109,4 +109,4 @@ def markdown(result) -> str:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

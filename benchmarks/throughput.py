@@ -39,7 +39,6 @@ than one thread does when the cores are oversubscribed: compare with
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -59,6 +58,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from jaxunlearn import models, train  # noqa: E402
+from jaxunlearn import scripts  # noqa: E402
 
 NUM_CLASSES = 10
 # Which dataset shape each model is benchmarked on.
@@ -70,7 +70,7 @@ MOMENTUM = 0.9
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--models", default=",".join(KIND),
                  help=f"comma-separated, from: {', '.join(KIND)}")
   p.add_argument("--n", type=int, default=0,
@@ -310,4 +310,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

@@ -139,7 +139,7 @@ def main_audit(args, settings, labels: list[str]) -> dict:
         label, label), *cells, f"{diverged}/{len(results)}"])
   header = ["method", *COLUMNS, "diverged"]
   cfg0 = common.load_config(args.config, args.set)
-  note = (f"Seeds {args.seeds}; mean ± std over seeds. `{args.config}`"
+  note = (f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds. `{args.config}`"
           + (f" with {' '.join(args.set)}" if args.set else "")
           + f"; N = {cfg0.audit.num_models} models per epsilon population; U-LiRA: "
           f"{cfg0.audit.ulira.num_originals} originals x {cfg0.audit.ulira.forget_sets_per_original}"

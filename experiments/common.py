@@ -23,21 +23,41 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 
+def _set_item(text: str) -> str:
+  if "=" not in text or not text.partition("=")[0].strip():
+    raise argparse.ArgumentTypeError(f"--set takes FIELD=VALUE, e.g. train.epochs=5; got {text!r}")
+  return text
+
+
+def _config_file(text: str) -> str:
+  if not Path(text).is_file():
+    raise argparse.ArgumentTypeError(f"--config {text} is not a file; give a config file such "
+                                     "as configs/quick.py")
+  return text
+
+
 def base_parser(description: str, default_config: str) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=description)
-  p.add_argument("--config", default=default_config, help="config file (configs/*.py)")
-  p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-  p.add_argument("--out", required=True, help="output folder")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+  from jaxunlearn import scripts
+  p = scripts.parser(description)
+  p.add_argument("--config", default=default_config, type=_config_file,
+                 help="config file (configs/*.py)")
+  p.add_argument("--seeds", default=[0], type=scripts.int_list("--seeds"),
+                 help="comma-separated seeds, e.g. 0,1,2")
+  p.add_argument("--out", required=True, type=scripts.out_dir(), help="output folder")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_set_item,
                  help="config override, e.g. --set train.epochs=5 (repeatable)")
   return p
 
 
 def load_config(path: str, overrides=()):
   """Loads ``get_config()`` from a config file and applies ``FIELD=VALUE`` overrides."""
+  from jaxunlearn.errors import ConfigError
   spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path} defines no get_config(); a config file returns a "
+                      "ConfigDict from get_config() (see configs/quick.py)")
   cfg = module.get_config()
   for item in overrides:
     field, _, raw = item.partition("=")
@@ -53,15 +73,26 @@ def parse_value(raw: str):
 
 
 def set_field(cfg, field: str, value) -> None:
-  *path, last = field.split(".")
+  """``cfg.<field> = value`` for a dotted ``field`` that exists (plugin blocks included)."""
+  from jaxunlearn import plugins, scripts
+  plugins.add_blocks(cfg)
+  *path, last = field.strip().split(".")
   node = cfg
-  for p in path:
-    node = node[p]
-  node[last] = value
+  try:
+    for p in path:
+      node = node[p]
+    if last not in node:
+      raise KeyError(last)
+    node[last] = value
+  except (KeyError, AttributeError, TypeError):
+    raise scripts.unknown_field(field) from None
 
 
-def seeds(text: str) -> list[int]:
-  return [int(s) for s in str(text).split(",") if s.strip()]
+def seeds(value) -> list[int]:
+  """The seeds of ``--seeds``: a parsed list, or comma-separated text."""
+  if isinstance(value, (list, tuple)):
+    return [int(s) for s in value]
+  return [int(s) for s in str(value).split(",") if s.strip()]
 
 
 def run(cfg, workdir: Path, quiet: bool = True) -> dict:

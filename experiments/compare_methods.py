@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
+from jaxunlearn import scripts  # noqa: E402
 
 NAME = "compare_methods"
 BAD_CONTROL = "gradient_ascent_lr10x"
@@ -124,7 +125,7 @@ def main(argv=None) -> dict:
                  help="module with apply(cfg, method): each method's settings")
   p.add_argument("--untuned", action="store_true",
                  help="use the settings' defaults, not their tuned values (TUNED)")
-  p.add_argument("--control-factors", default="10",
+  p.add_argument("--control-factors", default="10", type=scripts.float_list("--control-factors"),
                  help="comma-separated multiples of gradient ascent's learning rate, one "
                       "control row each (gradient_ascent_lr<factor>x)")
   p.add_argument("--no-bad-control", dest="bad_control", action="store_false",
@@ -138,10 +139,17 @@ def main(argv=None) -> dict:
   out = Path(args.out)
   settings = load_settings(args.settings)
   from jaxunlearn import methods
-  names = methods.names() if args.methods == "all" else \
+  names = methods.names() if args.methods.strip() == "all" else \
       [m.strip() for m in args.methods.split(",") if m.strip()]
-  for m in names:
-    methods.get(m)                          # an unknown name fails before any training
+  if not names:
+    from jaxunlearn.errors import ConfigError
+    raise ConfigError("--methods is empty; name methods (jaxunlearn methods lists them) or "
+                      "say all")
+  unknown = [m for m in names if m not in methods.names()]
+  if unknown:                               # an unknown name fails before any training
+    from jaxunlearn.errors import ConfigError
+    raise ConfigError(f"--methods: unknown method {unknown[0]!r}; `jaxunlearn methods` lists "
+                      f"them ({', '.join(methods.names())})")
   selection = getattr(settings, "SELECTION_SEED", None)
   if selection is not None and selection in common.seeds(args.seeds):
     from jaxunlearn.errors import ConfigError
@@ -150,8 +158,7 @@ def main(argv=None) -> dict:
   if args.audit:
     from experiments import audit_methods
     return audit_methods.main_audit(args, settings, names)
-  factors = [float(f) for f in args.control_factors.split(",") if f.strip()] \
-      if args.bad_control else []
+  factors = list(args.control_factors) if args.bad_control else []
   controls = [control_label(f) for f in factors]
   labels = names + controls
   from jaxunlearn import request
@@ -188,7 +195,7 @@ def main(argv=None) -> dict:
     stats[label]["diverged"] = diverged[label]
     rows.append([label, *(common.fmt(*stats[label][k]) for k, _ in FIGURES),
                  f"{diverged[label]}/{n_seeds}"])
-  note = (f"Seeds {args.seeds}; mean ± std over seeds. Accuracies and forget loss of the "
+  note = (f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds. Accuracies and forget loss of the "
           "final model; MIA: balanced accuracy of the shadow-model attack and of the loss "
           "attack on D_f against unseen test examples (0.5 = chance). Unlearn s: wall seconds "
           "of device work, compilation excluded (the paper's method includes its reference "
@@ -246,4 +253,4 @@ def plot_gaps(path: Path, runs: list[dict], labels: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
             "KL to retrain, test", "JS to retrain, test"]
   rows = [[m, *(common.fmt(*common.mean_std(table[(m, lab)])) for lab in labels)] for m in MODELS]
   text = common.write_outputs(out, NAME, ["model", *labels], rows, runs,
-                              common.provenance(cfg), f"Seeds {args.seeds}; mean ± std.")
+                              common.provenance(cfg), f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std.")
   _plot(out / f"{NAME}.png", {m: np.concatenate(post_all[m]["forget"]) for m in MODELS})
   print(text)
   return {"runs": runs, "markdown": text}
@@ -102,4 +102,5 @@ def _plot(path: Path, post: dict) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)

@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
       [common.get(x["results"], path.replace("unlearned", "original")) for x in runs[::len(lams)]]))
       for _, path in METRICS)]]
   note = (f"Unlearned model after {base['config']['unlearn']['epochs']} epochs at each λ, "
-          f"setting `{base['setting']}`, seeds {args.seeds}; mean ± std over seeds. "
+          f"setting `{base['setting']}`, seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds. "
           "The last two rows are the retrained and original models for comparison.")
   text = common.write_outputs(out, NAME, header, rows + ref_rows, runs,
                               common.provenance(cfg), note)
@@ -67,4 +67,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)

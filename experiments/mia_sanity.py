@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from jaxunlearn import data as data_lib, membership, metrics, models, report, train as train_lib
+from jaxunlearn import scripts
 
 
 def parse_args(argv=None):
@@ -188,4 +189,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
   header = ["|D_s|", *(label for label, _ in METRICS)]
   rows = [[counts[s], *(common.fmt(*common.mean_std(table[(s, label)])) for label, _ in METRICS)]
           for s in sizes]
-  note = f"Setting `{runs[0]['results']['setting']}`, seeds {args.seeds}; mean ± std over seeds."
+  note = f"Setting `{runs[0]['results']['setting']}`, seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds."
   text = common.write_outputs(out, NAME, header, rows, runs, common.provenance(cfg), note)
   stats = {label: [common.mean_std(table[(s, label)]) for s in sizes] for label, _ in METRICS}
   xs = [counts[s] for s in sizes]
@@ -64,4 +64,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)

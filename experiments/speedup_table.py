@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     rows.append(row)
   header = ["setting", "|D_f|", *(label for label, _ in TIME),
             *(f"{label} (orig / retrain / unlearned)" for label, _ in TRIPLES)]
-  note = (f"Seeds {args.seeds}; times are mean ± std of wall seconds of device work, "
+  note = (f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; times are mean ± std of wall seconds of device work, "
           "compilation excluded; the last columns are seed means.")
   text = common.write_outputs(out, NAME, header, rows, runs, common.provenance(), note)
   _plot_times(out / f"{NAME}.png", runs)
@@ -91,4 +91,5 @@ def _plot_times(path: Path, runs: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)

@@ -77,4 +77,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)

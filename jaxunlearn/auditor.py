@@ -44,6 +44,7 @@ from jaxunlearn import audits, plan as plan_lib, plugins, populations as pops
 from jaxunlearn import request as request_lib, splits as splits_lib, train as train_lib
 from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.config import resolve_seed
+from jaxunlearn.errors import ConfigError
 
 CONTROLS = ("retrain", "oracle", "none")
 OUTPUTS = ("audit.json", "audit.md")
@@ -60,12 +61,40 @@ def method_specs(cfg) -> list[request_lib.MethodSpec]:
 
 
 def _check(prep: request_lib.Prepared) -> None:
+  """The audit's own checks, before the lock: the statistics' blocks and the memory bound."""
   info = audits.AuditInfo(n_forget=prep.splits.n_forget,
                           n_remain=int(prep.splits.remain_idx.size),
                           num_classes=prep.data.num_classes, labels=tuple(prep.plans))
-  for name in audits.selected(prep.cfg):
+  statistics = audits.selected(prep.cfg)
+  for name in statistics:
     audits.get(name)().validate(prep.cfg, info)
-  audits.record_fields(audits.selected(prep.cfg))
+  check_memory(prep, len(audits.record_fields(statistics)))
+
+
+def check_memory(prep: request_lib.Prepared, n_fields: int) -> None:
+  """Refuses populations whose estimated memory exceeds ``audit.memory_fraction`` of the device's
+  (host memory on CPU), with the estimate and the limit, before anything is trained."""
+  cfg, s = prep.cfg, prep.splits
+  abstract = request_lib.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
+  param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
+  sizes = {"epsilon": int(cfg.audit.num_models)}
+  if "ulira" in cfg.audit.statistics:
+    u = cfg.audit.ulira
+    sizes["ulira"] = int(u.num_originals) * int(u.forget_sets_per_original)
+  needs_ref = any(p.needs_reference for p in prep.plans.values())
+  limit, where = pops.memory_limit_bytes(cfg.audit.memory_fraction)
+  for kind, members in sizes.items():
+    est = pops.estimate_bytes(
+        members=members, chunk_size=cfg.audit.chunk_size, param_bytes=param_bytes,
+        rows=int(s.train_idx.size), example_bytes=4 * int(np.prod(prep.data.input_shape)),
+        n_audit=s.n_forget, n_fields=n_fields, keep_params=True, per_member_params=True,
+        reference_rows=int(s.reference_idx.size) if needs_ref else 0)
+    if est > limit:
+      field = "audit.num_models" if kind == "epsilon" else "audit.ulira.num_originals"
+      raise ConfigError(
+          f"a population of {members} models ({kind}) would need about {est / 2**30:.1f} GiB, "
+          f"over the limit of {limit / 2**30:.1f} GiB ({cfg.audit.memory_fraction:g} of "
+          f"{where}); lower {field} or audit.chunk_size, or raise audit.memory_fraction")
 
 
 def _key(seed: int, name: str):

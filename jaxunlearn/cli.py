@@ -76,6 +76,10 @@ def command_help(command: str) -> str:
 
 
 def _define_flags(flag_argv: list[str]) -> flags.FlagValues:
+  # ml_collections loads the config file into sys.modules["config_config"] and, on a second call
+  # in one process, executes the new file into the old module: a file without get_config() would
+  # then inherit the previous file's. Start from a fresh module each time.
+  sys.modules.pop("config_config", None)
   fv = flags.FlagValues()
   # sys_argv: the override flags (--config.x=...) are found in these arguments,
   # not in sys.argv, so main(argv) also works when called from Python.

@@ -62,7 +62,13 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                  "npz:PATH | a dataset a plugin registers (jaxunlearn datasets)")),
     ("data_dir", Field("", "tfds data directory ('' = tfds default: $TFDS_DATA_DIR or "
                            "~/tensorflow_datasets)")),
-            ("model", Field("lenet5", "a registered model: mlp | lenet5 | resnet18 | vgg16 | "
+            ("num_classes", Field(0, "classes of the classifier; 0: the dataset's own (npz: the largest "
+                             "label + 1, and then every class must occur in training); labels "
+                             "outside [0, num_classes) are refused", check="non_negative")),
+    ("input_scale", Field(0.0, "divide inputs by this (e.g. 255 for 0..255 images); 0: uint8 "
+                               "images are divided by 255 and other images must lie in [0, 1]",
+                          check="non_negative")),
+    ("model", Field("lenet5", "a registered model: mlp | lenet5 | resnet18 | vgg16 | "
                               "wide_resnet (jaxunlearn models)")),
     ("model_kwargs", Field(None, "the model's own arguments, e.g. hidden=(128,) for the mlp")),
     ("train.epochs", Field(20, "passes over the training set (original, retrain, populations)",
@@ -152,6 +158,9 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                      "starts from original i, trained with its own seed | both",
                              choices=("single", "per_seed", "both"))),
     ("audit.seed", Field(-1, "seeds the populations (-1: seed)", check="seed_or_default")),
+    ("audit.memory_fraction", Field(0.8, "refuse a population whose estimated memory exceeds "
+                                         "this share of the device's (host memory on CPU)",
+                                    check="open_fraction_closed")),
             ("report.save_forget_indices", Field(False, "write the forget indices into "
                                                 "results.json")),
     ("report.progress", Field(True, "progress bars")),
@@ -218,19 +227,19 @@ _CHECKS = {
 def check_value(name: str, value, default, *, where: str = "config field") -> None:
   """Raises ConfigError unless ``value`` has the type of ``default`` (and is finite)."""
   if isinstance(default, bool):
-    ok = isinstance(value, bool)
+    ok, kind = isinstance(value, bool), "True or False"
   elif isinstance(default, int):
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
   elif isinstance(default, float):
-    ok = _is_number(value)
+    ok, kind = _is_number(value), "a number"
   elif isinstance(default, str):
-    ok = isinstance(value, str)
+    ok, kind = isinstance(value, str), "a string"
   elif isinstance(default, (tuple, list)):
-    ok = isinstance(value, (tuple, list))
+    ok, kind = isinstance(value, (tuple, list)), "a tuple, e.g. ('a', 'b')"
   else:
-    ok = True
+    ok, kind = True, ""
   if not ok:
-    raise ConfigError(f"{where} '{name}' must be {type(default).__name__}, got {value!r} "
+    raise ConfigError(f"{where} '{name}' must be {kind}, got {value!r} "
                       f"({type(value).__name__})")
   if isinstance(value, float) and not math.isfinite(value):
     raise ConfigError(f"{where} '{name}' must be a finite number, got {value}")
@@ -300,6 +309,9 @@ def validate(cfg: ml_collections.ConfigDict,
     raise ConfigError(f"config field 'forget.classes' must hold class ids (integers >= 0), "
                       f"got {tuple(cfg.forget.classes)!r}; e.g. --config.forget.classes='(3,)'")
   check_unlearn_block(cfg.unlearn)
+  if cfg.forget.index_file and cfg.forget.mode != "indices":
+    raise ConfigError(f"forget.index_file is set but forget.mode is {cfg.forget.mode!r}, which "
+                      "ignores it; set --config.forget.mode=indices (or drop the file)")
   if cfg.unlearn.stop == "calibrated" and not cfg.holdout.size:
     raise ConfigError("unlearn.stop='calibrated' compares D_f with held-out examples of its "
                       "classes: set --config.holdout.size (e.g. 0.05)")

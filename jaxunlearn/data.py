@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 from typing import Any
 
@@ -106,10 +107,14 @@ class Source:
     name: the registered name (``"npz"`` for ``"npz:/data/x.npz"``).
     argument: the text after ``name:`` (``"/data/x.npz"``), or ``""``.
     data_dir: a data directory (TFDS's ``data_dir``), or None for the default.
+    num_classes: classes the config declares (0: the dataset's own).
+    input_scale: the inputs' scale the config declares (0: the default rules).
   """
   name: str
   argument: str = ""
   data_dir: str | None = None
+  num_classes: int = 0        # the config's num_classes (0: the dataset's own)
+  input_scale: float = 0.0    # the config's input_scale (0: the default rules)
 
 
 _REGISTRY = Registry("dataset", None, "dataset")
@@ -158,7 +163,8 @@ def parse_name(name: str) -> tuple[str, str]:
   return head, argument
 
 
-def load(name: str, *, data_dir: str | None = None) -> Dataset:
+def load(name: str, *, data_dir: str | None = None, num_classes: int = 0,
+         input_scale: float = 0.0) -> Dataset:
   """Loads a dataset by name.
 
   Args:
@@ -167,6 +173,10 @@ def load(name: str, *, data_dir: str | None = None) -> Dataset:
       y_test=...)``.
     data_dir: data directory for the ``tfds`` datasets (default: TFDS's
       own default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    num_classes: the number of classes (0: the dataset's own). A dataset that
+      declares its own is refused if this differs; for ``npz:`` it bounds the
+      labels.
+    input_scale: the inputs' scale (0: the default rules of :func:`from_arrays`).
 
   Returns:
     The validated :class:`Dataset`.
@@ -176,11 +186,33 @@ def load(name: str, *, data_dir: str | None = None) -> Dataset:
       or the arrays are malformed.
   """
   head, argument = parse_name(name)
-  dataset = _REGISTRY.get(head)(Source(head, argument, data_dir))
+  dataset = _REGISTRY.get(head)(Source(head, argument, data_dir, int(num_classes),
+                                       float(input_scale)))
   if not isinstance(dataset, Dataset):
     raise DataError(f"dataset loader {head!r} returned {type(dataset).__name__}, not a "
                     "Dataset; build it with jaxunlearn.data.from_arrays(...)")
+  if num_classes and dataset.num_classes != num_classes:
+    raise DataError(f"dataset {name!r} has {dataset.num_classes} classes but config.num_classes "
+                    f"is {num_classes}; set --config.num_classes=0 (the dataset's own)")
   return dataset
+
+
+_HASHES: dict = {}
+
+
+def content_hash(dataset: Dataset) -> str:
+  """A short SHA-256 of the dataset's arrays as the models see them (after scaling), so a work
+  directory knows its data by content, not by name or path."""
+  key = id(dataset)
+  if key not in _HASHES or _HASHES[key][0] is not dataset:
+    h = hashlib.sha256()
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+      a = np.ascontiguousarray(a)
+      h.update(f"{a.dtype.str}{a.shape}".encode())
+      h.update(memoryview(a).cast("B"))
+    h.update(str(dataset.num_classes).encode())
+    _HASHES[key] = (dataset, h.hexdigest()[:16])
+  return _HASHES[key][1]
 
 
 def from_arrays(
@@ -191,14 +223,16 @@ def from_arrays(
     *,
     name: str = "arrays",
     num_classes: int | None = None,
+    input_scale: float = 0.0,
 ) -> Dataset:
   """Validates arrays and converts them into a :class:`Dataset`.
 
   Inputs may be 4-D NHWC images, 3-D ``(N, H, W)`` grayscale images (a
   channel axis is appended, so they become ``(N, H, W, 1)``) or 2-D
-  ``(N, D)`` feature vectors. ``uint8`` inputs are taken to be raw pixels and
-  scaled by 1/255; every other numeric dtype is cast to float32 unchanged, so
-  float inputs must already be in the range the model expects.
+  ``(N, D)`` feature vectors. ``uint8`` images are taken to be raw pixels and
+  scaled by 1/255; other images must already lie in [0, 1] unless
+  ``input_scale`` says their scale; feature vectors are cast to float32
+  unchanged.
 
   Labels must be 1-D and integer-valued; float labels are accepted only when
   every value is a whole number.
@@ -210,7 +244,10 @@ def from_arrays(
     y_test: Test labels, one per row of ``x_test``.
     name: Name recorded in the dataset.
     num_classes: Number of classes; defaults to the largest label in train
-      and test plus one.
+      and test plus one, and then every class must occur in ``y_train`` (a
+      stray label would otherwise add empty classes silently).
+    input_scale: divide every input by this (0: uint8 images by 255, other
+      images must lie in [0, 1], feature vectors as they are).
 
   Returns:
     A :class:`Dataset` whose arrays are fresh C-contiguous copies: x float32,
@@ -220,8 +257,8 @@ def from_arrays(
     DataError: If any array is malformed (see the checks below).
   """
   xs = {
-      "x_train": _check_inputs("x_train", x_train),
-      "x_test": _check_inputs("x_test", x_test),
+      "x_train": _check_inputs("x_train", x_train, input_scale),
+      "x_test": _check_inputs("x_test", x_test, input_scale),
   }
   ys = {
       "y_train": _check_labels("y_train", y_train),
@@ -244,6 +281,14 @@ def from_arrays(
   max_label = max(int(ys["y_train"].max()), int(ys["y_test"].max()))
   if num_classes is None:
     num_classes = max_label + 1
+    # Inferred from the labels: a stray label would silently add empty classes.
+    missing = np.setdiff1d(np.arange(num_classes), ys["y_train"])
+    if missing.size:
+      raise DataError(
+          f"the labels make {num_classes} classes (largest label {max_label}) but classes "
+          f"{missing[:8].tolist()}{' ...' if missing.size > 8 else ''} never occur in y_train; "
+          "fix the stray labels, or say how many classes there are with "
+          "--config.num_classes")
   elif isinstance(num_classes, bool) or not isinstance(
       num_classes, (int, np.integer)
   ):
@@ -290,8 +335,15 @@ def _as_array(key: str, a: Any) -> np.ndarray:
     ) from None
 
 
-def _check_inputs(key: str, x: Any) -> np.ndarray:
-  """Validates one input array and returns it as a new float32 array."""
+def _check_inputs(key: str, x: Any, input_scale: float = 0.0) -> np.ndarray:
+  """Validates one input array and returns it as a new float32 array.
+
+  Scale rules (``input_scale`` 0: the default): uint8 images are divided by
+  255; other images must already lie in [0, 1] (integers or floats outside
+  it are refused: say their scale with ``input_scale``); feature vectors
+  ``(N, D)`` are taken as they are. With ``input_scale`` > 0 every input is
+  divided by it.
+  """
   x = _as_array(key, x)
   if x.dtype.kind not in "iuf":
     raise DataError(
@@ -311,13 +363,23 @@ def _check_inputs(key: str, x: Any) -> np.ndarray:
         f"{key} has shape {x.shape}, which holds no values; give at least "
         "one non-empty example"
     )
-  if x.dtype == np.uint8:
+  if input_scale:
+    with np.errstate(over="ignore"):
+      out = x.astype(np.float32) / np.float32(input_scale)
+  elif x.dtype == np.uint8:
     # Raw pixels: [0, 255] -> [0, 1], the range the models are tuned for.
     out = x.astype(np.float32) / np.float32(255.0)
   else:
     # Overflow is reported by the finiteness check below, not as a warning.
     with np.errstate(over="ignore"):
       out = x.astype(np.float32)
+    if out.ndim == 4 and out.size and np.all(np.isfinite(out)):
+      lo, hi = float(out.min()), float(out.max())
+      if lo < 0.0 or hi > 1.0:
+        raise DataError(
+            f"{key} holds image values in [{lo:g}, {hi:g}], outside [0, 1]; give uint8 "
+            "pixels, scale the images to [0, 1], or say their scale with "
+            "--config.input_scale (e.g. 255 for 0..255 values)")
   # Check after the cast: float64 values beyond float32's range become inf.
   if not np.all(np.isfinite(out)):
     bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
@@ -422,11 +484,21 @@ def _load_npz(source: Source) -> Dataset:
     raise DataError(
         "npz: needs a file path, e.g. npz:/data/my_dataset.npz"
     )
+  if os.path.isdir(path):
+    raise DataError(f"npz:{path} is a directory; give the .npz file written by "
+                    "numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)")
   if not os.path.isfile(path):
     raise DataError(
         f"npz file {path!r} does not exist; write it with numpy.savez(PATH, "
         "x_train=..., y_train=..., x_test=..., y_test=...) or fix the path"
     )
+  with open(path, "rb") as f:
+    magic = f.read(4)
+  if magic != b"PK\x03\x04" and magic != b"PK\x05\x06":
+    # np.load calls anything that is neither a zip nor an .npy "pickled data".
+    raise DataError(f"npz file {path!r} is not an .npz archive (a zip written by numpy.savez); "
+                    "write it with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., "
+                    "y_test=...)")
   try:
     # allow_pickle=False: an npz from elsewhere must not run code on load.
     with np.load(path, allow_pickle=False) as npz:
@@ -448,7 +520,8 @@ def _load_npz(source: Source) -> Dataset:
         f"cannot read npz file {path!r} ({type(e).__name__}: {e}); write it "
         "with numpy.savez using plain numeric arrays"
     ) from e
-  return from_arrays(**arrays, name=name)
+  return from_arrays(**arrays, name=name, num_classes=source.num_classes or None,
+                     input_scale=source.input_scale)
 
 
 def _load_tfds(source: Source) -> Dataset:

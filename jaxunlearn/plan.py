@@ -210,7 +210,10 @@ def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collec
       try:
         value = ast.literal_eval(text.strip())
       except (ValueError, SyntaxError):
-        value = text.strip()
+        try:
+          value = float(text.strip())     # nan, inf: numbers, refused as not finite below
+        except ValueError:
+          value = text.strip()
       if field == "method":
         raise ConfigError(f"{where}: the method is named before ':'; write "
                           f"'label={value}:...' instead of method={value}")

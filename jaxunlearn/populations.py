@@ -144,6 +144,51 @@ def _chunk_saved(pop: Population, chunk: int, stage: str) -> None:
   """Called after each chunk is saved (a pause point for the kill tests)."""
 
 
+def balanced_chunk(size: int, chunk_size: int) -> int:
+  """The chunk size actually used: as many chunks as ``chunk_size`` needs, evenly filled.
+
+  Every chunk is one compiled call of the same shape, so the last one is
+  padded; evening the chunks out keeps the padding below one model per chunk
+  (65 members in chunks of 64 run as 2 chunks of 33, not 64 + 64).
+  """
+  chunk_size = max(1, min(int(chunk_size), int(size)))
+  n_chunks = -(-int(size) // chunk_size)
+  return -(-int(size) // n_chunks)
+
+
+def estimate_bytes(*, members: int, chunk_size: int, param_bytes: int, rows: int,
+                   example_bytes: int, n_audit: int, n_fields: int, keep_params: bool,
+                   per_member_params: bool, reference_rows: int = 0) -> int:
+  """A population's peak memory, roughly: what grows with N plus one chunk at work.
+
+  Grows with N: each member's key, its per-member inputs (rows it trains on,
+  starting parameters) and its record (phi and the fields, parameters when
+  kept). One chunk: per member, the parameters, gradients and optimizer state
+  (about five copies), the training rows it gathers, and a reference model's
+  the same when it trains one.
+  """
+  chunk = balanced_chunk(members, chunk_size)
+  grows = members * (8 + rows * 4 + n_audit * 4 * (1 + n_fields) + 8
+                     + param_bytes * (int(keep_params) + int(per_member_params)))
+  working = chunk * (5 * param_bytes + rows * example_bytes
+                     + (5 * param_bytes + reference_rows * example_bytes if reference_rows
+                        else 0))
+  return int(grows + working)
+
+
+def memory_limit_bytes(fraction: float, device=None) -> tuple[int, str]:
+  """``fraction`` of the memory a population runs in: the accelerator's, or the host's on CPU."""
+  import os
+  device = device or jax.devices()[0]
+  total, where = None, "host memory"
+  if device.platform != "cpu":
+    stats = device.memory_stats() or {}
+    total, where = stats.get("bytes_limit"), f"{device.device_kind} memory"
+  if not total:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  return int(fraction * total), where
+
+
 def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: int,
                    chunk_size: int, mesh=None, progress: bool = True) -> dict:
   """All members of ``pop``, chunk by chunk; finished chunks are restored, not rerun.
@@ -167,7 +212,7 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
   if chunk_size < 1:
     raise ConfigError(f"audit.chunk_size must be a positive integer, got {chunk_size}")
   mesh = parallel.make_mesh() if mesh is None else mesh
-  chunk_size = min(chunk_size, pop.size)
+  chunk_size = balanced_chunk(pop.size, chunk_size)
   n_chunks = -(-pop.size // chunk_size)
   axes = (0,) + (0,) * len(pop.mapped) + (None,) * len(pop.shared)
   fn = _sharded(pop.member, mesh, axes)

@@ -30,6 +30,7 @@ import dataclasses
 import json
 import platform
 import shutil
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -166,9 +167,17 @@ def train_stage(req, stage: str, rows: np.ndarray, *, epochs: int, key, protecte
                          reused=reused)
 
 
-def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None) -> dict:
-  """What the original model depends on; a work dir holds one original."""
-  fp = {"dataset": cfg.dataset, "model": cfg.model,
+def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None,
+                         data_hash: str) -> dict:
+  """What the original model depends on; a work dir holds one original.
+
+  ``data_hash`` is the dataset's content (:func:`jaxunlearn.data.content_hash`):
+  a file rewritten under the same path is other data.
+  """
+  # The dataset by its registered name and its content: the same npz file moved elsewhere is
+  # the same data; another file under the same path is not.
+  fp = {"dataset": data_lib.parse_name(cfg.dataset)[0], "data_hash": data_hash,
+        "model": cfg.model,
         "model_kwargs": cfg.model_kwargs.to_dict(), "train": cfg.train.to_dict(),
         "seed": cfg.seed}
   fp["train"].pop("driver", None)
@@ -221,6 +230,7 @@ class Prepared:
   mesh: Any
   plans: Mapping[str, plan_lib.UnlearnPlan]
   evaluators: tuple
+  data_hash: str
 
 
 def _read_only(a) -> np.ndarray:
@@ -243,7 +253,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   workdir = Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
-  data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None)
+  data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None,
+                       num_classes=cfg.num_classes, input_scale=cfg.input_scale)
   model = models.get_model(cfg.model, data.num_classes, **cfg.model_kwargs.to_dict())
   check_model_input(model, cfg.model, data.input_shape)
   n = data.n_train
@@ -285,7 +296,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   x_train, y_train, applied = transforms.apply_all(frozen, data.x_train, data.y_train,
                                                    splits.forget_idx, data.num_classes)
   prepared = Prepared(frozen, workdir, data, _read_only(x_train), _read_only(y_train),
-                      tuple(applied), splits, model, mesh, plans, names)
+                      tuple(applied), splits, model, mesh, plans, names,
+                      data_lib.content_hash(data))
   abstract = abstract_variables(model, cfg.train, data.input_shape)
   for p in plans.values():
     plan_lib.abstract_check(p, abstract["params"], abstract["batch_stats"], model=model,
@@ -297,7 +309,7 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   secret = workdir_lib.read_secret(workdir) if workdir.is_dir() else None
   # Without the secret (a new work dir) the forget hash is not known yet: it is
   # checked again under the lock, before the first write.
-  workdir_lib.check(workdir, original_fingerprint(frozen, splits, secret),
+  workdir_lib.check(workdir, original_fingerprint(frozen, splits, secret, prepared.data_hash),
                     ignore=() if secret is not None else ("forget_hash",))
   return prepared
 
@@ -312,13 +324,17 @@ def _claim(prep: Prepared, outputs: Iterable[str]) -> tuple[bytes, dict]:
     secret = workdir_lib.new_secret()
     if jax.process_index() == 0:
       workdir_lib.write_secret(prep.workdir, secret)
-  fingerprint = original_fingerprint(prep.cfg, prep.splits, secret)
+  fingerprint = original_fingerprint(prep.cfg, prep.splits, secret, prep.data_hash)
   # Again under the lock: another run may have claimed the work dir meanwhile.
-  workdir_lib.check(prep.workdir, fingerprint)
+  recorded = workdir_lib.check(prep.workdir, fingerprint)
   if jax.process_index() == 0:
-    if not (prep.workdir / "run.json").exists():
+    if not (prep.workdir / "run.json").exists() or recorded:
       workdir_lib.atomic_write(prep.workdir / "run.json",
                                json.dumps({"original": fingerprint}, indent=2))
+    if recorded:
+      print(f"jaxunlearn: note: work directory {prep.workdir} was made before data hashes; its "
+            f"data hash is now recorded as {prep.data_hash} (later runs must use this data)",
+            file=sys.stderr)
     for name in outputs:
       path = prep.workdir / name
       if path.exists():
@@ -352,7 +368,8 @@ def open_request(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
       else contextlib.nullcontext()
   with lock:
     secret, fingerprint = _claim(prep, outputs)
-    fields = {f.name: getattr(prep, f.name) for f in dataclasses.fields(Prepared)}
+    fields = {f.name: getattr(prep, f.name) for f in dataclasses.fields(Prepared)
+              if f.name != "data_hash"}
     partial = Request(**fields, secret=secret, fingerprint=fingerprint, original=None)
     original = partial.train("original", prep.splits.train_idx, epochs=prep.cfg.train.epochs,
                              key=partial.key("original"), protected=True)

@@ -94,9 +94,16 @@ def validate_indices(idx, n: int, what: str) -> np.ndarray:
 
 
 def read_index_file(path: str, n: int) -> np.ndarray:
-  """Reads forget indices from ``.npy`` or a text file (whitespace/comma separated)."""
+  """Reads forget indices from ``.npy`` or a text file (whitespace/comma separated).
+
+  One rule for both: every value must be a whole number (``3`` or ``3.0``).
+  """
+  if os.path.isdir(path):
+    raise SplitError(f"forget index file {path!r} is a directory; give a .npy file or a text "
+                     "file of training indices")
   if not os.path.isfile(path):
-    raise SplitError(f"forget index file {path!r} does not exist")
+    raise SplitError(f"forget index file {path!r} does not exist; give a .npy file or a text "
+                     "file of training indices")
   if path.endswith(".npy"):
     try:
       arr = np.load(path, allow_pickle=False)
@@ -112,10 +119,19 @@ def read_index_file(path: str, n: int) -> np.ndarray:
       raise SplitError(f"cannot read forget index file {path!r} as text ({e}); give one "
                        "integer per line or a .npy file") from None
     try:
-      arr = [int(t) for t in tokens]
+      arr = [_whole_number(t) for t in tokens]
     except ValueError as e:
-      raise SplitError(f"forget index file {path!r} must hold integers only ({e})") from None
+      raise SplitError(f"forget index file {path!r} must hold whole numbers only ({e})") from None
   return validate_indices(arr, n, f"forget index file {path!r}")
+
+
+def _whole_number(token: str):
+  """``"3"`` or ``"3.0"`` -> 3 (``"3.5"`` stays a float, refused by validate_indices)."""
+  try:
+    return int(token)
+  except ValueError:
+    value = float(token)
+    return int(value) if value.is_integer() else value
 
 
 def forget_by_fraction(n: int, fraction: float, rng: np.random.Generator, size: int = 0) -> np.ndarray:
@@ -163,8 +179,8 @@ def draw_holdout(n: int, size: int, seed: int) -> np.ndarray:
   if not size:
     return np.zeros(0, np.int64)
   if size >= n - 1:
-    raise SplitError(f"holdout.size {size} leaves too little of the {n} training examples; "
-                     "lower holdout.size")
+    raise SplitError(f"holdout.size keeps {size} of the {n} training examples out of training "
+                     f"and leaves {n - size}; lower holdout.size (e.g. 0.05)")
   return np.sort(np.random.default_rng([seed, 0x686F6C64]).choice(n, size=int(size),
                                                                    replace=False))
 
@@ -189,6 +205,11 @@ def make_splits(n: int, labels: np.ndarray, *, seed: int, mode: str = "random",
   if mode == "random":
     if holdout.size:
       pool = np.setdiff1d(np.arange(n), holdout)
+      k = int(size) if size else int(round(fraction * pool.size))
+      if k >= pool.size or pool.size - k < 2:
+        raise SplitError(f"holdout.size keeps {holdout.size} of the {n} training examples out of "
+                         f"training and leaves {pool.size}, too few for a forget set of {k} and "
+                         "data to remain; lower holdout.size (e.g. 0.05)")
       forget = np.sort(pool[forget_by_fraction(pool.size, fraction, forget_rng, size)])
     else:
       forget = forget_by_fraction(n, fraction, forget_rng, size)

@@ -101,10 +101,14 @@ def write_secret(workdir: Path, secret: bytes) -> None:
     os.fsync(f.fileno())
 
 
-def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> None:
+def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> bool:
   """Raises WorkdirError if ``workdir`` is unusable or holds another config's original.
 
   Keys in ``ignore`` are not compared (a forget hash before the secret is known).
+
+  Returns:
+    True if ``run.json`` predates data hashes (it has no ``data_hash``): the
+    caller records the hash on this first use.
   """
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"work directory {workdir} is a file; pass a directory")
@@ -122,12 +126,25 @@ def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> None:
     except (ValueError, KeyError):
       raise WorkdirError(f"{run_file} is unreadable; delete it or use a new --workdir") from None
     fingerprint = json.loads(json.dumps(fingerprint))
+    legacy = "data_hash" not in saved and "data_hash" in fingerprint
+    if legacy:
+      # Made before data hashes: the dataset was named with its path (npz:PATH).
+      ignore = (*ignore, "data_hash")
+      saved = {**saved, "dataset": str(saved.get("dataset", "")).partition(":")[0]}
     diff = sorted(k for k in set(saved) | set(fingerprint)
                   if k not in ignore and saved.get(k) != fingerprint.get(k))
+    if diff == ["data_hash"]:
+      raise WorkdirError(
+          f"work directory {workdir} was made with other data: the dataset "
+          f"{fingerprint.get('dataset')!r} now hashes to {fingerprint['data_hash']}, its "
+          f"models were trained on data hashing to {saved['data_hash']}; restore that data or "
+          "use a new --workdir")
     if diff:
       raise WorkdirError(
           f"work directory {workdir} holds a run of a different config (differs in: "
           f"{', '.join(diff)}); use a new --workdir")
+    return legacy
+  return False
 
 
 def can_write(directory: Path) -> bool:

@@ -612,6 +612,10 @@ class ULiRA(base.Statistic):
     if not (0 < u.keep_fraction < 1 and 0 < u.forget_fraction <= 1):
       raise ConfigError(f"audit.ulira.keep_fraction must be in (0, 1) and forget_fraction in "
                         f"(0, 1], got {u.keep_fraction} and {u.forget_fraction}")
+    if u.num_originals < 2:
+      raise ConfigError(f"audit.ulira.num_originals={u.num_originals}: U-LiRA attacks each "
+                        "model with a fit on the models of other originals; raise "
+                        "num_originals (e.g. 8)")
     # The game is fixed before any training: check that it can score IN and OUT pairs.
     masks = game_masks(u, info.n_forget, config_lib.resolve_seed(cfg.audit.seed, cfg))
     scored = ulira_scores(np.zeros(masks["in_mask"].shape), masks["in_mask"], masks["out_mask"],
