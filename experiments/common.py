@@ -81,7 +81,7 @@ def set_field(cfg, field: str, value) -> None:
   try:
     for p in path:
       node = node[p]
-    if last not in node:
+    if last not in node and path != ["model_kwargs"]:   # the model's own arguments are free
       raise KeyError(last)
     node[last] = value
   except (KeyError, AttributeError, TypeError):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 import time
 import zlib
 
@@ -138,6 +139,11 @@ class Auditor(audits.Audit):
                       "seed": self.seed}
     self.records: dict[str, dict] = {}
     self.times: dict[str, dict] = {}
+    self.driver = pops.resolve_driver(cfg.audit.driver, req.original.params, req.mesh)
+    if cfg.report.progress and jax.process_index() == 0:
+      why = {"loop": "one model at a time: XLA:CPU runs a vmapped conv net slower",
+             "vmap": "each chunk one vmapped call"}[self.driver]
+      print(f"populations: {self.driver} driver ({why})", file=sys.stderr)
     heldout = req.heldout()
     self.heldout = tuple(jnp.asarray(a) for a in heldout)
 
@@ -196,7 +202,7 @@ class Auditor(audits.Audit):
         shared=(() if per_member else (rows_j,)) + (self.x_all, self.y_all, self.data),
         spec={**self.base_spec, "kind": "train", "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.asarray(rows).ravel())},
-        keep_params=keep_params, abstract_params=abstract, fields=fields)
+        keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver)
     return self._run(pop, masks)
 
   def per_seed_population(self, label: str) -> dict:
@@ -265,7 +271,7 @@ class Auditor(audits.Audit):
               "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
-        fields=fields)
+        fields=fields, driver=self.driver)
     return self._run(pop, masks)
 
 
@@ -300,7 +306,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
                                         if k != "learning_rate"}}
                     for label, p in req.plans.items()},
         "statistics": list(auditor.statistics), **sections,
-        "populations": auditor.times,
+        "populations": auditor.times, "population_driver": auditor.driver,
         "time_s": time.perf_counter() - t_start,
         "replaced": plugins.replaced(),
         "config": config_in_use(req),

@@ -148,6 +148,9 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                    "method)")),
     ("audit.chunk_size", Field(16, "members per compiled call and per checkpoint",
                                check="positive")),
+    ("audit.driver", Field("auto", "vmap: a chunk is one vmapped call | loop: one model at a "
+                                   "time | auto: loop for conv nets on one CPU device, else vmap",
+                           choices=("auto", "vmap", "loop"))),
     ("audit.methods", Field(("lightweight",), "methods to audit: names or "
                                               "'label=method:field=value,...' overrides of the "
                                               "unlearn block")),

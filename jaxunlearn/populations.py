@@ -70,6 +70,9 @@ class Population:
       (``jax.ShapeDtypeStruct`` leaves), needed with ``keep_params``.
     fields: the record's extra per-example fields, by name (the member
       computes them; their schema is hashed into the stage names).
+    driver: ``"vmap"`` (a chunk is one call of the vmapped member, split over
+      the devices) or ``"loop"`` (the compiled single member, called for each
+      member in turn: faster for conv nets on XLA:CPU; see :func:`resolve_driver`).
   """
   name: str
   size: int
@@ -80,6 +83,7 @@ class Population:
   keep_params: bool = False
   abstract_params: Any = None
   fields: tuple = ()
+  driver: str = "vmap"
 
 
 BASE_FIELDS = ("phi", "remain_acc", "test_acc")
@@ -96,7 +100,8 @@ def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
   """The checkpoint stage of one chunk."""
   digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
                              "keep_params": pop.keep_params,
-                             "record": record_schema(dict(pop.fields))})
+                             "record": record_schema(dict(pop.fields)),
+                             **({"driver": pop.driver} if pop.driver != "vmap" else {})})
   return f"pop-{pop.name}-{digest}-c{chunk:03d}"
 
 
@@ -128,7 +133,35 @@ def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
   return out
 
 
+DRIVERS = ("auto", "vmap", "loop")
+
+
+def resolve_driver(driver: str, params, mesh=None) -> str:
+  """``auto``: ``loop`` for a model with conv kernels on one CPU device, else ``vmap``.
+
+  XLA:CPU runs the grouped convolutions of a vmapped conv net much slower than
+  one model at a time (benchmarks/RESULTS.md: populations of LeNet-5 and of
+  the MLP); elsewhere one vmapped call wins.
+  """
+  if driver not in DRIVERS:
+    raise ConfigError(f"unknown population driver {driver!r}; use one of {DRIVERS}")
+  if driver != "auto":
+    return driver
+  one_cpu = jax.default_backend() == "cpu" and (mesh is None or mesh.devices.size == 1)
+  has_conv = any(getattr(a, "ndim", len(getattr(a, "shape", ()))) == 4
+                 for a in jax.tree.leaves(params))
+  return "loop" if one_cpu and has_conv else "vmap"
+
+
 _SHARDED = weakref.WeakKeyDictionary()
+_SINGLE = weakref.WeakKeyDictionary()
+
+
+def _single(member: Callable) -> Callable:
+  """``jax.jit(member)``, one per member function (compiled once for every member)."""
+  if member not in _SINGLE:
+    _SINGLE[member] = jax.jit(member)
+  return _SINGLE[member]
 
 
 def _sharded(member: Callable, mesh, axes) -> Callable:
@@ -215,7 +248,16 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
   chunk_size = balanced_chunk(pop.size, chunk_size)
   n_chunks = -(-pop.size // chunk_size)
   axes = (0,) + (0,) * len(pop.mapped) + (None,) * len(pop.shared)
-  fn = _sharded(pop.member, mesh, axes)
+  if pop.driver == "loop":
+    single = _single(pop.member)
+
+    def fn(chunk_keys, *args):
+      mapped = args[:len(pop.mapped)]
+      outs = [single(chunk_keys[j], *jax.tree.map(lambda a: a[j], mapped), *pop.shared)
+              for j in range(chunk_keys.shape[0])]
+      return jax.tree.map(lambda *a: jnp.stack(a), *outs)
+  else:
+    fn = _sharded(pop.member, mesh, axes)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(pop.size))
   bar = None
   if progress and jax.process_index() == 0:

@@ -94,6 +94,10 @@ class UnlearnFn:
   steps_per_epoch: int
   summary: Callable | None = None    # summary(carry, inputs, hparams) -> {name: scalar}
   bn_train: bool = False
+  # An epoch in pieces, for a host loop over steps (``epoch`` is exactly these, scanned):
+  rows: Callable | None = None       # rows(carry, e) -> (forget rows, remain rows) [steps, batch]
+  step: Callable | None = None       # step(carry, inputs, hparams, e, i, fr, rr) -> (carry, metrics)
+  epoch_end: Callable | None = None  # epoch_end(carry, inputs, hparams) -> (carry, metrics)
 
   @property
   def stop(self) -> str:
@@ -201,8 +205,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     stop_state = rule.init(judged(params, batch_stats), inputs)
     return RunState(build(inputs, key, hparams).init(params), key, stop_state, batch_stats)
 
-  def epoch(carry: RunState, inputs, hparams, e):
-    m = build(inputs, carry.key, hparams)
+  def rows(carry: RunState, e):
+    """Epoch ``e``'s forget and remain rows, ``[steps, batch]`` each."""
     fkey, rkey = jax.random.split(jax.random.fold_in(carry.key, e))
     if method.epoch_over == "forget":
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
@@ -211,37 +215,52 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     else:
       r_rows = base.cycled_rows(rkey, n_remain, rbs, steps)
       f_rows = base.cycled_rows(fkey, n_forget, fbs, steps)
+    return f_rows, r_rows
 
-    def body(inner, inp):
-      state, stop_state, batch_stats = inner
-      i, fr, rr = inp
-      fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
-                if getattr(inputs, f) is not None}
-      fields.update({f: getattr(inputs, f)[rr] for f in base._REMAIN_ROWS
-                     if getattr(inputs, f) is not None})
-      if mesh is not None:
-        fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
-      progress = (e * steps + i).astype(jnp.float32) / total
-      state, metrics = m.step(state, Batch(**fields, epoch=e.astype(jnp.int32),
-                                           progress=progress))
-      if bn is not None:
-        for x in (fields.get("x_forget"), fields.get("x_remain")):
-          if x is not None:
-            batch_stats = update_stats(state.params, batch_stats, x)
-      stop_state = rule.after_step(stop_state, judged(state.params, batch_stats), inputs,
-                                   e * steps + i + 1)
-      return (state, stop_state, batch_stats), {**metrics, **rule.step_metrics(stop_state)}
+  def step(carry: RunState, inputs, hparams, e, i, fr, rr):
+    """Step ``i`` of epoch ``e`` on forget rows ``fr`` and remain rows ``rr``."""
+    m = build(inputs, carry.key, hparams)
+    fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
+              if getattr(inputs, f) is not None}
+    fields.update({f: getattr(inputs, f)[rr] for f in base._REMAIN_ROWS
+                   if getattr(inputs, f) is not None})
+    if mesh is not None:
+      fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
+    progress = (e * steps + i).astype(jnp.float32) / total
+    state, metrics = m.step(carry.method, Batch(**fields, epoch=e.astype(jnp.int32),
+                                                progress=progress))
+    batch_stats = carry.batch_stats
+    if bn is not None:
+      for x in (fields.get("x_forget"), fields.get("x_remain")):
+        if x is not None:
+          batch_stats = update_stats(state.params, batch_stats, x)
+    stop_state = rule.after_step(carry.stop, judged(state.params, batch_stats), inputs,
+                                 e * steps + i + 1)
+    return (RunState(state, carry.key, stop_state, batch_stats),
+            {**metrics, **rule.step_metrics(stop_state)})
 
-    (state, stop_state, batch_stats), metrics = jax.lax.scan(
-        body, (carry.method, carry.stop, carry.batch_stats), (jnp.arange(steps), f_rows, r_rows))
-    if m.epoch_end is not None:
-      state = m.epoch_end(state)
-    current = judged(state.params, batch_stats)
-    stop_state = rule.after_epoch(stop_state, current, inputs)
+  def epoch_end(carry: RunState, inputs, hparams):
+    """After an epoch's steps: the method's epoch end, the stop rule's, and ``kl_forget``."""
+    m = build(inputs, carry.key, hparams)
+    state = carry.method if m.epoch_end is None else m.epoch_end(carry.method)
+    current = judged(state.params, carry.batch_stats)
+    stop_state = rule.after_epoch(carry.stop, current, inputs)
+    metrics = {}
     if inputs.ref_probs is not None:
       metrics["kl_forget"] = base.kl_divergence(inputs.ref_probs,
                                                 judge_apply(current, inputs.x_forget))
-    return RunState(state, carry.key, stop_state, batch_stats), metrics
+    return RunState(state, carry.key, stop_state, carry.batch_stats), metrics
+
+  def epoch(carry: RunState, inputs, hparams, e):
+    f_rows, r_rows = rows(carry, e)
+
+    def body(c, inp):
+      i, fr, rr = inp
+      return step(c, inputs, hparams, e, i, fr, rr)
+
+    carry, metrics = jax.lax.scan(body, carry, (jnp.arange(steps), f_rows, r_rows))
+    carry, end_metrics = epoch_end(carry, inputs, hparams)
+    return carry, {**metrics, **end_metrics}
 
   def finish(carry: RunState, inputs, hparams):
     m = build(inputs, carry.key, hparams)
@@ -253,7 +272,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     return {} if m.summary is None else m.summary(carry.method)
 
   return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary,
-                   bn_train=bn is not None)
+                   bn_train=bn is not None, rows=rows, step=step, epoch_end=epoch_end)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
@@ -281,7 +300,7 @@ class UnlearnResult:
 
 
 def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=None,
-            progress: bool = True) -> UnlearnResult:
+            progress: bool = True, driver: str = "auto") -> UnlearnResult:
   """Runs ``fn`` epoch by epoch from the host.
 
   The result equals ``fn(params, inputs, key, hparams)``; the driver adds a
@@ -296,9 +315,15 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
     key: PRNG key (the same key gives the same result as ``fn(...)``).
     mesh: replicate state and data on its devices; batches are split over them.
     progress: show a progress bar.
+    driver: ``"scan"`` (an epoch is one compiled ``lax.scan``), ``"loop"`` (a
+      host loop over the compiled step, as training's ``loop`` driver; faster
+      on a small CPU) or ``"auto"`` (training's choice:
+      :func:`jaxunlearn.train.resolve_driver`). Both run the same step.
 
   Returns:
-    :class:`UnlearnResult` with compile time kept apart from run time.
+    :class:`UnlearnResult`. Every device computation of the run is run time
+    (its start, each step, its finish); compilation, done first for every
+    piece, is timed apart.
   """
   if inputs.ref_probs is not None and inputs.ref_probs.shape[0] != inputs.x_forget.shape[0]:
     raise ConfigError(f"ref_probs has {inputs.ref_probs.shape[0]} rows for "
@@ -308,27 +333,50 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
   params = jax.tree.map(jnp.array, params)
   if mesh is not None:
     params, inputs, hparams = parallel.replicate((params, inputs, hparams), mesh)
+  driver = train_lib.resolve_driver(driver, mesh)
   t0 = time.perf_counter()
   start = parallel.jit(fn.start, mesh).lower(params, inputs, key, hparams).compile()
-  carry = start(params, inputs, key, hparams)
-  run_epoch = parallel.jit(fn.epoch, mesh, donate_argnums=(0,))
-  run_epoch = run_epoch.lower(carry, inputs, hparams, jnp.int32(0)).compile()
-  finish = parallel.jit(fn.finish, mesh).lower(carry, inputs, hparams).compile()
+  carry_shape = jax.eval_shape(fn.start, params, inputs, key, hparams)
+  e0 = jnp.int32(0)
+  if driver == "scan":
+    run_epoch = parallel.jit(fn.epoch, mesh, donate_argnums=(0,))
+    run_epoch = run_epoch.lower(carry_shape, inputs, hparams, e0).compile()
+  else:
+    rows_fn = parallel.jit(fn.rows, mesh).lower(carry_shape, e0).compile()
+    fr_shape, rr_shape = jax.eval_shape(fn.rows, carry_shape, e0)
+    step_fn = parallel.jit(fn.step, mesh, donate_argnums=(0,)).lower(
+        carry_shape, inputs, hparams, e0, e0,
+        jax.ShapeDtypeStruct(fr_shape.shape[1:], fr_shape.dtype),
+        jax.ShapeDtypeStruct(rr_shape.shape[1:], rr_shape.dtype)).compile()
+    end_fn = parallel.jit(fn.epoch_end, mesh, donate_argnums=(0,)).lower(
+        carry_shape, inputs, hparams).compile()
+
+    def run_epoch(carry, inputs, hparams, e):
+      # Rows and metrics go through the host once an epoch; no sync between steps.
+      f_rows, r_rows = (np.asarray(a) for a in rows_fn(carry, e))
+      per_step = []
+      for i in range(fn.steps_per_epoch):
+        carry, m = step_fn(carry, inputs, hparams, e, np.int32(i), f_rows[i], r_rows[i])
+        per_step.append(m)
+      carry, end = end_fn(carry, inputs, hparams)
+      metrics = jax.tree.map(lambda *a: np.stack(a), *jax.device_get(per_step))
+      return carry, {**metrics, **end}
+  finish = parallel.jit(fn.finish, mesh).lower(carry_shape, inputs, hparams).compile()
   summarize = None
   if fn.summary is not None:
-    summarize = parallel.jit(fn.summary, mesh).lower(carry, inputs, hparams).compile()
+    summarize = parallel.jit(fn.summary, mesh).lower(carry_shape, inputs, hparams).compile()
   compile_s = time.perf_counter() - t0
 
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm
     bar = tqdm(total=fn.epochs, desc="   unlearn", unit="epoch")
-  history, run_s, stopped = [], 0.0, False
+  history, stopped = [], False
+  t0 = time.perf_counter()     # run time: from the start to the finished parameters
+  carry = start(params, inputs, key, hparams)
   for e in range(fn.epochs):
-    t0 = time.perf_counter()
     carry, metrics = run_epoch(carry, inputs, hparams, jnp.int32(e))
     metrics = jax.device_get(metrics)
-    run_s += time.perf_counter() - t0
     record = {"epoch": e + 1, **{k: float(np.mean(v)) for k, v in metrics.items()}}
     losses = np.asarray(metrics["loss"])
     if not np.all(np.isfinite(losses)) or not np.isfinite(record.get("kl_forget", 0.0)):
@@ -344,11 +392,10 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
     if e + 1 < fn.epochs and bool(fn.stop_rule.finished(carry.stop)):
       stopped = True     # later epochs cannot change the result
       break
+  params = jax.block_until_ready(finish(carry, inputs, hparams))
+  run_s = time.perf_counter() - t0
   if bar is not None:
     bar.close()
-  t0 = time.perf_counter()
-  params = jax.block_until_ready(finish(carry, inputs, hparams))
-  run_s += time.perf_counter() - t0
   batch_stats = None
   if fn.bn_train:
     params, batch_stats = params["params"], params["batch_stats"]

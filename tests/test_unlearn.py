@@ -148,14 +148,19 @@ def test_tol_needs_a_reference():
 # --- the pure run: one function, vmappable ----------------------------------------
 
 
-def test_driver_equals_pure_run():
+@pytest.mark.parametrize("driver", ["scan", "loop"])
+def test_driver_equals_pure_run(driver):
   params, inputs = _toy_problem()
   fn = _fn(3)
   hp = unlearn.default_hparams("lightweight", 0.3, lam=0.4)
   pure, metrics = jax.jit(fn)(params, inputs, jax.random.key(5), hp)
-  driven = unlearn.unlearn(fn, params, inputs, hp, key=jax.random.key(5), progress=False)
+  driven = unlearn.unlearn(fn, params, inputs, hp, key=jax.random.key(5), progress=False,
+                           driver=driver)
   np.testing.assert_allclose(np.asarray(pure["w"]), np.asarray(driven.params["w"]), atol=1e-6)
   assert metrics["loss"].shape == (3, fn.steps_per_epoch) == (3, 2)
+  assert [set(h) for h in driven.history] == [{"epoch", "loss", "kl", "ce", "kl_forget"}] * 3
+  np.testing.assert_allclose([h["loss"] for h in driven.history],
+                             np.asarray(metrics["loss"]).mean(1), rtol=1e-5)
 
 
 def test_vmap_over_keys_equals_separate_runs():
