@@ -145,20 +145,22 @@ def _quick():
   return module.get_config()
 
 
-def unlearn_settings(method: str, tuned: bool = True) -> dict:
-  """The ``unlearn`` fields (dotted, relative to ``unlearn``) of ``method`` on quick."""
+def unlearn_settings(method: str, tuned: bool = True, table: dict | None = None) -> dict:
+  """The ``unlearn`` fields (dotted, relative to ``unlearn``) of ``method``: its
+  :data:`SETTINGS`, then its tuned values (``table``, default :data:`TUNED`)."""
   if method not in SETTINGS:
     from jaxunlearn.errors import ConfigError
     raise ConfigError(f"configs/quick_methods.py has no settings for method {method!r}; "
                       f"use one of {sorted(SETTINGS)}")
-  return {**SETTINGS[method], **(TUNED.get(method, {}) if tuned else {})}
+  table = TUNED if table is None else table
+  return {**SETTINGS[method], **(table.get(method, {}) if tuned else {})}
 
 
-def apply(c, method: str, tuned: bool = True):
+def apply(c, method: str, tuned: bool = True, table: dict | None = None):
   """Sets ``c.unlearn.method = method``, the hold-out and the method's settings on ``c``."""
   c.holdout.size = HOLDOUT
   c.unlearn.method = method
-  for field, value in unlearn_settings(method, tuned).items():
+  for field, value in unlearn_settings(method, tuned, table).items():
     node = c.unlearn
     *parents, leaf = field.split(".")
     for p in parents:

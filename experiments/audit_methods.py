@@ -37,22 +37,24 @@ COLUMNS = ("relative F (single)", "relative F (per seed)", "U-LiRA AUC", "U-LiRA
            "s/request", "s/request (reference reused)", "speedup")
 
 
-def not_applicable(cfg, spec) -> str | None:
-  """Why the method of ``spec`` cannot run on ``cfg``'s model (None: it can).
+def not_applicable(prep, spec) -> str | None:
+  """Why the method of ``spec`` cannot run on the request's model (None: it can).
 
-  The plan is traced once on abstract arrays of the model, as a request does.
+  The plan is made as a request makes it (a bad setting is an error, not a
+  row), then traced once on abstract arrays of the model and the real split
+  sizes: what fails there cannot run on this model (``ct`` without conv layers).
   """
-  from jaxunlearn import data as data_lib, models, plan as plan_lib, plugins, request
+  from jaxunlearn import plan as plan_lib, request
   from jaxunlearn.errors import ConfigError
-  cfg = plugins.validate(cfg)
-  data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None)
-  model = models.get_model(cfg.model, data.num_classes, **cfg.model_kwargs.to_dict())
-  abstract = request.abstract_variables(model, cfg.train, data.input_shape)
+  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where)
+  abstract = request.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
+  s = prep.splits
+  heldout = plan_lib.heldout_rows(s.holdout_idx, prep.y_train, s.forget_idx)
   try:
-    plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where)
-    plan_lib.abstract_check(plan, abstract["params"], abstract["batch_stats"], model=model,
-                            input_shape=data.input_shape, n_forget=4, n_remain=64,
-                            num_classes=data.num_classes, n_heldout=4)
+    plan_lib.abstract_check(plan, abstract["params"], abstract["batch_stats"], model=prep.model,
+                            input_shape=prep.data.input_shape, n_forget=s.n_forget,
+                            n_remain=int(s.remain_idx.size), num_classes=prep.data.num_classes,
+                            n_heldout=int(heldout.size))
   except ConfigError as e:
     return str(e)
   return None
@@ -64,10 +66,11 @@ def run_seed(args, settings, seed: int, labels: list[str], out: Path) -> dict:
   from jaxunlearn import audits, auditor, pipeline, request
   from jaxunlearn.errors import NonFiniteError
   cfg, specs = compare_methods.seed_request(args, settings, seed, labels)
-  skipped = {s.label: why for s in specs if (why := not_applicable(cfg, s)) is not None}
+  workdir = out / "work" / f"seed{seed}"
+  prep = request.prepare(cfg, workdir, methods=[])
+  skipped = {s.label: why for s in specs if (why := not_applicable(prep, s)) is not None}
   specs = [s for s in specs if s.label not in skipped]
-  with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs,
-                            checks=(auditor._check,)) as req:
+  with request.open_request(cfg, workdir, methods=specs, checks=(auditor.check,)) as req:
     audit = auditor.Auditor(req)
     sections = {name: audits.get(name)().run(audit) for name in audit.statistics}
     runs = {}

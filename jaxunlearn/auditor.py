@@ -61,7 +61,7 @@ def method_specs(cfg) -> list[request_lib.MethodSpec]:
   return specs
 
 
-def _check(prep: request_lib.Prepared) -> None:
+def check(prep: request_lib.Prepared) -> None:
   """The audit's own checks, before the lock: the statistics' blocks and the memory bound."""
   info = audits.AuditInfo(n_forget=prep.splits.n_forget,
                           n_remain=int(prep.splits.remain_idx.size),
@@ -290,7 +290,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
   cfg = plugins.validate(cfg)
   specs = method_specs(cfg)
   with request_lib.open_request(cfg, workdir, methods=specs, outputs=OUTPUTS, wait=wait,
-                                checks=(_check,)) as req:
+                                checks=(check,)) as req:
     t_start = time.perf_counter()
     auditor = Auditor(req)
     sections = {name: audits.get(name)().run(auditor) for name in auditor.statistics}

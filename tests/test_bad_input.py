@@ -128,8 +128,9 @@ CASES = [
          "cannot load the config file"),
     Case("broken-config-file", _config_file("c.train.epochs = (((("), "cannot load the config file"),
     # Index files.
-    Case("index-not-integer", _index_file("f.txt", "1 2 three"), "must hold integers only", SplitError),
-    Case("index-fraction", _index_file("f.txt", "1, 2.5"), "must hold integers only", SplitError),
+    Case("index-not-integer", _index_file("f.txt", "1 2 three"), "must hold whole numbers only",
+         SplitError),
+    Case("index-fraction", _index_file("f.txt", "1, 2.5"), "non-integer", SplitError),
     Case("index-float-npy", _index_file("f.npy", np.array([1.0, 2.5])), "non-integer", SplitError),
     Case("index-out-of-range", _index_file("f.txt", f"3 {N}"), "outside [0, 240)", SplitError),
     Case("index-negative", _index_file("f.txt", "-1 5"), "outside [0, 240)", SplitError),
@@ -159,7 +160,7 @@ CASES = [
     Case("npz-rank", _npz(x_train=X.reshape(-1), x_test=XT.reshape(-1)), "inputs must be", DataError),
     Case("npz-shape-mismatch", _npz(x_test=XT[:, :4]), "must share one per-example shape", DataError),
     Case("npz-missing-array", _npz(y_test=None), "lacks the arrays y_test", DataError),
-    Case("npz-not-zip", _raw(b"not a zip file at all"), "cannot read npz file", DataError),
+    Case("npz-not-zip", _raw(b"not a zip file at all"), "not an .npz archive", DataError),
     # Work directories.
     Case("workdir-is-file", _flags(), "is a file", WorkdirError,
          workdir=lambda tmp: _file(tmp / "afile")),
@@ -424,7 +425,18 @@ def test_fuzz_from_arrays_values(arrays, num_classes):
     ys = np.concatenate([y_train, y_test]).astype(np.float64)
     ys_ok = np.all(np.isfinite(ys)) and np.all(ys == np.round(ys)) and ys.min() >= 0
     k = num_classes if num_classes is not None else (int(ys.max()) + 1 if ys_ok else 0)
-    assert not (xs_finite and ys_ok and k >= 2 and ys.max() < k), "valid arrays refused"
+    # The documented rules: non-uint8 images lie in [0, 1]; inferred classes all occur in train.
+    def scaled_ok(x):
+      x = np.asarray(x)
+      if x.ndim < 3 or x.dtype == np.uint8:
+        return True
+      with np.errstate(over="ignore", invalid="ignore"):
+        f = x.astype(np.float32)
+      return bool(np.all(np.isfinite(f))) and f.min() >= 0 and f.max() <= 1
+    classes_ok = num_classes is not None or (ys_ok and set(range(k)) <= set(
+        np.asarray(y_train, np.float64).astype(np.int64).tolist()))
+    assert not (xs_finite and ys_ok and k >= 2 and ys.max() < k and classes_ok
+                and scaled_ok(x_train) and scaled_ok(x_test)), "valid arrays refused"
     return
   assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
   np.testing.assert_array_equal(ds.y_train, y_train)

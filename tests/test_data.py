@@ -157,13 +157,37 @@ def test_npz_round_trip_uint8(tmp_path):
 
 def test_npz_round_trip_float_is_not_rescaled(tmp_path):
   arrays = _arrays()
-  arrays["x_train"] = arrays["x_train"].astype(np.float64) * 3.0
+  arrays["x_train"] = arrays["x_train"].astype(np.float64) * 0.5
   path = tmp_path / "d.npz"
   np.savez(path, **arrays)
   ds = data.load(f"npz:{path}")
   np.testing.assert_allclose(ds.x_train, arrays["x_train"], rtol=1e-6)
   np.testing.assert_array_equal(ds.x_test, arrays["x_test"])
   assert ds.x_train.dtype == np.float32
+
+
+def test_float_images_outside_unit_range_need_their_scale(tmp_path):
+  arrays = _arrays()
+  arrays["x_train"] = arrays["x_train"] * 255.0
+  arrays["x_test"] = arrays["x_test"] * 255.0
+  path = tmp_path / "d.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(DataError, match="outside \\[0, 1\\].*input_scale"):
+    data.load(f"npz:{path}")
+  ds = data.load(f"npz:{path}", input_scale=255.0)
+  np.testing.assert_allclose(ds.x_train, arrays["x_train"] / 255.0, rtol=1e-6)
+  # Feature vectors are taken as they are.
+  feats = data.from_arrays(arrays["x_train"].reshape(12, -1), arrays["y_train"],
+                           arrays["x_test"].reshape(6, -1), arrays["y_test"])
+  assert feats.x_train.max() > 1.0
+
+
+def test_a_stray_label_is_refused_unless_the_classes_are_declared():
+  arrays = _arrays()
+  arrays["y_train"] = np.r_[arrays["y_train"][:-1], 7]
+  with pytest.raises(DataError, match="never occur in y_train.*num_classes"):
+    data.from_arrays(**arrays)
+  assert data.from_arrays(**arrays, num_classes=8).num_classes == 8
 
 
 def test_npz_missing_key(tmp_path):

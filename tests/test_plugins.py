@@ -101,7 +101,7 @@ def test_readme_statistic_runs_in_an_audit(plugin_dir, tmp_path, capsys):
   assert section["none"]["median_log_ratio"] < 0.0
   assert np.isfinite(section["finetune"]["median_log_ratio"])
   assert "## Loss on D_f against retraining" in (workdir / "audit.md").read_text()
-  assert "F: oracle=" in out
+  assert "F (single): oracle=" in out
   # The record field is part of the chunks' names: chunks saved without it are not reused.
   import my_statistics
   from jaxunlearn import populations

@@ -50,8 +50,8 @@ def test_index_file_text_and_npy(tmp_path):
     ("1 2 -1", "outside"),
     ("1 2 2", "duplicate"),
     ("", "empty"),
-    ("1 2.5", "integers"),
-    ("1 abc", "integers"),
+    ("1 2.5", "non-integer"),
+    ("1 abc", "whole numbers"),
 ])
 def test_bad_index_files(tmp_path, content, message):
   f = tmp_path / "f.txt"
