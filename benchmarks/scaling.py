@@ -29,6 +29,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jaxunlearn import scripts
+from jaxunlearn.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -116,9 +119,10 @@ def _machine() -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = scripts.parser(__doc__.splitlines()[0])
   parser.add_argument("--platform", default="auto", choices=["auto", "cpu", "gpu", "tpu"])
-  parser.add_argument("--devices", default="", help="comma-separated counts (default: "
+  parser.add_argument("--devices", type=scripts.int_list("--devices", allow_empty=True),
+                      default="", help="comma-separated counts (default: "
                       "1,2,4,8 on CPU; powers of two up to the device count elsewhere)")
   parser.add_argument("--batch", type=int, default=256, help="global batch size")
   parser.add_argument("--examples", type=int, default=2048)
@@ -129,6 +133,11 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="", help="also write the markdown here")
   parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  for flag in ("batch", "examples", "epochs"):
+    if getattr(args, flag) < 1:
+      raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+  if any(n < 1 for n in args.devices):
+    raise ConfigError(f"--devices counts must be at least 1, got {args.devices}")
   if args.child:
     child(args)
     return 0
@@ -137,7 +146,10 @@ def main(argv=None) -> int:
   forced = backend == "cpu"
   plat = "cpu" if forced else args.platform
   if args.devices:
-    counts = [int(c) for c in args.devices.split(",")]
+    counts = list(args.devices)
+    if not forced and max(counts) > count:
+      raise ConfigError(f"--devices asks for {max(counts)} devices; this {backend} machine "
+                        f"has {count}")
   elif forced:
     counts = [1, 2, 4, 8]
   else:
@@ -185,4 +197,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  scripts.run(main)

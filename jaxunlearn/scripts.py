@@ -97,16 +97,21 @@ def out_dir(flag: str = "--out") -> Callable[[str], Path]:
 
 
 def run(main: Callable[[], object]) -> None:
-  """Runs a script's ``main``: bad input is one line and exit 2, a bug shows its traceback."""
+  """Runs a script's ``main``: bad input is one line and exit 2, a bug shows its traceback.
+
+  A nonzero integer returned by ``main`` is the exit status.
+  """
   prog = Path(sys.argv[0]).name
   try:
-    main()
+    rc = main()
   except JaxUnlearnError as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:
     print(f"{prog}: interrupted; finished stages are saved, rerun to resume", file=sys.stderr)
     sys.exit(130)
+  if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+    sys.exit(rc)
 
 
 def unknown_field(field: str) -> ConfigError:

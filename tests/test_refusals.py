@@ -8,6 +8,7 @@ silent wrong results, late failures, resource bounds, tracebacks, misleading mes
 
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +250,35 @@ def test_compare_methods_refuses_bad_input_in_one_line(case, tmp_path, capsys, m
   for word in words:
     assert word in err, (word, err)
   assert not (tmp_path / "out" / "work").exists()
+
+
+def test_every_script_ends_bad_input_in_one_line():
+  """Each script under benchmarks/ and experiments/ runs its main through scripts.run."""
+  root = Path(__file__).resolve().parents[1]
+  mains = [p for d in ("benchmarks", "experiments") for p in sorted((root / d).glob("*.py"))
+           if 'if __name__ == "__main__":' in p.read_text()]
+  assert len(mains) >= 10
+  missing = [p.name for p in mains if "scripts.run(" not in p.read_text().split(
+      'if __name__ == "__main__":')[-1]]
+  assert not missing, missing
+
+
+def test_scripts_run_passes_on_an_exit_status_and_refuses_in_one_line(capsys, monkeypatch):
+  from benchmarks import determinism, scaling
+  monkeypatch.setattr(sys, "argv", ["x.py"])
+  with pytest.raises(SystemExit) as e:
+    scripts.run(lambda: 3)
+  assert e.value.code == 3
+  scripts.run(lambda: 0)
+  scripts.run(lambda: {"a": 1})
+  for main, argv, word in [(determinism.main, ["--models", "foo"], "foo"),
+                           (scaling.main, ["--epochs", "0"], "--epochs"),
+                           (scaling.main, ["--devices", "0"], "--devices")]:
+    with pytest.raises(SystemExit) as e:
+      scripts.run(lambda main=main, argv=argv: main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err, err
 
 
 def test_a_bug_in_a_plugin_still_shows_its_traceback(finished, tmp_path, monkeypatch):
