@@ -48,6 +48,12 @@ SETTINGS = {
     "ssd": {"epochs": 1, "ssd.alpha": 10.0, "ssd.dampening": 1.0},
     "reset_distill": {**_OPTML, "epochs": 2, "learning_rate": 1e-3,
                       "reset_distill.temperature": 5.0},
+    # A fresh model on D_r (jaxunlearn/methods/importance_retrain.py): retraining's step count
+    # on the memorised set's D_r here (20 epochs x 3,700 // 64 = 1,140 steps) at 12 rows per
+    # step, Adam from 2e-3 cosine to 4e-4, logits x 1.2; chosen on the selection seed by
+    # experiments/quality (experiments/RESULTS_quality.md), not by tune_methods.
+    "importance_retrain": {"steps": 1140, "remain_batch_size": 12, "learning_rate": 0.002,
+                           "importance_retrain.temperature": 1.2},
 }
 
 # Chosen by experiments/tune_methods.py on the selection seed (never reported), applied over

@@ -114,6 +114,10 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                            "(lightweight; sum is the paper's eq. 1)")),
     ("unlearn.epochs", Field(2, "unlearning epochs: passes over D_f (over D_r for methods whose "
                                 "epoch is a pass over D_r)", check="positive")),
+    ("unlearn.steps", Field(0, "methods that count their run in steps (epoch_over='steps', e.g. "
+                               "importance_retrain): the run's steps, replacing epochs (0: "
+                               "epochs passes over D_r); other methods refuse it",
+                            check="non_negative")),
     ("unlearn.stop", Field("epochs", "epochs | kl_tol | calibrated (see jaxunlearn/stop.py)",
                            choices=STOP_RULES)),
     ("unlearn.tol", Field(0.0, "kl_tol: stop once the mean KL to the reference on D_f is below "

@@ -76,6 +76,9 @@ class UnlearnPlan:
     u = self.block
     out = {k: u[k] for k in RUN_FIELDS if k in u}
     out["stop"] = self.stop
+    if u.get("steps", 0):          # only when set: unchanged keys for every other run
+      out["steps"] = int(u.steps)
+      out.pop("epochs", None)
     if self.stop != "calibrated":
       out.pop("calibrate_every", None)
     out["hparams"] = {k: v for k, v in self.hparams.items() if k != "learning_rate"}
@@ -101,7 +104,7 @@ class UnlearnPlan:
         init_fn=models.init_params_fn(model, input_shape), mesh=mesh, stop=self.stop,
         calibrate_every=int(u.calibrate_every), tol=float(u.tol),
         flax_model=unlearn_lib.FlaxModel(model, tuple(input_shape), batch_stats),
-        bn_mode=u.get("bn_mode", "eval"))
+        bn_mode=u.get("bn_mode", "eval"), steps=int(u.get("steps", 0)))
 
   def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
                    original_logits: Callable | None = None,
@@ -158,6 +161,12 @@ def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
     if where and not str(e).startswith(where):
       raise ConfigError(f"{where}: {e}") from None
     raise
+  steps = int(block.get("steps", 0))
+  if steps and method.epoch_over != "steps":
+    field = f"{where}: steps" if where else "unlearn.steps"
+    raise ConfigError(f"{field}={steps} applies to methods that count their run in steps "
+                      f"(epoch_over='steps', e.g. importance_retrain); {name!r} counts epochs: "
+                      "set epochs instead and steps=0")
   stop = stop_lib.resolve(block)
   needs = set(method.inputs)
   if stop == "calibrated":

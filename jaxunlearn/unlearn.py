@@ -114,7 +114,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
                     forget_batch_size: int, remain_batch_size: int, optimizer_cfg=None,
                     init_fn: Callable | None = None, mesh=None, stop: str = "epochs",
                     calibrate_every: int = 1, tol: float = 0.0,
-                    flax_model: FlaxModel | None = None, bn_mode: str = "eval") -> UnlearnFn:
+                    flax_model: FlaxModel | None = None, bn_mode: str = "eval",
+                    steps: int = 0) -> UnlearnFn:
   """Builds the pure function of one whole unlearning run.
 
   Args:
@@ -145,6 +146,9 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     stop: ``"epochs"``, ``"kl_tol"`` or ``"calibrated"`` (:mod:`jaxunlearn.stop`).
     calibrate_every: steps between two calibration checks.
     tol: the KL tolerance of ``stop="kl_tol"``.
+    steps: for methods with ``epoch_over="steps"`` only: the run is one epoch
+      of exactly ``steps`` steps (``epochs`` is then unused); 0: ``epochs``
+      passes over D_r.
 
   Returns:
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
@@ -155,7 +159,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   if n_remain < 1:
     raise ConfigError("the remain set is empty; unlearning needs remaining data")
   fbs, rbs = min(int(forget_batch_size), n_forget), int(remain_batch_size)
-  steps = base.steps_per_epoch(method.epoch_over, n_forget, n_remain, fbs, rbs)
+  steps, epochs = run_length(method, epochs, steps, n_forget, n_remain, fbs, rbs)
   total = epochs * steps
   if bn_mode not in BN_MODES:
     raise ConfigError(f"unknown bn_mode {bn_mode!r}; use one of {BN_MODES}")
@@ -197,7 +201,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     env = base.MethodEnv(method_apply, init_fn, optimizer, hparams, inputs,
                          jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps,
                          init_variables_fn, apply_with_stats,
-                         {} if fm is None else fm.batch_stats)
+                         {} if fm is None else fm.batch_stats,
+                         "train" if bn is not None else "eval")
     return method.make(env)
 
   def start(params, inputs, key, hparams):
@@ -273,6 +278,27 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
 
   return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary,
                    bn_train=bn is not None, rows=rows, step=step, epoch_end=epoch_end)
+
+
+def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
+               forget_batch_size: int, remain_batch_size: int) -> tuple[int, int]:
+  """``(steps per epoch, epochs)`` of a run, as :func:`make_unlearn_fn` takes them.
+
+  ``steps > 0`` (methods with ``epoch_over="steps"`` only) is one epoch of
+  ``steps`` steps; otherwise ``epochs`` epochs of :func:`base.steps_per_epoch`.
+  """
+  method = _as_method(method)
+  if int(steps) < 0:
+    raise ConfigError(f"unlearn.steps must be >= 0, got {steps}")
+  if steps and method.epoch_over != "steps":
+    raise ConfigError(f"unlearn.steps={steps} applies to methods that count their run in steps "
+                      f"(epoch_over='steps'); {type(method).__name__} counts epochs over "
+                      f"{method.epoch_over!r}: set unlearn.epochs instead and unlearn.steps=0")
+  if steps:
+    return int(steps), 1
+  return base.steps_per_epoch(method.epoch_over, n_forget, n_remain,
+                              min(int(forget_batch_size), n_forget),
+                              int(remain_batch_size)), int(epochs)
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:

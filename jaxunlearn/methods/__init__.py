@@ -10,6 +10,6 @@ from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  
                                      kl_divergence, kl_per_example, names, register,
                                      resolve_hparams, resolve_method)
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
-                                l1_sparse, lightweight, msg, neggrad_plus, random_label,
-                                random_reinit, reset_distill, salun, scrub, scrub_r,
-                                ssd)  # (built-ins register)
+                                importance_retrain, l1_sparse, lightweight, msg,
+                                neggrad_plus, random_label, random_reinit, reset_distill,
+                                salun, scrub, scrub_r, ssd)  # (built-ins register)

@@ -26,7 +26,9 @@ What a method declares:
   ``unlearn.<method name>`` holds them; names in ``shared_hparams`` are read
   from ``unlearn.<name>`` instead (``unlearn.lam`` for the paper's method).
 * ``epoch_over``: what one epoch passes over, ``"forget"`` (the paper's
-  unit) or ``"remain"``.
+  unit) or ``"remain"``; ``"steps"``: a method that draws its own rows and
+  counts its run in steps: ``unlearn.steps`` steps in one epoch (0: passes
+  over D_r, as ``"remain"``).
 
 and either ``loss(...)`` (a plain gradient step on it is then built) or
 ``make(env)`` returning an optax-shaped :class:`UpdateRule`.
@@ -57,7 +59,7 @@ INPUTS = (
 )
 _FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
 _REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
-EPOCH_UNITS = ("forget", "remain")
+EPOCH_UNITS = ("forget", "remain", "steps")
 
 
 class Inputs(NamedTuple):
@@ -124,6 +126,7 @@ class MethodEnv(NamedTuple):
   # apply_with_stats(params, batch_stats, x) -> logits in eval mode with the given statistics
   apply_with_stats: Callable | None = None
   batch_stats: Any = None    # the original's running batch statistics ({} without batch norm)
+  bn_mode: str = "eval"      # "train": forward passes use their batch's statistics
 
 
 class Method:
@@ -259,7 +262,7 @@ def kl_divergence(p_ref, logits):
 
 def steps_per_epoch(epoch_over: str, n_forget: int, n_remain: int, forget_batch_size: int,
                     remain_batch_size: int) -> int:
-  """Steps in one epoch: ceil(|D_f| / B_f), or ceil(|D_r| / B_r) for remain epochs."""
+  """Steps in one epoch: ceil(|D_f| / B_f), or ceil(|D_r| / B_r) for remain (and steps) epochs."""
   if epoch_over == "forget":
     return -(-n_forget // min(forget_batch_size, n_forget))
   return -(-n_remain // min(remain_batch_size, n_remain))
