@@ -1,14 +1,17 @@
 """Cost in examples processed: the default rule, each method's count, training, requests."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxunlearn import cost, methods, models, train, unlearn
+from jaxunlearn import cost, methods, models, pipeline, train, unlearn
 from jaxunlearn import plan as plan_lib
 from jaxunlearn.errors import ConfigError
+from tests import tiny
 
 F = 1.0 / 3.0   # one example forward only
 # n_forget=10, n_remain=50, batches 4 and 8, 2 epochs: an epoch over D_f is 3 steps (the
@@ -238,3 +241,21 @@ def test_plan_cost_adds_the_stop_rule_passes():
   c = cost.plan_cost(plan, n_forget=10, n_remain=50, n_heldout=6, **TRAIN)
   assert c["unlearn"] == 48.0 and c["monitor"] == pytest.approx(48 * F)
 
+
+def test_results_json_records_the_cost(tmp_path):
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  cfg = tiny.config(npz, eval__evaluators=())
+  r = pipeline.run(cfg, tmp_path / "work")
+  # lightweight, 12 forget rows at 4, remain batch 16, 1 epoch: 3 steps of 20 rows and the
+  # reference's pass over D_f; kl_forget once; the reference on 48 rows, 2 epochs of 32;
+  # retraining 2 epochs over 228 rows at 32 (7 batches).
+  assert r["n_forget"] == 12 and r["n_remain"] == 228 and r["n_reference"] == 48
+  c = r["unlearn_cost"]
+  assert c["cost_examples"] == pytest.approx(60 + 12 * F + 12 * F)
+  assert c["monitor_examples"] == pytest.approx(12 * F)
+  assert c["reference_per_request_examples"] == 64.0 and c["reference_one_off_examples"] == 0.0
+  assert c["retrain_cost_examples"] == 448.0
+  assert c["fraction_of_retrain"] == pytest.approx((60 + 8 + 64) / 448)
+  saved = json.loads((tmp_path / "work" / "results.json").read_text())
+  assert saved["unlearn_cost"] == pytest.approx(c)
+  assert "of retraining" in (tmp_path / "work" / "results.md").read_text()
