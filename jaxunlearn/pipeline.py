@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import checkpoint, evaluators, methods, plugins, report
-from jaxunlearn import request as request_lib, splits as splits_lib, stages
+from jaxunlearn import checkpoint, cost as cost_lib, evaluators, methods, plan as plan_lib
+from jaxunlearn import plugins, report, request as request_lib, splits as splits_lib, stages
 from jaxunlearn import train as train_lib, unlearn as unlearn_lib, workdir as workdir_lib
 from jaxunlearn.errors import SplitError
 
@@ -230,6 +230,25 @@ def config_in_use(req: request_lib.Request, plan) -> dict:
   return d
 
 
+def unlearn_cost(req: request_lib.Request, plan) -> dict:
+  """The request's cost in examples processed against retraining's (:mod:`jaxunlearn.cost`):
+  the whole schedule of the run, and the reference model as ``reference.source`` says."""
+  cfg, s = req.cfg, req.splits
+  n_heldout = plan_lib.heldout_rows(s.holdout_idx, req.y_train, s.forget_idx).size \
+      if plan.needs_heldout else 0
+  c = cost_lib.plan_cost(
+      plan, n_forget=s.n_forget, n_remain=int(s.remain_idx.size), n_heldout=int(n_heldout),
+      batch_norm=bool(jax.tree.leaves(req.original.batch_stats)),
+      train_epochs=int(cfg.train.epochs), train_batch_size=int(cfg.train.batch_size),
+      reference_source=cfg.reference.source, n_reference=int(s.reference_idx.size),
+      reference_epochs=int(cfg.reference.epochs))
+  return {"cost_examples": c["unlearn"] + c["monitor"], "monitor_examples": c["monitor"],
+          "reference_per_request_examples": c["reference_per_request"],
+          "reference_one_off_examples": c["reference_one_off"],
+          "per_request_examples": c["per_request"], "retrain_cost_examples": c["retrain"],
+          "fraction_of_retrain": c["fraction_of_retrain"]}
+
+
 def summarize(req: request_lib.Request, plan, models: dict) -> dict:
   cfg, s = req.cfg, req.splits
   time_s = {name: m.meta["time_s"] for name, m in models.items()}
@@ -258,6 +277,7 @@ def summarize(req: request_lib.Request, plan, models: dict) -> dict:
       "unlearn_stop": plan.block.stop,
       "calibrated_step": unlearned.meta.get("calibrated_step"),
       "unlearn_summary": unlearned.meta.get("summary") or {},
+      "unlearn_cost": unlearn_cost(req, plan),
       "reference_reused": bool(models["reference"].reused) if "reference" in models else False,
       "stages": {name: m.stage for name, m in models.items()},
       "evaluators": list(req.evaluators),

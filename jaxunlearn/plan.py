@@ -10,6 +10,8 @@ tuning, comparisons) builds its run from an :class:`UnlearnPlan`:
   those, from host arrays or inside a traced population member alike;
 * :meth:`UnlearnPlan.make_fn` is the pure run (:func:`unlearn.make_unlearn_fn`)
   with the plan's optimiser, stop rule, batch sizes and ``init_fn``;
+* :meth:`UnlearnPlan.run_shape` is the sizes a run's cost depends on, with the
+  steps :meth:`UnlearnPlan.make_fn`'s run takes (:mod:`jaxunlearn.cost`);
 * :meth:`UnlearnPlan.spec` is everything the result depends on (hashed into
   stage and population names).
 
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import config as config_lib, methods, models, stop as stop_lib
+from jaxunlearn import config as config_lib, cost as cost_lib, methods, models, stop as stop_lib
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
@@ -89,6 +91,19 @@ class UnlearnPlan:
     """The hyperparameters as float32 arrays (a grid of them is a ``jax.vmap``)."""
     return unlearn_lib.as_hparams(self.hparams)
 
+  def shape_args(self) -> dict:
+    """The arguments of :func:`jaxunlearn.unlearn.make_unlearn_fn` that fix how many steps a
+    run takes and on how many rows (:meth:`make_fn` and :meth:`run_shape` both pass them)."""
+    u = self.block
+    return {"epochs": int(u.epochs), "forget_batch_size": int(u.forget_batch_size),
+            "remain_batch_size": int(u.remain_batch_size), "steps": int(u.get("steps", 0))}
+
+  def run_shape(self, n_forget: int, n_remain: int, n_heldout: int = 0) -> cost_lib.RunShape:
+    """The sizes of a run of this plan on D_f and D_r of these sizes, for its cost
+    (:func:`jaxunlearn.cost.schedule_shape`: the numbers :meth:`make_fn`'s run uses)."""
+    return cost_lib.schedule_shape(self.method, n_forget=n_forget, n_remain=n_remain,
+                                   n_heldout=n_heldout, **self.shape_args())
+
   def make_fn(self, apply_fn: Callable, *, model, input_shape, batch_stats, n_forget: int,
               n_remain: int, mesh=None) -> unlearn_lib.UnlearnFn:
     """The pure run of this plan (:func:`jaxunlearn.unlearn.make_unlearn_fn`).
@@ -98,13 +113,12 @@ class UnlearnPlan:
     """
     u = self.block
     return unlearn_lib.make_unlearn_fn(
-        self.method, apply_fn, epochs=int(u.epochs), n_forget=int(n_forget),
-        n_remain=int(n_remain), forget_batch_size=int(u.forget_batch_size),
-        remain_batch_size=int(u.remain_batch_size), optimizer_cfg=u,
+        self.method, apply_fn, n_forget=int(n_forget), n_remain=int(n_remain),
+        **self.shape_args(), optimizer_cfg=u,
         init_fn=models.init_params_fn(model, input_shape), mesh=mesh, stop=self.stop,
         calibrate_every=int(u.calibrate_every), tol=float(u.tol),
         flax_model=unlearn_lib.FlaxModel(model, tuple(input_shape), batch_stats),
-        bn_mode=u.get("bn_mode", "eval"), steps=int(u.get("steps", 0)))
+        bn_mode=u.get("bn_mode", "eval"))
 
   def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
                    original_logits: Callable | None = None,

@@ -43,6 +43,16 @@ def results_markdown(r: dict, sections: list[tuple[str, str]]) -> str:
     out += [f"Speedup over retraining: **{r['speedup']:.2f}x** "
             f"(retrain / (reference + unlearn)); with the reference reused: "
             f"**{r['speedup_amortized']:.1f}x** (retrain / unlearn).", ""]
+  cost = r.get("unlearn_cost")
+  if cost:
+    out += [f"Cost in examples processed (forward and backward = 1, forward only = 1/3): "
+            f"{cost['per_request_examples']:.0f} per request (unlearning "
+            f"{cost['cost_examples']:.0f}, reference {cost['reference_per_request_examples']:.0f}"
+            f"), retraining {cost['retrain_cost_examples']:.0f}: "
+            f"**{cost['fraction_of_retrain']:.3f}** of retraining"
+            + (f"; the reference reused by every request cost "
+               f"{cost['reference_one_off_examples']:.0f} once"
+               if cost.get("reference_one_off_examples") else "") + ".", ""]
   env = r.get("environment", {})
   if env:
     out += [f"Run on {env.get('device')} ({env.get('backend')}), jax {env.get('jax')}, "

@@ -6,7 +6,7 @@ Importing this package registers the built-in methods.
 """
 
 from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
-                                     UpdateRule, UnlearnState, cross_entropy, get,
+                                     RunShape, UpdateRule, UnlearnState, cross_entropy, get,
                                      kl_divergence, kl_per_example, names, register,
                                      resolve_hparams, resolve_method)
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402

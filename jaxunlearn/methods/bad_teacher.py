@@ -71,6 +71,12 @@ class BadTeacher(base.Method):
                           method="bad_teacher")
     helpers.validate_range(hp, "remain_fraction", 0.0, 1.0, low_open=True, method="bad_teacher")
 
+  def cost(self, shape, hp):
+    # Student on B_f + B_r rows a step, each row also through one teacher (forward).
+    steps = shape.epochs * shape.steps_per_epoch
+    rows = shape.forget_batch_size + shape.remain_batch_size
+    return (1.0 + base.FORWARD_ONLY) * steps * rows
+
   def make(self, env):
     if env.init_fn is None and env.init_variables_fn is None:
       raise ConfigError("method 'bad_teacher' needs init_fn (a fresh model of the same "

@@ -31,7 +31,9 @@ What a method declares:
   over D_r, as ``"remain"``).
 
 and either ``loss(...)`` (a plain gradient step on it is then built) or
-``make(env)`` returning an optax-shaped :class:`UpdateRule`.
+``make(env)`` returning an optax-shaped :class:`UpdateRule`. A method whose
+run does more or less than a gradient step on its batches each step (phases,
+passes over whole sets in ``init``) also overrides :meth:`Method.cost`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ INPUTS = (
 _FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
 _REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
 EPOCH_UNITS = ("forget", "remain", "steps")
+# Cost of one example through a forward pass alone, in forward+backward equivalents.
+FORWARD_ONLY = 1.0 / 3.0
 
 
 class Inputs(NamedTuple):
@@ -87,6 +91,17 @@ class Batch(NamedTuple):
   orig_logits_remain: Any = None
   epoch: Any = None          # int32 scalar, 0-based
   progress: Any = None       # float32 scalar, step / total steps, in [0, 1)
+
+
+class RunShape(NamedTuple):
+  """The sizes one unlearning run's cost depends on (:meth:`Method.cost`)."""
+  n_forget: int
+  n_remain: int
+  forget_batch_size: int   # already clipped to n_forget
+  remain_batch_size: int
+  epochs: int
+  steps_per_epoch: int
+  n_heldout: int = 0       # held-out examples of D_f's classes the run is given
 
 
 class UnlearnState(NamedTuple):
@@ -168,6 +183,46 @@ class Method:
       if isinstance(value, bool) or not isinstance(value, (int, float)) \
           or not math.isfinite(value):
         raise ConfigError(f"hyperparameter {name!r} must be a finite number, got {value!r}")
+
+  def cost(self, shape: RunShape, hp: Mapping[str, float]) -> float:
+    """Examples processed by one whole run of ``shape`` (every step; no early stop).
+
+    The unit is a training-step equivalent: one example through forward and
+    backward counts 1, through a forward pass alone (a teacher's logits, a
+    loss evaluated without its gradient) :data:`FORWARD_ONLY` = 1/3. Rows of
+    padding the code computes on count too; re-initialising weights counts 0.
+
+    The default, for a method that takes one gradient step on its batches
+    each step: each of ``epochs * steps_per_epoch`` steps counts
+    ``forget_batch_size`` if ``inputs`` has a per-step forget row (x_forget,
+    y_forget, ref_probs, orig_logits_forget), plus ``remain_batch_size`` if it
+    has x_remain or y_remain. The forward passes that make the inputs count
+    once: ``ref_probs`` (the reference on D_f) and ``orig_logits_forget``
+    ``n_forget / 3`` each, ``orig_logits_remain`` ``n_remain / 3``. Training
+    the reference model is the caller's cost (:mod:`jaxunlearn.cost`), and so
+    are the driver's own passes (stop rules, ``kl_forget``).
+    Override for phases, passes over whole sets, or steps that skip a batch.
+
+    Args:
+      shape: the run's sizes (:func:`jaxunlearn.cost.run_shape`).
+      hp: the run's hyperparameters; missing ones take the method's defaults.
+    """
+    del hp
+    steps = shape.epochs * shape.steps_per_epoch
+    per_step = 0
+    if any(f in self.inputs for f in _FORGET_ROWS):
+      per_step += shape.forget_batch_size
+    if "x_remain" in self.inputs or "y_remain" in self.inputs:
+      per_step += shape.remain_batch_size
+    inputs_made = sum(shape.n_forget for f in ("ref_probs", "orig_logits_forget")
+                      if f in self.inputs)
+    if "orig_logits_remain" in self.inputs:
+      inputs_made += shape.n_remain
+    return float(steps * per_step) + FORWARD_ONLY * inputs_made
+
+  def _hparam(self, hp: Mapping[str, float], name: str) -> float:
+    """``hp[name]``, else the method's default (for :meth:`cost`)."""
+    return float(hp[name] if name in hp else self.hparams[name])
 
   def loss(self, params, apply_fn, batch: Batch, hp, extra) -> tuple[jax.Array, dict]:
     raise NotImplementedError(f"{type(self).__name__} defines neither loss() nor make()")

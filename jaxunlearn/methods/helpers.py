@@ -50,6 +50,20 @@ def batched_apply(apply_fn, params, x, chunk: int = 512):
   return out.reshape(n_chunks * chunk, *out.shape[2:])[:n]
 
 
+def batched_rows(n: int, chunk: int = 512) -> int:
+  """Rows :func:`batched_apply` runs for ``n`` rows: ``n``, or whole chunks once padded."""
+  return n if n <= chunk else -(-n // chunk) * chunk
+
+
+def phase_cost(shape: base.RunShape, k_forget: int, forget_epochs: int) -> float:
+  """Examples of the two-phase epochs: in the first ``forget_epochs`` epochs, ``k_forget``
+  steps of ``forget_batch_size`` then remain steps; in the others, remain steps only."""
+  s, fbs, rbs = shape.steps_per_epoch, shape.forget_batch_size, shape.remain_batch_size
+  forget_epochs = min(forget_epochs, shape.epochs)
+  return float(forget_epochs * (k_forget * fbs + (s - k_forget) * rbs)
+               + (shape.epochs - forget_epochs) * s * rbs)
+
+
 def error_rate(apply_fn, params, x, y):
   """Share of rows of ``x`` whose arg-max prediction is not ``y``."""
   pred = jnp.argmax(batched_apply(apply_fn, params, x), -1)

@@ -104,6 +104,12 @@ class MaskedSmallGradients(base.Method):
     helpers.validate_range(hp, "init_rate", 0.0, 1.0, method="msg")
     helpers.validate_range(hp, "keep_scale", 0.0, 1.0, method="msg")
 
+  def cost(self, shape, hp):
+    # CE steps on D_r only, plus the gradients over a |D_f|-row subset of D_r and over D_f.
+    subset = min(shape.n_forget, shape.n_remain)
+    return float(shape.epochs * shape.steps_per_epoch * shape.remain_batch_size
+                 + salun.forget_gradient_rows(subset) + salun.forget_gradient_rows(shape.n_forget))
+
   def make(self, env):
     inp, hp = env.inputs, env.hparams
     n_forget, n_remain = inp.x_forget.shape[0], inp.x_remain.shape[0]

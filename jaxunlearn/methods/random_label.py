@@ -47,6 +47,12 @@ def make_random_label(name: str, env: base.MethodEnv, init_extra=None, mask_of=N
   return helpers.gradient_method(env, loss_fn, init_extra, mask_of)
 
 
+def random_label_cost(shape: base.RunShape, name: str) -> float:
+  """Examples of the RL loop: each epoch ``ceil(n_f / B_f)`` forget steps, then remain steps."""
+  k = helpers.forget_steps(shape.n_forget, shape.forget_batch_size, shape.steps_per_epoch, name)
+  return helpers.phase_cost(shape, k, shape.epochs)
+
+
 @base.register("random_label")
 class RandomLabel(base.Method):
   """CE to fresh random labels on D_f, then CE on D_r, every epoch."""
@@ -54,6 +60,10 @@ class RandomLabel(base.Method):
   inputs = ("x_forget", "x_remain", "y_remain")
   epoch_over = "remain"
   search_space = {"learning_rate": (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1)}
+
+  def cost(self, shape, hp):
+    # Per epoch: ceil(n_f/B_f) steps on a forget batch, the others on a remain batch.
+    return random_label_cost(shape, "random_label")
 
   def make(self, env):
     return make_random_label("random_label", env)

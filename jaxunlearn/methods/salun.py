@@ -22,8 +22,15 @@ import jax.numpy as jnp
 
 from jaxunlearn.methods import base, helpers, random_label
 
+GRADIENT_CHUNK = 256
 
-def forget_gradient(params, apply_fn, x, y, chunk: int = 256):
+
+def forget_gradient_rows(n: int, chunk: int = GRADIENT_CHUNK) -> int:
+  """Rows :func:`forget_gradient` runs forward and backward: ``n`` padded to whole chunks."""
+  return -(-n // chunk) * chunk
+
+
+def forget_gradient(params, apply_fn, x, y, chunk: int = GRADIENT_CHUNK):
   """Gradient of ``-mean CE`` over all of ``(x, y)``, summed over chunks of ``chunk`` rows."""
   n = x.shape[0]
   n_chunks = -(-n // chunk)
@@ -81,6 +88,11 @@ class SalUn(base.Method):
   def validate(self, hp):
     super().validate(hp)
     helpers.validate_range(hp, "mask_ratio", 0.0, 1.0, low_open=True, method="salun")
+
+  def cost(self, shape, hp):
+    # The RL loop, plus the mask's gradient over D_f (padded to whole chunks) in init.
+    return random_label.random_label_cost(shape, "salun") \
+        + forget_gradient_rows(shape.n_forget)
 
   def make(self, env):
     def init_extra(params):

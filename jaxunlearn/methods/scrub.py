@@ -17,6 +17,8 @@ step decay of the learning rate is left to ``unlearn.schedule``.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -63,6 +65,14 @@ def scrub_loss_fn(name: str, env: base.MethodEnv, teacher_of):
   return loss_fn
 
 
+def scrub_cost(shape: base.RunShape, msteps: float, name: str) -> float:
+  """Examples of SCRUB's steps: in epochs ``e < msteps`` the first ``ceil(n_f / B_f)`` steps
+  are max steps on a forget batch, every other step a min step on a remain batch; each row
+  goes forward and backward through the student and forward through the teacher."""
+  k = helpers.forget_steps(shape.n_forget, shape.forget_batch_size, shape.steps_per_epoch, name)
+  return (1.0 + base.FORWARD_ONLY) * helpers.phase_cost(shape, k, math.ceil(msteps))
+
+
 def validate_scrub(hp, name: str) -> None:
   for h in ("alpha", "gamma", "msteps"):
     helpers.validate_range(hp, h, 0.0, float("inf"), method=name)
@@ -85,6 +95,10 @@ class Scrub(base.Method):
   def validate(self, hp):
     super().validate(hp)
     validate_scrub(hp, "scrub")
+
+  def cost(self, shape, hp):
+    # Max steps on D_f in epochs < msteps, min steps on D_r; every row also through the teacher.
+    return scrub_cost(shape, self._hparam(hp, "msteps"), "scrub")
 
   def make(self, env):
     return helpers.gradient_method(env, scrub_loss_fn("scrub", env, lambda extra: extra),

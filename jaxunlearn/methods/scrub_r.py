@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import base, helpers, scrub
 
 
@@ -37,6 +38,17 @@ class ScrubR(scrub.Scrub):
   def validate(self, hp):
     base.Method.validate(self, hp)
     scrub.validate_scrub(hp, "scrub_r")
+
+  def cost(self, shape, hp):
+    # SCRUB's steps, the D_f error after every epoch and the held-out error in finish (forward).
+    if shape.n_heldout < 1:
+      raise ConfigError("method 'scrub_r' evaluates held-out examples of D_f's classes and the "
+                        "run's shape has n_heldout=0; pass their number (the run keeps some "
+                        "with --config.holdout.size=0.05)")
+    forward = shape.epochs * helpers.batched_rows(shape.n_forget) \
+        + helpers.batched_rows(shape.n_heldout)
+    return scrub.scrub_cost(shape, self._hparam(hp, "msteps"), "scrub_r") \
+        + base.FORWARD_ONLY * forward
 
   def make(self, env):
     inp, epochs = env.inputs, env.epochs

@@ -65,6 +65,12 @@ def importance(params, apply_fn, x, y, batch_size: int = IMPORTANCE_BATCH):
   return jax.tree.map(lambda t: t / n_batches, total)
 
 
+def importance_rows(n: int, batch_size: int = IMPORTANCE_BATCH) -> int:
+  """Rows :func:`importance` runs forward and backward: ``n``, the last batch padded."""
+  b = min(batch_size, n)
+  return -(-n // b) * b
+
+
 def dampen(params, imp_full, imp_forget, alpha, dampening):
   """The SSD update: ``(params, selected)`` with ``selected`` the 0/1 map of dampened entries."""
   def one(p, full, forget):
@@ -95,6 +101,11 @@ class SelectiveSynapticDampening(base.Method):
     super().validate(hp)
     helpers.validate_range(hp, "alpha", 0.0, float("inf"), low_open=True, method="ssd")
     helpers.validate_range(hp, "dampening", 0.0, float("inf"), low_open=True, method="ssd")
+
+  def cost(self, shape, hp):
+    # Importance gradients over D_r + D_f, then over D_f again, in init; the steps do nothing.
+    return float(importance_rows(shape.n_remain + shape.n_forget)
+                 + importance_rows(shape.n_forget))
 
   def make(self, env):
     inp, hp = env.inputs, env.hparams
