@@ -12,6 +12,9 @@ gradient ascent 13). Chosen by ``experiments/tune_methods.py`` on the
 selection seed (seed 100, its own label-flipped forget set), which
 ``compare_methods`` refuses to report; commands and output in :data:`TUNED`'s
 comment. ``ct`` has no conv layer to transpose on the MLP.
+``importance_retrain`` keeps the settings of ``configs/quick_methods.py``
+(retraining's 1,140 steps on this setting's memorised D_r, 12 rows per step,
+temperature 1.2), chosen on the selection seed by ``experiments/quality``.
 """
 
 from __future__ import annotations

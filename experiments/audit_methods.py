@@ -34,6 +34,7 @@ from experiments import common
 NAME = "compare_methods_audit"
 COLUMNS = ("relative F (single)", "relative F (per seed)", "U-LiRA AUC", "U-LiRA AUC null q99",
            "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "test acc - retrain's",
+           "examples/request (x retrain)", "reference once (x retrain)",
            "s/request", "s/request (reference reused)", "speedup")
 
 
@@ -105,6 +106,13 @@ def row(seed_result: dict, label: str) -> dict:
     out["test acc - retrain's"] = eps["single"][label]["test_acc"] - seed_result[
         "retrain_test_acc"]
   r = seed_result["runs"].get(label)
+  if r and r.get("unlearn_cost"):
+    c = r["unlearn_cost"]
+    out["examples/request (x retrain)"] = c["fraction_of_retrain"]
+    out["reference once (x retrain)"] = (c["reference_one_off_examples"]
+                                         / c["retrain_cost_examples"])
+  elif label == "oracle":
+    out["examples/request (x retrain)"], out["reference once (x retrain)"] = 1.0, 0.0
   if r and "time_s" in r:
     t = r["time_s"]
     out["s/request"] = t["unlearn"] + t.get("reference", 0.0)
@@ -152,7 +160,11 @@ def main_audit(args, settings, labels: list[str]) -> dict:
           "percentile of the same figure with IN/OUT shuffled within each example (a row above "
           "it is evidence of leakage); the oracle row shows the retrain control, none the "
           "identity control. Test acc - retrain's: mean over the single-protocol population "
-          "against the retrain population. s/request: seconds of one `run` of the same "
+          "against the retrain population. Examples/request: examples processed by one "
+          "request (forward+backward = 1, forward only = 1/3; the unlearning run's whole "
+          "schedule, plus a reference model trained for the request), as a fraction of "
+          "retraining's (jaxunlearn/cost.py); reference once: a reference reused over requests "
+          "(reference.source=holdout), paid once. s/request: seconds of one `run` of the same "
           "settings (unlearning, plus the reference model's training for methods that use "
           "one; compilation excluded); reference reused: unlearning alone. Speedup: "
           "retraining's seconds / s/request.")
@@ -162,7 +174,7 @@ def main_audit(args, settings, labels: list[str]) -> dict:
   runs = [{"seed": r["seed"], "sections": r["sections"], "populations": r["populations"],
            "not_applicable": r["not_applicable"],
            "runs": {k: {kk: v.get(kk) for kk in ("time_s", "speedup", "diverged", "models",
-                                                 "hparams", "method")}
+                                                 "hparams", "method", "unlearn_cost")}
                     for k, v in r["runs"].items()}} for r in results]
   text = common.write_outputs(out, NAME, header, table, runs, meta, note)
   plot_pareto(out / f"{NAME}.png", stats, labels, cfg0.setting)

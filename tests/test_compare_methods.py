@@ -78,9 +78,16 @@ def test_compare_methods_audit_tiny(tmp_path):
   assert by["ct"][1] == "not applicable"           # the MLP has no conv layers
   assert "convolution" in res["stats"]["ct"]["not_applicable"]
   finetune = res["stats"]["finetune"]
+  seed = res["results"][0]
   assert finetune["relative F (single)"][0] is not None
   assert 0.0 <= finetune["U-LiRA AUC"][0] <= 1.0 and finetune["U-LiRA AUC null q99"][0] > 0.5
   assert finetune["s/request"][0] > 0 and finetune["speedup"][0] > 0
+  # Cost in examples, from the run's own record: finetune has no reference to pay for.
+  cost = seed["runs"]["finetune"]["unlearn_cost"]
+  assert finetune["examples/request (x retrain)"][0] == pytest.approx(
+      cost["per_request_examples"] / cost["retrain_cost_examples"])
+  assert finetune["examples/request (x retrain)"][0] > 0
+  assert finetune["reference once (x retrain)"][0] == 0.0
+  assert res["stats"]["oracle"]["examples/request (x retrain)"][0] == 1.0
   assert (out / "compare_methods_audit.png").stat().st_size > 1000
-  seed = res["results"][0]
   assert {"finetune", "finetune_per_seed", "ulira_finetune"} <= set(seed["populations"])
