@@ -262,8 +262,71 @@ class Lab:
           remain_batch_size=int(u.remain_batch_size), optimizer_cfg=u, init_fn=init_fn,
           stop=pops.pipeline_stop_rule(u))
       new_params, _ = run(params0, inputs, run_key, hp)
+      if data is None:
+        return new_params
       return pops.evaluate(apply_fn, new_params, data)
     return member
+
+  def run_many(self, cand: Candidate, m: int = 32, seed: int = 0, protocol: str = "single",
+               extra=None):
+    """Parameters ``[m, ...]`` after m runs of a lab candidate (uncached)."""
+    s = self.s
+    u = self._unlearn_cfg(cand)
+    member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
+    if protocol == "single":
+      refs = self.refs_for("single", max(cand.n_refs, 1))
+      params, bstats, n_mapped = self.original.params, self.original.batch_stats, 0
+    else:
+      refs = self.refs_for("perseed", max(cand.n_refs, 1), m)
+      params = jax.tree.map(lambda a: jnp.asarray(a[:m]), self.none["params"])
+      bstats = jax.tree.map(lambda a: jnp.asarray(a[:m]), self.none["batch_stats"])
+      n_mapped = 3
+    args = (params, bstats, refs, jnp.asarray(s.forget_idx, jnp.int32),
+            jnp.asarray(s.remain_idx, jnp.int32), self.x_all, self.y_all,
+            jnp.asarray(self.cal_idx, jnp.int32), extra if extra is not None else {}, None)
+    keys = jax.random.split(jax.random.key(1000 + seed), m)
+    fn = jax.jit(jax.vmap(member, in_axes=(0,) + (0,) * n_mapped
+                          + (None,) * (len(args) - n_mapped)))
+    return fn(keys, *args)
+
+  def score_params(self, params, label: str, taus=(1.0,)) -> list:
+    """Probe figures of stacked params at several output temperatures (logits * tau)."""
+    from experiments.quality import methods as qm
+    rows = []
+    for tau in taus:
+      p = jax.vmap(lambda q: qm.scale_last_layer(q, tau))(params)
+      data = self._audit_data("all")
+      out = jax.device_get(jax.jit(jax.vmap(
+          lambda q, d: pops.evaluate(self.apply, q, d), in_axes=(0, None)))(p, data))
+      n_f, n_c = int(self.s.forget_idx.size), int(self.cal_idx.size)
+      phi = np.asarray(out["phi"])
+      o = {**out, "phi": phi[:, :n_f]}
+      r = self.zstats(o, f"{label}_tau{tau}")
+      for j, a in enumerate(("cal_wrong", "cal_true")):
+        zc = self.zstats({**o, "phi": phi[:, n_f + j * n_c: n_f + (j + 1) * n_c]}, "", 0, a)
+        r[f"{a}_z_median"] = zc["z_median"]
+        r[f"{a}_absz_median"] = zc["absz_median"]
+      if phi.shape[0] >= 16:
+        e = audit_lib._epsilon(o, self.retrain)
+        r["F"] = e["forgetting_quality"]
+        r["relF_vs_oracle32"] = e["forgetting_quality"] / self.eps_oracle["forgetting_quality"]
+        r["spread_ratio"] = e["spread_ratio"]
+      r["tau"] = tau
+      rows.append(r)
+    return rows
+
+  def run_one(self, cand: Candidate, seed: int = 0, extra=None):
+    """The parameters after one run of a lab candidate from the single original."""
+    s = self.s
+    u = self._unlearn_cfg(cand)
+    member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
+    refs = self.refs_for("single", max(cand.n_refs, 1))
+    fn = jax.jit(lambda k: member(k, self.original.params, self.original.batch_stats, refs,
+                                  jnp.asarray(s.forget_idx, jnp.int32),
+                                  jnp.asarray(s.remain_idx, jnp.int32), self.x_all, self.y_all,
+                                  jnp.asarray(self.cal_idx, jnp.int32),
+                                  extra if extra is not None else {}, None))
+    return fn(jax.random.key(2000 + seed))
 
   def unlearn(self, cand: Candidate, protocol: str, *, params=None, batch_stats=None,
               refs=None, f_rows=None, r_rows=None, name=None, extra=None, masks=None) -> dict:
@@ -323,7 +386,7 @@ class Lab:
     return a.run(pop, masks or {})
 
   def probe(self, cand: Candidate, m: int = 4, extra=None, seed: int = 0,
-            protocol: str = "single") -> dict:
+            protocol: str = "single", audit_set: str = "forget") -> dict:
     """``m`` runs of a lab candidate from the single original, uncached: a quick look at
     the per-example error of phi on D_f against the retrained population's mean, in
     units of its per-example spread (z), and the accuracies. Not an audit."""
@@ -342,24 +405,60 @@ class Lab:
     args = (params, bstats, refs,
             jnp.asarray(s.forget_idx, jnp.int32), jnp.asarray(s.remain_idx, jnp.int32),
             self.x_all, self.y_all, jnp.asarray(self.cal_idx, jnp.int32),
-            extra if extra is not None else {}, self.a.data)
+            extra if extra is not None else {}, self._audit_data(audit_set))
     keys = jax.random.split(jax.random.key(1000 + seed), m)
     fn = jax.jit(jax.vmap(member, in_axes=(0,) + (0,) * n_mapped
                           + (None,) * (len(args) - n_mapped)))
     t = time.perf_counter()
     out = jax.device_get(fn(keys, *args))
     wall = time.perf_counter() - t
-    r = self.zstats(out, cand.label, wall)
+    if audit_set == "all":
+      n_f, n_c = int(s.forget_idx.size), int(self.cal_idx.size)
+      phi = np.asarray(out["phi"])
+      out = {**out, "phi": phi[:, :n_f]}
+      r = self.zstats(out, cand.label, wall, "forget")
+      for j, a in enumerate(("cal_wrong", "cal_true")):
+        zc = self.zstats({**out, "phi": phi[:, n_f + j * n_c: n_f + (j + 1) * n_c]}, "", 0, a)
+        r[f"{a}_z_median"] = zc["z_median"]
+        r[f"{a}_absz_median"] = zc["absz_median"]
+        r[f"{a}_spread"] = zc["run_sd_over_retrain_sd"]
+    else:
+      r = self.zstats(out, cand.label, wall, audit_set)
     r["protocol"] = protocol
-    if m >= 16:
+    r["audit_set"] = audit_set
+    if m >= 16 and audit_set in ("forget", "all"):
       e = audit_lib._epsilon(out, self.retrain)
       r["F"] = e["forgetting_quality"]
       r["relF_vs_oracle32"] = e["forgetting_quality"] / self.eps_oracle["forgetting_quality"]
       r["spread_ratio"] = e["spread_ratio"]
     return r
 
-  def zstats(self, out, label, wall=0.0):
-    phi_r = np.asarray(self.retrain["phi"], np.float64)
+  def _audit_data(self, audit_set: str):
+    """EvalData whose audited examples are D_f (``forget``) or the calibration set with
+    its true labels (``cal_true``) or a fixed random wrong label each (``cal_wrong``)."""
+    if audit_set == "forget":
+      return self.a.data
+    if audit_set == "all":
+      parts = [self._audit_data(a) for a in ("forget", "cal_wrong", "cal_true")]
+      return self.a.data._replace(x_audit=jnp.concatenate([d.x_audit for d in parts]),
+                                  y_audit=jnp.concatenate([d.y_audit for d in parts]))
+    x_c, y_c = self.x_all[self.cal_idx], np.asarray(self.y_all[self.cal_idx])
+    if audit_set == "cal_wrong":
+      rng = np.random.default_rng(0)
+      y_c = (y_c + 1 + rng.integers(0, 9, y_c.size)) % 10
+    return self.a.data._replace(x_audit=x_c, y_audit=jnp.asarray(y_c))
+
+  def retrain_phi(self, audit_set: str = "forget") -> np.ndarray:
+    """DIAGNOSTIC: phi of the retrained population on an audit set ``[N, n]``."""
+    if audit_set == "forget":
+      return np.asarray(self.retrain["phi"], np.float64)
+    d = self._audit_data(audit_set)
+    lg = self.retrain_logits(d.x_audit)
+    return np.asarray(phi_lib.logit_confidence_numpy(
+        lg, np.broadcast_to(np.asarray(d.y_audit), lg.shape[:-1])))
+
+  def zstats(self, out, label, wall=0.0, audit_set="forget"):
+    phi_r = self.retrain_phi(audit_set)
     mu, sd = phi_r.mean(0), phi_r.std(0)
     phi = np.asarray(out["phi"], np.float64)
     z = (phi - mu) / sd

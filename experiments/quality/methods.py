@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn import methods
-from jaxunlearn.methods import base
+from jaxunlearn.methods import base, phases
 
 
 @dataclasses.dataclass
@@ -168,6 +168,157 @@ class FinetuneErase(methods.Method):
     return ce + on * hp["fw"] * term, {"ce": ce, "erase": term}
 
 
+def own_optimizer(env, hp, kind: str):
+  """Adam (or SGD with momentum 0.9) under a warm-up + cosine schedule of its own:
+  peak ``learning_rate``, linear warm-up over ``warmup`` of the run, cosine decay to
+  ``end_frac`` times the peak. (The library's schedules decay to 0 and have no warm-up.)"""
+  import optax
+  total = max(1, env.epochs * env.steps_per_epoch)
+  peak = hp["learning_rate"]
+  warm = jnp.maximum(1.0, hp["warmup"] * total)
+
+  def schedule(step):
+    step = step.astype(jnp.float32)
+    w = jnp.minimum(1.0, (step + 1.0) / warm)
+    t = jnp.clip((step - warm) / jnp.maximum(1.0, total - warm), 0.0, 1.0)
+    cos = hp["end_frac"] + (1.0 - hp["end_frac"]) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    return peak * jnp.where(step < warm, w, cos)
+  if kind == "adam":
+    return optax.adam(schedule)
+  return optax.sgd(schedule, momentum=0.9)
+
+
+@methods.register("q_recon")
+class Reconverge(methods.Method):
+  """Re-convergence on D_r with its own optimizer and schedule (see :func:`own_optimizer`),
+  plus an optional early erase term on D_f (as ``q_ftx``).
+
+  A fresh Adam state at a high peak learning rate moves every weight by about the
+  learning rate in the first steps (a perturbation the size of the weights), and the
+  decay re-converges on D_r; what only D_f needed is not regrown.
+  """
+  description = "re-converge on D_r from the original under a high-peak schedule"
+  inputs = ("x_forget", "y_forget", "ref_probs", "x_remain", "y_remain", "orig_logits_remain")
+  hparams = {"fw": 0.0, "erase_until": 0.25, "phi_stop": -5.0, "warmup": 0.0,
+             "end_frac": 0.0, "wd": 0.0, "tau": 1.0, "kd": 0.0, "kd_temp": 1.0,
+             "kd_scale": 1.0, "ema": 0.0}
+  options = {"erase": ("none", "ascent", "uniform", "target", "reflabel"),
+             "divergence": ("lp_mse", "kl", "logit_mse", "phi_mse"),
+             "opt": ("adam", "sgd")}
+  epoch_over = "remain"
+
+  def make(self, env):
+    ftx = FinetuneErase(erase=self.opts["erase"], divergence=self.opts["divergence"])
+    opt = own_optimizer(env, env.hparams, self.opts["opt"])
+
+    def init(params):
+      return base.UnlearnState(jnp.zeros((), jnp.int32), params, opt.init(params), params)
+
+    def step(state, batch):
+      def loss_fn(p):
+        loss, aux = ftx.loss(p, env.apply_fn, batch, env.hparams, ())
+        if batch.orig_logits_remain is not None:
+          # distillation from the original on D_r (its logits times kd_scale, at kd_temp)
+          t = env.hparams["kd_temp"]
+          teacher = jax.nn.softmax(batch.orig_logits_remain * env.hparams["kd_scale"] / t, -1)
+          kd = base.kl_divergence(teacher, env.apply_fn(p, batch.x_remain) / t) * t * t
+          loss = loss + env.hparams["kd"] * kd
+          aux = {**aux, "kd": kd}
+        return loss, aux
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      updates, opt_state = opt.update(grads, state.opt_state, state.params)
+      import optax
+      params = optax.apply_updates(state.params, updates)
+      params = jax.tree.map(lambda p: p * (1.0 - env.hparams["wd"]), params)
+      # an exponential moving average of the weights (ema = 0: the weights themselves)
+      d = env.hparams["ema"]
+      ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.extra, params)
+      return state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            extra=ema), {"loss": loss, **aux}
+
+    def finish(state):
+      return scale_last_layer(state.extra, env.hparams["tau"])
+    return base.UnlearningMethod(init, step, finish=finish)
+
+
+def scale_last_layer(params, tau):
+  """Multiplies the last layer's weights and bias by ``tau``: logits * tau (a temperature
+  1 / tau), and the model stays the same architecture."""
+  last = sorted(params)[-1]
+  return {**params, last: jax.tree.map(lambda a: a * tau, params[last])}
+
+
+@methods.register("q_is")
+class ImportanceRetrain(methods.Method):
+  """Training on D_r from ``prepare``'s start with loss-proportional importance sampling.
+
+  Every step draws ``is_batch`` rows of D_r with probability
+  ``p_i = (1 - mix) * l_i / sum(l) + mix / n`` (``l_i``: the last known CE of row i)
+  and weights each by ``1 / (n p_i)``, so the expected gradient is the full-batch one;
+  late in training, when a few hard rows carry the loss, this emulates a uniform batch
+  of many more rows. Losses of the drawn rows are updated for free; all of them are
+  recomputed (a forward pass over D_r) every ``refresh`` steps (none at the start nor at
+  the end: ``floor((T - 1) / refresh)`` passes in a run of T steps). The first
+  ``warm_steps`` steps draw rows uniformly (weights 1). Adam at a constant
+  ``learning_rate`` (the retraining recipe's optimizer); ``tau`` scales the logits at
+  the end. The library's own remain batch only sets the number of steps.
+  """
+  description = "retraining on D_r with loss-proportional importance sampling"
+  inputs = ("x_remain", "y_remain")
+  hparams = {"mix": 0.2, "refresh": 200.0, "warm_steps": 0.0, "tau": 1.0,
+             "warmup": 0.0, "end_frac": 1.0}
+  options = {"batch": ("16", "8", "12", "24", "32", "64")}
+  epoch_over = "remain"
+
+  def make(self, env):
+    import optax
+    hp = env.hparams
+    x, y = env.inputs.x_remain, env.inputs.y_remain
+    n = x.shape[0]
+    b = int(self.opts["batch"])
+    opt = own_optimizer(env, hp, "adam")
+
+    def all_losses(params):
+      lg = phases.batched_apply(env.apply_fn, params, x)
+      return optax.softmax_cross_entropy_with_integer_labels(lg.astype(jnp.float32), y)
+
+    total = env.epochs * env.steps_per_epoch
+
+    def init(params):
+      # no pass at the start: from a fresh initialisation every row has about the same
+      # loss, so the first refresh's draws are uniform
+      return base.UnlearnState(jnp.zeros((), jnp.int32), params, opt.init(params),
+                               jnp.ones((n,), jnp.float32))
+
+    def step(state, batch):
+      losses = state.extra
+      k = jax.random.fold_in(env.key, state.step)
+      warm = state.step < hp["warm_steps"]
+      p_is = (1.0 - hp["mix"]) * losses / jnp.maximum(losses.sum(), 1e-12) + hp["mix"] / n
+      p = jnp.where(warm, jnp.full((n,), 1.0 / n), p_is)
+      rows = jax.random.choice(k, n, (b,), replace=True, p=p)
+      w = 1.0 / (n * p[rows])
+
+      def loss_fn(params):
+        lg = env.apply_fn(params, x[rows]).astype(jnp.float32)
+        per = optax.softmax_cross_entropy_with_integer_labels(lg, y[rows])
+        return jnp.mean(w * per), per
+      (loss, per), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      updates, opt_state = opt.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      losses = losses.at[rows].set(jax.lax.stop_gradient(per))
+      refresh = jnp.logical_and(
+          (state.step + 1) % jnp.maximum(1, hp["refresh"].astype(jnp.int32)) == 0,
+          state.step + 1 < total)
+      losses = jax.lax.cond(refresh, lambda: all_losses(params), lambda: losses)
+      return state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            extra=losses), {"loss": loss}
+
+    def finish(state):
+      return scale_last_layer(state.params, hp["tau"])
+    return base.UnlearningMethod(init, step, finish=finish)
+
+
 # --- preparation: targets, calibration, per-run randomness ---------------------------------
 
 
@@ -191,6 +342,8 @@ def perturb(key, arr: "Arrays", hp, mode: str):
   km = jax.random.split(k_mask, n)
   if mode == "reinit_all":
     return fresh
+  if mode == "reference":       # start from the (first) reference model
+    return jax.tree.map(lambda a: a[0], arr.ref_params)
   out = []
   for i, (p, f) in enumerate(zip(leaves, f_leaves)):
     if mode in ("shrink", "reinit_head"):
@@ -278,6 +431,74 @@ def prep_plain(key, arr: Arrays, hp, prep: dict):
                         y_remain=arr.y_r), arr.params
 
 
+def saliency(arr: Arrays, prep: dict, n_remain_batches: int = 16, chunk: int = 10):
+  """Per-weight importance of D_f relative to D_r (a pytree like the params).
+
+  ``imp_f``: mean over D_f of squared per-example gradients of CE with D_f's labels;
+  ``imp_r``: mean over ``n_remain_batches`` batches of 64 rows of D_r of the squared
+  batch gradient. ``prep['sal']``: ``ratio`` (imp_f / (imp_r + tiny), SSD's quantity)
+  or ``grad_f`` (imp_f alone, SalUn's).
+  """
+  def ce(p, x, y):
+    return base.cross_entropy(arr.apply_fn(p, x), y)
+  params = arr.params
+  n_f = arr.x_f.shape[0]
+  pad = (-n_f) % chunk
+  xf = jnp.concatenate([arr.x_f, arr.x_f[:pad]]) if pad else arr.x_f
+  yf = jnp.concatenate([arr.y_f, arr.y_f[:pad]]) if pad else arr.y_f
+  w = jnp.concatenate([jnp.ones(n_f), jnp.zeros(pad)])
+  xs = xf.reshape(-1, chunk, *xf.shape[1:])
+  ys, ws = yf.reshape(-1, chunk), w.reshape(-1, chunk)
+
+  def body(acc, inp):
+    x, y, wt = inp
+    g = jax.vmap(lambda xi, yi: jax.grad(ce)(params, xi[None], yi[None]))(x, y)
+    g2 = jax.tree.map(lambda a: jnp.einsum("b,b...->...", wt, a * a), g)
+    return jax.tree.map(jnp.add, acc, g2), None
+  zero = jax.tree.map(jnp.zeros_like, params)
+  imp_f, _ = jax.lax.scan(body, zero, (xs, ys, ws))
+  imp_f = jax.tree.map(lambda a: a / n_f, imp_f)
+  if prep.get("sal", "ratio") == "grad_f":
+    return imp_f
+  n_r = arr.x_r.shape[0]
+  rows = (jnp.arange(n_remain_batches * 64) * 7919) % n_r   # a fixed spread of D_r rows
+  xr, yr = arr.x_r[rows].reshape(n_remain_batches, 64, *arr.x_r.shape[1:]), \
+      arr.y_r[rows].reshape(n_remain_batches, 64)
+
+  def body_r(acc, inp):
+    g = jax.grad(ce)(params, *inp)
+    return jax.tree.map(lambda a, b: a + b * b, acc, g), None
+  imp_r, _ = jax.lax.scan(body_r, zero, (xr, yr))
+  imp_r = jax.tree.map(lambda a: a / n_remain_batches, imp_r)
+  return jax.tree.map(lambda f, r: f / (r + 1e-12), imp_f, imp_r)
+
+
+def salient_reset(key, arr: Arrays, hp, prep: dict):
+  """Resets the ``hp['q']`` share of weights (over the whole network) with the highest
+  saliency: ``prep['reset']`` ``reinit`` (fresh initial values, this run's key),
+  ``noise`` (+ ``hp['rnoise']`` * std(leaf) * N(0, 1)) or ``zero``."""
+  sal = saliency(arr, prep)
+  flat = jnp.concatenate([a.ravel() for a in jax.tree.leaves(sal)])
+  thr = jnp.quantile(flat, 1.0 - hp["q"])
+  k_init, k_noise = jax.random.split(key)
+  fresh = arr.init_fn(k_init)
+  leaves, tree = jax.tree.flatten(arr.params)
+  s_leaves, f_leaves = jax.tree.leaves(sal), jax.tree.leaves(fresh)
+  kn = jax.random.split(k_noise, len(leaves))
+  out = []
+  mode = prep.get("reset", "reinit")
+  for p, sl, f, k in zip(leaves, s_leaves, f_leaves, kn):
+    m = sl >= thr
+    if mode == "reinit":
+      new = f
+    elif mode == "noise":
+      new = p + hp["rnoise"] * jnp.std(p) * jax.random.normal(k, p.shape)
+    else:
+      new = jnp.zeros_like(p)
+    out.append(jnp.where(m, new, p))
+  return jax.tree.unflatten(tree, out)
+
+
 def prep_repair(key, arr: Arrays, hp, prep: dict):
   """For ``q_repair``: a perturbed start (``prep['perturb']``), the original's logits on D_r
   when ``prep['kd']``, targets on D_f when ``prep['target']`` is set."""
@@ -290,7 +511,10 @@ def prep_repair(key, arr: Arrays, hp, prep: dict):
     if "tnoise" in hp:
       t = t + hp["tnoise"] * jax.random.normal(k_t, t.shape)
     fields.update(x_forget=arr.x_f, y_forget=arr.y_f, ref_probs=jax.nn.log_softmax(t, -1))
-  params = perturb(k_p, arr, hp, prep.get("perturb", "none"))
+  if prep.get("perturb") == "salient":
+    params = salient_reset(k_p, arr, hp, prep)
+  else:
+    params = perturb(k_p, arr, hp, prep.get("perturb", "none"))
   return methods.Inputs(**fields), params
 
 

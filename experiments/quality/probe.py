@@ -76,6 +76,42 @@ def sets():
               for er, fw, u in (("ascent", 0.3, 0.25), ("uniform", 0.3, 0.25),
                                 ("uniform", 1.0, 0.25), ("reflabel", 0.3, 0.25),
                                 ("target", 0.3, 0.25), ("uniform", 0.3, 1.0))]
+  S["ref"] = [C("ft_none_e0", "q_repair", {**REPAIR, "epochs": 1, "learning_rate": 0.0},
+                prepare="repair", prep={"perturb": "none"}),
+              C("reinit_all_e20", "q_repair", {**REPAIR, "epochs": 20}, prepare="repair",
+                prep={"perturb": "reinit_all"}),
+              C("ftcos_lr0.02_e4", "q_repair",
+                {**REPAIR, "epochs": 4, "learning_rate": 2e-2, "schedule": "cosine"},
+                prepare="repair", prep={"perturb": "none"}),
+              C("ft_lr0.001_e20", "q_repair", {**REPAIR, "epochs": 20, "learning_rate": 1e-3},
+                prepare="repair", prep={"perturb": "none"})]
+  RC = {"remain_batch_size": 64, "forget_batch_size": 16}
+  S["recon"] = [C(f"recon_lr{lr}_e{e}_w{w}_end{ef}", "q_recon",
+                  {**RC, "epochs": e, "learning_rate": lr},
+                  hparams={"warmup": w, "end_frac": ef}, prepare="repair",
+                  prep={"perturb": "none"})
+                for lr, e, w, ef in ((0.02, 3, 0.0, 0.0), (0.02, 3, 0.0, 0.1), (0.02, 3, 0.1, 0.0),
+                                     (0.01, 3, 0.0, 0.0), (0.005, 3, 0.0, 0.0),
+                                     (0.01, 2, 0.0, 0.0), (0.02, 2, 0.0, 0.0))]
+  S["sal"] = [C(f"sal_{sal}_{rs}_q{q}_lr{lr}", "q_recon", {**RC, "epochs": 3, "learning_rate": lr},
+                hparams={"q": q, "rnoise": 1.0}, prepare="repair",
+                prep={"perturb": "salient", "sal": sal, "reset": rs})
+              for sal, rs, q, lr in (("ratio", "reinit", 0.01, 0.005), ("ratio", "reinit", 0.05, 0.005),
+                                     ("ratio", "reinit", 0.2, 0.005), ("grad_f", "reinit", 0.05, 0.005),
+                                     ("ratio", "zero", 0.05, 0.005), ("ratio", "reinit", 0.05, 0.002))]
+  S["lite"] = [C(f"lite_lr{lr}_e{e}_end{ef}_b{b}", "q_recon",
+                 {**RC, "epochs": e, "learning_rate": lr, "remain_batch_size": b},
+                 hparams={"end_frac": ef}, prepare="repair", prep={"perturb": "reinit_all"})
+               for lr, e, ef, b in ((0.003, 3, 0.0, 64), (0.005, 3, 0.0, 64), (0.01, 3, 0.0, 64),
+                                    (0.003, 4, 0.0, 64), (0.005, 4, 0.0, 64), (0.003, 3, 0.0, 32))]
+  S["lite_tau"] = [C(f"lite_lr{lr}_e{e}_tau{t}", "q_recon",
+                     {**RC, "epochs": e, "learning_rate": lr},
+                     hparams={"tau": t}, prepare="repair", prep={"perturb": "reinit_all"})
+                   for lr, e, t in ((0.01, 3, 1.2), (0.01, 3, 1.4), (0.02, 3, 1.0), (0.02, 3, 1.2),
+                                    (0.005, 3, 1.5))]
+  S["orig_tau"] = [C(f"orig_tau{t}", "q_recon", {**RC, "epochs": 1, "learning_rate": 0.0},
+                     hparams={"tau": t}, prepare="repair", prep={"perturb": "none"})
+                   for t in (1.0, 1.3, 1.46, 1.6)]
   return S
 
 
@@ -86,6 +122,7 @@ if __name__ == "__main__":
   p.add_argument("--set", nargs="+", required=True)
   p.add_argument("--m", type=int, default=4)
   p.add_argument("--protocol", default="single")
+  p.add_argument("--audit-set", default="all")
   args = p.parse_args()
   lab = lab_lib.Lab(args.seed, args.forget)
   S = sets()
@@ -100,7 +137,7 @@ if __name__ == "__main__":
   for name in args.set:
     for cand in S[name]:
       r = lab.probe(cand, m=args.m, extra=extra if cand.diag else None,
-                    protocol=args.protocol)
+                    protocol=args.protocol, audit_set=args.audit_set)
       r.update(seed=args.seed, forget=args.forget, candidate=cand.__dict__,
                time=time.strftime("%H:%M:%S"))
       print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
