@@ -6,9 +6,16 @@ from experiments.quality.lab import Candidate as C
 from jaxunlearn.audits import phi as P
 
 lab = L.Lab(100, "flip")
-cand = C("lite", "q_recon", {"epochs": 3, "learning_rate": 0.01, "remain_batch_size": 64,
-         "forget_batch_size": 16}, hparams={"tau": 1.0}, prepare="repair",
-         prep={"perturb": "reinit_all"})
+import sys
+if len(sys.argv) > 1 and sys.argv[1] == "is":
+  cand = C("is", "q_is", {"epochs": 20, "learning_rate": 0.002, "remain_batch_size": 65,
+           "forget_batch_size": 16, "q_is.batch": "12"},
+           hparams={"tau": 1.0, "mix": 0.1, "refresh": 100000.0, "end_frac": 0.2},
+           prepare="repair", prep={"perturb": "reinit_all"})
+else:
+  cand = C("lite", "q_recon", {"epochs": 3, "learning_rate": 0.01, "remain_batch_size": 64,
+           "forget_batch_size": 16}, hparams={"tau": 1.0}, prepare="repair",
+           prep={"perturb": "reinit_all"})
 params = lab.run_many(cand, m=32)
 d = lab._audit_data("all")
 lg = np.asarray(jax.jit(jax.vmap(lambda q: lab.apply(q, d.x_audit)))(params))   # [32, n, C]

@@ -173,7 +173,7 @@ def own_optimizer(env, hp, kind: str):
   peak ``learning_rate``, linear warm-up over ``warmup`` of the run, cosine decay to
   ``end_frac`` times the peak. (The library's schedules decay to 0 and have no warm-up.)"""
   import optax
-  total = max(1, env.epochs * env.steps_per_epoch)
+  total = jnp.minimum(max(1, env.epochs * env.steps_per_epoch), hp.get("max_steps", 1e9))
   peak = hp["learning_rate"]
   warm = jnp.maximum(1.0, hp["warmup"] * total)
 
@@ -266,8 +266,11 @@ class ImportanceRetrain(methods.Method):
   description = "retraining on D_r with loss-proportional importance sampling"
   inputs = ("x_remain", "y_remain")
   hparams = {"mix": 0.2, "refresh": 200.0, "warm_steps": 0.0, "tau": 1.0,
-             "warmup": 0.0, "end_frac": 1.0}
-  options = {"batch": ("16", "8", "12", "24", "32", "64")}
+             "warmup": 0.0, "end_frac": 1.0, "max_steps": 1e9, "alpha": 1.0,
+             "early_steps": 1e9, "late_batch": 1e9, "recipe_epochs": 20.0,
+             "recipe_batch": 64.0}
+  options = {"batch": ("16", "8", "12", "24", "32", "64", "6", "10"),
+             "steps": ("max_steps", "recipe")}
   epoch_over = "remain"
 
   def make(self, env):
@@ -276,6 +279,9 @@ class ImportanceRetrain(methods.Method):
     x, y = env.inputs.x_remain, env.inputs.y_remain
     n = x.shape[0]
     b = int(self.opts["batch"])
+    if self.opts["steps"] == "recipe":
+      # as many steps as retraining takes: recipe_epochs passes of floor(n / recipe_batch)
+      hp = {**hp, "max_steps": hp["recipe_epochs"] * jnp.floor(n / hp["recipe_batch"])}
     opt = own_optimizer(env, hp, "adam")
 
     def all_losses(params):
@@ -294,10 +300,15 @@ class ImportanceRetrain(methods.Method):
       losses = state.extra
       k = jax.random.fold_in(env.key, state.step)
       warm = state.step < hp["warm_steps"]
-      p_is = (1.0 - hp["mix"]) * losses / jnp.maximum(losses.sum(), 1e-12) + hp["mix"] / n
+      sc = jnp.power(jnp.maximum(losses, 1e-6), hp["alpha"])
+      p_is = (1.0 - hp["mix"]) * sc / jnp.maximum(sc.sum(), 1e-12) + hp["mix"] / n
       p = jnp.where(warm, jnp.full((n,), 1.0 / n), p_is)
       rows = jax.random.choice(k, n, (b,), replace=True, p=p)
       w = 1.0 / (n * p[rows])
+      # a batch-size schedule: the first ``early_steps`` steps use all b rows, later steps
+      # only the first ``late_batch`` (the rest get weight 0 and are not counted as cost)
+      used = jnp.where(state.step < hp["early_steps"], b, hp["late_batch"])
+      w = w * (jnp.arange(b) < used) * (b / used)
 
       def loss_fn(params):
         lg = env.apply_fn(params, x[rows]).astype(jnp.float32)
@@ -306,13 +317,20 @@ class ImportanceRetrain(methods.Method):
       (loss, per), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = opt.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      losses = losses.at[rows].set(jax.lax.stop_gradient(per))
+      used_rows = jnp.arange(b) < used
+      losses = losses.at[rows].set(jnp.where(used_rows, jax.lax.stop_gradient(per),
+                                             losses[rows]))
+      last = jnp.minimum(total, hp["max_steps"])
       refresh = jnp.logical_and(
           (state.step + 1) % jnp.maximum(1, hp["refresh"].astype(jnp.int32)) == 0,
-          state.step + 1 < total)
+          state.step + 1 < last)
       losses = jax.lax.cond(refresh, lambda: all_losses(params), lambda: losses)
-      return state._replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            extra=losses), {"loss": loss}
+      # steps past max_steps change nothing (the run's length does not depend on |D_r|)
+      active = state.step < hp["max_steps"]
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
+      return state._replace(step=state.step + 1, params=keep(params, state.params),
+                            opt_state=keep(opt_state, state.opt_state),
+                            extra=keep(losses, state.extra)), {"loss": loss}
 
     def finish(state):
       return scale_last_layer(state.params, hp["tau"])

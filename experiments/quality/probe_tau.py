@@ -30,7 +30,7 @@ if __name__ == "__main__":
   for g in json.loads(args.grid):
     hp = {"warmup": g.get("warmup", 0.0), "end_frac": g.get("end", 0.0)}
     for k in ("shrink", "wnoise", "fw", "kd", "q", "kd_temp", "kd_scale", "ema", "wd", "mix",
-              "refresh", "warm_steps"):
+              "refresh", "warm_steps", "alpha", "max_steps", "early_steps", "late_batch"):
       if k in g:
         hp[k] = g[k]
     label = "lite_" + "_".join(f"{k}{v}" for k, v in g.items())
