@@ -70,6 +70,9 @@ CANDIDATES = {
     # the first population of isr (isr_b12_lr0.002_end0.2_mix0.1_tau1.2) ran with a fixed
     # 1,020 steps; on the memorised set (|D_r| = 3,300) the recipe's step count is the same
     "isr1020": lambda: isr(steps=1020),
+    # the same recipe at half the rows per step (cost 6 / 64 = 0.094 of retraining), tau
+    # re-chosen for it on the selection seed (1.35); for the cost-matched comparison
+    "isr_b6": lambda: isr(batch=6, tau=1.35, label="isr_b6_tau1.35"),
     # an alternative for forget sets the original did not memorise: keep the original, add
     # weight noise (0.05 x each tensor's std), no training (the learning rate is 0)
     "noise05": lambda: C("noise05", "q_recon", {**RC, "epochs": 1, "learning_rate": 0.0},

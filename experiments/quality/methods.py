@@ -269,7 +269,7 @@ class ImportanceRetrain(methods.Method):
              "warmup": 0.0, "end_frac": 1.0, "max_steps": 1e9, "alpha": 1.0,
              "early_steps": 1e9, "late_batch": 1e9, "recipe_epochs": 20.0,
              "recipe_batch": 64.0}
-  options = {"batch": ("16", "8", "12", "24", "32", "64", "6", "10"),
+  options = {"batch": ("16", "8", "12", "24", "32", "64", "6", "10", "4", "5"),
              "steps": ("max_steps", "recipe")}
   epoch_over = "remain"
 
