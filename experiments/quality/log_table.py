@@ -65,8 +65,8 @@ def f(x, nd=2):
 
 def probes():
   rows = [json.loads(l) for l in open(HERE / "probes.jsonl")]
-  print("| # | time | forget | protocol | variant | tau | rel. F | spread | phi med | |z| | "
-        "|zbar| | gap | cal_w z | cal_t z | cost |")
+  print("| # | time | forget | protocol | variant | tau | rel. F | spread | phi med | abs z | "
+        "abs zbar | gap | cal_w z | cal_t z | cost |")
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for i, r in enumerate(rows, 1):
     cand = r.get("candidate") or {}
