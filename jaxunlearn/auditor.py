@@ -174,22 +174,26 @@ class Auditor(audits.Audit):
     return out
 
   def train_population(self, name: str, rows: np.ndarray, *, keep_params: bool = False,
-                       masks=None) -> dict:
+                       masks=None, epochs: int | None = None) -> dict:
+    """N models trained from scratch on ``rows`` (``[n]`` shared, or ``[N, n]`` per member)
+    with the ``train`` block's recipe; ``epochs`` replaces its epochs (e.g. the
+    reference model's ``reference.epochs`` for a population of references)."""
     if name in self.records and (not keep_params or "params" in self.records[name]):
       return self.records[name]
     req, cfg = self.req, self.cfg
     per_member = rows.ndim == 2
     size = rows.shape[0] if per_member else cfg.audit.num_models
     n_rows = rows.shape[-1]
-    steps = train_lib.total_steps(n_rows, cfg.train.batch_size, cfg.train.epochs)
+    n_epochs = int(cfg.train.epochs if epochs is None else epochs)
+    steps = train_lib.total_steps(n_rows, cfg.train.batch_size, n_epochs)
     opt = train_lib.make_optimizer(cfg.train, steps)
     batch = min(cfg.train.batch_size, n_rows)
     fields = tuple(sorted(self.fields.items()))
     member = _member(("train", repr(req.model), tuple(req.data.input_shape),
                       json.dumps(cfg.train.to_dict(), sort_keys=True), n_rows, keep_params,
-                      json.dumps(pops.record_schema(dict(fields)))),
+                      json.dumps(pops.record_schema(dict(fields))), n_epochs),
                      lambda: pops.train_member(req.model, opt, req.data.input_shape,
-                                               epochs=cfg.train.epochs, batch_size=batch,
+                                               epochs=n_epochs, batch_size=batch,
                                                keep_params=keep_params, fields=dict(fields)))
     rows_j = jnp.asarray(rows, jnp.int32)
     abstract = None
@@ -201,7 +205,8 @@ class Auditor(audits.Audit):
         mapped=(rows_j,) if per_member else (),
         shared=(() if per_member else (rows_j,)) + (self.x_all, self.y_all, self.data),
         spec={**self.base_spec, "kind": "train", "train": cfg.train.to_dict(),
-              "rows": splits_lib.index_hash(np.asarray(rows).ravel())},
+              "rows": splits_lib.index_hash(np.asarray(rows).ravel()),
+              **({} if n_epochs == int(cfg.train.epochs) else {"epochs": n_epochs})},
         keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver)
     return self._run(pop, masks)
 

@@ -91,3 +91,24 @@ def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
   # A reference of another schedule is another model, never the 3-epoch one restored.
   assert rows["equal_epochs"]["reference_stage"] != rows["paper"]["reference_stage"]
   assert "| holdout, later request |" in (tmp_path / "out" / "speedup_modes.md").read_text()
+
+
+def test_quality_phi_plots_every_population_against_retraining(tmp_path):
+  from experiments import quality_phi
+  from tests import tiny
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  sets = [f"dataset=npz:{npz}", "audit.num_models=4", "audit.chunk_size=4",
+          "label_flip.enabled=True", "eval.evaluators=()",
+          "audit.methods=('finetune','isr=importance_retrain:steps=20,remain_batch_size=4')"]
+  out = tmp_path / "out"
+  rows = quality_phi.main(["--config", str(tiny.CONFIG), "--methods", "finetune,isr",
+                           "--out", str(out), "--seeds", "0",
+                           *sum((["--set", s] for s in sets), [])])
+  assert set(rows) == {"retrain", "original", "reference", "finetune", "isr"}
+  assert rows["retrain"]["abs_z_median"] == pytest.approx(0.0, abs=1e-6)
+  assert rows["retrain"]["spread_ratio"] == pytest.approx(1.0)
+  assert rows["isr"]["relative_f"] is not None and rows["retrain"]["relative_f"] is None
+  phi = np.load(out / "work" / "seed0" / "phi" / "reference.npy")
+  assert phi.shape[0] == 4 and np.all(np.isfinite(phi))
+  assert (out / "quality_phi.png").stat().st_size > 1000
+  assert "| isr |" in (out / "quality_phi.md").read_text()
