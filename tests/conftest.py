@@ -19,3 +19,29 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+
+
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_registries():
+  """Plugins a test registers (or replaces) leave with it, so no other test sees them.
+
+  A plugin module a test imported is forgotten too, so that a later test that
+  names the same module registers its plugins again.
+  """
+  from jaxunlearn import registry
+  saved = [(r, dict(r._plugins), dict(r._replaced)) for r in registry._ALL]
+  yield
+  for reg, plugins, replaced in saved:
+    for name, plugin in reg._plugins.items():
+      module = getattr(plugin, "__module__", "")
+      if plugins.get(name) is not plugin and not module.startswith(("jaxunlearn", "tests")):
+        sys.modules.pop(module, None)
+    reg._plugins.clear()
+    reg._plugins.update(plugins)
+    reg._replaced.clear()
+    reg._replaced.update(replaced)
