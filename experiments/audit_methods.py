@@ -182,27 +182,64 @@ def main_audit(args, settings, labels: list[str]) -> dict:
   return {"results": results, "stats": stats, "markdown": text}
 
 
-def _place_labels(ax, points: list[tuple[float, float, str]]) -> None:
-  """Annotates points with labels that do not overlap (greedy, in display coordinates)."""
+def _label_offsets() -> list[tuple[float, float]]:
+  """Candidate label offsets in points: rings of growing radius, 16 directions each."""
+  out = []
+  for radius in (8, 16, 26, 38, 52, 68, 86):
+    for k in range(16):
+      angle = 2 * math.pi * (k / 16 + 1 / 32)   # off the axes, so no label sits on an error bar
+      out.append((radius * math.cos(angle), radius * math.sin(angle)))
+  return out
+
+
+def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> list:
+  """Annotates points with labels that overlap neither each other nor a point.
+
+  Greedy in display coordinates: each label takes the nearest free offset in
+  rings around its point, inside the axes, with a thin leader line, in the
+  point's colour. A label
+  with no free place in any ring is numbered at its point and listed under
+  the plot instead. Returns the labels' boxes (display coordinates).
+  """
+  from matplotlib.text import Text
   fig = ax.figure
   fig.canvas.draw()
-  placed = []
-  offsets = [(6, 6), (6, -12), (-6, 6), (-6, -12), (6, 16), (6, -22), (-6, 16), (-6, -22),
-             (14, 0), (-14, 0), (6, 26), (6, -32)]
   renderer = fig.canvas.get_renderer()
-  for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
-    for dx, dy in offsets:
+  frame = ax.get_window_extent(renderer)
+  marks = []
+  for x, y, *_ in points:
+    px, py = ax.transData.transform((x, y))
+    marks.append(matplotlib_bbox(px - 4, py - 4, px + 4, py + 4))
+  placed, unplaced = [], []
+  for x, y, text, color in sorted(points, key=lambda p: (-p[1], p[0])):
+    for dx, dy in _label_offsets():
       ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
-                        ha="left" if dx >= 0 else "right",
-                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"})
-      box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
-      if not any(box.overlaps(b) for b in placed):
+                        color=color,
+                        ha="left" if dx >= 0 else "right", va="center",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color,
+                                    "shrinkA": 0, "shrinkB": 2})
+      ann.update_positions(renderer)
+      box = Text.get_window_extent(ann, renderer).expanded(1.04, 1.15)   # the text, not its line
+      inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                and box.y1 <= frame.y1)
+      if inside and not any(box.overlaps(b) for b in placed + marks):
         placed.append(box)
         break
       ann.remove()
     else:
-      ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=7)
-      placed.append(ann.get_window_extent(renderer))
+      unplaced.append((x, y, text))
+  for k, (x, y, text) in enumerate(unplaced, 1):
+    ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(0, 5), fontsize=6,
+                ha="center")
+  if unplaced:
+    ax.text(0.0, -0.16, "  ".join(f"{k}: {t}" for k, (_, _, t) in enumerate(unplaced, 1)),
+            transform=ax.transAxes, fontsize=7, va="top")
+  return placed
+
+
+def matplotlib_bbox(x0: float, y0: float, x1: float, y1: float):
+  from matplotlib.transforms import Bbox
+  return Bbox([[x0, y0], [x1, y1]])
 
 
 def plot_pareto(path: Path, stats: dict, labels: list[str], setting: str) -> None:
@@ -216,19 +253,19 @@ def plot_pareto(path: Path, stats: dict, labels: list[str], setting: str) -> Non
     (x, xs), (y, ys) = stats[label]["s/request"], stats[label]["relative F (per seed)"]
     if x is None or y is None or not (math.isfinite(x) and x > 0):
       continue
-    ax.errorbar([x], [y], xerr=[xs or 0.0], yerr=[ys or 0.0], fmt="o", ms=4, capsize=2)
-    points.append((x, y, label))
+    bar = ax.errorbar([x], [y], xerr=[xs or 0.0], yerr=[ys or 0.0], fmt="o", ms=4, capsize=2)
+    points.append((x, y, label, bar[0].get_color()))
   retrain = stats.get("oracle", {}).get("s/request", (None, None))[0]
   if retrain:
     ax.axvline(retrain, color="k", ls="--", lw=0.8)
-    points.append((retrain, 1.0, "retrain"))
+    points.append((retrain, 1.0, "retrain", "k"))
     ax.plot([retrain], [1.0], "k*", ms=9)
   ax.set_xscale("log")
   ax.set_xlabel("seconds per request (log scale; reference training included)")
   ax.set_ylabel("relative F, per-seed protocol (1 = retraining)")
   ax.set_title(f"{setting}: forgetting quality against cost (mean ± std over seeds)")
   ax.grid(alpha=0.3)
+  fig.tight_layout()          # fix the axes first: labels are placed in display coordinates
   _place_labels(ax, points)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)

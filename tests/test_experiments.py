@@ -112,3 +112,27 @@ def test_quality_phi_plots_every_population_against_retraining(tmp_path):
   assert phi.shape[0] == 4 and np.all(np.isfinite(phi))
   assert (out / "quality_phi.png").stat().st_size > 1000
   assert "| isr |" in (out / "quality_phi.md").read_text()
+
+
+def test_pareto_labels_overlap_neither_each_other_nor_a_point():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from experiments import audit_methods
+  fig, ax = plt.subplots(figsize=(8.5, 5.2))
+  ax.set_xscale("log")
+  rng = np.random.default_rng(0)      # 16 methods in a tight cluster, as on the memorised set
+  points = [(0.1 * (1 + 0.1 * rng.random()), 0.05 * rng.random(), f"method_{i}", "C0")
+            for i in range(16)]
+  ax.plot([p[0] for p in points], [p[1] for p in points], "o")
+  ax.set_xlim(0.01, 1.0)
+  ax.set_ylim(-0.05, 1.05)
+  audit_methods._place_labels(ax, points)
+  fig.canvas.draw()                     # measure what was drawn, not what the function returns
+  renderer = fig.canvas.get_renderer()
+  labels = [t for t in ax.texts if t.get_text().startswith("method_")]
+  assert sorted(t.get_text() for t in labels) == sorted(p[2] for p in points)  # all beside points
+  boxes = [matplotlib.text.Text.get_window_extent(t, renderer) for t in labels]
+  for i, a in enumerate(boxes):
+    assert not any(a.overlaps(b) for b in boxes[i + 1:])
+  plt.close(fig)
