@@ -49,14 +49,27 @@ def lite(lr=0.01, epochs=3, tau=1.2, label=None, **hp) -> C:
 
 
 def isr(lr=0.002, end=0.2, mix=0.1, batch=12, steps="recipe", tau=1.2, label=None) -> C:
-  """Importance-sampled retraining: a fresh model, as many Adam steps as retraining takes
+  """Importance-sampled retraining, the library's ``importance_retrain`` (run as a registered
+  method, through ``populations.unlearn_member``): a fresh model, as many Adam steps as
+  retraining takes (``steps="recipe"``: train.epochs x floor(|D_r| / train.batch_size) =
+  20 x floor(|D_r| / 64)) or ``steps`` steps, each on ``batch`` rows of D_r drawn by loss,
+  the learning rate cosine from ``lr`` to ``end`` x ``lr``, logits * ``tau``."""
+  return C(label or f"isr_b{batch}_lr{lr}_end{end}_mix{mix}_tau{tau}", "importance_retrain",
+           {"steps": steps, "learning_rate": lr, "remain_batch_size": batch,
+            "importance_retrain.mix": mix, "importance_retrain.end_fraction": end,
+            "importance_retrain.temperature": tau}, kind="baseline")
+
+
+def isr_q_is(lr=0.002, end=0.2, mix=0.1, batch=12, steps="recipe", tau=1.2, label=None) -> C:
+  """isr as the log's figures were measured: the harness's own plugin (methods.ImportanceRetrain,
+  ``q_is``) from ``prepare``'s fresh initialisation, as many Adam steps as retraining takes
   (``steps="recipe"``: 20 x floor(|D_r| / 64)) or ``steps`` steps, each of ``batch`` rows of
-  D_r drawn by loss (methods.ImportanceRetrain), logits * ``tau``. The library's loop runs
-  21 passes of ceil(|D_r| / 64) steps; steps past the last are no-ops (not counted)."""
+  D_r drawn by loss, logits * ``tau``. The library's loop runs 21 passes of ceil(|D_r| / 64)
+  steps; steps past the last are no-ops (not counted)."""
   hp = {"tau": tau, "mix": mix, "refresh": 1e9, "end_frac": end}
   if steps != "recipe":
     hp["max_steps"] = float(steps)
-  return C(label or f"isr_b{batch}_lr{lr}_end{end}_mix{mix}_tau{tau}", "q_is",
+  return C(label or f"q_is_b{batch}_lr{lr}_end{end}_mix{mix}_tau{tau}", "q_is",
            {"epochs": 21, "learning_rate": lr, "remain_batch_size": 64,
             "forget_batch_size": 16, "q_is.batch": str(batch),
             "q_is.steps": "recipe" if steps == "recipe" else "max_steps"},
@@ -67,6 +80,8 @@ CANDIDATES = {
     "lite": lambda: lite(),
     "lite_t115": lambda: lite(tau=1.15),
     "isr": lambda: isr(),
+    # the same recipe through the harness's own q_is plugin (how the log's isr rows ran)
+    "isr_q_is": lambda: isr_q_is(),
     # the first population of isr (isr_b12_lr0.002_end0.2_mix0.1_tau1.2) ran with a fixed
     # 1,020 steps; on the memorised set (|D_r| = 3,300) the recipe's step count is the same
     "isr1020": lambda: isr(steps=1020),
@@ -125,6 +140,9 @@ def cost(lab, cand: C) -> dict:
     total = (max_epochs * k * fbs + e * (rsteps - k) * rbs) * (1 + 1 / 3)   # + teacher fwd
   elif m == "bad_teacher":
     total = e * fsteps * (fbs + rbs) * (1 + 2 / 3)     # + the two teachers' forward passes
+  elif m == "importance_retrain":
+    steps = int(u.get("steps", 0)) or e * rsteps
+    total = steps * rbs
   elif m == "q_is":
     b = int(cand.unlearn["q_is.batch"])
     if cand.unlearn.get("q_is.steps") == "recipe":

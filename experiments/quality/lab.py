@@ -2,8 +2,8 @@
 
 For one (seed, forget set) it builds and caches, once:
 
-* the work dir's single original (the pipeline's ``original`` stage, as
-  ``jaxunlearn run`` / ``audit`` train it);
+* the work dir's single original (the request's ``original`` stage, as
+  ``jaxunlearn run`` / ``audit`` train it: :func:`jaxunlearn.request.open_request`);
 * ``retrain`` and ``oracle`` (N models each on D_r) and ``none`` (N models on
   all of D with their own seeds; their parameters are kept: they are the
   per-seed originals);
@@ -15,7 +15,8 @@ For one (seed, forget set) it builds and caches, once:
 A candidate then costs only its unlearning populations: N runs from the
 single original and N runs from the ``none`` members (per-seed protocol),
 each a ``populations.run_population`` of a member built on
-``unlearn.make_unlearn_fn``. Figures: the epsilon-score's F and F relative to
+``unlearn.make_unlearn_fn`` (lab methods) or on the library's
+``populations.unlearn_member`` (registered methods). Figures: the epsilon-score's F and F relative to
 the oracle's, phi median, spread ratio, test and remain accuracy, the cost in
 examples processed, and U-LiRA on demand.
 
@@ -33,15 +34,12 @@ labelled as such).
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
 import sys
 import time
-import zlib
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-from jaxunlearn import audit as audit_lib, methods, pipeline, populations as pops  # noqa: E402
-from jaxunlearn import splits as splits_lib, train as train_lib, unlearn as unlearn_lib  # noqa: E402
-from jaxunlearn import workdir as workdir_lib  # noqa: E402
+from jaxunlearn import auditor as auditor_lib, methods, plan as plan_lib  # noqa: E402
+from jaxunlearn import populations as pops, request as request_lib, splits as splits_lib  # noqa: E402
+from jaxunlearn import stop as stop_lib, train as train_lib, unlearn as unlearn_lib  # noqa: E402
 from jaxunlearn.audits import epsilon as eps_lib, phi as phi_lib, ulira as ulira_lib  # noqa: E402
 
 WORKROOT = ROOT / "runs" / "quality"
@@ -64,12 +62,14 @@ REF_SIZE = 400
 SELECTION_SEED = 100
 
 
-def make_config(seed: int, forget: str, holdout: int = HOLDOUT, n_models: int = 32):
+def make_config(seed: int, forget: str, holdout: int = HOLDOUT, n_models: int = 32,
+                overrides: dict | None = None):
   """quick_audit's setting (MLP 128 on mnist5k) with a held-out split and D_s inside it.
 
   forget: ``flip`` (100 label-flipped images, quick_audit's default), ``random``
   (quick's random 1%) or ``backdoor`` (100 images with quick_backdoor's trigger,
-  relabelled to class 0).
+  relabelled to class 0). ``overrides``: dotted config fields set last (tests point
+  the harness at a tiny dataset with them).
   """
   from configs import quick_audit, quick_backdoor
   c = quick_audit.get_config()
@@ -93,6 +93,12 @@ def make_config(seed: int, forget: str, holdout: int = HOLDOUT, n_models: int = 
       c.backdoor[k] = b.backdoor[k]
   else:
     raise ValueError(forget)
+  for field, value in (overrides or {}).items():
+    node = c
+    *parents, leaf = field.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
   return c
 
 
@@ -135,25 +141,23 @@ class Lab:
   """The cached populations of one (seed, forget set) and the evaluation of candidates."""
 
   def __init__(self, seed: int = SELECTION_SEED, forget: str = "flip", holdout: int = HOLDOUT,
-               n_models: int = 32, workroot: Path = WORKROOT, ulira: bool = False):
+               n_models: int = 32, workroot: Path = WORKROOT, ulira: bool = False,
+               overrides: dict | None = None):
     self.seed, self.forget, self.n_models = seed, forget, n_models
-    cfg = make_config(seed, forget, holdout, n_models)
+    cfg = make_config(seed, forget, holdout, n_models, overrides)
     self.workdir = Path(workroot) / f"s{seed}_{forget}_h{holdout}"
-    ctx = pipeline.build_context(cfg, self.workdir)
-    self.ctx, self.cfg = ctx, ctx.cfg
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    self._lock = workdir_lib.Lock(ctx.workdir, wait=True)
-    self._lock.__enter__()
-    pipeline.claim_workdir(ctx)
-    k_orig = jax.random.split(ctx.key, 4)[0]
     t0 = time.perf_counter()
-    self.original = pipeline.train_stage(ctx, "original", ctx.splits.train_idx,
-                                         epochs=self.cfg.train.epochs, key=k_orig,
-                                         protected=True)
-    self.a = audit_lib._Auditor(ctx, self.original)
-    s = ctx.splits
+    # The library's request: validated, the work dir locked (waiting for another holder)
+    # and claimed, its original restored or trained; held until close().
+    self._stack = contextlib.ExitStack()
+    req = self._stack.enter_context(
+        request_lib.open_request(cfg, self.workdir, methods=(), wait=True))
+    self.req, self.cfg = req, req.cfg
+    self.original = req.original
+    self.a = auditor_lib.Auditor(req)
+    s = req.splits
     self.s = s
-    self.apply = pops._apply(ctx.model, self.original.batch_stats)
+    self.apply = pops._apply(req.model, self.original.batch_stats)
     # The held-out split minus D_s: examples no original, no retrain and no reference saw.
     self.cal_idx = np.setdiff1d(s.holdout_idx, s.reference_idx)
     self.x_all, self.y_all = self.a.x_all, self.a.y_all
@@ -177,29 +181,28 @@ class Lab:
 
   def _train_refs(self, name: str, size: int) -> dict:
     """``size`` references on the fixed D_s (reference.epochs each), parameters kept."""
-    cfg, ctx = self.cfg, self.ctx
+    cfg, req = self.cfg, self.req
     rows = self.s.reference_idx
     n_rows = rows.size
     epochs = int(cfg.reference.epochs)
     steps = epochs * max(1, n_rows // min(cfg.train.batch_size, n_rows))
     opt = train_lib.make_optimizer(cfg.train, steps)
-    member = audit_lib._member(
-        ("ref", repr(ctx.model), epochs, n_rows),
-        lambda: pops.train_member(ctx.model, opt, ctx.data.input_shape, epochs=epochs,
+    member = auditor_lib._member(
+        ("ref", repr(req.model), epochs, n_rows),
+        lambda: pops.train_member(req.model, opt, req.data.input_shape, epochs=epochs,
                                   batch_size=min(cfg.train.batch_size, n_rows),
                                   keep_params=True))
-    state = jax.eval_shape(lambda k: train_lib.init_state(ctx.model, opt, k,
-                                                          ctx.data.input_shape),
-                           jax.random.key(0))
+    variables = req.abstract_variables()
     pop = pops.Population(
         name=name, size=size, member=member, shared=(jnp.asarray(rows, jnp.int32), self.x_all,
                                                      self.y_all, self.a.data),
         spec={**self.a.base_spec, "kind": "reference", "epochs": epochs,
               "rows": splits_lib.index_hash(rows)},
-        keep_params=True, abstract_params=(state.params, state.batch_stats))
+        keep_params=True, abstract_params=(variables["params"], variables["batch_stats"]))
     t = time.perf_counter()
-    out = pops.run_population(pop, audit_lib._key(cfg, name), ctx.cache, n_audit=self.a.n,
-                              chunk_size=32, mesh=ctx.mesh, progress=False)
+    out = pops.run_population(pop, auditor_lib._key(self.a.seed, name), req.cache,
+                              n_audit=self.a.n_audit, chunk_size=32, mesh=req.mesh,
+                              progress=False)
     self.timing[f"{name}_s"] = time.perf_counter() - t
     return out
 
@@ -219,11 +222,17 @@ class Lab:
 
   # --- candidates --------------------------------------------------------------------
 
-  def _unlearn_cfg(self, cand: Candidate):
-    u = copy.deepcopy(self.cfg.unlearn)
+  def _unlearn_cfg(self, cand: Candidate, n_remain: int | None = None):
+    """The candidate's ``unlearn`` block. ``steps="recipe"`` becomes retraining's step count
+    on a D_r of ``n_remain`` rows (default: the work dir's D_r): ``train.epochs`` x
+    floor(n_remain / ``train.batch_size``)."""
+    u = ml_collections.ConfigDict(self.cfg.unlearn.to_dict())
     with u.unlocked():
       u.method = cand.method
       for field, value in cand.unlearn.items():
+        if field == "steps" and value == "recipe":
+          n_r = int(self.s.remain_idx.size) if n_remain is None else int(n_remain)
+          value = int(self.cfg.train.epochs) * (n_r // int(self.cfg.train.batch_size))
         node = u
         *parents, leaf = field.split(".")
         for p in parents:
@@ -235,7 +244,7 @@ class Lab:
 
   def _lab_member(self, cand: Candidate, u, n_forget: int, n_remain: int):
     from experiments.quality import methods as qm
-    model, shape = self.ctx.model, self.ctx.data.input_shape
+    model, shape = self.req.model, self.req.data.input_shape
     method = methods.resolve_method(cand.method, u)
     hp = {**methods.get(cand.method).hparams, **cand.hparams}
     hp = unlearn_lib.as_hparams({"learning_rate": float(u.learning_rate), **hp})
@@ -260,16 +269,18 @@ class Lab:
           method, apply_fn, epochs=int(u.epochs), n_forget=n_forget, n_remain=n_remain,
           forget_batch_size=int(u.forget_batch_size),
           remain_batch_size=int(u.remain_batch_size), optimizer_cfg=u, init_fn=init_fn,
-          stop=pops.pipeline_stop_rule(u))
+          stop=stop_lib.resolve(u))
       new_params, _ = run(params0, inputs, run_key, hp)
       if data is None:
         return new_params
-      return pops.evaluate(apply_fn, new_params, data)
+      return pops.member_record(apply_fn, new_params, data)
     return member
 
   def run_many(self, cand: Candidate, m: int = 32, seed: int = 0, protocol: str = "single",
                extra=None):
-    """Parameters ``[m, ...]`` after m runs of a lab candidate (uncached)."""
+    """Parameters ``[m, ...]`` after m runs of a candidate (uncached)."""
+    if cand.kind == "baseline":
+      return self._run_many_baseline(cand, m, seed, protocol)
     s = self.s
     u = self._unlearn_cfg(cand)
     member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
@@ -289,6 +300,40 @@ class Lab:
                           + (None,) * (len(args) - n_mapped)))
     return fn(keys, *args)
 
+  def _run_many_baseline(self, cand: Candidate, m: int, seed: int, protocol: str):
+    """:meth:`run_many` of a registered method without a reference model: its plan's run
+    (as ``populations.unlearn_member`` builds it) from the single original or from the
+    first m ``none`` members."""
+    s, req = self.s, self.req
+    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand),
+                              where=f"candidate {cand.label!r}")
+    if plan.needs_reference:
+      raise ValueError(f"run_many: {cand.label!r} uses a reference model; run its population "
+                       "(Lab.unlearn) instead")
+    n_f, n_r = int(s.forget_idx.size), int(s.remain_idx.size)
+    x_f, y_f = self.x_all[s.forget_idx], self.y_all[s.forget_idx]
+    x_r, y_r = self.x_all[s.remain_idx], self.y_all[s.remain_idx]
+
+    def member(key, params, batch_stats):
+      apply_fn = pops._apply(req.model, batch_stats)
+      _, run_key = jax.random.split(key)
+      inputs = plan.build_inputs(x_forget=x_f, y_forget=y_f, x_remain=x_r, y_remain=y_r,
+                                 heldout=self.a.heldout,
+                                 original_logits=lambda x: apply_fn(params, x))
+      run = plan.make_fn(apply_fn, model=req.model, input_shape=req.data.input_shape,
+                         batch_stats=batch_stats, n_forget=n_f, n_remain=n_r)
+      new, _ = run(params, inputs, run_key, plan.hparam_arrays())
+      return new["params"] if run.bn_train else new
+
+    if protocol == "single":
+      params, bstats, axes = self.original.params, self.original.batch_stats, (0, None, None)
+    else:
+      params = jax.tree.map(lambda a: jnp.asarray(a[:m]), self.none["params"])
+      bstats = jax.tree.map(lambda a: jnp.asarray(a[:m]), self.none["batch_stats"])
+      axes = (0, 0, 0)
+    keys = jax.random.split(jax.random.key(1000 + seed), m)
+    return jax.jit(jax.vmap(member, in_axes=axes))(keys, params, bstats)
+
   def score_params(self, params, label: str, taus=(1.0,)) -> list:
     """Probe figures of stacked params at several output temperatures (logits * tau)."""
     from experiments.quality import methods as qm
@@ -297,7 +342,7 @@ class Lab:
       p = jax.vmap(lambda q: qm.scale_last_layer(q, tau))(params)
       data = self._audit_data("all")
       out = jax.device_get(jax.jit(jax.vmap(
-          lambda q, d: pops.evaluate(self.apply, q, d), in_axes=(0, None)))(p, data))
+          lambda q, d: pops.member_record(self.apply, q, d), in_axes=(0, None)))(p, data))
       n_f, n_c = int(self.s.forget_idx.size), int(self.cal_idx.size)
       phi = np.asarray(out["phi"])
       o = {**out, "phi": phi[:, :n_f]}
@@ -307,7 +352,7 @@ class Lab:
         r[f"{a}_z_median"] = zc["z_median"]
         r[f"{a}_absz_median"] = zc["absz_median"]
       if phi.shape[0] >= 16:
-        e = audit_lib._epsilon(o, self.retrain)
+        e = epsilon_entry(o, self.retrain)
         r["F"] = e["forgetting_quality"]
         r["relF_vs_oracle32"] = e["forgetting_quality"] / self.eps_oracle["forgetting_quality"]
         r["spread_ratio"] = e["spread_ratio"]
@@ -334,19 +379,19 @@ class Lab:
     (run i from none member i); or explicit per-member params and rows (U-LiRA)."""
     s, a = self.s, self.a
     name = name or f"{cand.label}__{protocol}"
-    u = self._unlearn_cfg(cand)
     if cand.kind == "baseline":
       if protocol == "single":
-        return a.unlearn_population(name, cand.label, u)
+        return self._baseline_population(name, cand)
       if protocol == "perseed":
         n = self.n_models
         params = jax.tree.map(jnp.asarray, self.none["params"])
         batch_stats = jax.tree.map(jnp.asarray, self.none["batch_stats"])
         f_rows = np.tile(s.forget_idx, (n, 1))
         r_rows = np.tile(s.remain_idx, (n, 1))
-      return a.unlearn_population(name, cand.label, u, params=params, batch_stats=batch_stats,
-                                  f_rows=f_rows, r_rows=r_rows, masks=masks)
+      return self._baseline_population(name, cand, params=params, batch_stats=batch_stats,
+                                       f_rows=f_rows, r_rows=r_rows, masks=masks)
     # lab candidates
+    u = self._unlearn_cfg(cand)
     n = self.n_models
     k = max(cand.n_refs, 1)
     if protocol == "single":
@@ -369,7 +414,7 @@ class Lab:
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_remain = int(np.shape(r_rows)[-1])
     qm_path = ROOT / "experiments" / "quality" / "methods.py"
-    member = audit_lib._member(
+    member = auditor_lib._member(
         ("lab", cand.label, json.dumps(dataclasses.asdict(cand), sort_keys=True, default=str),
          n_forget, n_remain, source_hash(qm_path)),
         lambda: self._lab_member(cand, u, n_forget, n_remain))
@@ -383,7 +428,52 @@ class Lab:
               "protocol": protocol, "code": source_hash(qm_path),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
-    return a.run(pop, masks or {})
+    return a._run(pop, masks or {})
+
+  def _baseline_population(self, name: str, cand: Candidate, *, params=None, batch_stats=None,
+                           f_rows=None, r_rows=None, masks=None) -> dict:
+    """N runs of a registered method through the library's own member
+    (``populations.unlearn_member`` on the candidate's plan, as ``jaxunlearn audit`` builds
+    it); per-member originals and rows when given, else the work dir's.
+
+    A method with a reference model draws its own D_s (|D_s| rows) from the member's D_r
+    and trains it in every run (reference mode ``draw``), whatever ``reference.source``
+    says: the harness's baselines as they were measured.
+    """
+    req, cfg, s, a = self.req, self.cfg, self.s, self.a
+    per_member = params is not None
+    if not per_member:
+      params, batch_stats = self.original.params, self.original.batch_stats
+      f_rows, r_rows = s.forget_idx, s.remain_idx
+    n_forget, n_remain = int(np.shape(f_rows)[-1]), int(np.shape(r_rows)[-1])
+    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand, n_remain),
+                              where=f"candidate {cand.label!r}")
+    reference, ref_spec = None, None
+    if plan.needs_reference:
+      n_ref = int(s.reference_idx.size)
+      steps = int(cfg.reference.epochs) * max(1, n_ref // min(cfg.train.batch_size, n_ref))
+      reference = pops.ReferenceSettings(
+          mode="draw", size=n_ref, epochs=int(cfg.reference.epochs),
+          optimizer=train_lib.make_optimizer(cfg.train, steps),
+          batch_size=int(cfg.train.batch_size))
+      ref_spec = {"size": n_ref, "epochs": cfg.reference.epochs, "mode": "draw"}
+    spec = {**plan.spec(), **({"reference": ref_spec} if ref_spec else {})}
+    member = auditor_lib._member(
+        ("unlearn", repr(req.model), tuple(req.data.input_shape), json.dumps(spec, sort_keys=True),
+         json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain),
+        lambda: pops.unlearn_member(req.model, req.data.input_shape, plan, n_forget=n_forget,
+                                    n_remain=n_remain, reference=reference))
+    args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
+    rest = (self.x_all, self.y_all, a.heldout, (), a.data)
+    pop = pops.Population(
+        name=name, size=int(np.shape(f_rows)[0]) if per_member else self.n_models,
+        member=member, mapped=args if per_member else (),
+        shared=rest if per_member else args + rest,
+        spec={**a.base_spec, "kind": "unlearn", "label": cand.label, **spec,
+              "train": cfg.train.to_dict(),
+              "rows": splits_lib.index_hash(np.concatenate(
+                  [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
+    return a._run(pop, masks or {})
 
   def probe(self, cand: Candidate, m: int = 4, extra=None, seed: int = 0,
             protocol: str = "single", audit_set: str = "forget") -> dict:
@@ -427,7 +517,7 @@ class Lab:
     r["protocol"] = protocol
     r["audit_set"] = audit_set
     if m >= 16 and audit_set in ("forget", "all"):
-      e = audit_lib._epsilon(out, self.retrain)
+      e = epsilon_entry(out, self.retrain)
       r["F"] = e["forgetting_quality"]
       r["relF_vs_oracle32"] = e["forgetting_quality"] / self.eps_oracle["forgetting_quality"]
       r["spread_ratio"] = e["spread_ratio"]
@@ -471,11 +561,11 @@ class Lab:
             else None,
             "test_acc": float(np.mean(out["test_acc"])),
             "test_gap": float(np.mean(out["test_acc"]) - np.mean(self.retrain["test_acc"])),
-            "retain_acc": float(np.mean(out["retain_acc"])), "wall_s": wall}
+            "retain_acc": float(np.mean(out["remain_acc"])), "wall_s": wall}
 
   def score(self, out: dict) -> dict:
     """F, relative F, phi median, spread ratio and accuracies against ``retrain``."""
-    e = audit_lib._epsilon(out, self.retrain)
+    e = epsilon_entry(out, self.retrain)
     return {"F": e["forgetting_quality"], "relF": e["forgetting_quality"]
             / self.eps_oracle["forgetting_quality"],
             "eps_median": e["eps_median"], "phi_median": e["phi_median"],
@@ -515,7 +605,7 @@ class Lab:
 
   def prepare_ulira(self):
     cfg, s, a = self.cfg, self.s, self.a
-    masks = audit_lib.ulira_masks(cfg, s.n_forget)
+    masks = ulira_lib.game_masks(cfg.audit.ulira, s.n_forget, a.seed)
     keep, forget, groups = masks["keep"], masks["forget"], masks["groups"]
     self.u_masks = {k: masks[k] for k in ("in_mask", "out_mask", "groups")}
     self.u_full = masks
@@ -529,7 +619,7 @@ class Lab:
     self.u_f_rows = np.stack([s.forget_idx[f] for f in forget])
     self.u_retrain = a.train_population("ulira_retrain_control", self.u_left_rows,
                                         masks=self.u_masks)
-    self.u_identity = {k: self.u_originals[k][groups] for k in ("phi", "retain_acc", "test_acc")}
+    self.u_identity = {k: self.u_originals[k][groups] for k in ("phi", "remain_acc", "test_acc")}
     self.u_groups = groups
     self.ulira_ready = True
 
@@ -552,7 +642,7 @@ class Lab:
       out = self.unlearn(cand, "explicit", params=params, batch_stats=bstats, refs=refs,
                          f_rows=self.u_f_rows, r_rows=self.u_left_rows, name=name,
                          masks=self.u_masks)
-    rep = audit_lib._ulira(out, self.u_full)
+    rep = ulira_entry(out, self.u_full)
     res = {"label": cand.label, "seed": self.seed, "forget": self.forget, "ulira": rep,
            "candidate": dataclasses.asdict(cand), "note": note}
     if log:
@@ -563,11 +653,28 @@ class Lab:
   def ulira_controls(self) -> dict:
     if not self.ulira_ready:
       self.prepare_ulira()
-    return {"retrain_control": audit_lib._ulira(self.u_retrain, self.u_full),
-            "identity_control": audit_lib._ulira(self.u_identity, self.u_full)}
+    return {"retrain_control": ulira_entry(self.u_retrain, self.u_full),
+            "identity_control": ulira_entry(self.u_identity, self.u_full)}
 
   def close(self):
-    self._lock.__exit__(None, None, None)
+    self._stack.close()
+
+
+def epsilon_entry(unlearned: dict, retrained: dict) -> dict:
+  """The epsilon-score's row of a population against ``retrained`` (F, eps, phi median,
+  spread, accuracies: ``epsilon.population_entry``), D_r's accuracy as ``retain_acc``
+  (the key of the harness's records)."""
+  e = eps_lib.population_entry(unlearned, retrained)
+  e["retain_acc"] = e.pop("remain_acc")
+  return e
+
+
+def ulira_entry(record: dict, masks: dict) -> dict:
+  """U-LiRA's row of a population (``ulira.population_entry``, no permutation null), D_r's
+  accuracy as ``retain_acc``."""
+  e = ulira_lib.population_entry(record, masks)
+  e["retain_acc"] = e.pop("remain_acc")
+  return e
 
 
 def fmt(res: dict) -> str:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn import methods
-from jaxunlearn.methods import base, phases
+from jaxunlearn.methods import base, helpers
 
 
 @dataclasses.dataclass
@@ -238,7 +238,7 @@ class Reconverge(methods.Method):
 
     def finish(state):
       return scale_last_layer(state.extra, env.hparams["tau"])
-    return base.UnlearningMethod(init, step, finish=finish)
+    return base.UpdateRule(init, step, finish=finish)
 
 
 def scale_last_layer(params, tau):
@@ -285,7 +285,7 @@ class ImportanceRetrain(methods.Method):
     opt = own_optimizer(env, hp, "adam")
 
     def all_losses(params):
-      lg = phases.batched_apply(env.apply_fn, params, x)
+      lg = helpers.batched_apply(env.apply_fn, params, x)
       return optax.softmax_cross_entropy_with_integer_labels(lg.astype(jnp.float32), y)
 
     total = env.epochs * env.steps_per_epoch
@@ -334,7 +334,7 @@ class ImportanceRetrain(methods.Method):
 
     def finish(state):
       return scale_last_layer(state.params, hp["tau"])
-    return base.UnlearningMethod(init, step, finish=finish)
+    return base.UpdateRule(init, step, finish=finish)
 
 
 # --- preparation: targets, calibration, per-run randomness ---------------------------------
