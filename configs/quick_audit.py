@@ -29,7 +29,9 @@ unlearned twice, forgetting a random half of the D_f images it kept.
 
 Measured (seed 0, 2 CPU cores shared with other jobs, load average 4-5;
 jax 0.10.2; ``audit.protocol=both``). Memorised D_f (100 label-flipped
-images), 357 s of populations (6 min 7 s wall):
+images), 357 s of populations (6 min 7 s wall). The ``isr`` rows were added
+by a rerun on an idle machine (2026-11-29, 3 min 12 s wall with ``isr``;
+every other figure the same to the digits shown):
 
     epsilon-score, N = 32 + 32   F      rel. F  phi median  spread  test acc
     oracle (retrain vs retrain)  0.168  1.00    -11.61      0.97    0.939
@@ -38,10 +40,12 @@ images), 357 s of populations (6 min 7 s wall):
       lightweight_quick          0.000  0.00     -1.56      0.21    0.932
       lightweight_paper          0.000  0.00     -0.83      0.09    0.930
       finetune                   0.000  0.00     -0.62      0.09    0.937
+      isr                        0.104  0.62    -11.43      1.05    0.939
     per-seed protocol (run i from original i):
       lightweight_quick          0.000  0.00     -1.32      0.49    0.931
       lightweight_paper          0.000  0.00     -0.48      0.60    0.931
       finetune                   0.000  0.00     -0.44      0.53    0.934
+      isr                        0.120  0.71    -11.47      1.06    0.939
 
     U-LiRA (16 x 2 models)       bal. acc (null q99)  AUC (null q99)  TPR@1%FPR
     retrain_control              0.507 (0.541)        0.475 (0.537)   0.005
@@ -49,6 +53,7 @@ images), 357 s of populations (6 min 7 s wall):
     lightweight_quick            0.992 (0.558)        1.000 (0.532)   0.990
     lightweight_paper            0.997 (0.560)        1.000 (0.528)   0.999
     finetune                     0.998 (0.562)        1.000 (0.530)   1.000
+    isr                          0.521 (0.548)        0.498 (0.552)   0.005
 
 The controls behave: no unlearning scores F = 0 against the oracle's 0.168,
 U-LiRA separates it almost perfectly, and the retrain control sits inside
@@ -58,7 +63,11 @@ settings moves phi on D_f from -0.39 to -1.56 where retrained models give
 -11.6 (``audit_phi.png``), and U-LiRA still tells its forgotten examples
 from never-seen ones 99% of the time. Runs from one original spread far less
 than retrains (spread 0.09-0.21); runs from per-seed originals spread more
-(0.49-0.60), which is not enough when the mean is this far off.
+(0.49-0.60), which is not enough when the mean is this far off. ``isr``
+(``importance_retrain``: a fresh model on D_r at 0.19 of retraining's
+examples, docs/quality.md) lands phi at -11.4 with retraining's spread,
+0.62-0.71 of the oracle's F, and U-LiRA cannot tell its forgotten examples
+from never-seen ones (inside the null).
 
 Random forgetting (the override in the second command: quick's random 1%,
 40 unmodified images), 394 s of populations (6 min 47 s wall):

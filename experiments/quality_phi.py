@@ -26,11 +26,14 @@ the audit computes it.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import common
+import numpy as np  # noqa: E402
+
+from experiments import common  # noqa: E402
 
 NAME = "quality_phi"
 
@@ -114,7 +117,7 @@ def plot(path: Path, phi: dict, title: str) -> None:
   bx.axvline(0, color="black", lw=0.8)
   bx.set_xlabel("per-example bias z, in retraining's std (0: retraining)")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
 
 
