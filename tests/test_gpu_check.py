@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py --smoke: the accelerator check's own code, at toy sizes on CPU."""
+"""benchmarks/gpu_check.py --smoke (the accelerator check at toy sizes on CPU) and profile_unlearn.py."""
 
 import json
 
@@ -23,3 +23,22 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
   assert "SMOKE" in text and "(projection)" in text and "Speedup table" in text
   assert r["smoke"]
 
+
+
+def test_profile_unlearn_times_every_piece_of_the_driver(tmp_path):
+  from benchmarks import profile_unlearn
+  from tests import tiny
+  from jaxunlearn import parallel
+  npz = tiny.write_npz(tmp_path / "t.npz")
+  jit_before = parallel.jit
+  r = profile_unlearn.main(["--model", "mlp", "--dataset", f"npz:{npz}", "--n-forget", "6",
+                            "--n-remain", "40", "--forget-batch-size", "4",
+                            "--remain-batch-size", "8", "--epochs", "2", "--repeats", "1"])
+  pieces = r["pieces"]
+  assert set(pieces) == {"start", "rows", "step", "epoch_end", "finish", "summary"}
+  # 6 forget rows in batches of 4: 2 steps an epoch (the last batch wraps around), 2 epochs.
+  assert r["steps"] == 4 and pieces["step"]["calls_per_run"] == 4
+  assert pieces["rows"]["calls_per_run"] == 2 and pieces["epoch_end"]["calls_per_run"] == 2
+  assert sum(p["ms_per_run"] for p in pieces.values()) <= r["run_ms"] * 1.01
+  assert r["unlearn_step_ms"] > 0 and r["train_step_ms"] > 0
+  assert parallel.jit is jit_before      # the driver's own compilation is put back
