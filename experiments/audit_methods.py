@@ -192,16 +192,16 @@ def _label_offsets() -> list[tuple[float, float]]:
   return out
 
 
-def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> list:
+def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> None:
   """Annotates points with labels that overlap neither each other nor a point.
 
   Greedy in display coordinates: each label takes the nearest free offset in
   rings around its point, inside the axes, with a thin leader line, in the
-  point's colour. A label
-  with no free place in any ring is numbered at its point and listed under
-  the plot instead. Returns the labels' boxes (display coordinates).
+  point's colour. A label with no free place in any ring is numbered at its
+  point and listed under the plot instead.
   """
   from matplotlib.text import Text
+  from matplotlib.transforms import Bbox
   fig = ax.figure
   fig.canvas.draw()
   renderer = fig.canvas.get_renderer()
@@ -209,7 +209,7 @@ def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> list:
   marks = []
   for x, y, *_ in points:
     px, py = ax.transData.transform((x, y))
-    marks.append(matplotlib_bbox(px - 4, py - 4, px + 4, py + 4))
+    marks.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
   placed, unplaced = [], []
   for x, y, text, color in sorted(points, key=lambda p: (-p[1], p[0])):
     for dx, dy in _label_offsets():
@@ -234,12 +234,6 @@ def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> list:
   if unplaced:
     ax.text(0.0, -0.16, "  ".join(f"{k}: {t}" for k, (_, _, t) in enumerate(unplaced, 1)),
             transform=ax.transAxes, fontsize=7, va="top")
-  return placed
-
-
-def matplotlib_bbox(x0: float, y0: float, x1: float, y1: float):
-  from matplotlib.transforms import Bbox
-  return Bbox([[x0, y0], [x1, y1]])
 
 
 def plot_pareto(path: Path, stats: dict, labels: list[str], setting: str) -> None:
