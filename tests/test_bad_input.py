@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 from jaxunlearn import cli, data, pipeline, splits
 from jaxunlearn.errors import (ConfigError, DataError, JaxUnlearnError, SplitError,
                                WorkdirError)
-from tests import tiny
+from tests.support import tiny
 
 N = tiny.N_TRAIN
 

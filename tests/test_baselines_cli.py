@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxunlearn import cli, methods
-from tests import tiny
+from tests.support import tiny
 
 
 @pytest.fixture(scope="module")

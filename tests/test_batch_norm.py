@@ -16,7 +16,7 @@ import pytest
 
 from jaxunlearn import checkpoint, methods, models, pipeline, train, unlearn
 from jaxunlearn.methods import bad_teacher
-from tests import tiny
+from tests.support import tiny
 
 RESNET = {"model": "resnet18", "eval__evaluators": (), "retrain__enabled": False}
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-import tiny
+from tests.support import tiny
 from jaxunlearn import cli, config, plugins
 
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from tests import tiny
+from tests.support import tiny
 
 
 def test_compare_methods_tiny(tmp_path, monkeypatch):

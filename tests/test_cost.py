@@ -11,7 +11,7 @@ import pytest
 from jaxunlearn import cost, methods, models, pipeline, train, unlearn
 from jaxunlearn import plan as plan_lib
 from jaxunlearn.errors import ConfigError
-from tests import tiny
+from tests.support import tiny
 
 F = 1.0 / 3.0   # one example forward only
 # n_forget=10, n_remain=50, batches 4 and 8, 2 epochs: an epoch over D_f is 3 steps (the

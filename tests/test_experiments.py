@@ -76,7 +76,7 @@ def test_distributions(out, tiny_npz):
 
 
 def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
-  import tiny
+  from tests.support import tiny
   from benchmarks import speedup_modes
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   res = speedup_modes.main(["--config", str(tiny.CONFIG), "--out", str(tmp_path / "out"),
@@ -95,7 +95,7 @@ def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
 
 def test_quality_phi_plots_every_population_against_retraining(tmp_path):
   from experiments import quality_phi
-  from tests import tiny
+  from tests.support import tiny
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   sets = [f"dataset=npz:{npz}", "audit.num_models=4", "audit.chunk_size=4",
           "label_flip.enabled=True", "eval.evaluators=()",

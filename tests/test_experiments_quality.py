@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tiny
+from tests.support import tiny
 
 QUALITY = Path(__file__).resolve().parents[1] / "experiments" / "quality"
 MODULES = sorted(p.stem for p in QUALITY.glob("*.py") if p.stem != "__init__")

@@ -2,7 +2,7 @@
 
 import json
 
-import tests.tiny  # noqa: F401  (puts the repository on sys.path)
+import tests.support.tiny  # noqa: F401  (puts the repository on sys.path)
 
 
 def test_gpu_check_smoke_writes_every_part(tmp_path):
@@ -27,7 +27,7 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
 
 def test_profile_unlearn_times_every_piece_of_the_driver(tmp_path):
   from benchmarks import profile_unlearn
-  from tests import tiny
+  from tests.support import tiny
   from jaxunlearn import parallel
   npz = tiny.write_npz(tmp_path / "t.npz")
   jit_before = parallel.jit

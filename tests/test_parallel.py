@@ -1,8 +1,8 @@
 """Tests of jaxunlearn.parallel: sharded training, unlearning, evaluation and shadows.
 
 This process has one CPU device. The 8-device checks run in a subprocess
-(tests/sharding_checks.py) because XLA_FLAGS must be set before JAX starts;
-the multi-process checks start two local processes (tests/multiprocess_worker.py)
+(tests/support/sharding_checks.py) because XLA_FLAGS must be set before JAX starts;
+the multi-process checks start two local processes (tests/support/multiprocess_worker.py)
 joined by ``jax.distributed`` on 127.0.0.1 and compare with this process.
 """
 
@@ -18,12 +18,13 @@ import jax
 import numpy as np
 import pytest
 
-import scale_problem as sp
+from tests.support import scale_problem as sp
 from jaxunlearn import cli, config, parallel, train
 from jaxunlearn.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+SUPPORT = TESTS / "support"
 TOL = 1e-5
 
 
@@ -41,7 +42,7 @@ def eight(tmp_path_factory):
   """The 8-device results; ``eight['reference']``: one-device results (arrays)."""
   ref_path = tmp_path_factory.mktemp("eight_devices") / "reference.npz"
   proc = subprocess.run(
-      [sys.executable, str(TESTS / "sharding_checks.py"), str(ref_path)], capture_output=True,
+      [sys.executable, str(SUPPORT / "sharding_checks.py"), str(ref_path)], capture_output=True,
       text=True, timeout=300, env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -128,7 +129,7 @@ def _run_two_processes(outdir: Path, timeout: float = 240.0) -> list:
       log = open(outdir / f"log_{pid}.txt", "w")
       logs.append(log)
       procs.append(subprocess.Popen(
-          [sys.executable, str(TESTS / "multiprocess_worker.py"), str(pid), str(port),
+          [sys.executable, str(SUPPORT / "multiprocess_worker.py"), str(pid), str(port),
            str(outdir)], stdout=log, stderr=subprocess.STDOUT, env=_env()))
     deadline = time.monotonic() + timeout
     codes = []

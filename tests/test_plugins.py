@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tiny
+from tests.support import tiny
 from jaxunlearn import cli, evaluators, methods, pipeline
 from jaxunlearn.errors import ConfigError
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ import pytest
 from jaxunlearn import auditor, plan, transforms
 from jaxunlearn.audits import ulira
 from jaxunlearn.errors import ConfigError
-from tests import tiny
+from tests.support import tiny
 
-KILLPOINT_DIR = Path(__file__).resolve().parent / "killpoint"
+KILLPOINT_DIR = tiny.KILLPOINT_DIR
 OVERRIDES = {"audit__num_models": 4, "audit__chunk_size": 2, "audit__methods": ("finetune",),
              "audit__ulira__num_originals": 6, "audit__ulira__forget_sets_per_original": 1,
              "label_flip__enabled": True}
@@ -150,7 +149,7 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
 
 def test_eight_devices_give_the_same_phi_as_one():
   env = tiny.subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run([sys.executable, str(Path(__file__).parent / "population_checks.py")],
+  proc = subprocess.run([sys.executable, str(tiny.REPO_ROOT / "tests" / "support" / "population_checks.py")],
                         capture_output=True, text=True, timeout=180, env=env, cwd=tiny.REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])

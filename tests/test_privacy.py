@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jaxunlearn import request, checkpoint, pipeline, splits as splits_lib, stages, train as train_lib
 from jaxunlearn.errors import SplitError
-from tests import tiny
+from tests.support import tiny
 
 
 # --- D_s never touches D_f ---------------------------------------------------

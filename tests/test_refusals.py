@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxunlearn import checkpoint, cli, populations, scripts, train
-from tests import tiny
+from tests.support import tiny
 
 
 @pytest.fixture

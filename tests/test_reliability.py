@@ -1,6 +1,6 @@
 """Interruption, resume, corruption, determinism and non-finite losses, end to end.
 
-Every test runs the real pipeline on the tiny config (tests/tiny_config.py);
+Every test runs the real pipeline on the tiny config (tests/support/tiny_config.py);
 the interruption test SIGKILLs real ``jaxunlearn run`` subprocesses.
 """
 
@@ -18,9 +18,9 @@ import pytest
 
 from jaxunlearn import request, checkpoint, cli, pipeline, splits as splits_lib
 from jaxunlearn.errors import NonFiniteError
-from tests import tiny
+from tests.support import tiny
 
-KILLPOINT_DIR = Path(__file__).resolve().parent / "killpoint"
+KILLPOINT_DIR = tiny.KILLPOINT_DIR
 
 
 def _run_until_paused(npz, workdir, point, scratch) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import tiny  # noqa: E402
+from tests.support import tiny  # noqa: E402
 
 STORED = Path(__file__).resolve().parent / "data" / "tiny_unlearned.npz"
 

@@ -7,7 +7,7 @@ import pytest
 
 from jaxunlearn import methods, tuning, unlearn
 from jaxunlearn.errors import ConfigError
-from tests import tiny
+from tests.support import tiny
 from tests.test_baselines import _fn, _inputs_for, _toy, apply_fn
 
 

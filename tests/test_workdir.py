@@ -6,15 +6,14 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-import tiny
+from tests.support import tiny
 from jaxunlearn import request, pipeline, splits as splits_lib, workdir as workdir_lib
 from jaxunlearn.errors import NonFiniteError, WorkdirError
 
-KILLPOINT_DIR = Path(__file__).resolve().parent / "killpoint"
+KILLPOINT_DIR = tiny.KILLPOINT_DIR
 
 
 def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes(tmp_path):

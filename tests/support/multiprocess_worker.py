@@ -18,7 +18,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import scale_problem as sp  # noqa: E402
+from tests.support import scale_problem as sp  # noqa: E402
 from jaxunlearn import checkpoint, config, parallel, train  # noqa: E402
 
 NUM_PROCESSES = 2

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import scale_problem as sp
+from tests.support import scale_problem as sp
 from jaxunlearn import parallel, train
 from jaxunlearn.errors import ConfigError
 

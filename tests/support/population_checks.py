@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from jaxunlearn import models, parallel, plan, plugins, populations as pops, stages  # noqa: E402
-from tests import tiny  # noqa: E402
+from tests.support import tiny  # noqa: E402
 
 
 def main():

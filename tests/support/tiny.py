@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG = REPO_ROOT / "tests" / "tiny_config.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG = REPO_ROOT / "tests" / "support" / "tiny_config.py"
+# Put on a subprocess's PYTHONPATH to pause it at a chosen point (see its sitecustomize.py).
+KILLPOINT_DIR = REPO_ROOT / "tests" / "killpoint"
 
 N_TRAIN = 240
 N_TEST = 60

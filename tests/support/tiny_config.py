@@ -1,6 +1,6 @@
 """Tiny test config: a one-hidden-layer MLP on a synthetic 8x8 npz dataset.
 
-    jaxunlearn run --config tests/tiny_config.py --workdir DIR \
+    jaxunlearn run --config tests/support/tiny_config.py --workdir DIR \
         --config.dataset=npz:PATH
 
 Sizes are chosen for speed, not accuracy: a whole run takes seconds on CPU.
