@@ -1,20 +1,293 @@
-"""Bad input refused before any work: one line naming the field or file and the fix, exit 2,
-the work directory byte-identical, and no stage trained (training, saving and populations
-raise inside these tests, so reaching them fails the test instead of timing it).
+"""Bad input everywhere a user can reach it: refused before any work, in one line, exit 2.
 
-One test per class of failure (each parametrised over its examples):
-silent wrong results, late failures, resource bounds, tracebacks, misleading messages.
+Every refusal of ``jaxunlearn run`` and ``jaxunlearn audit`` is one row of
+``REFUSALS``: the extra command-line arguments, the words the error line must
+hold, and (where ``pipeline.run`` reaches it) the exception type the API
+raises. One test runs every row in-process against a copy of a finished tiny
+run that it must leave byte-for-byte unchanged (and, for ``fresh`` rows, also
+against a work directory that must still not exist), with training, saving and
+populations made to raise, so reaching them fails the row instead of timing
+it. Adding a refusal is adding a row.
+
+Below the table: refusals that need more than a row (the scripts in
+``experiments/`` and ``benchmarks/``, plugins, the real program in a
+subprocess, an unwritable directory), and index files and arrays fuzzed with
+hypothesis through the API.
 """
 
+import ast
+import dataclasses
+import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
-from jaxunlearn import checkpoint, cli, populations, scripts, train
+from jaxunlearn import checkpoint, cli, data, pipeline, populations, scripts, splits, train
+from jaxunlearn.errors import (ConfigError, DataError, JaxUnlearnError, SplitError,
+                               WorkdirError)
 from tests.support import tiny
+
+N = tiny.N_TRAIN
+X, Y, XT, YT = tiny.make_arrays()
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+  id: str
+  args: tuple | Callable          # extra CLI arguments, or setup(tmp, npz) -> arguments
+  words: tuple                    # each must be in the one error line
+  error: type | None = None       # what pipeline.run raises, checked too where given
+  command: str = "run"
+  fresh: bool = False             # also refused on a work dir that does not exist yet
+  workdir: Callable | None = None  # (tmp, finished) -> the work dir, instead of the finished one
+  private: bool = False           # the setup changes the data: run on a copy of run and data
+
+  def extra(self, tmp, npz) -> list:
+    return list(self.args(tmp, npz) if callable(self.args) else self.args)
+
+
+def _index_file(name, content: bytes | str | np.ndarray | list):
+  def setup(tmp, npz):
+    path = tmp / name
+    if isinstance(content, (np.ndarray, list)):
+      np.save(path, np.asarray(content))
+    else:
+      path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return ["--config.forget.mode=indices", f"--config.forget.index_file={path}"]
+  return setup
+
+
+def _npz(**arrays):
+  def setup(tmp, npz):
+    path = tmp / "bad.npz"
+    base = dict(zip(("x_train", "y_train", "x_test", "y_test"), tiny.make_arrays()))
+    base.update(arrays)
+    np.savez(path, **{k: v for k, v in base.items() if v is not None})
+    return [f"--config.dataset=npz:{path}"]
+  return setup
+
+
+def _raw(content: bytes):
+  def setup(tmp, npz):
+    path = tmp / "raw.npz"
+    path.write_bytes(content)
+    return [f"--config.dataset=npz:{path}"]
+  return setup
+
+
+def _config_file(body):
+  def setup(tmp, npz):
+    path = tmp / "bad_config.py"
+    path.write_text("from jaxunlearn.plugins import default_config\n\n\ndef get_config():\n"
+                    f"  c = default_config()\n  c.model = 'mlp'\n  {body}\n  return c\n")
+    return [f"--config={path}"]
+  setup.config_file = True
+  return setup
+
+
+def _no_get_config(tmp, npz):
+  path = tmp / "no_get_config.py"
+  path.write_text("X = 1\n")
+  return [f"--config={path}"]
+
+
+def _rewrite_npz(tmp, npz):
+  x, y, xt, yt = tiny.make_arrays(seed=7)
+  np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
+  return []
+
+
+def _file(path: Path, mode=0o644, text="x") -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+  path.chmod(mode)
+  return path
+
+
+def _audit_specs(*specs):
+  return ("--config.audit.num_models=4", "--config.audit.statistics=('epsilon',)",
+          f"--config.audit.methods={tuple(specs)!r}")
+
+
+def _audit(id, *specs_and_words, **kw):
+  """An ``audit`` row refusing an ``audit.methods`` entry (the last argument: the words)."""
+  *specs, words = specs_and_words
+  return Refusal(id, _audit_specs(*specs), words, command="audit", **kw)
+
+
+R, A = Refusal, _audit
+REFUSALS = [
+    # Configs.
+    R("unknown-override", ("--config.train.epoch=3",), ("unknown config field",), fresh=True),
+    R("unknown-in-file", _config_file("c.train.epoch = 3"), ("unknown config field 'train.epoch'",),
+      ConfigError, fresh=True),
+    R("wrong-type-flag", ("--config.train.epochs=two",), ("bad flags",), fresh=True),
+    R("wrong-type-file", _config_file("c.unlearn.lam = 'big'"), ("lam",), fresh=True),
+    R("negative-forget-size", ("--config.forget.size=-3",), ("'forget.size' must be >= 0",),
+      error=ConfigError, fresh=True),
+    R("zero-batch", ("--config.train.batch_size=0",), ("'train.batch_size' must be > 0",),
+      error=ConfigError, fresh=True),
+    R("negative-epochs", ("--config.unlearn.epochs=-1",), ("'unlearn.epochs' must be > 0",),
+      error=ConfigError, fresh=True),
+    R("negative-reference", ("--config.reference.size=-5",),
+      ("'reference.size' must be a fraction < 1 or a whole count",), error=ConfigError, fresh=True),
+    R("fraction-one", ("--config.forget.size=0", "--config.forget.fraction=1.0"),
+      ("'forget.fraction' must be in (0, 1)",), error=ConfigError, fresh=True),
+    R("fraction-above-one", ("--config.forget.fraction=1.5",),
+      ("'forget.fraction' must be in (0, 1)",), error=ConfigError, fresh=True),
+    R("forget-everything", (f"--config.forget.size={N}",),
+      ("must be smaller than the training set",), error=SplitError, fresh=True),
+    R("reference-above-remain", ("--config.reference.size=229",), ("larger than the remain set",),
+      error=SplitError, fresh=True),
+    R("reference-fraction-above-remain", ("--config.reference.size=0.99",),
+      ("larger than the remain set",), error=SplitError, fresh=True),
+    R("reference-fractional-count", ("--config.reference.size=2.5",),
+      ("'reference.size' must be a fraction < 1 or a whole count",), error=ConfigError, fresh=True),
+    R("holdout-keeps-nearly-everything", ("--config.holdout.size=0.99",),
+      ("holdout.size", "lower holdout.size")),
+    R("nan-learning-rate", ("--config.train.learning_rate=nan",), ("finite",), error=ConfigError,
+      fresh=True),
+    R("inf-learning-rate", ("--config.unlearn.learning_rate=inf",), ("finite",),
+      error=ConfigError, fresh=True),
+    R("lam-zero", ("--config.unlearn.lam=0",), ("unlearn.lam must be in (0, 1]",),
+      error=ConfigError, fresh=True),
+    R("negative-seed", ("--config.seed=-1",), ("'seed' must be >= 0",), error=ConfigError,
+      fresh=True),
+    R("bad-forget-seed", ("--config.forget.seed=-2",), ("'forget.seed'",), error=ConfigError,
+      fresh=True),
+    R("class-not-int", ("--config.forget.mode=class", "--config.forget.classes=('a',)"),
+      ("forget.classes",), error=ConfigError, fresh=True),
+    R("class-absent", ("--config.forget.mode=class", "--config.forget.classes=(7,)"),
+      ("no training example has class",), error=SplitError, fresh=True),
+    R("bad-choice", ("--config.train.optimizer=adagrad",), ("train.optimizer",),
+      error=ConfigError, fresh=True),
+    R("unknown-method", ("--config.unlearn.method=no_such_method",),
+      ("unknown unlearning method",), error=ConfigError, fresh=True),
+    R("unknown-model", ("--config.model=transformer",), ("unknown model",), fresh=True),
+    R("model-does-not-fit-data", _config_file("c.model = 'lenet5'"),
+      ("cannot take inputs of shape",), fresh=True),
+    R("unknown-dataset", ("--config.dataset=imagenet",), ("unknown dataset",), error=DataError,
+      fresh=True),
+    R("missing-config-file", lambda tmp, npz: [f"--config={tmp / 'nope.py'}"],
+      ("cannot load the config file",), fresh=True),
+    R("broken-config-file", _config_file("c.train.epochs = (((("),
+      ("cannot load the config file",), fresh=True),
+    R("config-file-without-get_config", _no_get_config, ("get_config",)),
+    # Silent wrong results otherwise.
+    R("data-rewritten-under-the-same-path", _rewrite_npz, ("other data", "restore"), private=True),
+    R("index-file-without-mode-indices", lambda tmp, npz: _index_file("f.txt", "1 2 3\n")(tmp, npz)[1:],
+      ("forget.index_file", "forget.mode=indices")),
+    R("stray-label-beyond-the-classes", _npz(y_train=np.r_[Y[:-1], 9]),
+      ("never occur in y_train", "num_classes")),
+    R("label-outside-the-declared-classes", ("--config.num_classes=3",),
+      ("out of range", "num_classes")),
+    R("0..255-float-images", _npz(x_train=255.0 * X), ("outside [0, 1]", "input_scale")),
+    # Index files.
+    R("index-not-integer", _index_file("f.txt", "1 2 three"), ("must hold whole numbers only",),
+      error=SplitError, fresh=True),
+    R("index-fraction-text", _index_file("f.txt", "1.5 2"), ("whole numbers",)),
+    R("index-fraction", _index_file("f.txt", "1, 2.5"), ("non-integer",), error=SplitError,
+      fresh=True),
+    R("index-float-npy", _index_file("f.npy", [1.0, 2.5]), ("non-integer",), error=SplitError,
+      fresh=True),
+    R("index-out-of-range", _index_file("f.txt", f"3 {N}"), ("outside [0, 240)",),
+      error=SplitError, fresh=True),
+    R("index-negative", _index_file("f.txt", "-1 5"), ("outside [0, 240)",), error=SplitError,
+      fresh=True),
+    R("index-huge", _index_file("f.txt", "5 " + "9" * 30), ("outside [0, 240)",),
+      error=SplitError, fresh=True),
+    R("index-duplicate", _index_file("f.txt", "4\n7\n4\n"), ("duplicate indices, e.g. 4",),
+      error=SplitError, fresh=True),
+    R("index-empty", _index_file("f.txt", ""), ("is empty",), error=SplitError, fresh=True),
+    R("index-empty-npy", _index_file("f.npy", np.zeros(0, np.int64)), ("is empty",),
+      error=SplitError, fresh=True),
+    R("index-2d-npy", _index_file("f.npy", np.arange(6).reshape(2, 3)), ("1-D",),
+      error=SplitError, fresh=True),
+    R("index-damaged-npy", _index_file("f.npy", b"\x93NUMPY\x01\x00garbage"), ("cannot read",),
+      error=SplitError, fresh=True),
+    R("index-binary-text", _index_file("f.txt", b"\xff\xfe\x00\x01"), ("cannot read",),
+      error=SplitError, fresh=True),
+    R("index-all", _index_file("f.txt", " ".join(map(str, range(N)))), ("nothing would remain",),
+      error=SplitError, fresh=True),
+    R("index-missing", lambda tmp, npz: ["--config.forget.mode=indices",
+                                         f"--config.forget.index_file={tmp / 'none.txt'}"],
+      ("does not exist",), error=SplitError, fresh=True),
+    R("index-is-a-directory", lambda tmp, npz: ["--config.forget.mode=indices",
+                                                f"--config.forget.index_file={tmp}"],
+      ("is a directory",)),
+    # Arrays.
+    R("npz-missing", lambda tmp, npz: [f"--config.dataset=npz:{tmp / 'none.npz'}"],
+      ("does not exist",), error=DataError, fresh=True),
+    R("npz-lengths", _npz(y_train=Y[:-1]), ("has 240 rows but y_train has 239",),
+      error=DataError, fresh=True),
+    R("npz-nan", _npz(x_train=np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X)),
+      ("NaN or infinite",), error=DataError, fresh=True),
+    R("npz-negative-label", _npz(y_test=np.where(np.arange(YT.size) == 0, -1, YT)),
+      ("negative label",), error=DataError, fresh=True),
+    R("npz-fractional-label", _npz(y_train=Y + 0.5), ("non-integer float labels",),
+      error=DataError, fresh=True),
+    R("npz-onehot-labels", _npz(y_train=np.eye(4)[Y]), ("labels must be 1-D",), error=DataError,
+      fresh=True),
+    R("npz-rank", _npz(x_train=X.reshape(-1), x_test=XT.reshape(-1)), ("inputs must be",),
+      error=DataError, fresh=True),
+    R("npz-shape-mismatch", _npz(x_test=XT[:, :4]), ("must share one per-example shape",),
+      error=DataError, fresh=True),
+    R("npz-missing-array", _npz(y_test=None), ("lacks the arrays y_test",), error=DataError,
+      fresh=True),
+    R("npz-not-zip", _raw(b"this is not a zip archive" * 10),
+      ("not an .npz archive", "numpy.savez"), error=DataError, fresh=True),
+    # Work directories.
+    R("workdir-is-file", (), ("is a file",), error=WorkdirError,
+      workdir=lambda tmp, fin: _file(tmp / "afile")),
+    R("workdir-parent-is-file", (), ("is a file",), error=WorkdirError,
+      workdir=lambda tmp, fin: _file(tmp / "exe", mode=0o755) / "sub" / "work"),
+    R("workdir-other-config", ("--config.train.epochs=3",),
+      ("holds a run of a different config",), error=WorkdirError, workdir=lambda tmp, fin: fin),
+    R("workdir-bad-run-json", (), ("unreadable",), error=WorkdirError,
+      workdir=lambda tmp, fin: _file(tmp / "wd" / "run.json", text="{half").parent),
+    # Unlearning plans of the audit (audit.methods entries) and the audit's own settings:
+    # everything that can be checked without training is.
+    A("audit-zero-learning-rate", "finetune:learning_rate=0.0",
+      ("audit.methods entry", "learning_rate", "> 0")),
+    A("audit-negative-learning-rate", "finetune:learning_rate=-0.1",
+      ("audit.methods entry", "learning_rate")),
+    A("audit-zero-epochs", "finetune:epochs=0", ("audit.methods entry", "epochs", "> 0")),
+    A("audit-spec-overriding-the-method", "mine=finetune:method=lightweight",
+      ("audit.methods entry", "label=lightweight")),
+    A("audit-unknown-method", "nope", ("audit.methods entry 'nope'", "unknown method")),
+    A("audit-non-number-hyperparameter", "lightweight:lam=abc",
+      ("audit.methods entry", "lam", "number")),
+    A("audit-unknown-stop", "finetune:stop=sometimes", ("stop", "one of")),
+    A("audit-unknown-kl_reduction", "lightweight:kl_reduction=max", ("kl_reduction", "one of")),
+    A("audit-unknown-optimizer", "finetune:optimizer=lion", ("optimizer", "one of")),
+    A("audit-unknown-schedule", "finetune:schedule=wavy", ("schedule", "one of")),
+    A("audit-tol-without-a-reference", "finetune:tol=0.1", ("tol", "reference")),
+    A("audit-nan-learning-rate", "finetune:learning_rate=nan", ("learning_rate", "finite")),
+    A("audit-zero-forget-batch", "finetune:forget_batch_size=0", ("forget_batch_size", "> 0")),
+    R("audit-one-ulira-original", ("--config.audit.num_models=4",
+                                   "--config.audit.methods=('finetune',)",
+                                   "--config.audit.ulira.num_originals=1"),
+      ("audit.ulira.num_originals", "raise"), command="audit"),
+    R("audit-two-ulira-originals", ("--config.audit.num_models=4",
+                                    "--config.audit.methods=('finetune',)",
+                                    "--config.audit.ulira.num_originals=2",
+                                    "--config.audit.ulira.forget_sets_per_original=1"),
+      ("audit.ulira.num_originals",), command="audit"),
+    R("audit-negative-plot_examples", ("--config.audit.epsilon.plot_examples=-1",),
+      ("audit.epsilon.plot_examples", ">= 1"), command="audit"),
+    R("audit-population-too-large-for-memory", ("--config.audit.num_models=1000000000",
+                                                "--config.audit.methods=('finetune',)"),
+      ("GiB", "audit.num_models", "limit", "host memory", "1000000000 models"), command="audit"),
+]
+del R, A
 
 
 @pytest.fixture
@@ -27,91 +300,99 @@ def no_work(monkeypatch):
   monkeypatch.setattr(populations, "run_population", refuse)
 
 
-@pytest.fixture
-def finished(tmp_path):
-  """A copy of a finished tiny run: ``(npz, workdir)``."""
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """``(npz, workdir)``: a copy of a finished tiny run (with an earlier audit) that every
+  row must leave byte-for-byte unchanged."""
   npz, src, _ = tiny.finished_run()
-  workdir = tmp_path / "work"
+  workdir = tmp_path_factory.mktemp("refusals") / "finished"
   shutil.copytree(src, workdir)
-  local = tmp_path / "tiny.npz"
-  shutil.copy(npz, local)
-  return local, workdir
+  (workdir / "audit.json").write_text("{}")     # an earlier audit must not be retired
+  return npz, workdir
 
 
-def _refused(command, npz, workdir, extra, capsys, words):
-  """Runs the CLI; asserts exit 2, one line holding every word, and an unchanged work dir."""
-  before = tiny.tree_snapshot(workdir)
-  args = [command, f"--config={tiny.CONFIG}", f"--workdir={workdir}",
-          f"--config.dataset=npz:{npz}", "--config.eval.evaluators=()", *extra]
-  code = cli.main(["jaxunlearn", *args])
-  err = capsys.readouterr().err.strip()
+def _one_line(code, err) -> str:
+  """Asserts exit status 2 and one error line (notes aside, no traceback); returns the line."""
   assert code == 2, err
-  lines = [x for x in err.splitlines() if not x.startswith("jaxunlearn: note:")]
+  lines = [x for x in err.strip().splitlines() if not x.startswith("jaxunlearn: note:")]
   assert len(lines) == 1, err
-  for word in words:
-    assert word in lines[0], (word, lines[0])
-  assert tiny.tree_snapshot(workdir) == before
+  assert lines[0].startswith("jaxunlearn: ") and "Traceback" not in err
   return lines[0]
 
 
-def _audit_specs(*specs):
-  return ["--config.audit.num_models=4", "--config.audit.statistics=('epsilon',)",
-          f"--config.audit.methods={tuple(specs)!r}"]
+def _workdirs(case, tmp, fin):
+  if case.workdir is not None:
+    return [case.workdir(tmp, fin)]
+  return [tmp / "fresh" / "work", fin] if case.fresh else [fin]
 
 
-# --- 1. silent wrong results ---------------------------------------------------------------
+@pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.id)
+def test_refused(case, finished, tmp_path, capsys, no_work):
+  npz, fin = finished
+  if case.private:
+    npz = Path(shutil.copy(npz, tmp_path / "tiny.npz"))
+    fin = Path(shutil.copytree(fin, tmp_path / "private"))
+  extra = case.extra(tmp_path, npz)
+  for workdir in _workdirs(case, tmp_path, fin):
+    before = tiny.tree_snapshot(workdir)
+    args = tiny.cli_args(npz, workdir, "--config.eval.evaluators=()", *extra)
+    code = cli.main(["jaxunlearn", case.command, *args[1:]])
+    out = capsys.readouterr()
+    line = _one_line(code, out.err)
+    for word in case.words:
+      assert word in line, (word, line)
+    assert out.out == ""
+    assert tiny.tree_snapshot(workdir) == before, f"{workdir} changed"
 
 
-def _rewrite_npz(npz):
-  x, y, xt, yt = tiny.make_arrays(seed=7)
-  np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
+def _overrides(args):
+  """``--config.a.b=v`` flags as ``tiny.config`` keyword overrides."""
+  out = {}
+  for a in args:
+    key, _, value = a[len("--config."):].partition("=")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      if value in ("nan", "inf"):
+        value = float(value)
+    out[key.replace(".", "__")] = value
+  return out
 
 
-def _npz_with(tmp, **arrays):
-  path = tmp / "other.npz"
-  base = dict(zip(("x_train", "y_train", "x_test", "y_test"), tiny.make_arrays()))
-  base.update(arrays)
-  np.savez(path, **base)
-  return path
+# Rows that pipeline.run reaches: a run with an API error type, on the tiny config file.
+API_REFUSALS = [c for c in REFUSALS if c.error is not None and c.command == "run"
+                and not getattr(c.args, "config_file", False)]
 
 
-SILENT = {
-    "data rewritten under the same path": (
-        "run", lambda tmp, npz: (_rewrite_npz(npz), [])[1], ["other data", "restore"]),
-    "index file without mode=indices": (
-        "run", lambda tmp, npz: [f"--config.forget.index_file={tmp / 'idx.txt'}"],
-        ["forget.index_file", "forget.mode=indices"]),
-    "audit spec with a zero learning rate": (
-        "audit", lambda tmp, npz: _audit_specs("finetune:learning_rate=0.0"),
-        ["audit.methods entry", "learning_rate", "> 0"]),
-    "audit spec with a negative learning rate": (
-        "audit", lambda tmp, npz: _audit_specs("finetune:learning_rate=-0.1"),
-        ["audit.methods entry", "learning_rate"]),
-    "audit spec with zero epochs": (
-        "audit", lambda tmp, npz: _audit_specs("finetune:epochs=0"),
-        ["audit.methods entry", "epochs", "> 0"]),
-    "audit spec overriding the method": (
-        "audit", lambda tmp, npz: _audit_specs("mine=finetune:method=lightweight"),
-        ["audit.methods entry", "label=lightweight"]),
-    "a stray label beyond the classes": (
-        "run", lambda tmp, npz: [f"--config.dataset=npz:{_npz_with(tmp, y_train=np.r_[tiny.make_arrays()[1][:-1], 9])}"],
-        ["never occur in y_train", "num_classes"]),
-    "a label outside the declared classes": (
-        "run", lambda tmp, npz: ["--config.num_classes=3"],
-        ["out of range", "num_classes"]),
-    "0..255 float images": (
-        "run", lambda tmp, npz: [f"--config.dataset=npz:{_npz_with(tmp, x_train=255.0 * tiny.make_arrays()[0])}"],
-        ["outside [0, 1]", "input_scale"]),
-}
+@pytest.mark.parametrize("case", API_REFUSALS, ids=lambda c: c.id)
+def test_api_raises_the_specific_type(case, tmp_path, finished, no_work):
+  npz, fin = finished
+  overrides = _overrides(case.extra(tmp_path, npz))
+  dataset = overrides.pop("dataset", f"npz:{npz}")
+  workdir = case.workdir(tmp_path, fin) if case.workdir else tmp_path / "work"
+  before = tiny.tree_snapshot(workdir)
+  cfg = tiny.config(npz, **overrides)
+  cfg.dataset = dataset
+  with pytest.raises(case.error) as info:
+    pipeline.run(cfg, workdir)
+  for word in case.words:
+    assert word in str(info.value), (word, str(info.value))
+  assert tiny.tree_snapshot(workdir) == before
 
 
-@pytest.mark.parametrize("case", list(SILENT), ids=list(SILENT))
-def test_silent_wrong_results_are_refused(case, finished, tmp_path, capsys, no_work):
-  npz, workdir = finished
-  (tmp_path / "idx.txt").write_text("1 2 3\n")
-  command, setup, words = SILENT[case]
-  extra = setup(tmp_path, npz)
-  _refused(command, npz, workdir, extra, capsys, words)
+def test_every_error_is_a_value_error_subclass():
+  # Callers that predate the specific types catch ValueError; keep that working.
+  for error in (ConfigError, DataError, SplitError, WorkdirError):
+    assert issubclass(error, JaxUnlearnError) and issubclass(error, ValueError)
+
+
+# --- Refusals that need more than a row ---------------------------------------------------------
+
+
+def _private_copy(finished, tmp):
+  """A copy of the finished run that a test may change: ``(npz, workdir)``."""
+  npz, fin = finished
+  return npz, Path(shutil.copytree(fin, tmp / "private"))
 
 
 def test_an_empty_workdir_is_refused(tmp_path, capsys, no_work, monkeypatch):
@@ -124,9 +405,15 @@ def test_an_empty_workdir_is_refused(tmp_path, capsys, no_work, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.npz"]
 
 
-def test_an_old_workdir_records_its_data_hash_once(finished, capsys):
-  import json
-  npz, workdir = finished
+def test_cli_usage_errors(capsys):
+  assert cli.main(["jaxunlearn", "train"]) == 2
+  _one_line(2, capsys.readouterr().err)
+  assert cli.main(["jaxunlearn", "run", f"--config={tiny.CONFIG}"]) == 2
+  assert "--workdir is required" in _one_line(2, capsys.readouterr().err)
+
+
+def test_an_old_workdir_records_its_data_hash_once(finished, tmp_path, capsys):
+  npz, workdir = _private_copy(finished, tmp_path)
   run_json = workdir / "run.json"
   saved = json.loads(run_json.read_text())
   saved["original"].pop("data_hash")
@@ -138,37 +425,27 @@ def test_an_old_workdir_records_its_data_hash_once(finished, capsys):
   assert "data_hash" in json.loads(run_json.read_text())["original"]
 
 
-# --- 2. late failures: everything that can be checked without training is ------------------
-
-LATE = {
-    "unknown stop": (_audit_specs("finetune:stop=sometimes"), ["stop", "one of"]),
-    "unknown kl_reduction": (_audit_specs("lightweight:kl_reduction=max"),
-                             ["kl_reduction", "one of"]),
-    "unknown optimizer": (_audit_specs("finetune:optimizer=lion"), ["optimizer", "one of"]),
-    "unknown schedule": (_audit_specs("finetune:schedule=wavy"), ["schedule", "one of"]),
-    "tol without a reference": (_audit_specs("finetune:tol=0.1"), ["tol", "reference"]),
-    "nan learning rate": (_audit_specs("finetune:learning_rate=nan"), ["learning_rate", "finite"]),
-    "zero forget batch": (_audit_specs("finetune:forget_batch_size=0"),
-                          ["forget_batch_size", "> 0"]),
-    "one U-LiRA original": (["--config.audit.num_models=4", "--config.audit.methods=('finetune',)",
-                             "--config.audit.ulira.num_originals=1"],
-                            ["audit.ulira.num_originals", "raise"]),
-    "two U-LiRA originals": (["--config.audit.num_models=4",
-                              "--config.audit.methods=('finetune',)",
-                              "--config.audit.ulira.num_originals=2",
-                              "--config.audit.ulira.forget_sets_per_original=1"],
-                             ["audit.ulira.num_originals"]),
-    "negative plot_examples": (["--config.audit.epsilon.plot_examples=-1"],
-                               ["audit.epsilon.plot_examples", ">= 1"]),
-}
+def test_model_that_does_not_fit_the_data_is_refused_before_any_write(tmp_path, finished):
+  npz, _ = finished
+  cfg = tiny.config(npz, model="lenet5")
+  cfg.model_kwargs = type(cfg.model_kwargs)()
+  with pytest.raises(DataError, match="lenet5.*cannot take inputs of shape"):
+    pipeline.run(cfg, tmp_path / "work")
+  assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("case", list(LATE), ids=list(LATE))
-def test_late_failures_are_caught_before_any_work(case, finished, capsys, no_work):
-  npz, workdir = finished
-  (workdir / "audit.json").write_text("{}")     # an earlier audit must not be retired
-  extra, words = LATE[case]
-  _refused("audit", npz, workdir, extra, capsys, words)
+def test_whole_numbers_are_one_rule_for_text_and_npy(tmp_path):
+  text, npy = tmp_path / "idx.txt", tmp_path / "idx.npy"
+  text.write_text("1.0 3")
+  np.save(npy, np.asarray([1.0, 3.0]))
+  np.testing.assert_array_equal(splits.read_index_file(str(text), 10), [1, 3])
+  np.testing.assert_array_equal(splits.read_index_file(str(npy), 10), [1, 3])
+
+
+def test_chunks_are_evened_out_instead_of_padding_a_whole_chunk():
+  assert populations.balanced_chunk(65, 64) == 33
+  assert populations.balanced_chunk(64, 64) == 64 and populations.balanced_chunk(10, 4) == 4
+  assert populations.balanced_chunk(3, 16) == 3
 
 
 def test_a_plugin_that_changes_parameter_shapes_is_refused_before_training(
@@ -184,35 +461,28 @@ def test_a_plugin_that_changes_parameter_shapes_is_refused_before_training(
       "    return rule._replace(finish=lambda s: jax.tree.map(lambda p: p[None], s.params))\n")
   monkeypatch.syspath_prepend(str(tmp_path))
   npz, workdir = finished
-  _refused("run", npz, workdir, ["--config.plugins=('shape_plugin',)",
-                                 "--config.unlearn.method=widen"], capsys,
-           ["widen", "structure or shape"])
+  before = tiny.tree_snapshot(workdir)
+  code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, "--config.eval.evaluators=()",
+                                                 "--config.plugins=('shape_plugin',)",
+                                                 "--config.unlearn.method=widen")])
+  line = _one_line(code, capsys.readouterr().err)
+  assert "widen" in line and "structure or shape" in line, line
+  assert tiny.tree_snapshot(workdir) == before
 
 
-# --- 3. resource bounds -------------------------------------------------------------------------
-
-
-def test_a_population_too_large_for_memory_is_refused(finished, capsys, no_work):
-  npz, workdir = finished
-  line = _refused("audit", npz, workdir, ["--config.audit.num_models=1000000000",
-                                          "--config.audit.methods=('finetune',)"],
-                  capsys, ["GiB", "audit.num_models", "limit", "host memory"])
-  assert "1000000000 models" in line
-
-
-def test_chunks_are_evened_out_instead_of_padding_a_whole_chunk():
-  assert populations.balanced_chunk(65, 64) == 33
-  assert populations.balanced_chunk(64, 64) == 64 and populations.balanced_chunk(10, 4) == 4
-  assert populations.balanced_chunk(3, 16) == 3
-
-
-# --- 4. tracebacks: one line instead ---------------------------------------------------------
-
-
-def test_a_non_number_hyperparameter_in_an_audit_spec(finished, capsys, no_work):
-  npz, workdir = finished
-  _refused("audit", npz, workdir, _audit_specs("lightweight:lam=abc"), capsys,
-           ["audit.methods entry", "lam", "number"])
+def test_a_bug_in_a_plugin_still_shows_its_traceback(finished, tmp_path, monkeypatch):
+  (tmp_path / "buggy_plugin.py").write_text(
+      "from jaxunlearn import methods\n"
+      "@methods.register('buggy')\n"
+      "class Buggy(methods.Method):\n"
+      "  inputs = ('x_remain', 'y_remain')\n"
+      "  def loss(self, params, apply_fn, batch, hp, extra):\n"
+      "    raise RuntimeError('a bug in the plugin')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  npz, workdir = _private_copy(finished, tmp_path)
+  with pytest.raises(RuntimeError, match="a bug in the plugin"):
+    cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, "--config.plugins=('buggy_plugin',)",
+                                            "--config.unlearn.method=buggy")])
 
 
 SCRIPT = {
@@ -254,7 +524,7 @@ def test_compare_methods_refuses_bad_input_in_one_line(case, tmp_path, capsys, m
 
 def test_every_script_ends_bad_input_in_one_line():
   """Each script under benchmarks/ and experiments/ runs its main through scripts.run."""
-  root = Path(__file__).resolve().parents[1]
+  root = tiny.REPO_ROOT
   mains = [p for d in ("benchmarks", "experiments") for p in sorted((root / d).glob("*.py"))
            if 'if __name__ == "__main__":' in p.read_text()]
   assert len(mains) >= 10
@@ -281,89 +551,188 @@ def test_scripts_run_passes_on_an_exit_status_and_refuses_in_one_line(capsys, mo
     assert len(err.splitlines()) == 1 and word in err, err
 
 
-def test_a_bug_in_a_plugin_still_shows_its_traceback(finished, tmp_path, monkeypatch):
-  (tmp_path / "buggy_plugin.py").write_text(
-      "from jaxunlearn import methods\n"
-      "@methods.register('buggy')\n"
-      "class Buggy(methods.Method):\n"
-      "  inputs = ('x_remain', 'y_remain')\n"
-      "  def loss(self, params, apply_fn, batch, hp, extra):\n"
-      "    raise RuntimeError('a bug in the plugin')\n")
-  monkeypatch.syspath_prepend(str(tmp_path))
-  npz, workdir = finished
-  with pytest.raises(RuntimeError, match="a bug in the plugin"):
-    cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, "--config.plugins=('buggy_plugin',)",
-                                            "--config.unlearn.method=buggy")])
+def _world_readable(path: Path) -> bool:
+  """Whether any user can reach and read ``path`` (every parent traversable)."""
+  path = Path(path).resolve()
+  if not path.stat().st_mode & 0o004:
+    return False
+  return all(p.stat().st_mode & 0o001 for p in path.parents)
 
 
-# --- 5. messages that mislead no more ------------------------------------------------------------
-
-MISLEADING = {
-    "unknown audit method": ("audit", lambda tmp: _audit_specs("nope"),
-                             ["audit.methods entry 'nope'", "unknown method"]),
-    "a directory as the index file": (
-        "run", lambda tmp: ["--config.forget.mode=indices", f"--config.forget.index_file={tmp}"],
-        ["is a directory"]),
-    "a garbage npz": ("run", lambda tmp: [f"--config.dataset=npz:{_garbage(tmp)}"],
-                      ["not an .npz archive", "numpy.savez"]),
-    "holdout keeps nearly everything": ("run", lambda tmp: ["--config.holdout.size=0.99"],
-                                        ["holdout.size", "lower holdout.size"]),
-    "a config file without get_config": ("run", lambda tmp: [f"--config={_no_get_config(tmp)}"],
-                                         ["get_config"]),
-    "a fractional index in a text file": (
-        "run", lambda tmp: ["--config.forget.mode=indices",
-                            f"--config.forget.index_file={_text(tmp, '1.5 2')}"],
-        ["whole numbers"]),
-    "a fractional index in a .npy file": (
-        "run", lambda tmp: ["--config.forget.mode=indices",
-                            f"--config.forget.index_file={_npy(tmp, [1.5, 2.0])}"],
-        ["non-integer"]),
-}
-
-
-def _garbage(tmp):
-  path = tmp / "garbage.npz"
-  path.write_bytes(b"this is not a zip archive" * 10)
-  return path
-
-
-def _no_get_config(tmp):
-  path = tmp / "no_get_config.py"
-  path.write_text("X = 1\n")
-  return path
+@pytest.mark.skipif(not hasattr(os, "seteuid"), reason="needs POSIX user ids")
+def test_unwritable_workdir_is_found_by_a_real_write(capsys):
+  """As root ``os.access`` says every directory is writable; a real write does not lie."""
+  if os.geteuid() == 0 and not _world_readable(tiny.CONFIG):
+    pytest.skip("the checkout is not readable by 'nobody', whom this test runs the CLI as")
+  import encodings.cp437  # noqa: F401  np.load's zip reader needs it; 'nobody' may not read the stdlib
+  root = Path(tempfile.mkdtemp(prefix="jaxunlearn-ro-"))
+  try:
+    root.chmod(0o755)
+    npz = tiny.write_npz(root / "tiny.npz")
+    npz.chmod(0o644)
+    parent = root / "locked"
+    parent.mkdir(mode=0o555)
+    parent.chmod(0o555)
+    workdir = parent / "work"
+    as_root = os.geteuid() == 0
+    if as_root:
+      os.seteuid(65534)  # nobody: permission bits now apply to this process
+    try:
+      assert os.access(parent, os.W_OK) == as_root  # access() checks the real uid
+      code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)])
+    finally:
+      if as_root:
+        os.seteuid(0)
+    line = _one_line(code, capsys.readouterr().err)
+    assert "not writable" in line and str(workdir) in line
+    assert not workdir.exists()
+  finally:
+    (root / "locked").chmod(0o755)
+    shutil.rmtree(root)
 
 
-def _text(tmp, content):
-  path = tmp / "idx.txt"
-  path.write_text(content)
-  return path
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in REFUSALS if c.id in
+                                  ("unknown-override", "index-out-of-range",
+                                   "workdir-parent-is-file")], ids=lambda c: c.id)
+def test_the_real_program_refuses_too(case, tmp_path, finished):
+  """A few rows through ``jaxunlearn`` in a subprocess: its exit status and stderr."""
+  npz, fin = finished
+  extra = case.extra(tmp_path, npz)
+  workdir = case.workdir(tmp_path, fin) if case.workdir else tmp_path / "work"
+  before = tiny.tree_snapshot(workdir)
+  proc = tiny.run_cli(npz, workdir, *extra)
+  line = _one_line(proc.returncode, proc.stderr)
+  for word in case.words:
+    assert word in line, (word, line)
+  assert tiny.tree_snapshot(workdir) == before
 
 
-def _npy(tmp, values):
-  path = tmp / "idx.npy"
-  np.save(path, np.asarray(values))
-  return path
+# Fuzzing through the API: only the documented exception type, or a valid result.
+
+_INDEX_TOKENS = st.one_of(
+    st.integers(-5, N + 5).map(str), st.integers(-(10**25), 10**25).map(str),
+    st.sampled_from(["", "1.5", "abc", "0x10", "1e3", "-", ",", "٣", "nan"]))
 
 
-@pytest.mark.parametrize("case", list(MISLEADING), ids=list(MISLEADING))
-def test_messages_name_what_is_wrong(case, finished, tmp_path, capsys, no_work):
-  npz, workdir = finished
-  command, setup, words = MISLEADING[case]
-  extra = setup(tmp_path)
-  configs = [a for a in extra if a.startswith("--config=")]
-  if configs:   # another config file replaces the tiny one
-    before = tiny.tree_snapshot(workdir)
-    code = cli.main(["jaxunlearn", command, *configs, f"--workdir={workdir}"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    assert all(w in err for w in words), err
-    assert tiny.tree_snapshot(workdir) == before
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tokens=st.lists(_INDEX_TOKENS, max_size=12),
+       seps=st.sampled_from([" ", ",", "\n", ", ", "\t"]))
+def test_fuzz_index_file(tmp_path, tokens, seps):
+  path = tmp_path / "fuzz.txt"
+  path.write_text(seps.join(tokens))
+  try:
+    idx = splits.read_index_file(str(path), N)
+  except SplitError:
     return
-  _refused(command, npz, workdir, extra, capsys, words)
+  values = [int(t) for t in path.read_text().replace(",", " ").split()]
+  assert idx.dtype == np.int64
+  np.testing.assert_array_equal(idx, sorted(values))
+  assert len(set(values)) == len(values) and all(0 <= v < N for v in values)
 
 
-def test_whole_numbers_are_one_rule_for_text_and_npy(tmp_path):
-  from jaxunlearn import splits
-  text, npy = _text(tmp_path, "1.0 3"), _npy(tmp_path, [1.0, 3.0])
-  np.testing.assert_array_equal(splits.read_index_file(str(text), 10), [1, 3])
-  np.testing.assert_array_equal(splits.read_index_file(str(npy), 10), [1, 3])
+_INDEX_ARRAYS = st.one_of(
+    hnp.arrays(st.sampled_from([np.int8, np.int64, np.uint64, np.float32, np.float64, np.bool_]),
+               hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=6)),
+    st.lists(st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.text(max_size=2),
+                       st.lists(st.integers(0, 5), max_size=2)), max_size=8),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(idx=_INDEX_ARRAYS, n=st.integers(1, 50))
+def test_fuzz_validate_indices(idx, n):
+  try:
+    out = splits.validate_indices(idx, n, "idx")
+  except SplitError:
+    return
+  assert out.dtype == np.int64 and out.ndim == 1 and out.size > 0
+  assert np.all((out >= 0) & (out < n)) and np.all(np.diff(out) > 0)
+  flat = np.asarray(idx).ravel()
+  assert out.size == flat.size
+  np.testing.assert_array_equal(out, np.sort(flat.astype(np.float64)).astype(np.int64))
+
+
+_ARRAY_DTYPES = st.sampled_from([np.uint8, np.int32, np.int64, np.float32, np.float64,
+                                 np.bool_, np.complex64])
+
+
+def _arrays(max_dims=5):
+  return hnp.arrays(_ARRAY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=max_dims, min_side=0,
+                                                     max_side=4),
+                    elements=None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x_train=_arrays(), y_train=_arrays(2), x_test=_arrays(), y_test=_arrays(2),
+       num_classes=st.one_of(st.none(), st.integers(-2, 6)))
+def test_fuzz_from_arrays(x_train, y_train, x_test, y_test, num_classes):
+  try:
+    ds = data.from_arrays(x_train, y_train, x_test, y_test, num_classes=num_classes)
+  except DataError:
+    return
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  assert ds.x_train.ndim in (2, 4) and ds.x_train.shape[1:] == ds.x_test.shape[1:]
+  assert ds.x_train.shape[0] == ds.y_train.shape[0] and ds.x_test.shape[0] == ds.y_test.shape[0]
+  assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
+  for y in (ds.y_train, ds.y_test):
+    assert y.ndim == 1 and y.size and y.min() >= 0 and y.max() < ds.num_classes
+  assert ds.num_classes >= 2
+
+
+@st.composite
+def _near_valid_datasets(draw):
+  """Consistent shapes, so most draws reach the value checks (NaN, labels, ...)."""
+  n_train, n_test = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+  example = draw(st.sampled_from([(3,), (2, 2), (2, 2, 1)]))
+  x_dtype = draw(st.sampled_from([np.uint8, np.int32, np.float32, np.float64]))
+  y_dtype = draw(st.sampled_from([np.int64, np.uint8, np.float64]))
+  x = [draw(hnp.arrays(x_dtype, (n, *example))) for n in (n_train, n_test)]
+  labels = {np.int64: st.integers(-1, 4), np.uint8: st.integers(0, 4),
+            np.float64: st.floats(-1, 4.5) | st.sampled_from([np.nan, np.inf, 2.0])}[y_dtype]
+  y = [draw(hnp.arrays(y_dtype, (n,), elements=labels)) for n in (n_train, n_test)]
+  return x[0], y[0], x[1], y[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays=_near_valid_datasets(), num_classes=st.one_of(st.none(), st.integers(1, 6)))
+def test_fuzz_from_arrays_values(arrays, num_classes):
+  x_train, y_train, x_test, y_test = arrays
+  try:
+    ds = data.from_arrays(x_train, y_train, x_test, y_test, num_classes=num_classes)
+  except DataError:
+    with np.errstate(over="ignore", invalid="ignore"):
+      xs_finite = all(np.all(np.isfinite(np.asarray(x, np.float32))) for x in (x_train, x_test))
+    ys = np.concatenate([y_train, y_test]).astype(np.float64)
+    ys_ok = np.all(np.isfinite(ys)) and np.all(ys == np.round(ys)) and ys.min() >= 0
+    k = num_classes if num_classes is not None else (int(ys.max()) + 1 if ys_ok else 0)
+    # The documented rules: non-uint8 images lie in [0, 1]; inferred classes all occur in train.
+    def scaled_ok(x):
+      x = np.asarray(x)
+      if x.ndim < 3 or x.dtype == np.uint8:
+        return True
+      with np.errstate(over="ignore", invalid="ignore"):
+        f = x.astype(np.float32)
+      return bool(np.all(np.isfinite(f))) and f.min() >= 0 and f.max() <= 1
+    classes_ok = num_classes is not None or (ys_ok and set(range(k)) <= set(
+        np.asarray(y_train, np.float64).astype(np.int64).tolist()))
+    assert not (xs_finite and ys_ok and k >= 2 and ys.max() < k and classes_ok
+                and scaled_ok(x_train) and scaled_ok(x_test)), "valid arrays refused"
+    return
+  assert np.all(np.isfinite(ds.x_train)) and np.all(np.isfinite(ds.x_test))
+  np.testing.assert_array_equal(ds.y_train, y_train)
+  assert ds.y_train.max() < ds.num_classes and ds.y_test.max() < ds.num_classes
+  if np.asarray(x_train).dtype == np.uint8:
+    np.testing.assert_allclose(ds.x_train, np.asarray(x_train).reshape(ds.x_train.shape) / 255.0,
+                               rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.one_of(st.floats(), st.integers(-3, 300), st.text(max_size=1)),
+                              max_size=3), max_size=4))
+def test_fuzz_from_arrays_ragged_python_lists(rows):
+  try:
+    data.from_arrays(rows, [0] * len(rows), rows, [1] * len(rows))
+  except DataError:
+    pass
