@@ -28,6 +28,7 @@ def test_methods_lists_every_method_with_one_line(capsys):
     assert len(line.split()) > 2, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", methods.names())
 def test_every_method_runs_from_the_cli(setup, name, capsys):
   npz, workdir = setup
@@ -43,6 +44,7 @@ def test_every_method_runs_from_the_cli(setup, name, capsys):
   assert results["stages"]["original"] == "original"
 
 
+@pytest.mark.slow
 def test_ct_runs_from_the_cli_on_a_conv_model(tmp_path):
   x_train, y_train, x_test, y_test = tiny.make_arrays()
   pad = ((0, 0), (2, 2), (2, 2), (0, 0))          # 8x8 -> 12x12, the smallest LeNet-5 takes

@@ -86,6 +86,7 @@ def test_train_mode_updates_statistics_and_the_driver_equals_the_pure_run(traine
   assert max(jax.tree.leaves(diff)) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
 def test_the_pipeline_saves_the_statistics_of_its_mode(tmp_path, bn_mode):
   npz = tiny.write_npz(tmp_path / "tiny.npz")

@@ -20,6 +20,7 @@ def flax_param_count(name: str) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
 
 
+@pytest.mark.slow
 def test_throughput_writes_positive_times_and_ratio(tmp_path):
   pytest.importorskip("torch")
   r = throughput.main(["--models", "mlp", *TINY, "--out", str(tmp_path)])
@@ -41,6 +42,7 @@ def test_throughput_writes_positive_times_and_ratio(tmp_path):
   assert "| mlp | 28x28x1 | 64 | 256 |" in md and "torch" in saved["versions"]
 
 
+@pytest.mark.slow
 def test_throughput_without_torch_reports_jax_only(tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
   r = throughput.main(["--models", "mlp", *TINY, "--batch_mnist", "100", "--out", str(tmp_path)])

@@ -260,6 +260,7 @@ _KILL_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('hook', ['orbax_finalize', 'marker'])
 def test_sigkill_mid_save(tmp_path, hook):
   directory = tmp_path / 'stage'

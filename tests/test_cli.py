@@ -65,6 +65,7 @@ def test_lists_honour_plugins(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip()
 
 
+@pytest.mark.slow
 def test_a_renamed_field_still_works_with_one_deprecation_line(tmp_path, capsys):
   npz, finished, _ = tiny.finished_run()
   args = tiny.cli_args(npz, tmp_path / "w", "--config.unlearn.method=bad_teacher",

@@ -7,6 +7,7 @@ import pytest
 from tests.support import tiny
 
 
+@pytest.mark.slow
 def test_compare_methods_tiny(tmp_path, monkeypatch):
   from configs import quick_methods
   from experiments import compare_methods
@@ -60,6 +61,7 @@ def test_compare_methods_refuses_the_selection_seed(tmp_path):
                           "--seeds", f"0,{quick_methods.SELECTION_SEED}"])
 
 
+@pytest.mark.slow
 def test_compare_methods_audit_tiny(tmp_path):
   from experiments import compare_methods
   npz = tiny.write_npz(tmp_path / "tiny.npz")

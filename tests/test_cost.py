@@ -254,6 +254,7 @@ def test_plan_cost_adds_the_stop_rule_passes():
   assert c["unlearn"] == 48.0 and c["monitor"] == pytest.approx(48 * F)
 
 
+@pytest.mark.slow
 def test_results_json_records_the_cost(tmp_path):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   cfg = tiny.config(npz, eval__evaluators=())

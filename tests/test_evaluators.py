@@ -96,6 +96,7 @@ def test_backdoor_evaluator_needs_a_backdoor(npz, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_evaluator_and_caches_shadows(npz, tmp_path):
   c = _cfg(npz)
   r = pipeline.run(c, tmp_path)

@@ -40,6 +40,7 @@ def check_outputs(out, name, n_rows):
   assert (out / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_lambda_sweep(out, tiny_npz):
   from experiments import lambda_sweep
   res = lambda_sweep.main(args(out, tiny_npz, "--config", "configs/quick.py",
@@ -51,6 +52,7 @@ def test_lambda_sweep(out, tiny_npz):
   assert by_lam[1.0]["stages"]["unlearned"] != by_lam[0.01]["stages"]["unlearned"]
 
 
+@pytest.mark.slow
 def test_reference_size_sweep(out, tiny_npz):
   from experiments import reference_size_sweep
   res = reference_size_sweep.main(args(out, tiny_npz, "--sizes", "50,100"))
@@ -58,6 +60,7 @@ def test_reference_size_sweep(out, tiny_npz):
   assert [r["results"]["n_reference"] for r in res["runs"]] == [50, 100]
 
 
+@pytest.mark.slow
 def test_speedup_table(out, tiny_npz):
   from experiments import speedup_table
   res = speedup_table.main(args(out, tiny_npz, "--configs", "configs/quick.py"))
@@ -66,6 +69,7 @@ def test_speedup_table(out, tiny_npz):
   assert r["speedup"] > 0
 
 
+@pytest.mark.slow
 def test_distributions(out, tiny_npz):
   from experiments import distributions
   distributions.main(args(out, tiny_npz))
@@ -75,6 +79,7 @@ def test_distributions(out, tiny_npz):
   assert retrain.split(",")[2] == "0.0000"    # KL of the retrained model to itself
 
 
+@pytest.mark.slow
 def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
   from tests.support import tiny
   from benchmarks import speedup_modes
@@ -93,6 +98,7 @@ def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
   assert "| holdout, later request |" in (tmp_path / "out" / "speedup_modes.md").read_text()
 
 
+@pytest.mark.slow
 def test_quality_phi_plots_every_population_against_retraining(tmp_path):
   from experiments import quality_phi
   from tests.support import tiny

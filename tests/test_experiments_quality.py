@@ -24,6 +24,7 @@ def test_module_imports(name):
   importlib.import_module(f"experiments.quality.{name}")
 
 
+@pytest.mark.slow
 def test_isr_population_on_tiny_data(tmp_path):
   from experiments.quality import evaluate as ev
   from experiments.quality import lab as lab_lib

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 import tests.support.tiny  # noqa: F401  (puts the repository on sys.path)
+
+pytestmark = pytest.mark.slow   # every test here runs a script or a subprocess
 
 
 def test_gpu_check_smoke_writes_every_part(tmp_path):

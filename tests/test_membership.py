@@ -142,6 +142,7 @@ def test_loop_driver_matches_scan_driver(pool):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_attack_works_on_an_overfit_target(tmp_path):
   """experiments/mia_sanity.py at a small size: the attack finds an overfit
   target's members and is near chance on a retrained model's D_f."""

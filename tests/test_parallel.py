@@ -50,15 +50,18 @@ def eight(tmp_path_factory):
   return result
 
 
+@pytest.mark.slow
 def test_eight_devices_are_used(eight):
   assert eight["device_count"] == 8
 
 
+@pytest.mark.slow
 def test_auto_driver_is_scan_on_several_cpu_devices(eight):
   assert eight["auto_driver"] == "scan"
   assert eight["auto_driver_one_device"] == "loop"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", ["loop", "scan"])
 def test_fit_sharded_matches_one_device(eight, driver):
   r = eight[f"fit_{driver}"]
@@ -68,6 +71,7 @@ def test_fit_sharded_matches_one_device(eight, driver):
   assert r["devices"] == 8 and r["replicated"] and r["specs"] == ["P()"]
 
 
+@pytest.mark.slow
 def test_train_step_is_data_parallel(eight):
   sharded, single = eight["step_sharded"], eight["step_single"]
   # State, data and outputs replicated over all 8 devices ...
@@ -78,6 +82,7 @@ def test_train_step_is_data_parallel(eight):
   assert sharded["all_reduce"] and not single["all_reduce"]
 
 
+@pytest.mark.slow
 def test_unlearn_sharded_matches_one_device(eight):
   r = eight["unlearn"]
   assert r["moved"] > 1e-3                          # the steps did change the weights
@@ -85,12 +90,14 @@ def test_unlearn_sharded_matches_one_device(eight):
   assert r["devices"] == 8 and r["replicated"]
 
 
+@pytest.mark.slow
 def test_predict_sharded_pads_uneven_batches(eight):
   r = eight["predict"]
   assert r["shape"] == [37, 4]                      # 37 rows in batches of 16 (12 padded to 16)
   assert r["diff"] < TOL and r["diff_single"] < TOL
 
 
+@pytest.mark.slow
 def test_shadow_models_sharded_over_devices(eight):
   r = eight["shadow_8"]
   assert r["shape"] == [8, 2]
@@ -99,6 +106,7 @@ def test_shadow_models_sharded_over_devices(eight):
   assert r["devices"] == 8 and not r["replicated"] and r["specs"] == ["P('data',)"]
 
 
+@pytest.mark.slow
 def test_shadow_models_padded_when_uneven(eight):
   r = eight["shadow_5"]
   assert r["shape"] == [5, 2]
@@ -106,6 +114,7 @@ def test_shadow_models_padded_when_uneven(eight):
   assert "5 models do not divide over 8 devices" in eight["shadow_no_pad_error"]
 
 
+@pytest.mark.slow
 def test_uneven_training_batch_is_an_error(eight):
   assert eight["batch_error"] == ("batch size 12 does not divide over 8 devices; "
                                   "choose a multiple of 8 (e.g. 8)")
@@ -172,6 +181,7 @@ def _assert_leaves_close(got, want):
     np.testing.assert_allclose(g, np.asarray(w), atol=TOL, rtol=TOL)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_mesh(two):
   for r in two:
     assert int(r["device_count"]) == 4 and int(r["local_device_count"]) == 2
@@ -179,6 +189,7 @@ def test_two_processes_share_one_mesh(two):
     assert not bool(r["unlearn_addressable"])    # the parameters span both processes
 
 
+@pytest.mark.slow
 def test_two_process_unlearning_matches_one_process(two, eight):
   ref = eight["reference"]
   for r in two:
@@ -186,6 +197,7 @@ def test_two_process_unlearning_matches_one_process(two, eight):
     np.testing.assert_allclose(r["unlearn_kl"], ref["unlearn_kl"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_process_training_and_evaluation_match_one_process(two, eight):
   ref = eight["reference"]
   for r in two:
@@ -193,12 +205,14 @@ def test_two_process_training_and_evaluation_match_one_process(two, eight):
     np.testing.assert_allclose(r["predict"], ref["predict"], atol=TOL, rtol=TOL)
 
 
+@pytest.mark.slow
 def test_two_process_shadow_models_match_one_process(two, eight):
   ref = eight["reference"]
   for r in two:
     _assert_leaves_close(_leaves(r, "shadow"), _leaves(ref, "shadow"))
 
 
+@pytest.mark.slow
 def test_two_process_checkpoint_round_trip(two):
   for r in two:
     assert float(r["restore_diff"]) == 0.0

@@ -52,6 +52,7 @@ def _copy_finished(tmp_path) -> tuple[Path, Path]:
   return npz, workdir
 
 
+@pytest.mark.slow
 def test_readme_method_runs_end_to_end_through_the_cli(plugin_dir, tmp_path, capsys):
   npz, workdir = _copy_finished(tmp_path)
   overrides = readme_command("### Adding a method")
@@ -70,6 +71,7 @@ def test_readme_method_runs_end_to_end_through_the_cli(plugin_dir, tmp_path, cap
   assert "ce_forget" in meta["history"][0] and meta["method"] == "my_ga"
 
 
+@pytest.mark.slow
 def test_readme_evaluator_section_in_results(plugin_dir, tmp_path, capsys):
   npz, workdir = _copy_finished(tmp_path)
   overrides = readme_command("### Adding an evaluator")
@@ -82,6 +84,7 @@ def test_readme_evaluator_section_in_results(plugin_dir, tmp_path, capsys):
   assert "## Confidence on D_f" in (workdir / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_readme_statistic_runs_in_an_audit(plugin_dir, tmp_path, capsys):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   workdir = tmp_path / "work"
@@ -111,6 +114,7 @@ def test_readme_statistic_runs_in_an_audit(plugin_dir, tmp_path, capsys):
   assert populations.member_stage(pop, 0, 3) != populations.member_stage(without, 0, 3)
 
 
+@pytest.mark.slow
 def test_readme_dataset_runs_by_name(plugin_dir, tmp_path, capsys):
   overrides = readme_command("### Adding a dataset")
   assert "--config.dataset=blobs" in overrides
@@ -142,6 +146,7 @@ def test_a_taken_name_is_refused_unless_replaced(tmp_path, monkeypatch, capsys):
   assert methods.get("lightweight").__module__ == "jaxunlearn.methods.lightweight"
 
 
+@pytest.mark.slow
 def test_a_replaced_builtin_is_named_in_results_and_summary(tmp_path, monkeypatch, capsys):
   from jaxunlearn import registry
   builtin = methods.get("finetune")
@@ -168,6 +173,7 @@ def test_a_replaced_builtin_is_named_in_results_and_summary(tmp_path, monkeypatc
   methods.register("finetune")(builtin)
 
 
+@pytest.mark.slow
 def test_an_existing_method_under_another_name(tmp_path, monkeypatch, capsys):
   (tmp_path / "alias_plugin.py").write_text(
       "from jaxunlearn import methods\n"
@@ -209,6 +215,7 @@ def test_only_methods_that_use_a_reference_get_one():
   assert not methods.get("finetune")().needs_reference
 
 
+@pytest.mark.slow
 def test_evaluator_inputs_are_read_only(tmp_path):
   npz, workdir = _copy_finished(tmp_path)
   seen = {}

@@ -77,6 +77,7 @@ def test_ulira_masks_are_a_valid_game():
   assert np.all(m["forget"] <= m["keep"][m["groups"]])
 
 
+@pytest.mark.slow
 def test_audit_writes_phi_masks_json_markdown_and_plots():
   _, workdir, r = _finished_audit()
   for name in POPULATIONS:
@@ -113,6 +114,7 @@ def _audit_cli(npz, workdir):
                                "--config.audit.statistics=('epsilon',)"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
   npz, reference, _ = _finished_audit()
   workdir = tmp_path / "work"
@@ -147,6 +149,7 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
                                np.load(reference / "phi" / f"{name}.npy"), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_phi_as_one():
   env = tiny.subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run([sys.executable, str(tiny.REPO_ROOT / "tests" / "support" / "population_checks.py")],

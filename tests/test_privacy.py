@@ -223,6 +223,7 @@ def test_results_record_counts_and_hash_only(run_and_splits):
   _assert_no_forget_indices(ctx, json.loads(run_json), run_json)
 
 
+@pytest.mark.slow
 def test_forget_indices_are_saved_only_when_asked(run_and_splits, tmp_path):
   ctx, finished, _ = run_and_splits
   npz, _, _ = tiny.finished_run()

@@ -61,6 +61,7 @@ def _assert_all_finished_usable(workdir):
     assert jax.tree.leaves(state["params"]) and meta["stage"] == d.name
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_stage_then_resume_matches_uninterrupted(tmp_path):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   workdir = tmp_path / "work"
@@ -109,6 +110,7 @@ def _restored_params(workdir):
   return {name: checkpoint.restore(d)[0] for name, d in _finished(workdir).items()}
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_on_cpu(tmp_path):
   npz, workdir_a, results_a = tiny.finished_run()
   workdir_b = tmp_path / "work"
@@ -125,7 +127,7 @@ def test_same_seed_is_bit_identical_on_cpu(tmp_path):
 
 
 def test_different_seeds_give_different_forget_sets(tmp_path):
-  npz, _, _ = tiny.finished_run()
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
   forget = {}
   for seed in range(4):
     ctx = request.prepare(tiny.config(npz, seed=seed), tmp_path / f"w{seed}")
@@ -175,6 +177,7 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, capsys, stage, da
   assert tiny.tree_snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_via_real_cli(tmp_path):
   npz, finished, _ = tiny.finished_run()
   workdir = tmp_path / "work"
@@ -188,6 +191,7 @@ def test_damaged_checkpoint_via_real_cli(tmp_path):
   assert "corrupted" in lines[0]
 
 
+@pytest.mark.slow
 def test_nonfinite_unlearning_keeps_finished_stages_and_writes_no_results(tmp_path, capsys):
   npz, finished, _ = tiny.finished_run()
   workdir = tmp_path / "work"
@@ -207,6 +211,7 @@ def test_nonfinite_unlearning_keeps_finished_stages_and_writes_no_results(tmp_pa
   assert not (workdir / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_nonfinite_training_names_stage_and_step(tmp_path, capsys):
   # Finite inputs (they pass from_arrays) whose activations overflow float32: the images
   # divided by a tiny declared scale.

@@ -67,6 +67,7 @@ def test_grid_figures_and_objective_match_numpy():
   assert tuning.objective(fig, retrain) == pytest.approx((0.1 + 0.2 + 0.0) / 3 + 0.1)
 
 
+@pytest.mark.slow
 def test_tune_on_the_tiny_pipeline(tmp_path):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   cfg = tiny.config(npz, unlearn__method="gradient_ascent", holdout__size=0.1, seed=7)

@@ -13,6 +13,8 @@ from tests.support import tiny
 from jaxunlearn import request, pipeline, splits as splits_lib, workdir as workdir_lib
 from jaxunlearn.errors import NonFiniteError, WorkdirError
 
+pytestmark = pytest.mark.slow   # every test here runs a whole run or a subprocess
+
 KILLPOINT_DIR = tiny.KILLPOINT_DIR
 
 
