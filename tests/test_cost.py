@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxunlearn import cost, methods, models, pipeline, train, unlearn
+from jaxunlearn import cost, methods, models, train, unlearn
 from jaxunlearn import plan as plan_lib
 from jaxunlearn.errors import ConfigError
 from tests.support import tiny
@@ -254,11 +254,8 @@ def test_plan_cost_adds_the_stop_rule_passes():
   assert c["unlearn"] == 48.0 and c["monitor"] == pytest.approx(48 * F)
 
 
-@pytest.mark.slow
-def test_results_json_records_the_cost(tmp_path):
-  npz = tiny.write_npz(tmp_path / "tiny.npz")
-  cfg = tiny.config(npz, eval__evaluators=())
-  r = pipeline.run(cfg, tmp_path / "work")
+def test_results_json_records_the_cost():
+  _, workdir, r = tiny.finished_run()      # the tiny run (the evaluators change no cost)
   # lightweight, 12 forget rows at 4, remain batch 16, 1 epoch: 3 steps of 20 rows and the
   # reference's pass over D_f; kl_forget once; the reference on 48 rows, 2 epochs of 32;
   # retraining 2 epochs over 228 rows at 32 (7 batches).
@@ -269,6 +266,6 @@ def test_results_json_records_the_cost(tmp_path):
   assert c["reference_per_request_examples"] == 64.0 and c["reference_one_off_examples"] == 0.0
   assert c["retrain_cost_examples"] == 448.0
   assert c["fraction_of_retrain"] == pytest.approx((60 + 8 + 64) / 448)
-  saved = json.loads((tmp_path / "work" / "results.json").read_text())
+  saved = json.loads((workdir / "results.json").read_text())
   assert saved["unlearn_cost"] == pytest.approx(c)
-  assert "of retraining" in (tmp_path / "work" / "results.md").read_text()
+  assert "of retraining" in (workdir / "results.md").read_text()

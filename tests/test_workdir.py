@@ -13,11 +13,10 @@ from tests.support import tiny
 from jaxunlearn import request, pipeline, splits as splits_lib, workdir as workdir_lib
 from jaxunlearn.errors import NonFiniteError, WorkdirError
 
-pytestmark = pytest.mark.slow   # every test here runs a whole run or a subprocess
-
 KILLPOINT_DIR = tiny.KILLPOINT_DIR
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes(tmp_path):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   workdir = tmp_path / "work"
@@ -53,6 +52,7 @@ def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes
   assert len(list((workdir / "checkpoints").glob("original*"))) == 1
 
 
+@pytest.mark.slow
 def test_wait_takes_the_lock_once_the_holder_lets_go(tmp_path):
   tmp_path.mkdir(exist_ok=True)
   holder = subprocess.Popen(
@@ -74,6 +74,7 @@ def test_wait_takes_the_lock_once_the_holder_lets_go(tmp_path):
   assert waited > 0.2          # it did wait for the holder rather than take the lock
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_no_results_that_look_current(tmp_path):
   npz, finished, _ = tiny.finished_run()
   workdir = tmp_path / "work"
