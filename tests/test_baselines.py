@@ -10,28 +10,8 @@ from jaxunlearn import methods, unlearn
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import (bad_teacher, gradient_ascent, l1_sparse, neggrad_plus,
                                 random_label, salun, scrub, scrub_r)
-
-
-def np_log_softmax(z):
-  z = z - z.max(-1, keepdims=True)
-  return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def np_ce(logits, labels):
-  return -np_log_softmax(logits)[np.arange(labels.size), labels].mean()
-
-
-def np_kl_rows(p, logits):
-  return np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) - np_log_softmax(logits)),
-                         0.0), -1)
-
-
-def np_softmax(z):
-  return np.exp(np_log_softmax(z))
-
-
-def apply_fn(params, x):
-  return x @ params["w"] + params["b"]
+from tests.support.linear_toy import (apply_fn, inputs_for, np_ce, np_kl_rows, np_log_softmax,
+                                       np_softmax, toy, toy_fn)
 
 
 W = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5]], np.float32)
@@ -92,39 +72,10 @@ def test_random_label_loss_in_each_phase():
   assert float(r) == pytest.approx(np_ce(logits(X_R), Y_R), rel=1e-5)
 
 
-def _toy(seed=0, n_f=8, n_r=48, n_h=8):
-  rng = np.random.default_rng(seed)
-  x_r = rng.normal(size=(n_r, 2)).astype(np.float32)
-  y_r = (x_r[:, 0] > 0).astype(np.int32) + (x_r[:, 1] > 1).astype(np.int32)
-  x_f = rng.normal(size=(n_f, 2)).astype(np.float32)
-  y_f = (x_f[:, 0] > 0).astype(np.int32)
-  x_h = rng.normal(size=(n_h, 2)).astype(np.float32)
-  y_h = (x_h[:, 0] > 0).astype(np.int32)
-  p = {"w": jnp.asarray(rng.normal(size=(2, 3)).astype(np.float32) * 2),
-       "b": jnp.zeros(3, jnp.float32)}
-  inputs = methods.Inputs(x_forget=jnp.asarray(x_f), y_forget=jnp.asarray(y_f),
-                          x_remain=jnp.asarray(x_r), y_remain=jnp.asarray(y_r),
-                          x_heldout=jnp.asarray(x_h), y_heldout=jnp.asarray(y_h),
-                          ref_probs=jnp.full((n_f, 3), 1 / 3, jnp.float32))
-  return p, inputs
-
-
-def _fn(method, epochs=2, opt=None, n_f=8, n_r=48, fbs=4, rbs=8):
-  init_fn = lambda k: {"w": jax.random.normal(k, (2, 3)), "b": jnp.zeros(3)}
-  return unlearn.make_unlearn_fn(method, apply_fn, epochs=epochs, n_forget=n_f, n_remain=n_r,
-                                 forget_batch_size=fbs, remain_batch_size=rbs,
-                                 optimizer_cfg=opt, init_fn=init_fn)
-
-
-def _inputs_for(method, inputs):
-  want = set(methods.get(method).inputs)
-  return inputs._replace(**{f: None for f in inputs._fields if f not in want})
-
-
 def test_random_label_walks_forget_then_remain_each_epoch():
-  p, inputs = _toy()
-  fn = _fn("random_label", epochs=2)
-  _, metrics = jax.jit(fn)(p, _inputs_for("random_label", inputs), jax.random.key(0),
+  p, inputs = toy()
+  fn = toy_fn("random_label", epochs=2)
+  _, metrics = jax.jit(fn)(p, inputs_for("random_label", inputs), jax.random.key(0),
                   unlearn.default_hparams("random_label", 0.1))
   # 48 / 8 = 6 steps an epoch; a D_f pass is 8 / 4 = 2 of them.
   np.testing.assert_array_equal(np.asarray(metrics["forget_phase"]), [[1, 1, 0, 0, 0, 0]] * 2)
@@ -145,7 +96,7 @@ def test_saliency_mask_matches_numpy_top_k():
 
 
 def test_forget_gradient_matches_numpy_with_padded_chunks():
-  p, inputs = _toy(n_f=7)
+  p, inputs = toy(n_f=7)
   x, y = np.asarray(inputs.x_forget), np.asarray(inputs.y_forget)
   g = salun.forget_gradient(p, apply_fn, inputs.x_forget, inputs.y_forget, chunk=3)
   resid = np_softmax(logits(x, np.asarray(p["w"]), np.asarray(p["b"]))) - np.eye(3)[y]
@@ -155,11 +106,11 @@ def test_forget_gradient_matches_numpy_with_padded_chunks():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_salun_masked_weights_stay_bit_identical(optimizer):
-  p, inputs = _toy()
+  p, inputs = toy()
   opt = ml_collections.ConfigDict({"optimizer": optimizer, "momentum": 0.9,
                                    "weight_decay": 5e-4, "schedule": "constant"})
-  fn = _fn("salun", epochs=3, opt=opt)
-  inputs = _inputs_for("salun", inputs)
+  fn = toy_fn("salun", epochs=3, opt=opt)
+  inputs = inputs_for("salun", inputs)
   hp = unlearn.default_hparams("salun", 0.1, mask_ratio=0.5)
   key = jax.random.key(0)
   state = jax.jit(fn.start)(p, inputs, key, hp)
@@ -196,9 +147,9 @@ def test_scrub_losses_match_numpy():
 
 
 def test_scrub_max_steps_only_in_the_first_msteps_epochs():
-  p, inputs = _toy()
-  fn = _fn("scrub", epochs=3)
-  _, metrics = jax.jit(fn)(p, _inputs_for("scrub", inputs), jax.random.key(0),
+  p, inputs = toy()
+  fn = toy_fn("scrub", epochs=3)
+  _, metrics = jax.jit(fn)(p, inputs_for("scrub", inputs), jax.random.key(0),
                   unlearn.default_hparams("scrub", 0.1, msteps=2))
   np.testing.assert_array_equal(np.asarray(metrics["max_step"]),
                                 [[1, 1, 0, 0, 0, 0]] * 2 + [[0] * 6])
@@ -212,11 +163,11 @@ def test_rewind_index_picks_closest_first_on_ties():
 def test_scrub_r_returns_the_epoch_its_rule_picks():
   """Held-out labels are set so that the final model's held-out error equals the
   D_f error after a chosen earlier epoch: that epoch's parameters come back."""
-  p, inputs = _toy(n_f=8, n_h=8)
+  p, inputs = toy(n_f=8, n_h=8)
   epochs, key = 4, jax.random.key(3)
   hp = unlearn.default_hparams("scrub_r", 0.5, msteps=2, temperature=1.0)
   # SCRUB for 1..E epochs follows the same trajectory (same key, constant lr).
-  per_epoch = [jax.jit(_fn("scrub", epochs=e))(p, _inputs_for("scrub", inputs), key, hp)[0]
+  per_epoch = [jax.jit(toy_fn("scrub", epochs=e))(p, inputs_for("scrub", inputs), key, hp)[0]
                for e in range(1, epochs + 1)]
   x_f, y_f = np.asarray(inputs.x_forget), np.asarray(inputs.y_forget)
   errors = [np.mean(np.argmax(logits(x_f, np.asarray(q["w"]), np.asarray(q["b"])), -1) != y_f)
@@ -231,15 +182,15 @@ def test_scrub_r_returns_the_epoch_its_rule_picks():
   want = int(np.argmin(np.abs(np.asarray(errors) - n_wrong / 8)))
   assert errors[want] == errors[target]
   inputs = inputs._replace(y_heldout=jnp.asarray(y_h))
-  out, _ = jax.jit(_fn("scrub_r", epochs=epochs))(p, _inputs_for("scrub_r", inputs), key, hp)
+  out, _ = jax.jit(toy_fn("scrub_r", epochs=epochs))(p, inputs_for("scrub_r", inputs), key, hp)
   np.testing.assert_allclose(np.asarray(out["w"]), np.asarray(per_epoch[want]["w"]), atol=1e-6)
   # The host driver returns the same parameters and says which epoch it picked.
-  res = unlearn.unlearn(_fn("scrub_r", epochs=epochs), p, _inputs_for("scrub_r", inputs), hp,
+  res = unlearn.unlearn(toy_fn("scrub_r", epochs=epochs), p, inputs_for("scrub_r", inputs), hp,
                         key=key, progress=False)
   np.testing.assert_allclose(np.asarray(res.params["w"]), np.asarray(out["w"]), atol=1e-6)
   assert res.summary == pytest.approx({"rewind_epoch": want + 1, "heldout_error": n_wrong / 8,
                                        "forget_error": errors[want]})
-  assert unlearn.unlearn(_fn("scrub", epochs=1), p, _inputs_for("scrub", inputs), hp,
+  assert unlearn.unlearn(toy_fn("scrub", epochs=1), p, inputs_for("scrub", inputs), hp,
                          key=key, progress=False).summary == {}
 
 
@@ -261,8 +212,8 @@ def test_bad_teacher_draws_remain_rows_from_a_fixed_subset():
 @pytest.mark.parametrize("name", ["gradient_ascent", "neggrad_plus", "random_label", "salun",
                                   "l1_sparse", "scrub", "scrub_r", "bad_teacher"])
 def test_every_method_runs_and_moves_the_weights(name):
-  p, inputs = _toy()
-  out, metrics = jax.jit(_fn(name))(p, _inputs_for(name, inputs), jax.random.key(0),
+  p, inputs = toy()
+  out, metrics = jax.jit(toy_fn(name))(p, inputs_for(name, inputs), jax.random.key(0),
                                     unlearn.default_hparams(name, 0.05))
   assert np.all(np.isfinite(np.asarray(metrics["loss"])))
   assert not np.allclose(np.asarray(out["w"]), np.asarray(p["w"]))
@@ -279,7 +230,7 @@ def test_bad_hyperparameters_rejected(name, bad):
 
 
 def test_forget_pass_longer_than_the_epoch_rejected():
-  p, inputs = _toy()
+  p, inputs = toy()
   with pytest.raises(ConfigError, match="remain_batch_size"):
-    _fn("random_label", rbs=48)(p, _inputs_for("random_label", inputs), jax.random.key(0),
+    toy_fn("random_label", rbs=48)(p, inputs_for("random_label", inputs), jax.random.key(0),
                                 unlearn.default_hparams("random_label", 0.1))

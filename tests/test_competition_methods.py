@@ -8,7 +8,8 @@ import pytest
 from jaxunlearn import methods, unlearn
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import ct, erase, msg, random_reinit, reset_distill, ssd
-from tests.test_baselines import np_ce, np_kl_rows, np_log_softmax, np_softmax
+from tests.support.linear_toy import (FRESH_B, FRESH_W, linear, linear_init, linear_params, np_ce,
+                                      np_kl_rows, np_log_softmax, np_softmax)
 
 W = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5]], np.float32)
 B = np.array([0.1, -0.2, 0.3], np.float32)
@@ -16,21 +17,6 @@ X_F = np.array([[1.0, 0.0], [0.5, 0.5]], np.float32)
 Y_F = np.array([0, 1], np.int32)
 X_R = np.array([[0.0, 1.0], [2.0, -1.0]], np.float32)
 Y_R = np.array([1, 2], np.int32)
-FRESH_W = np.full((2, 3), 7.0, np.float32)
-FRESH_B = np.full(3, -3.0, np.float32)
-
-
-def linear(params, x):
-  return x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
-
-
-def linear_params(w=W, b=B):
-  return {"Dense_0": {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}}
-
-
-def linear_init(key):
-  del key
-  return linear_params(FRESH_W, FRESH_B)
 
 
 def ce_grad_w(w, b, x, y):

@@ -10,8 +10,8 @@ import pytest
 from jaxunlearn import methods, plan as plan_lib, unlearn
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import importance_retrain as isr
-from tests.test_baselines import np_softmax
-from tests.test_competition_methods import FRESH_B, FRESH_W, linear, linear_init, linear_params
+from tests.support.linear_toy import (FRESH_B, FRESH_W, linear, linear_init, linear_params,
+                                      np_softmax)
 
 RNG = np.random.default_rng(0)
 X_R = RNG.normal(size=(6, 2)).astype(np.float32)

@@ -152,7 +152,8 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
 @pytest.mark.slow
 def test_eight_devices_give_the_same_phi_as_one():
   env = tiny.subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run([sys.executable, str(tiny.REPO_ROOT / "tests" / "support" / "population_checks.py")],
+  script = tiny.REPO_ROOT / "tests" / "support" / "population_checks.py"
+  proc = subprocess.run([sys.executable, str(script)],
                         capture_output=True, text=True, timeout=180, env=env, cwd=tiny.REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])

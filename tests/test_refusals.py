@@ -54,14 +54,15 @@ class Refusal:
     return list(self.args(tmp, npz) if callable(self.args) else self.args)
 
 
-def _index_file(name, content: bytes | str | np.ndarray | list):
+def _index_file(name, content: bytes | str | np.ndarray | list, mode="indices"):
   def setup(tmp, npz):
     path = tmp / name
     if isinstance(content, (np.ndarray, list)):
       np.save(path, np.asarray(content))
     else:
       path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return ["--config.forget.mode=indices", f"--config.forget.index_file={path}"]
+    flags = [f"--config.forget.index_file={path}"]
+    return [f"--config.forget.mode={mode}", *flags] if mode else flags
   return setup
 
 
@@ -188,7 +189,7 @@ REFUSALS = [
     R("config-file-without-get_config", _no_get_config, ("get_config",)),
     # Silent wrong results otherwise.
     R("data-rewritten-under-the-same-path", _rewrite_npz, ("other data", "restore"), private=True),
-    R("index-file-without-mode-indices", lambda tmp, npz: _index_file("f.txt", "1 2 3\n")(tmp, npz)[1:],
+    R("index-file-without-mode-indices", _index_file("f.txt", "1 2 3\n", mode=None),
       ("forget.index_file", "forget.mode=indices")),
     R("stray-label-beyond-the-classes", _npz(y_train=np.r_[Y[:-1], 9]),
       ("never occur in y_train", "num_classes")),

@@ -8,7 +8,7 @@ import pytest
 from jaxunlearn import methods, tuning, unlearn
 from jaxunlearn.errors import ConfigError
 from tests.support import tiny
-from tests.test_baselines import _fn, _inputs_for, _toy, apply_fn
+from tests.support.linear_toy import apply_fn, inputs_for, toy, toy_fn
 
 
 @pytest.mark.parametrize("name", methods.names())
@@ -34,9 +34,9 @@ def test_oversized_or_unknown_search_space_rejected():
 
 
 def test_grid_in_one_vmapped_call_equals_separate_runs():
-  p, inputs = _toy()
-  inputs = _inputs_for("salun", inputs)
-  fn = _fn("salun", epochs=2)
+  p, inputs = toy()
+  inputs = inputs_for("salun", inputs)
+  fn = toy_fn("salun", epochs=2)
   grid = tuning.grid_points("salun")
   hp = unlearn.default_hparams("salun", 0.1)
   key = jax.random.key(4)
@@ -50,7 +50,7 @@ def test_grid_in_one_vmapped_call_equals_separate_runs():
 
 
 def test_grid_figures_and_objective_match_numpy():
-  p, inputs = _toy(n_f=8, n_h=8)
+  p, inputs = toy(n_f=8, n_h=8)
   stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a + 0.3]), p)
   sets = {"remain": (inputs.x_remain, inputs.y_remain),
           "forget": (inputs.x_forget, inputs.y_forget),
@@ -80,7 +80,7 @@ def test_tune_on_the_tiny_pipeline(tmp_path):
 
 
 def test_a_diverged_point_scores_infinity():
-  p, inputs = _toy(n_f=8, n_h=8)
+  p, inputs = toy(n_f=8, n_h=8)
   stacked = jax.tree.map(lambda a: jnp.stack([a, a * jnp.nan]), p)
   sets = {"remain": (inputs.x_remain, inputs.y_remain),
           "forget": (inputs.x_forget, inputs.y_forget),
