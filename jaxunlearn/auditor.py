@@ -47,7 +47,7 @@ from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
-CONTROLS = ("retrain", "oracle", "none")
+CONTROLS = (audits.RETRAIN, audits.ORACLE, audits.NONE)
 OUTPUTS = ("audit.json", "audit.md")
 PROTOCOLS = {"single": ("single",), "per_seed": ("per_seed",), "both": ("single", "per_seed")}
 
@@ -69,54 +69,50 @@ def check(prep: request_lib.Prepared) -> None:
   statistics = audits.selected(prep.cfg)
   for name in statistics:
     audits.get(name)().validate(prep.cfg, info)
-  check_memory(prep, len(audits.record_fields(statistics)))
+  check_memory(prep, statistics)
 
 
-def check_memory(prep: request_lib.Prepared, n_fields: int) -> None:
+def check_memory(prep: request_lib.Prepared, statistics) -> None:
   """Refuses populations whose estimated memory exceeds ``audit.memory_fraction`` of the device's
-  (host memory on CPU), with the estimate and the limit, before anything is trained."""
+  (host memory on CPU), with the estimate, the limit and the field to lower, before anything
+  is trained.
+
+  Args:
+    prep: the prepared request.
+    statistics: the names of the statistics to run; each declares the sizes of the
+      populations it trains (:meth:`jaxunlearn.audits.Statistic.population_sizes`).
+  """
   cfg, s = prep.cfg, prep.splits
+  n_fields = len(audits.record_fields(statistics))
   abstract = request_lib.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
   param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
-  sizes = {"epsilon": int(cfg.audit.num_models)}
-  if "ulira" in cfg.audit.statistics:
-    u = cfg.audit.ulira
-    sizes["ulira"] = int(u.num_originals) * int(u.forget_sets_per_original)
+  sizes = {kind: size for name in statistics
+           for kind, size in audits.get(name)().population_sizes(cfg).items()}
   needs_ref = any(p.needs_reference for p in prep.plans.values())
   limit, where = pops.memory_limit_bytes(cfg.audit.memory_fraction)
-  for kind, members in sizes.items():
+  for kind, (members, field) in sizes.items():
     est = pops.estimate_bytes(
         members=members, chunk_size=cfg.audit.chunk_size, param_bytes=param_bytes,
         rows=int(s.train_idx.size), example_bytes=4 * int(np.prod(prep.data.input_shape)),
         n_audit=s.n_forget, n_fields=n_fields, keep_params=True, per_member_params=True,
         reference_rows=int(s.reference_idx.size) if needs_ref else 0)
     if est > limit:
-      field = "audit.num_models" if kind == "epsilon" else "audit.ulira.num_originals"
       raise ConfigError(
           f"a population of {members} models ({kind}) would need about {est / 2**30:.1f} GiB, "
           f"over the limit of {limit / 2**30:.1f} GiB ({cfg.audit.memory_fraction:g} of "
           f"{where}); lower {field} or audit.chunk_size, or raise audit.memory_fraction")
 
 
-def _key(seed: int, name: str):
-  # threefry, not rbg: rbg's bits change with the sharding and the vmap size
-  # (measured: phi differed by up to 0.96 between 8 devices and 1), threefry's do not.
-  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f"audit/{name}".encode()))
-
-
-_MEMBERS: dict = {}
-
-
-def _member(key: tuple, make):
-  """One member function per model and schedule in a process: populations (and audits)
-  with the same member and shapes reuse its compiled code."""
-  if key not in _MEMBERS:
-    _MEMBERS[key] = make()
-  return _MEMBERS[key]
-
-
 class Auditor(audits.Audit):
-  """The populations of one audit (see :class:`jaxunlearn.audits.Audit`)."""
+  """The populations of one audit (see :class:`jaxunlearn.audits.Audit`).
+
+  Besides what a statistic gets, the population service for code that builds
+  populations of its own (:class:`jaxunlearn.populations.Population`):
+  :meth:`key` gives a population its key, :meth:`member` a cached member
+  function, and :meth:`run` runs a population as the statistics' are (cached
+  chunk by chunk, timed, saved under ``phi/``). :meth:`audit` runs every
+  statistic of ``audit.statistics``.
+  """
 
   def __init__(self, req: request_lib.Request):
     self.req = req
@@ -147,6 +143,11 @@ class Auditor(audits.Audit):
     heldout = req.heldout()
     self.heldout = tuple(jnp.asarray(a) for a in heldout)
 
+  def audit(self) -> dict[str, dict]:
+    """Runs every statistic of ``audit.statistics``, in order, on this audit's populations
+    (a population asked for twice is trained once): ``{statistic: its section}``."""
+    return {name: audits.get(name)().run(self) for name in self.statistics}
+
   def population(self, name: str) -> dict:
     return self.records[name]
 
@@ -158,13 +159,33 @@ class Auditor(audits.Audit):
 
   def _save(self, name: str, record: dict, masks: dict) -> None:
     if jax.process_index() == 0:
+      per_member = {f.name: record[f.name] for f in audits.RECORD.base if not f.per_example}
       pops.save_phi(self.req.workdir / "phi", name, record["phi"],
-                    examples=self.req.splits.forget_idx, remain_acc=record["remain_acc"],
-                    test_acc=record["test_acc"], **masks)
+                    examples=self.req.splits.forget_idx, **per_member, **masks)
 
-  def _run(self, pop: pops.Population, masks) -> dict:
+  def key(self, name: str):
+    """The key of the population ``name``: ``fold_in(key(seed), crc32("audit/<name>"))``,
+    the audit's seed and the name alone (member ``i`` then gets ``fold_in(key, i)``)."""
+    # threefry, not rbg: rbg's bits change with the sharding and the vmap size
+    # (measured: phi differed by up to 0.96 between 8 devices and 1), threefry's do not.
+    return jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(f"audit/{name}".encode()))
+
+  def member(self, cache_key: tuple, make):
+    """The member function under ``cache_key``, made once per process by ``make()``
+    (:func:`jaxunlearn.populations.cached_member`): populations with the same member and
+    shapes reuse its compiled code."""
+    return pops.cached_member(cache_key, make)
+
+  def run(self, pop: pops.Population, masks=None) -> dict:
+    """Runs ``pop`` under :meth:`key` of its name, chunk by chunk (finished chunks are
+    restored), records its time, and saves phi with ``masks`` under ``phi/<name>``.
+
+    Returns:
+      The record (:func:`jaxunlearn.populations.run_population`), also kept under the
+      population's name (:meth:`population`).
+    """
     t0 = time.perf_counter()
-    out = pops.run_population(pop, _key(self.seed, pop.name), self.req.cache,
+    out = pops.run_population(pop, self.key(pop.name), self.req.cache,
                               n_audit=self.n_audit, chunk_size=self.cfg.audit.chunk_size,
                               mesh=self.req.mesh, progress=self.cfg.report.progress)
     self.times[pop.name] = {"time_s": time.perf_counter() - t0,
@@ -189,12 +210,13 @@ class Auditor(audits.Audit):
     opt = train_lib.make_optimizer(cfg.train, steps)
     batch = min(cfg.train.batch_size, n_rows)
     fields = tuple(sorted(self.fields.items()))
-    member = _member(("train", repr(req.model), tuple(req.data.input_shape),
-                      json.dumps(cfg.train.to_dict(), sort_keys=True), n_rows, keep_params,
-                      json.dumps(pops.record_schema(dict(fields))), n_epochs),
-                     lambda: pops.train_member(req.model, opt, req.data.input_shape,
-                                               epochs=n_epochs, batch_size=batch,
-                                               keep_params=keep_params, fields=dict(fields)))
+    member = self.member(("train", repr(req.model), tuple(req.data.input_shape),
+                          json.dumps(cfg.train.to_dict(), sort_keys=True), n_rows, keep_params,
+                          json.dumps(pops.record_schema(dict(fields))), n_epochs),
+                         lambda: pops.train_member(req.model, opt, req.data.input_shape,
+                                                   epochs=n_epochs, batch_size=batch,
+                                                   keep_params=keep_params,
+                                                   fields=dict(fields)))
     rows_j = jnp.asarray(rows, jnp.int32)
     abstract = None
     if keep_params:
@@ -208,13 +230,13 @@ class Auditor(audits.Audit):
               "rows": splits_lib.index_hash(np.asarray(rows).ravel()),
               **({} if n_epochs == int(cfg.train.epochs) else {"epochs": n_epochs})},
         keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver)
-    return self._run(pop, masks)
+    return self.run(pop, masks)
 
   def per_seed_population(self, label: str) -> dict:
-    name = f"{label}_per_seed"
+    name = audits.per_seed(label)
     if name in self.records:
       return self.records[name]
-    none = self.train_population("none", self.train_rows, keep_params=True)
+    none = self.train_population(audits.NONE, self.train_rows, keep_params=True)
     n = none["phi"].shape[0]
     tile = lambda rows: np.tile(np.asarray(rows)[None], (n, 1))  # noqa: E731
     return self.unlearn_population(name, label, params=none["params"],
@@ -259,13 +281,14 @@ class Auditor(audits.Audit):
                                     else (None, (), None))
     spec = {**plan.spec(), **({"reference": ref_spec} if plan.needs_reference else {})}
     fields = tuple(sorted(self.fields.items()))
-    member = _member(("unlearn", repr(req.model), tuple(req.data.input_shape),
-                      json.dumps(spec, sort_keys=True),
-                      json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain,
-                      json.dumps(pops.record_schema(dict(fields)))),
-                     lambda: pops.unlearn_member(req.model, req.data.input_shape, plan,
-                                                 n_forget=n_forget, n_remain=n_remain,
-                                                 reference=reference, fields=dict(fields)))
+    member = self.member(("unlearn", repr(req.model), tuple(req.data.input_shape),
+                          json.dumps(spec, sort_keys=True),
+                          json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain,
+                          json.dumps(pops.record_schema(dict(fields)))),
+                         lambda: pops.unlearn_member(req.model, req.data.input_shape, plan,
+                                                     n_forget=n_forget, n_remain=n_remain,
+                                                     reference=reference,
+                                                     fields=dict(fields)))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
     rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
     pop = pops.Population(
@@ -277,7 +300,7 @@ class Auditor(audits.Audit):
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
         fields=fields, driver=self.driver)
-    return self._run(pop, masks)
+    return self.run(pop, masks)
 
 
 def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
@@ -298,7 +321,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
                                 checks=(check,)) as req:
     t_start = time.perf_counter()
     auditor = Auditor(req)
-    sections = {name: audits.get(name)().run(auditor) for name in auditor.statistics}
+    sections = auditor.audit()
     s = req.splits
     results = {
         "setting": req.cfg.setting, "dataset": req.cfg.dataset, "model": req.cfg.model,

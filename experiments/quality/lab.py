@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-from jaxunlearn import auditor as auditor_lib, methods, plan as plan_lib  # noqa: E402
+from jaxunlearn import audits, auditor as auditor_lib, methods, plan as plan_lib  # noqa: E402
 from jaxunlearn import populations as pops, request as request_lib, splits as splits_lib  # noqa: E402
 from jaxunlearn import stop as stop_lib, train as train_lib, unlearn as unlearn_lib  # noqa: E402
 from jaxunlearn.audits import epsilon as eps_lib, phi as phi_lib, ulira as ulira_lib  # noqa: E402
@@ -157,16 +157,16 @@ class Lab:
     self.a = auditor_lib.Auditor(req)
     s = req.splits
     self.s = s
-    self.apply = pops._apply(req.model, self.original.batch_stats)
+    self.apply = train_lib.eval_apply_fn(req.model, self.original.batch_stats)
     # The held-out split minus D_s: examples no original, no retrain and no reference saw.
     self.cal_idx = np.setdiff1d(s.holdout_idx, s.reference_idx)
     self.x_all, self.y_all = self.a.x_all, self.a.y_all
     self.timing = {}
     t = time.perf_counter()
-    self.retrain = self.a.train_population("retrain", s.remain_idx, keep_params=True)
+    self.retrain = self.a.train_population(audits.RETRAIN, s.remain_idx, keep_params=True)
     self.timing["retrain_s"] = time.perf_counter() - t
-    self.oracle = self.a.train_population("oracle", s.remain_idx)
-    self.none = self.a.train_population("none", s.train_idx, keep_params=True)
+    self.oracle = self.a.train_population(audits.ORACLE, s.remain_idx)
+    self.none = self.a.train_population(audits.NONE, s.train_idx, keep_params=True)
     if holdout:
       self.ref_single = self._train_refs("ref_single", 4)
       self.ref_perseed = self._train_refs("ref_perseed", 4 * n_models)
@@ -187,7 +187,7 @@ class Lab:
     epochs = int(cfg.reference.epochs)
     steps = epochs * max(1, n_rows // min(cfg.train.batch_size, n_rows))
     opt = train_lib.make_optimizer(cfg.train, steps)
-    member = auditor_lib._member(
+    member = self.a.member(
         ("ref", repr(req.model), epochs, n_rows),
         lambda: pops.train_member(req.model, opt, req.data.input_shape, epochs=epochs,
                                   batch_size=min(cfg.train.batch_size, n_rows),
@@ -200,7 +200,7 @@ class Lab:
               "rows": splits_lib.index_hash(rows)},
         keep_params=True, abstract_params=(variables["params"], variables["batch_stats"]))
     t = time.perf_counter()
-    out = pops.run_population(pop, auditor_lib._key(self.a.seed, name), req.cache,
+    out = pops.run_population(pop, self.a.key(name), req.cache,
                               n_audit=self.a.n_audit, chunk_size=32, mesh=req.mesh,
                               progress=False)
     self.timing[f"{name}_s"] = time.perf_counter() - t
@@ -256,7 +256,7 @@ class Lab:
 
     def member(key, params, batch_stats, ref_params, f_rows, r_rows, x_all, y_all, cal_rows,
                extra, data):
-      apply_fn = pops._apply(model, batch_stats)
+      apply_fn = train_lib.eval_apply_fn(model, batch_stats)
       prep_key, run_key = jax.random.split(key)
       x_f, y_f = x_all[f_rows], y_all[f_rows]
       x_r, y_r = x_all[r_rows], y_all[r_rows]
@@ -315,7 +315,7 @@ class Lab:
     x_r, y_r = self.x_all[s.remain_idx], self.y_all[s.remain_idx]
 
     def member(key, params, batch_stats):
-      apply_fn = pops._apply(req.model, batch_stats)
+      apply_fn = train_lib.eval_apply_fn(req.model, batch_stats)
       _, run_key = jax.random.split(key)
       inputs = plan.build_inputs(x_forget=x_f, y_forget=y_f, x_remain=x_r, y_remain=y_r,
                                  heldout=self.a.heldout,
@@ -414,7 +414,7 @@ class Lab:
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_remain = int(np.shape(r_rows)[-1])
     qm_path = ROOT / "experiments" / "quality" / "methods.py"
-    member = auditor_lib._member(
+    member = a.member(
         ("lab", cand.label, json.dumps(dataclasses.asdict(cand), sort_keys=True, default=str),
          n_forget, n_remain, source_hash(qm_path)),
         lambda: self._lab_member(cand, u, n_forget, n_remain))
@@ -428,7 +428,7 @@ class Lab:
               "protocol": protocol, "code": source_hash(qm_path),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
-    return a._run(pop, masks or {})
+    return a.run(pop, masks or {})
 
   def _baseline_population(self, name: str, cand: Candidate, *, params=None, batch_stats=None,
                            f_rows=None, r_rows=None, masks=None) -> dict:
@@ -458,7 +458,7 @@ class Lab:
           batch_size=int(cfg.train.batch_size))
       ref_spec = {"size": n_ref, "epochs": cfg.reference.epochs, "mode": "draw"}
     spec = {**plan.spec(), **({"reference": ref_spec} if ref_spec else {})}
-    member = auditor_lib._member(
+    member = a.member(
         ("unlearn", repr(req.model), tuple(req.data.input_shape), json.dumps(spec, sort_keys=True),
          json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain),
         lambda: pops.unlearn_member(req.model, req.data.input_shape, plan, n_forget=n_forget,
@@ -473,7 +473,7 @@ class Lab:
               "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
-    return a._run(pop, masks or {})
+    return a.run(pop, masks or {})
 
   def probe(self, cand: Candidate, m: int = 4, extra=None, seed: int = 0,
             protocol: str = "single", audit_set: str = "forget") -> dict:
@@ -596,7 +596,7 @@ class Lab:
 
   def controls(self) -> dict:
     out = {}
-    for name, pop in (("oracle", self.oracle), ("none", self.none)):
+    for name, pop in ((audits.ORACLE, self.oracle), (audits.NONE, self.none)):
       sc = self.score(pop)
       out[name] = sc
     return out
@@ -610,16 +610,16 @@ class Lab:
     self.u_masks = {k: masks[k] for k in ("in_mask", "out_mask", "groups")}
     self.u_full = masks
     train_rows = np.stack([np.concatenate([s.remain_idx, s.forget_idx[kp]]) for kp in keep])
-    self.u_originals = a.train_population("ulira_originals", train_rows, keep_params=True,
+    self.u_originals = a.train_population(ulira_lib.ORIGINALS, train_rows, keep_params=True,
                                           masks={"keep": keep})
     left = keep[groups] & ~forget
     self.u_left_rows = np.stack([np.concatenate([s.remain_idx, s.forget_idx[lf]])
                                  for lf in left])
     # every left row set has the same size only if keep/forget counts are fixed (they are)
     self.u_f_rows = np.stack([s.forget_idx[f] for f in forget])
-    self.u_retrain = a.train_population("ulira_retrain_control", self.u_left_rows,
+    self.u_retrain = a.train_population(ulira_lib.RETRAIN_CONTROL, self.u_left_rows,
                                         masks=self.u_masks)
-    self.u_identity = {k: self.u_originals[k][groups] for k in ("phi", "remain_acc", "test_acc")}
+    self.u_identity = {k: self.u_originals[k][groups] for k in audits.RECORD.names}
     self.u_groups = groups
     self.ulira_ready = True
 
@@ -629,7 +629,7 @@ class Lab:
     g = self.u_groups
     params = jax.tree.map(lambda x: jnp.asarray(x[g]), self.u_originals["params"])
     bstats = jax.tree.map(lambda x: jnp.asarray(x[g]), self.u_originals["batch_stats"])
-    name = f"ulira_{cand.label}"
+    name = ulira_lib.method_population(cand.label)
     if cand.kind == "baseline":
       out = self.unlearn(cand, "explicit", params=params, batch_stats=bstats,
                          f_rows=self.u_f_rows, r_rows=self.u_left_rows, name=name,

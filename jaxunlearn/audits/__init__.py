@@ -12,6 +12,8 @@ registered by name; ``audit.statistics`` picks them. Built in:
 population member records.
 """
 
-from jaxunlearn.audits.base import (Audit, AuditInfo, RecordField, Statistic,  # noqa: F401
-                                    get, names, record_fields, register, selected)
+from jaxunlearn.audits.base import (NONE, ORACLE, RECORD, RETRAIN, Audit,  # noqa: F401
+                                    AuditInfo, BaseField, PopulationSize, Record,
+                                    RecordField, Statistic, get, names, per_seed,
+                                    record_fields, register, selected)
 from jaxunlearn.audits import epsilon, phi, ulira  # noqa: F401,E402  (built-ins register)
