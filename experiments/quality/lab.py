@@ -23,7 +23,8 @@ examples processed, and U-LiRA on demand.
 Usage (from the repository root)::
 
     python -m experiments.quality.lab --seed 100 --forget flip --prepare
-    python -m experiments.quality.run_candidates ...   (see that file)
+    python -m experiments.quality.evaluate ...   (populations; see that file)
+    python -m experiments.quality.probe ...      (probes; see that file)
 
 Everything a method sees is computed in its member function from: D_f, D_r,
 the held-out split, the original and the references it trains itself. The
@@ -56,7 +57,10 @@ from jaxunlearn import stop as stop_lib, train as train_lib, unlearn as unlearn_
 from jaxunlearn.audits import epsilon as eps_lib, phi as phi_lib, ulira as ulira_lib  # noqa: E402
 
 WORKROOT = ROOT / "runs" / "quality"
-RESULTS = ROOT / "experiments" / "quality" / "results.jsonl"
+# The logs (one json line per population / probe); those behind RESULTS_quality.md are in the
+# repository at commit 872bac2 (README.md here).
+RESULTS = WORKROOT / "results.jsonl"
+PROBES = WORKROOT / "probes.jsonl"
 HOLDOUT = 600          # held-out training images (15%): D_s = 400 of them, 200 for calibration
 REF_SIZE = 400
 SELECTION_SEED = 100
@@ -107,6 +111,14 @@ def source_hash(*paths) -> str:
   for p in paths:
     h.update(Path(p).read_bytes())
   return h.hexdigest()[:12]
+
+
+def append_log(path: Path, record: dict, default=float):
+  """Appends one json line to a log (``RESULTS`` or ``PROBES``), creating its folder;
+  ``default`` converts what json cannot write (numpy scalars by default)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(record, default=default) + "\n")
 
 
 def stack_apply(apply_fn, params_stack, x):
@@ -222,7 +234,7 @@ class Lab:
 
   # --- candidates --------------------------------------------------------------------
 
-  def _unlearn_cfg(self, cand: Candidate, n_remain: int | None = None):
+  def unlearn_cfg(self, cand: Candidate, n_remain: int | None = None):
     """The candidate's ``unlearn`` block. ``steps="recipe"`` becomes retraining's step count
     on a D_r of ``n_remain`` rows (default: the work dir's D_r): ``train.epochs`` x
     floor(n_remain / ``train.batch_size``)."""
@@ -282,7 +294,7 @@ class Lab:
     if cand.kind == "baseline":
       return self._run_many_baseline(cand, m, seed, protocol)
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
     if protocol == "single":
       refs = self.refs_for("single", max(cand.n_refs, 1))
@@ -305,7 +317,7 @@ class Lab:
     (as ``populations.unlearn_member`` builds it) from the single original or from the
     first m ``none`` members."""
     s, req = self.s, self.req
-    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand),
+    plan = plan_lib.make_plan(cand.label, self.unlearn_cfg(cand),
                               where=f"candidate {cand.label!r}")
     if plan.needs_reference:
       raise ValueError(f"run_many: {cand.label!r} uses a reference model; run its population "
@@ -363,7 +375,7 @@ class Lab:
   def run_one(self, cand: Candidate, seed: int = 0, extra=None):
     """The parameters after one run of a lab candidate from the single original."""
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
     refs = self.refs_for("single", max(cand.n_refs, 1))
     fn = jax.jit(lambda k: member(k, self.original.params, self.original.batch_stats, refs,
@@ -391,7 +403,7 @@ class Lab:
       return self._baseline_population(name, cand, params=params, batch_stats=batch_stats,
                                        f_rows=f_rows, r_rows=r_rows, masks=masks)
     # lab candidates
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     n = self.n_models
     k = max(cand.n_refs, 1)
     if protocol == "single":
@@ -446,7 +458,7 @@ class Lab:
       params, batch_stats = self.original.params, self.original.batch_stats
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_forget, n_remain = int(np.shape(f_rows)[-1]), int(np.shape(r_rows)[-1])
-    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand, n_remain),
+    plan = plan_lib.make_plan(cand.label, self.unlearn_cfg(cand, n_remain),
                               where=f"candidate {cand.label!r}")
     reference, ref_spec = None, None
     if plan.needs_reference:
@@ -481,7 +493,7 @@ class Lab:
     the per-example error of phi on D_f against the retrained population's mean, in
     units of its per-example spread (z), and the accuracies. Not an audit."""
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     n_f, n_r = int(s.forget_idx.size), int(s.remain_idx.size)
     member = self._lab_member(cand, u, n_f, n_r)
     if protocol == "single":
@@ -590,8 +602,7 @@ class Lab:
       sc["chunks_reused"] = self.a.times[name]["chunks_reused"]
       res[p] = sc
     if log:
-      with open(RESULTS, "a") as f:
-        f.write(json.dumps(res, default=float) + "\n")
+      append_log(RESULTS, res)
     return res
 
   def controls(self) -> dict:
@@ -646,8 +657,7 @@ class Lab:
     res = {"label": cand.label, "seed": self.seed, "forget": self.forget, "ulira": rep,
            "candidate": dataclasses.asdict(cand), "note": note}
     if log:
-      with open(RESULTS, "a") as f:
-        f.write(json.dumps(res, default=float) + "\n")
+      append_log(RESULTS, res)
     return res
 
   def ulira_controls(self) -> dict:
