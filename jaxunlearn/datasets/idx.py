@@ -114,8 +114,8 @@ def read(path: str | os.PathLike, magic: int) -> np.ndarray:
                     f"({expected} bytes in all) but it holds {len(raw)} bytes; fetch the file "
                     "again")
   if len(raw) > expected:
-    raise DataError(f"{path} holds {len(raw) - expected} bytes after the {shape[0]} {what} its "
-                    "header declares; is it an IDX file?")
+    raise DataError(f"{path} holds {len(raw) - expected} byte(s) after the {shape[0]} {what} "
+                    "its header declares; is it an IDX file?")
   return np.frombuffer(raw, np.uint8, expected - size, size).reshape(shape)
 
 
@@ -154,11 +154,11 @@ def read_set(directory: str | os.PathLike, num_classes: int = 0) -> dict:
   for split, y in (("train", y_train), ("test", y_test)):
     bad = np.flatnonzero(y >= num_classes)
     if bad.size:
-      why = ("num_classes" if declared else "the classes the training labels make") + \
-          f" = {num_classes}"
+      why = (f"for num_classes={num_classes}" if declared else
+             f"of the {num_classes} classes the training labels make (0..{num_classes - 1})")
       raise DataError(f"{files[split + ' labels']} holds label {int(y[bad[0]])} (item "
-                      f"{int(bad[0])}, {bad.size} such), out of range for {why}; fix the "
-                      "labels or --config.num_classes")
+                      f"{int(bad[0])}, {bad.size} such), out of range {why}; fix the labels "
+                      "or set --config.num_classes")
   if not declared:
     missing = np.setdiff1d(np.arange(num_classes), y_train)
     if missing.size:
