@@ -16,7 +16,9 @@ whole, so a dataset is just four arrays plus a class count
 * ``"npz:PATH"``: arrays saved with
   ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
 * ``"idx:DIR"`` and ``"fashion_mnist"`` (a prepared tfds copy, else Debian's
-  ``dataset-fashion-mnist``): :mod:`jaxunlearn.datasets`, one file each.
+  ``dataset-fashion-mnist``): one file each in :mod:`jaxunlearn.datasets`,
+  which importing the ``jaxunlearn`` package registers (so that this module,
+  the registry, imports none of its plugins).
 
 :func:`from_arrays` validates arbitrary arrays and is the single place where
 they are converted to the canonical dtypes, so every source obeys the same
@@ -127,17 +129,19 @@ _REGISTRY = Registry("dataset", None, "dataset")
 
 
 def register(name: str, *, replace: bool = False, takes_argument: bool = False,
-             example: str = ""):
+             metavar: str = "PATH", example: str = ""):
   """Decorator: registers ``loader(source: Source) -> Dataset`` as dataset ``name``.
 
   Args:
     name: the name ``config.dataset`` selects it by.
     replace: replace a different loader already registered as ``name``.
     takes_argument: the dataset is named ``name:ARGUMENT`` (e.g. ``npz:PATH``).
+    metavar: what the argument is, in listings (``PATH``, ``DIR``).
     example: a full name with an argument, for messages (``"npz:/data/x.npz"``).
   """
   def decorator(loader):
     loader.takes_argument = takes_argument
+    loader.metavar = metavar
     loader.example = example or f"{name}:/data/my_dataset.{name}"
     return _REGISTRY.register(name, replace=replace)(loader)
   return decorator
@@ -146,6 +150,12 @@ def register(name: str, *, replace: bool = False, takes_argument: bool = False,
 def names() -> list[str]:
   """The registered dataset names (``npz`` stands for ``npz:PATH``)."""
   return _REGISTRY.names()
+
+
+def usage(name: str) -> str:
+  """How a registered dataset is named: ``"mnist5k"``, ``"npz:PATH"``, ``"idx:DIR"``."""
+  loader = _REGISTRY.get(name)
+  return f"{name}:{getattr(loader, 'metavar', 'PATH')}" if loader.takes_argument else name
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -159,8 +169,9 @@ def parse_name(name: str) -> tuple[str, str]:
                     f"{', '.join(names())} or npz:PATH")
   head, colon, argument = name.partition(":")
   if head not in _REGISTRY:
+    shown = ", ".join(usage(n) for n in names() if n != "npz")
     raise DataError(
-        f"unknown dataset {name!r}; use one of {', '.join(n for n in names() if n != 'npz')}, "
+        f"unknown dataset {name!r}; use one of {shown}, "
         "npz:PATH for a file written by numpy.savez(PATH, x_train=..., y_train=..., "
         "x_test=..., y_test=...), or register your own and name its module in config.plugins")
   loader = _REGISTRY.get(head)
@@ -676,7 +687,3 @@ def _read_tfds_split(
 
 for _name in _TFDS_DATASETS:
   register(_name)(_load_tfds)
-
-
-# The datasets with a file of their own register themselves (idx:DIR, fashion_mnist).
-from jaxunlearn import datasets  # noqa: E402,F401  pylint: disable=g-import-not-at-top

@@ -1,6 +1,6 @@
 """Datasets with a file of their own, registered by name (:func:`jaxunlearn.data.register`).
 
-Importing :mod:`jaxunlearn.data` imports this package, which registers
+Importing the ``jaxunlearn`` package imports this one, which registers
 ``idx:DIR`` (:mod:`~jaxunlearn.datasets.idx`) and ``fashion_mnist``
 (:mod:`~jaxunlearn.datasets.fashion_mnist`).
 """

@@ -180,9 +180,10 @@ def load_dir(directory: str | os.PathLike, *, name: str, num_classes: int = 0,
       source=f"idx:{Path(directory).absolute()}")
 
 
-@data.register("idx", takes_argument=True, example="idx:/usr/share/datasets/fashion-mnist")
+@data.register("idx", takes_argument=True, metavar="DIR",
+               example="idx:/usr/share/datasets/fashion-mnist")
 def _load_idx(source: data.Source) -> data.Dataset:
-  """Four IDX files (MNIST's format) in a folder: idx:DIR."""
+  """Four IDX files (MNIST's format: MNIST, Fashion-MNIST, KMNIST, EMNIST) in a folder."""
   if not source.argument.strip():
     raise DataError("idx: needs a folder, e.g. idx:/usr/share/datasets/fashion-mnist")
   return load_dir(source.argument, name=f"idx:{source.argument}",
