@@ -10,3 +10,7 @@ one file each, in :mod:`jaxunlearn.methods` and :mod:`jaxunlearn.evaluators`;
 """
 
 __version__ = "0.1.0"
+
+# Built-in datasets with a file of their own (idx:DIR, fashion_mnist) register with
+# jaxunlearn.data here, so that data.load knows them and the registry imports no plugin.
+from jaxunlearn import datasets  # noqa: E402,F401

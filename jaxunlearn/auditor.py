@@ -325,6 +325,7 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
     s = req.splits
     results = {
         "setting": req.cfg.setting, "dataset": req.cfg.dataset, "model": req.cfg.model,
+        "data_source": req.data.source,
         "n_forget": int(s.n_forget), "n_remain": int(s.remain_idx.size),
         "transforms": list(req.transforms), "num_models": req.cfg.audit.num_models,
         "methods": {label: {"method": p.name, "epochs": p.block.epochs,

@@ -59,7 +59,8 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
     ("seed", Field(0, "seeds everything: each stage's key is derived from it by the stage's "
                       "name", check="seed")),
     ("dataset", Field("mnist5k", "mnist5k | mnist | fashion_mnist | cifar10 | svhn_cropped | "
-                                 "npz:PATH | a dataset a plugin registers (jaxunlearn datasets)")),
+                                 "npz:PATH | idx:DIR | a dataset a plugin registers "
+                                 "(jaxunlearn datasets)")),
     ("data_dir", Field("", "tfds data directory ('' = tfds default: $TFDS_DATA_DIR or "
                            "~/tensorflow_datasets)")),
             ("num_classes", Field(0, "classes of the classifier; 0: the dataset's own (npz: the largest "

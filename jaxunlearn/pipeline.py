@@ -264,6 +264,7 @@ def summarize(req: request_lib.Request, plan, models: dict) -> dict:
   unlearned = models["unlearned"]
   results = {
       "setting": cfg.setting, "dataset": cfg.dataset, "model": cfg.model,
+      "data_source": req.data.source,
       "method": plan.name,
       "hparams": {k: v for k, v in plan.hparams.items() if k != "learning_rate"},
       "seed": cfg.seed, "n_train": req.data.n_train, "n_test": req.data.n_test,

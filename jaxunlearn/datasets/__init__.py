@@ -1,0 +1,8 @@
+"""Datasets with a file of their own, registered by name (:func:`jaxunlearn.data.register`).
+
+Importing the ``jaxunlearn`` package imports this one, which registers
+``idx:DIR`` (:mod:`~jaxunlearn.datasets.idx`) and ``fashion_mnist``
+(:mod:`~jaxunlearn.datasets.fashion_mnist`).
+"""
+
+from jaxunlearn.datasets import fashion_mnist, idx  # noqa: F401
