@@ -231,3 +231,16 @@ def test_tiny_audit_end_to_end(tmp_path):
   assert saved["klom"]["single"]["finetune"]["forget"]["floor_p95"] == \
       rows["oracle"]["forget"]["p95"]
   assert "## KLOM" in (tmp_path / "work" / "audit.md").read_text()
+
+
+def test_compare_methods_audit_row_has_klom_and_its_floor():
+  from experiments import audit_methods
+  entry = lambda p95: {"forget": {"p95": p95, "median": p95 / 2}}  # noqa: E731
+  seed_result = {"sections": {"klom": {"single": {"oracle": entry(0.5), "none": entry(9.0),
+                                                  "m": entry(1.5)}}},
+                 "not_applicable": {}, "runs": {}, "retrain_test_acc": 0.9}
+  row = audit_methods.row(seed_result, "m")
+  assert row["KLOM P95 D_f (single)"] == 1.5 and row["KLOM P95 D_f floor"] == 0.5
+  assert audit_methods.row(seed_result, "oracle")["KLOM P95 D_f (single)"] == 0.5
+  without = audit_methods.row({**seed_result, "sections": {}}, "m")
+  assert without["KLOM P95 D_f (single)"] is None

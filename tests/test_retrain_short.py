@@ -195,3 +195,26 @@ def test_registered_listed_and_tunable(capsys):
   assert "retrain_short" in capsys.readouterr().out
   space = methods.get("retrain_short").search_space
   assert set(space["temperature"]) == {1.0, 1.1, 1.2, 1.3, 1.5} and "learning_rate" in space
+
+
+def test_a_run_from_the_cli_costs_its_fraction_of_retraining(tmp_path, capsys):
+  import json
+  import shutil
+  from tests import tiny
+  npz, finished, _ = tiny.finished_run()
+  workdir = tmp_path / "work"
+  shutil.copytree(finished, workdir)
+  assert cli.main(["jaxunlearn", *tiny.cli_args(
+      npz, workdir, "--config.unlearn.method=retrain_short",
+      "--config.unlearn.retrain_fraction=0.5", "--config.unlearn.remain_batch_size=4",
+      "--config.eval.evaluators=()")]) == 0, capsys.readouterr().err
+  r = json.loads((workdir / "results.json").read_text())
+  cfg = tiny.config(npz)
+  retrain = cost.retrain_cost(r["n_remain"], cfg.train.epochs, cfg.train.batch_size)
+  steps = plan_lib.retrain_steps(0.5, r["n_remain"], cfg.train.epochs, cfg.train.batch_size, 4)
+  c = r["unlearn_cost"]
+  assert c["retrain_cost_examples"] == retrain
+  assert c["cost_examples"] == c["per_request_examples"] == steps * 4
+  # Within one step of 0.5 (exactly 0.5 when half of retraining is a whole number of steps).
+  assert c["fraction_of_retrain"] == pytest.approx(0.5, abs=2 / retrain)
+  assert r["hparams"]["temperature"] == 1.0
