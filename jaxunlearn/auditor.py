@@ -179,9 +179,12 @@ class Auditor(audits.Audit):
 
   def _save(self, name: str, record: dict, masks: dict) -> None:
     if jax.process_index() == 0:
+      # phi on each probe beside its rows (training-set rows for remain, test rows for test).
+      probed = {k: v for n, (_, rows) in self.probe_rows.items() if f"phi_{n}" in record
+                for k, v in ((f"phi_{n}", record[f"phi_{n}"]), (f"rows_{n}", rows))}
       pops.save_phi(self.req.workdir / "phi", name, record["phi"],
                     examples=self.req.splits.forget_idx, remain_acc=record["remain_acc"],
-                    test_acc=record["test_acc"], **masks)
+                    test_acc=record["test_acc"], **probed, **masks)
 
   def _run(self, pop: pops.Population, masks) -> dict:
     t0 = time.perf_counter()

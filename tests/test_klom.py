@@ -231,6 +231,8 @@ def test_tiny_audit_end_to_end(tmp_path):
   assert saved["klom"]["single"]["finetune"]["forget"]["floor_p95"] == \
       rows["oracle"]["forget"]["p95"]
   assert "## KLOM" in (tmp_path / "work" / "audit.md").read_text()
+  masks = np.load(tmp_path / "work" / "phi" / "finetune.masks.npz")
+  assert masks["phi_remain"].shape == (3, 5) and masks["rows_heldout"].shape == (6,)
 
 
 def test_compare_methods_audit_row_has_klom_and_its_floor():
