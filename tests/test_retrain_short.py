@@ -218,3 +218,13 @@ def test_a_run_from_the_cli_costs_its_fraction_of_retraining(tmp_path, capsys):
   # Within one step of 0.5 (exactly 0.5 when half of retraining is a whole number of steps).
   assert c["fraction_of_retrain"] == pytest.approx(0.5, abs=2 / retrain)
   assert r["hparams"]["temperature"] == 1.0
+
+
+def test_the_shipped_benchmark_points_plan_at_their_fractions():
+  from configs import audit_methods
+  u = block()
+  for spec, fraction in zip(audit_methods.RETRAIN_SHORT_SPECS, (0.1, 0.2, 0.5)):
+    label, b = plan_lib.parse_spec(spec, u)
+    plan = plan_lib.make_plan(label, b, where=spec, train=TRAIN)
+    assert plan.run_shape(100, 3700).steps_per_epoch * 64 == round(fraction * 72960)
+    assert plan.hparams["learning_rate"] == audit_methods.RETRAIN_SHORT[fraction]["learning_rate"]

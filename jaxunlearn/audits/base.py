@@ -10,7 +10,9 @@ confidence, :mod:`jaxunlearn.audits.phi`), accuracy on D_r and on the test
 set. A statistic may add fields of its own (:attr:`Statistic.record`), which
 every member then records too; the record's schema is part of every
 population chunk's stage name, so chunks saved under another schema are never
-reused.
+reused. A statistic may also ask every member for phi on examples beside D_f
+(:meth:`Statistic.probes`: fixed samples of D_r or of the test set, recorded
+as ``phi_<name>``); without probes the schema, and every stage name, is as before.
 
 A statistic is a class registered by name::
 
