@@ -102,7 +102,7 @@ def record_schema(fields: dict, probes: tuple = ()) -> list:
           ["test_acc", "accuracy"]]
   return base + [[name, qualified_name(fn)] for name, fn in sorted(fields.items())] + [
       [f"phi_{name}", qualified_name(phi_lib.logit_confidence), int(size), digest]
-      for name, size, digest in probes]
+      for name, size, digest in sorted(probes)]
 
 
 def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
