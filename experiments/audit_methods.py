@@ -34,7 +34,8 @@ from jaxunlearn.audits import NONE, ORACLE, RETRAIN
 
 NAME = "compare_methods_audit"
 COLUMNS = ("relative F (single)", "relative F (per seed)", "U-LiRA AUC", "U-LiRA AUC null q99",
-           "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "test acc - retrain's",
+           "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "KLOM P95 D_f (single)",
+           "KLOM P95 D_f floor", "test acc - retrain's",
            "examples/request (x retrain)", "reference once (x retrain)",
            "s/request", "s/request (reference reused)", "speedup")
 
@@ -48,7 +49,7 @@ def not_applicable(prep, spec) -> str | None:
   """
   from jaxunlearn import plan as plan_lib, request
   from jaxunlearn.errors import ConfigError
-  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where)
+  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where, train=prep.cfg.train)
   abstract = request.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
   s = prep.splits
   heldout = plan_lib.heldout_rows(s.holdout_idx, prep.y_train, s.forget_idx)
@@ -102,6 +103,10 @@ def row(seed_result: dict, label: str) -> dict:
     out.update({"U-LiRA AUC": u["auc"], "U-LiRA AUC null q99": u.get("null_auc_q99"),
                 "U-LiRA bal. acc": u["balanced_acc"],
                 "U-LiRA bal. acc null q99": u.get("null_balanced_acc_q99")})
+  klom = seed_result["sections"].get("klom", {}).get("single", {})
+  if label in klom:     # with klom in audit.statistics; the floor is the oracle row's P95
+    out["KLOM P95 D_f (single)"] = klom[label]["forget"]["p95"]
+    out["KLOM P95 D_f floor"] = klom["oracle"]["forget"]["p95"]
   if "single" in eps and label in eps["single"]:
     out["test acc - retrain's"] = eps["single"][label]["test_acc"] - seed_result[
         "retrain_test_acc"]
@@ -159,7 +164,10 @@ def main_audit(args, settings, labels: list[str]) -> dict:
           "U-LiRA: per-example likelihood-ratio attack, lower is better; null q99: the 99th "
           "percentile of the same figure with IN/OUT shuffled within each example (a row above "
           "it is evidence of leakage); the oracle row shows the retrain control, none the "
-          "identity control. Test acc - retrain's: mean over the single-protocol population "
+          "identity control. KLOM P95 D_f (with klom in audit.statistics): the 95th "
+          "percentile over D_f of KL(population || retrain) of binned phi, single protocol; "
+          "floor: the oracle's against retrain at the same N (lower is better). "
+          "Test acc - retrain's: mean over the single-protocol population "
           "against the retrain population. Examples/request: examples processed by one "
           "request (forward+backward = 1, forward only = 1/3; the unlearning run's whole "
           "schedule, plus a reference model trained for the request), as a fraction of "

@@ -103,6 +103,19 @@ def check_memory(prep: request_lib.Prepared, statistics) -> None:
           f"{where}); lower {field} or audit.chunk_size, or raise audit.memory_fraction")
 
 
+def probe_rows(probes: dict, remain_idx, n_test: int, seed: int) -> dict:
+  """``{name: (source, rows)}``: each probe's rows, drawn once per audit seed and probe name
+  (sorted; all of them when the source has no more than ``size``). ``remain`` rows index the
+  training set (within D_r), ``test`` rows the test set."""
+  out = {}
+  for name, (source, size) in probes.items():
+    pool = np.asarray(remain_idx) if source == "remain" else np.arange(n_test)
+    rng = np.random.default_rng([int(seed), zlib.crc32(f"audit/probe/{name}".encode())])
+    rows = pool if size >= pool.size else rng.choice(pool, size, replace=False)
+    out[name] = (source, np.sort(rows))
+  return out
+
+
 class Auditor(audits.Audit):
   """The populations of one audit (see :class:`jaxunlearn.audits.Audit`).
 
@@ -127,10 +140,18 @@ class Auditor(audits.Audit):
     self.fields = audits.record_fields(self.statistics)
     x_all, y_all = jnp.asarray(req.x_train), jnp.asarray(req.y_train)
     self.x_all, self.y_all = x_all, y_all
+    x_test, y_test = jnp.asarray(req.data.x_test), jnp.asarray(req.data.y_test)
+    self.probe_rows = probe_rows(audits.probe_sets(cfg, self.statistics), s.remain_idx,
+                                 int(y_test.shape[0]), self.seed)
+    self.probes = tuple((name, int(rows.size), splits_lib.index_hash(rows))
+                        for name, (_, rows) in self.probe_rows.items())
+    probe_data = {name: (x_all[rows], y_all[rows]) if source == "remain"
+                  else (x_test[rows], y_test[rows])
+                  for name, (source, rows) in self.probe_rows.items()}
     self.data = pops.EvalData(
         x_audit=x_all[s.forget_idx], y_audit=y_all[s.forget_idx], x_remain=x_all[s.remain_idx],
-        y_remain=y_all[s.remain_idx], x_test=jnp.asarray(req.data.x_test),
-        y_test=jnp.asarray(req.data.y_test))
+        y_remain=y_all[s.remain_idx], x_test=x_test, y_test=y_test,
+        probes=probe_data or None)
     self.base_spec = {"original": dict(req.fingerprint), "forget_hash": req.forget_hash(),
                       "seed": self.seed}
     self.records: dict[str, dict] = {}
@@ -160,8 +181,11 @@ class Auditor(audits.Audit):
   def _save(self, name: str, record: dict, masks: dict) -> None:
     if jax.process_index() == 0:
       per_member = {f.name: record[f.name] for f in audits.RECORD.base if not f.per_example}
+      # phi on each probe beside its rows (training-set rows for remain, test rows for test).
+      probed = {k: v for n, (_, rows) in self.probe_rows.items() if f"phi_{n}" in record
+                for k, v in ((f"phi_{n}", record[f"phi_{n}"]), (f"rows_{n}", rows))}
       pops.save_phi(self.req.workdir / "phi", name, record["phi"],
-                    examples=self.req.splits.forget_idx, **per_member, **masks)
+                    examples=self.req.splits.forget_idx, **per_member, **probed, **masks)
 
   def key(self, name: str):
     """The key of the population ``name``: ``fold_in(key(seed), crc32("audit/<name>"))``,
@@ -229,7 +253,8 @@ class Auditor(audits.Audit):
         spec={**self.base_spec, "kind": "train", "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.asarray(rows).ravel()),
               **({} if n_epochs == int(cfg.train.epochs) else {"epochs": n_epochs})},
-        keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver)
+        keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver,
+        probes=self.probes)
     return self.run(pop, masks)
 
   def per_seed_population(self, label: str) -> dict:
@@ -299,7 +324,7 @@ class Auditor(audits.Audit):
               "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
-        fields=fields, driver=self.driver)
+        fields=fields, driver=self.driver, probes=self.probes)
     return self.run(pop, masks)
 
 

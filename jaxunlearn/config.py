@@ -119,6 +119,12 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                "importance_retrain): the run's steps, replacing epochs (0: "
                                "epochs passes over D_r); other methods refuse it",
                             check="non_negative")),
+    ("unlearn.retrain_fraction", Field(0.0, "methods that count their run in steps: the run's "
+                                            "steps are this fraction of retraining's examples "
+                                            "(train.epochs over D_r at train.batch_size) at "
+                                            "remain_batch_size rows per step, derived from each "
+                                            "run's own D_r; replaces steps and epochs (0: unused)",
+                                       check="fraction_or_zero")),
     ("unlearn.stop", Field("epochs", "epochs | kl_tol | calibrated (see jaxunlearn/stop.py)",
                            choices=STOP_RULES)),
     ("unlearn.tol", Field(0.0, "kl_tol: stop once the mean KL to the reference on D_f is below "
@@ -225,6 +231,7 @@ _CHECKS = {
     "seed_or_default": (lambda v: v >= -1, "must be >= 0 (or -1 for the default)"),
     "open_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
     "open_fraction_closed": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "fraction_or_zero": (lambda v: 0 <= v <= 1, "must be in (0, 1] (0: unused)"),
     "size": (lambda v: v > 0 and (v < 1 or v == int(v)),
              "must be a fraction < 1 or a whole count, e.g. 0.1 or 400"),
     "size_or_zero": (lambda v: v == 0 or (v > 0 and (v < 1 or v == int(v))),

@@ -39,6 +39,7 @@ import numpy as np
 from jaxunlearn import parallel, stages, train as train_lib
 from jaxunlearn.audits import base as audits_base, phi as phi_lib
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.registry import qualified_name
 
 
 class EvalData(NamedTuple):
@@ -49,6 +50,9 @@ class EvalData(NamedTuple):
   y_remain: Any
   x_test: Any
   y_test: Any
+  # {name: (x, y)}: examples beside D_f that phi is also recorded on, as phi_<name>
+  # (audit statistics' probes); None: the record holds phi on D_f only.
+  probes: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Population:
     driver: ``"vmap"`` (a chunk is one call of the vmapped member, split over
       the devices) or ``"loop"`` (the compiled single member, called for each
       member in turn: faster for conv nets on XLA:CPU; see :func:`resolve_driver`).
+    probes: the record's ``phi_<name>`` fields on ``EvalData.probes``, as
+      ``(name, size, rows digest)`` (hashed into the stage names).
   """
   name: str
   size: int
@@ -83,18 +89,22 @@ class Population:
   abstract_params: Any = None
   fields: tuple = ()
   driver: str = "vmap"
+  probes: tuple = ()    # ((name, size, rows digest), ...) of EvalData.probes, in that order
 
 
-def record_schema(fields: dict) -> list:
-  """The record's schema: its field names and where each is computed (hashed into stage names)."""
-  return audits_base.RECORD.schema(fields)
+def record_schema(fields: dict, probes: tuple = ()) -> list:
+  """The record's schema: its field names and where each is computed (hashed into stage names).
+  Without probes it is what it was before probes existed, so saved chunks keep their names."""
+  return audits_base.RECORD.schema(fields) + [
+      [f"phi_{name}", qualified_name(phi_lib.logit_confidence), int(size), digest]
+      for name, size, digest in sorted(probes)]
 
 
 def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
   """The checkpoint stage of one chunk."""
   digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
                              "keep_params": pop.keep_params,
-                             "record": record_schema(dict(pop.fields)),
+                             "record": record_schema(dict(pop.fields), pop.probes),
                              **({"driver": pop.driver} if pop.driver != "vmap" else {})})
   return f"pop-{pop.name}-{digest}-c{chunk:03d}"
 
@@ -112,6 +122,9 @@ def member_record(apply_fn: Callable, params, data: EvalData, fields: dict = Non
   out = {name: compute[name]() for name in audits_base.RECORD.names}
   for name, fn in (fields or {}).items():
     out[name] = jnp.asarray(fn(logits.astype(jnp.float32), data.y_audit), jnp.float32)
+  for name, (x, y) in (data.probes or {}).items():
+    out[f"phi_{name}"] = jnp.asarray(phi_lib.logit_confidence(apply_fn(params, x), y),
+                                     jnp.float32)
   return out
 
 
@@ -121,6 +134,8 @@ def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
                                       jnp.float32) for f in audits_base.RECORD.base}
   for name, _ in pop.fields:
     out[name] = jax.ShapeDtypeStruct((rows, n_audit), jnp.float32)
+  for name, size, _ in pop.probes:
+    out[f"phi_{name}"] = jax.ShapeDtypeStruct((rows, int(size)), jnp.float32)
   if pop.keep_params:
     stack = lambda t: jax.tree.map(  # noqa: E731
         lambda a: jax.ShapeDtypeStruct((rows, *a.shape), a.dtype), t)
@@ -272,7 +287,8 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
       return out, {"population": pop.name, "members": [lo, hi], "spec": pop.spec}
 
     def check(out):
-      if not all(np.all(np.isfinite(out[k])) for k in ("phi", *dict(pop.fields))):
+      probed = tuple(f"phi_{name}" for name, _, _ in pop.probes)
+      if not all(np.all(np.isfinite(out[k])) for k in ("phi", *dict(pop.fields), *probed)):
         raise ConfigError(f"population {pop.name!r}: a member's phi is not finite; lower the "
                           "learning rates")
 

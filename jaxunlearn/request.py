@@ -270,7 +270,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   if len(set(labels)) != len(labels):
     raise ConfigError(f"two unlearning plans share a label ({labels}); name them "
                       "'label=method:...'")
-  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where) for s in specs}
+  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train)
+           for s in specs}
   mesh = parallel.make_mesh()
   # Every batch must divide over the devices; checked here, before any write.
   for size in (splits.train_idx.size, splits.remain_idx.size, splits.reference_idx.size):

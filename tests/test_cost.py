@@ -76,6 +76,7 @@ HAND = {   # (method, hp): hand count on FORGET_EPOCHS or REMAIN_EPOCHS, per epo
     ("scrub", (("msteps", 0.0),)): 14 * 8 * (1 + F),
     ("scrub_r", ()): 88 * (1 + F) + (2 * 10 + 6) * F,   # + D_f error each epoch, held-out once
     ("importance_retrain", ()): 14 * 8,             # its own 8 rows drawn by loss per step
+    ("retrain_short", ()): 14 * 8,                  # 8 uniform rows of D_r per step
 }
 
 

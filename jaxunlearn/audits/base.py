@@ -10,7 +10,9 @@ logit-scaled confidence, :mod:`jaxunlearn.audits.phi`), accuracy on D_r and
 on the test set. A statistic may add fields of its own
 (:attr:`Statistic.record`), which every member then records too; the record's
 schema is part of every population chunk's stage name, so chunks saved under
-another schema are never reused.
+another schema are never reused. A statistic may also ask every member for phi on examples beside D_f
+(:meth:`Statistic.probes`: fixed samples of D_r or of the test set, recorded
+as ``phi_<name>``); without probes the schema, and every stage name, is as before.
 
 A statistic is a class registered by name::
 
@@ -202,6 +204,15 @@ class Statistic:
     """
     return {"audit": PopulationSize(int(cfg.audit.num_models), "audit.num_models")}
 
+  def probes(self, cfg) -> Mapping[str, tuple[str, int]]:
+    """Examples beside D_f that every member also records phi on: ``{name: (source, size)}``.
+
+    ``source`` is ``"remain"`` (D_r) or ``"test"``; the audit draws ``size``
+    of its rows once (fewer if it has fewer), and each record then holds
+    ``phi_<name>`` ``[N, size]``. Default: none, and the record is unchanged.
+    """
+    return {}
+
   def run(self, audit: Audit) -> dict:
     """Trains the populations it needs through ``audit`` and returns its section of audit.json."""
     raise NotImplementedError
@@ -237,6 +248,24 @@ def selected(cfg) -> list[str]:
   if len(set(listed)) != len(listed):
     raise ConfigError(f"audit.statistics lists a statistic twice: {listed}")
   return listed
+
+
+PROBE_SOURCES = ("remain", "test")
+
+
+def probe_sets(cfg, statistics) -> dict[str, tuple[str, int]]:
+  """The probes (:meth:`Statistic.probes`) of the given statistics; one name, one definition."""
+  out: dict[str, tuple[str, int]] = {}
+  for name in statistics:
+    for probe, (source, size) in get(name)().probes(cfg).items():
+      if not probe.isidentifier() or source not in PROBE_SOURCES or int(size) < 1:
+        raise ConfigError(f"audit statistic {name!r}: probe {probe!r} must be an identifier with "
+                          f"a source in {PROBE_SOURCES} and a size >= 1, got {(source, size)}")
+      if probe in out and out[probe] != (source, int(size)):
+        raise ConfigError(f"audit statistics define probe {probe!r} twice, as {out[probe]} and "
+                          f"{(source, size)}; rename one")
+      out[probe] = (source, int(size))
+  return out
 
 
 def record_fields(statistics) -> dict[str, RecordField]:

@@ -12,4 +12,4 @@ from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
                                 importance_retrain, l1_sparse, lightweight, msg,
                                 neggrad_plus, random_label, random_reinit, reset_distill,
-                                salun, scrub, scrub_r, ssd)  # (built-ins register)
+                                retrain_short, salun, scrub, scrub_r, ssd)  # (built-ins register)
