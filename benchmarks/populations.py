@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn import data as data_lib, models, populations as pops
-from jaxunlearn import scripts
+from jaxunlearn import results, scripts
 
 
 def main(argv=None):
@@ -42,11 +42,12 @@ def main(argv=None):
   rows = jnp.arange(args.n_train)
   data = pops.EvalData(x[:100], y[:100], x[: args.n_train], y[: args.n_train],
                        jnp.asarray(d.x_test), jnp.asarray(d.y_test))
-  print(f"Machine: {platform.node()} ({platform.platform()}), {os.cpu_count()} CPU cores, "
-        f"backend {jax.default_backend()} x{jax.device_count()}, load average "
+  env = results.environment()
+  print(f"Machine: {env['host']} ({platform.platform()}), {os.cpu_count()} CPU cores, "
+        f"backend {env['backend']} x{env['device_count']}, load average "
         f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at start. "
         f"Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}. "
-        f"jax {jax.__version__}. {args.epochs} epochs on {args.n_train} images, batch "
+        f"jax {env['jax']}. {args.epochs} epochs on {args.n_train} images, batch "
         f"{args.batch_size}.\n")
   print("| model | N | vmap run s | loop run s | one run s | vmap s / model | loop s / model "
         "| faster | auto picks |")

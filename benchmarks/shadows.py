@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from jaxunlearn import data as data_lib, membership, models, train as train_lib
-from jaxunlearn import scripts
+from jaxunlearn import results, scripts
 
 
 def parse_args(argv=None):
@@ -47,10 +47,9 @@ def parse_args(argv=None):
 
 
 def machine() -> str:
-  dev = jax.devices()[0]
-  return (f"{platform.node()} ({platform.platform()}), {os.cpu_count()} CPU cores, "
-          f"backend {jax.default_backend()}, device {getattr(dev, 'device_kind', str(dev))} "
-          f"x{jax.device_count()}")
+  env = results.environment()
+  return (f"{env['host']} ({platform.platform()}), {os.cpu_count()} CPU cores, "
+          f"backend {env['backend']}, device {env['device']} x{env['device_count']}")
 
 
 def main(argv=None):

@@ -86,7 +86,8 @@ def main(argv=None) -> dict:
 
   load = os.getloadavg()
   result = {"config": args.config, "overrides": args.set, "rows": rows,
-            "machine": f"{platform.node()} ({platform.platform()}), {os.cpu_count()} CPU cores",
+            "machine": f"{second['environment']['host']} ({platform.platform()}), "
+                       f"{os.cpu_count()} CPU cores",
             "load_average": load, "environment": second["environment"],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(sys.argv)}
