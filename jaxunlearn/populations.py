@@ -86,9 +86,6 @@ class Population:
   driver: str = "vmap"
 
 
-BASE_FIELDS = ("phi", "remain_acc", "test_acc")
-
-
 def record_schema(fields: dict) -> list:
   """The record's schema: its field names and where each is computed (hashed into stage names)."""
   base = [["phi", qualified_name(phi_lib.logit_confidence)], ["remain_acc", "accuracy"],
