@@ -5,7 +5,7 @@ together and names no method, evaluator or data transform: the config picks
 them from their registries. The request (:mod:`jaxunlearn.request`) has
 validated everything, holds the lock and the original model. Each finished
 stage is an Orbax checkpoint under ``WORKDIR/checkpoints/`` and is reused by a
-rerun. The record is :mod:`jaxunlearn.results`'.
+rerun; :mod:`jaxunlearn.results` makes and writes the record.
 """
 
 from __future__ import annotations

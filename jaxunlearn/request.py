@@ -108,12 +108,12 @@ class Request:
 
   def train(self, stage: str, rows: np.ndarray, **kwargs) -> stages.Trained:
     """Deprecated: :func:`jaxunlearn.stages.train_stage`."""
-    deprecation.note("Request.train", "jaxunlearn.stages.train_stage")
+    deprecation.note("jaxunlearn.request.Request.train", "jaxunlearn.stages.train_stage")
     return stages.train_stage(self, stage, rows, **kwargs)
 
   def restore(self, stage: str, reused: bool = False) -> stages.Trained:
     """Deprecated: :func:`jaxunlearn.stages.restore_stage`."""
-    deprecation.note("Request.restore", "jaxunlearn.stages.restore_stage")
+    deprecation.note("jaxunlearn.request.Request.restore", "jaxunlearn.stages.restore_stage")
     return stages.restore_stage(self, stage, reused)
 
 
