@@ -40,10 +40,11 @@ def load(name: str):
 
 
 def machine() -> str:
-  dev = jax.devices()[0]
-  kind = getattr(dev, "device_kind", str(dev))
+  """One line: backend, devices (:func:`jaxunlearn.results.environment`), host CPU and cores."""
+  from jaxunlearn import results
+  env = results.environment()
   cpu = platform.processor() or platform.machine()
-  return (f"{jax.default_backend()}: {jax.device_count()} x {kind} (host {cpu}, "
+  return (f"{env['backend']}: {env['device_count']} x {env['device']} (host {cpu}, "
           f"{_cores()} cores)")
 
 

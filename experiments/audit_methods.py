@@ -47,10 +47,10 @@ def not_applicable(prep, spec) -> str | None:
   row), then traced once on abstract arrays of the model and the real split
   sizes: what fails there cannot run on this model (``ct`` without conv layers).
   """
-  from jaxunlearn import plan as plan_lib, request
+  from jaxunlearn import plan as plan_lib, stages
   from jaxunlearn.errors import ConfigError
   plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where, train=prep.cfg.train)
-  abstract = request.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
+  abstract = stages.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
   s = prep.splits
   heldout = plan_lib.heldout_rows(s.holdout_idx, prep.y_train, s.forget_idx)
   try:

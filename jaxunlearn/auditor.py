@@ -30,7 +30,6 @@ Choices, where the literature leaves room:
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import time
@@ -41,9 +40,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import audits, plan as plan_lib, plugins, populations as pops
-from jaxunlearn import request as request_lib, splits as splits_lib, train as train_lib
-from jaxunlearn import workdir as workdir_lib
+from jaxunlearn import audits, deprecation, plan as plan_lib, plugins, populations as pops
+from jaxunlearn import request as request_lib, results as results_lib, splits as splits_lib
+from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
@@ -84,7 +83,7 @@ def check_memory(prep: request_lib.Prepared, statistics) -> None:
   """
   cfg, s = prep.cfg, prep.splits
   n_fields = len(audits.record_fields(statistics))
-  abstract = request_lib.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
+  abstract = stages.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
   param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
   sizes = {kind: size for name in statistics
            for kind, size in audits.get(name)().population_sizes(cfg).items()}
@@ -192,7 +191,7 @@ class Auditor(audits.Audit):
     the audit's seed and the name alone (member ``i`` then gets ``fold_in(key, i)``)."""
     # threefry, not rbg: rbg's bits change with the sharding and the vmap size
     # (measured: phi differed by up to 0.96 between 8 devices and 1), threefry's do not.
-    return jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(f"audit/{name}".encode()))
+    return stages.stage_key(self.seed, f"audit/{name}")
 
   def member(self, cache_key: tuple, make):
     """The member function under ``cache_key``, made once per process by ``make()``
@@ -286,8 +285,7 @@ class Auditor(audits.Audit):
     if mode == "rows":
       spec["rows"] = splits_lib.index_hash(s.reference_idx)
       return settings, jnp.asarray(s.reference_idx, jnp.int32), spec
-    from jaxunlearn import pipeline
-    trained = pipeline.reference_stage(req)
+    trained = stages.reference_stage(req)
     spec["stage"] = trained.stage
     return settings, (trained.params, trained.batch_stats), spec
 
@@ -340,79 +338,32 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
   Returns:
     The contents of ``audit.json``.
   """
-  cfg = plugins.validate(cfg)
+  cfg = plugins.check_config(cfg)
   specs = method_specs(cfg)
   with request_lib.open_request(cfg, workdir, methods=specs, outputs=OUTPUTS, wait=wait,
                                 checks=(check,)) as req:
     t_start = time.perf_counter()
     auditor = Auditor(req)
     sections = auditor.audit()
-    s = req.splits
-    results = {
-        "setting": req.cfg.setting, "dataset": req.cfg.dataset, "model": req.cfg.model,
-        "data_source": req.data.source,
-        "n_forget": int(s.n_forget), "n_remain": int(s.remain_idx.size),
-        "transforms": list(req.transforms), "num_models": req.cfg.audit.num_models,
-        "methods": {label: {"method": p.name, "epochs": p.block.epochs,
-                            "learning_rate": p.block.learning_rate,
-                            "forget_batch_size": p.block.forget_batch_size,
-                            "hparams": {k: v for k, v in p.hparams.items()
-                                        if k != "learning_rate"}}
-                    for label, p in req.plans.items()},
-        "statistics": list(auditor.statistics), **sections,
-        "populations": auditor.times, "population_driver": auditor.driver,
-        "time_s": time.perf_counter() - t_start,
-        "replaced": plugins.replaced(),
-        "config": config_in_use(req),
-        "environment": request_lib.environment(),
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    results = results_lib.audit_summary(req, auditor.statistics, sections,
+                                        populations=auditor.times, driver=auditor.driver,
+                                        time_s=time.perf_counter() - t_start)
     if jax.process_index() == 0:
       figures = {}
       for name in auditor.statistics:
         figures.update(audits.get(name)().plot(sections[name], auditor, req.workdir))
       results["figures"] = figures
-      workdir_lib.atomic_write(req.workdir / "audit.json", json.dumps(results, indent=2))
-      workdir_lib.atomic_write(req.workdir / "audit.md", markdown(results))
+      results_lib.write_audit(req, results)
     return results
 
 
-def config_in_use(req: request_lib.Request) -> dict:
-  """The config as a dict without the blocks the audit does not use (evaluators that do not
-  run, methods not audited, statistics not computed)."""
-  from jaxunlearn import evaluators, methods
-  d = req.cfg.to_dict()
-  for name in evaluators.names():
-    if name in d and not evaluators.get(name)().enabled(req.cfg) and \
-        evaluators.get(name)().config() is not None:
-      del d[name]
-  d.pop("eval", None)
-  used = {p.name for p in req.plans.values()}
-  for name in methods.names():
-    if name not in used:
-      d["unlearn"].pop(name, None)
-  for name in audits.names():
-    if name not in req.cfg.audit.statistics:
-      d["audit"].pop(name, None)
-  return d
-
-
-def markdown(r: dict) -> str:
-  """``audit.md``: a header, each statistic's section, the populations' times, the figures."""
-  lines = [f"# Audit: {r['setting']} ({r['dataset']}, {r['model']})", "",
-           f"D_f: {r['n_forget']} examples"
-           + (f" (transforms: {', '.join(r['transforms'])})" if r["transforms"] else "")
-           + f"; N = {r['num_models']} models per epsilon population; "
-           f"{r['time_s']:.0f} s in all.", ""]
-  for name in r["statistics"]:
-    st = audits.get(name)()
-    lines += [f"## {st.title or name}", "", st.report(r[name]), ""]
-  lines += ["## Populations", "", "| population | wall s | chunks reused |", "|---|---|---|"]
-  for name, t in r["populations"].items():
-    lines.append(f"| {name} | {t['time_s']:.1f} | {t['chunks_reused']} |")
-  for fig in (r.get("figures") or {}).values():
-    lines += ["", f"![{fig}]({fig})"]
-  return "\n".join(lines) + "\n"
-
-
-
+def __getattr__(name: str):
+  # Moved to jaxunlearn.results; each old name prints one deprecation line.
+  if name == "config_in_use":
+    deprecation.note(f"{__name__}.config_in_use",
+                     "jaxunlearn.results.config_in_use(req, audit=True)")
+    return lambda req: results_lib.config_in_use(req, audit=True)
+  if name == "markdown":
+    deprecation.note(f"{__name__}.markdown", "jaxunlearn.results.audit_markdown")
+    return results_lib.audit_markdown
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

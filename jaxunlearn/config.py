@@ -8,17 +8,19 @@ audit statistics and data transforms bring their own blocks
 :mod:`jaxunlearn.plugins` adds them (``plugins.default_config()``) and has the
 registries validate them.
 
-:func:`validate` rejects unknown keys, wrong types and values out of range
+:func:`check_schema` rejects unknown keys, wrong types and values out of range
 with a :class:`ConfigError` that names the field and says how to fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
+from jaxunlearn import deprecation
 from jaxunlearn.errors import ConfigError
 
 
@@ -296,8 +298,8 @@ def check_unlearn_block(u, where: str = "") -> None:
                       "--config.unlearn.tol=0.01)")
 
 
-def validate(cfg: ml_collections.ConfigDict,
-             defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+def check_schema(cfg: ml_collections.ConfigDict,
+                 defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """Checks ``cfg`` against ``defaults`` (default: :func:`base_config`) and the schema.
 
   Plugin blocks are typed by their defaults in ``defaults``
@@ -338,6 +340,13 @@ def validate(cfg: ml_collections.ConfigDict,
   return cfg
 
 
+def mutable_copy(cfg) -> ml_collections.ConfigDict:
+  """A ``ConfigDict`` copy of ``cfg`` (frozen or not) that changes nothing of the caller's."""
+  if isinstance(cfg, ml_collections.FrozenConfigDict):
+    return ml_collections.ConfigDict(cfg.to_dict())
+  return copy.deepcopy(cfg)
+
+
 def describe(cfg, docs: dict[str, str] | None = None) -> list[tuple[str, Any, str]]:
   """``(dotted path, value, description)`` of every field of ``cfg``.
 
@@ -353,3 +362,8 @@ def describe(cfg, docs: dict[str, str] | None = None) -> list[tuple[str, Any, st
       value = value.to_dict()
     out.append((name, value, doc))
   return out
+
+
+__getattr__ = deprecation.module_getattr(__name__, {
+    "validate": "jaxunlearn.config.check_schema",
+})

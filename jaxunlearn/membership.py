@@ -132,7 +132,7 @@ def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
     shadow axis is split over the mesh's devices (the fastest on GPU/TPU);
   * ``loop``: a host loop over one jitted, vmapped step. XLA on CPU runs
     convolutions inside ``lax.scan`` several times slower than outside it
-    (``benchmarks/shadows.py``), so this is faster there.
+    (``benchmarks/populations.py --shadows``), so this is faster there.
 
   Args:
     model: the target's flax module.

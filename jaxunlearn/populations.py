@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import parallel, stages, train as train_lib
+from jaxunlearn import hashing, parallel, stages, train as train_lib
 from jaxunlearn.audits import base as audits_base, phi as phi_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import qualified_name
@@ -102,7 +102,7 @@ def record_schema(fields: dict, probes: tuple = ()) -> list:
 
 def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
   """The checkpoint stage of one chunk."""
-  digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
+  digest = hashing.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
                              "keep_params": pop.keep_params,
                              "record": record_schema(dict(pop.fields), pop.probes),
                              **({"driver": pop.driver} if pop.driver != "vmap" else {})})
