@@ -43,14 +43,6 @@ from jaxunlearn.methods.base import Batch, Inputs
 _METHOD_KEY_TAG = 0x6D657468
 
 
-def _as_method(method) -> base.Method:
-  if isinstance(method, str):
-    return base.get(method)()
-  if isinstance(method, type):
-    return method()
-  return method
-
-
 class RunState(NamedTuple):
   """The carry of a run: the method's state, the run's key, the stop rule's state and, with
   ``bn_mode="train"``, the running batch statistics (``()`` otherwise)."""
@@ -153,7 +145,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   Returns:
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
   """
-  method = _as_method(method)
+  method = base.as_method(method)
   if n_forget < 1:
     raise ConfigError("the forget set is empty; nothing to unlearn")
   if n_remain < 1:
@@ -287,7 +279,7 @@ def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
   ``steps > 0`` (methods with ``epoch_over="steps"`` only) is one epoch of
   ``steps`` steps; otherwise ``epochs`` epochs of :func:`base.steps_per_epoch`.
   """
-  method = _as_method(method)
+  method = base.as_method(method)
   if int(steps) < 0:
     raise ConfigError(f"unlearn.steps must be >= 0, got {steps}")
   if steps and method.epoch_over != "steps":
@@ -303,7 +295,7 @@ def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
   """``{"learning_rate": ..., **the method's defaults}`` with ``overrides``, as float32 arrays."""
-  method = _as_method(method)
+  method = base.as_method(method)
   hp = {**method.hparams, **overrides}
   method.validate(hp)
   return as_hparams({"learning_rate": learning_rate, **hp})

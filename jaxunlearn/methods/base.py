@@ -163,6 +163,12 @@ class Method:
   epoch_over: str = "forget"
   description: str = ""
   uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
+  search_space: Mapping[str, tuple] = {}
+  """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
+  ``learning_rate`` and the method's hyperparameters, at most
+  :data:`jaxunlearn.tuning.MAX_POINTS` points in all (e.g. the learning rate
+  and the method's main knob, four values each). Empty: the method cannot be
+  tuned."""
 
   def __init__(self, **options):
     for name, value in options.items():
@@ -259,6 +265,16 @@ _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_metho
 # register(name) is a decorator; register("my_ft")(get("finetune")) registers an
 # existing method again under another name.
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+
+
+def as_method(method: str | type | Method) -> Method:
+  """A method instance from a registered name, a :class:`Method` class (its
+  default options) or an instance (returned as is)."""
+  if isinstance(method, str):
+    return get(method)()
+  if isinstance(method, type):
+    return method()
+  return method
 
 
 def _from_config(cls, names_defaults, unlearn_cfg, name) -> dict:
