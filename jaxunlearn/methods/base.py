@@ -118,12 +118,31 @@ class UpdateRule(NamedTuple):
   params`` once at the end (default: ``state.params``). ``summary(state) ->
   {name: scalar}``, if given, describes the whole run from the final state
   (e.g. the epoch SCRUB+R rewinds to); the host driver records it.
+  ``finished(state) -> bool``, if given, is true once no later step can
+  change what ``finish`` returns; the host driver then stops early.
+
+  A state has ``params``: the model as it stands (what ``finish`` returns by
+  default and what stop rules judge). A wrapper (:mod:`jaxunlearn.stop`,
+  ``bn_mode="train"``) takes a rule and returns one whose state nests the
+  inner state, as optax wrappers do; :func:`with_defaults` gives it hooks to
+  call whether or not the inner rule defines them.
   """
   init: Callable[[Any], UnlearnState]
   step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
   epoch_end: Callable[[UnlearnState], UnlearnState] | None = None
   finish: Callable[[UnlearnState], Any] | None = None
   summary: Callable[[UnlearnState], dict] | None = None
+  finished: Callable[[UnlearnState], jax.Array] | None = None
+
+
+def with_defaults(rule: UpdateRule) -> UpdateRule:
+  """``rule`` with every optional hook filled in: ``epoch_end`` keeps the state,
+  ``finish`` returns ``state.params``, ``summary`` is ``{}`` and ``finished`` false."""
+  return rule._replace(
+      epoch_end=rule.epoch_end or (lambda state: state),
+      finish=rule.finish or (lambda state: state.params),
+      summary=rule.summary or (lambda state: {}),
+      finished=rule.finished or (lambda state: jnp.asarray(False)))
 
 
 class MethodEnv(NamedTuple):
