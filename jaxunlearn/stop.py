@@ -3,12 +3,12 @@
 A stop rule takes the run's :class:`~jaxunlearn.methods.UpdateRule` and
 returns one, the way an optax wrapper takes a transform and returns one: its
 state is a NamedTuple that nests the inner rule's state (``inner``) beside
-its own fields; its ``step``, ``epoch_end``, ``finish`` and ``summary`` call
-the inner ones, and its ``finished`` says when the model it keeps is final.
-The pure run
+its own fields. Its ``step``, ``epoch_end`` and ``summary`` call the inner
+ones; its ``finish`` returns the model it kept (or the inner rule's result)
+and its ``finished`` says when that model is final. The pure run
 (:func:`jaxunlearn.unlearn.make_unlearn_fn`) and the host driver
 (:func:`jaxunlearn.unlearn.unlearn`) apply the same wrapped rule; the driver
-stops early once its ``finished`` says no later step can change the result.
+stops early once ``finished`` says no later step can change the result.
 
 A rule judges the model its inner state holds (``state.params``: the
 parameters, or ``{"params", "batch_stats"}`` under ``bn_mode="train"``) and
