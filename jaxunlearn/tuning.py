@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import membership, train as train_lib, unlearn as unlearn_lib
-from jaxunlearn import config as config_lib
+from jaxunlearn import config as config_lib, membership, methods, train as train_lib
+from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import helpers
@@ -48,8 +48,8 @@ def grid_points(method) -> dict[str, np.ndarray]:
   Raises:
     ConfigError: no search space, an unknown name or more than MAX_POINTS points.
   """
-  method = unlearn_lib._as_method(method)
-  space = dict(getattr(method, "search_space", {}) or {})
+  method = methods.as_method(method)
+  space = dict(method.search_space)
   name = type(method).__name__
   if not space:
     raise ConfigError(f"method {name} declares no search_space")

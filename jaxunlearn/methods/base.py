@@ -118,12 +118,31 @@ class UpdateRule(NamedTuple):
   params`` once at the end (default: ``state.params``). ``summary(state) ->
   {name: scalar}``, if given, describes the whole run from the final state
   (e.g. the epoch SCRUB+R rewinds to); the host driver records it.
+  ``finished(state) -> bool``, if given, is true once no later step can
+  change what ``finish`` returns; the host driver then stops early.
+
+  A state has ``params``: the model as it stands (what ``finish`` returns by
+  default and what stop rules judge). A wrapper (:mod:`jaxunlearn.stop`,
+  ``bn_mode="train"``) takes a rule and returns one whose state nests the
+  inner state, as optax wrappers do; :func:`with_defaults` gives it hooks to
+  call whether or not the inner rule defines them.
   """
   init: Callable[[Any], UnlearnState]
   step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
   epoch_end: Callable[[UnlearnState], UnlearnState] | None = None
   finish: Callable[[UnlearnState], Any] | None = None
   summary: Callable[[UnlearnState], dict] | None = None
+  finished: Callable[[UnlearnState], jax.Array] | None = None
+
+
+def with_defaults(rule: UpdateRule) -> UpdateRule:
+  """``rule`` with every optional hook filled in: ``epoch_end`` keeps the state,
+  ``finish`` returns ``state.params``, ``summary`` is ``{}`` and ``finished`` false."""
+  return rule._replace(
+      epoch_end=rule.epoch_end or (lambda state: state),
+      finish=rule.finish or (lambda state: state.params),
+      summary=rule.summary or (lambda state: {}),
+      finished=rule.finished or (lambda state: jnp.asarray(False)))
 
 
 class MethodEnv(NamedTuple):
@@ -163,6 +182,12 @@ class Method:
   epoch_over: str = "forget"
   description: str = ""
   uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
+  search_space: Mapping[str, tuple] = {}
+  """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
+  ``learning_rate`` and the method's hyperparameters, at most
+  :data:`jaxunlearn.tuning.MAX_POINTS` points in all (e.g. the learning rate
+  and the method's main knob, four values each). Empty: the method cannot be
+  tuned."""
 
   def __init__(self, **options):
     for name, value in options.items():
@@ -259,6 +284,16 @@ _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_metho
 # register(name) is a decorator; register("my_ft")(get("finetune")) registers an
 # existing method again under another name.
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+
+
+def as_method(method: str | type | Method) -> Method:
+  """A method instance from a registered name, a :class:`Method` class (its
+  default options) or an instance (returned as is)."""
+  if isinstance(method, str):
+    return get(method)()
+  if isinstance(method, type):
+    return method()
+  return method
 
 
 def _from_config(cls, names_defaults, unlearn_cfg, name) -> dict:
