@@ -152,6 +152,11 @@ def names() -> list[str]:
   return _REGISTRY.names()
 
 
+def get(name: str):
+  """The loader registered as dataset ``name`` (its docstring's first line describes it)."""
+  return _REGISTRY.get(name)
+
+
 def usage(name: str) -> str:
   """How a registered dataset is named: ``"mnist5k"``, ``"npz:PATH"``, ``"idx:DIR"``."""
   loader = _REGISTRY.get(name)

@@ -230,7 +230,7 @@ def listing(kind: str) -> list[tuple[str, str]]:
   if kind == "statistics":
     return [(n, audits.get(n).title) for n in audits.names()]
   if kind == "datasets":
-    return [(data.usage(n), _first_line(data._REGISTRY.get(n).__doc__)) for n in data.names()]
+    return [(data.usage(n), _first_line(data.get(n).__doc__)) for n in data.names()]
   if kind == "models":
     return [(n, _first_line(models.MODELS[n].__doc__)) for n in models.names()]
   if kind == "transforms":
