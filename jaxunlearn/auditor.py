@@ -46,6 +46,9 @@ from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["Auditor", "run_audit", "check", "check_memory", "method_specs", "probe_rows",
+           "CONTROLS", "OUTPUTS", "PROTOCOLS"]
+
 CONTROLS = (audits.RETRAIN, audits.ORACLE, audits.NONE)
 OUTPUTS = ("audit.json", "audit.md")
 PROTOCOLS = {"single": ("single",), "per_seed": ("per_seed",), "both": ("single", "per_seed")}

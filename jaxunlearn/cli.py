@@ -13,6 +13,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+__all__ = ["main", "entry", "COMMANDS"]
+
 COMMANDS = {
     "run": "train the original (once per work dir), retrain, unlearn and evaluate; writes "
            "results.json and results.md",

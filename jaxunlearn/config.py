@@ -23,6 +23,10 @@ import ml_collections
 from jaxunlearn import deprecation
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["base_config", "describe", "Field", "SCHEMA", "FIELDS", "RENAMED", "UNLEARN_FIELDS",
+           "REFERENCE_SOURCES", "STOP_RULES", "check_schema", "check_unlearn_block", "check_field",
+           "check_value", "resolve_seed", "resolve_size", "flat_items", "mutable_copy"]
+
 
 class Field(NamedTuple):
   """One config field: its default, what it means, and what values it takes."""

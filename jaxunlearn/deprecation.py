@@ -1,10 +1,16 @@
-"""Old public names that still work, each with one deprecation line per process."""
+"""Old public names that still work, each with one deprecation line per process.
+
+Internal to the library: moved names keep working through it, so it declares no public
+names.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 from typing import Callable
+
+__all__ = []
 
 _TOLD: set = set()
 

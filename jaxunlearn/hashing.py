@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+__all__ = ["spec_hash"]
+
 
 def spec_hash(obj) -> str:
   """A short stable hash of a JSON-able spec."""

@@ -38,6 +38,10 @@ from jaxunlearn import metrics, parallel, train as train_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
+__all__ = ["FEATURES", "logit_confidence", "attack_features", "Shadows", "shadow_in_indices",
+           "make_shadow_train_fn", "train_shadows", "shadow_logits", "Attack", "fit_attack",
+           "attack_metrics", "loss_attack"]
+
 FEATURES = ("sorted", "unsorted", "logit_conf")
 
 

@@ -17,6 +17,8 @@ import ml_collections
 from jaxunlearn import deprecation, evaluators, request as request_lib, results as results_lib
 from jaxunlearn import stages, train as train_lib
 
+__all__ = ["run", "run_plan", "eval_inputs", "OUTPUTS"]
+
 OUTPUTS = ("results.json", "results.md")
 
 

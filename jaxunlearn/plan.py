@@ -35,6 +35,9 @@ from jaxunlearn import config as config_lib, cost as cost_lib, methods, models, 
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["UnlearnPlan", "make_plan", "parse_spec", "abstract_check", "retrain_steps",
+           "heldout_rows", "RUN_FIELDS"]
+
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
               "learning_rate", "momentum", "weight_decay", "schedule", "stop", "tol",

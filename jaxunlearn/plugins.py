@@ -28,6 +28,10 @@ from jaxunlearn import audits, config as config_lib, data, evaluators, methods, 
 from jaxunlearn import deprecation as deprecation_lib, registry, transforms
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["default_config", "check_config", "import_modules", "blocks", "add_blocks",
+           "field_docs", "renamed_fields", "deprecation", "rename_flag", "apply_renames",
+           "describe", "replaced", "listing"]
+
 
 def import_modules(modules) -> None:
   """Imports each module named in ``config.plugins`` (they register their plugins)."""

@@ -41,6 +41,11 @@ from jaxunlearn.audits import base as audits_base, phi as phi_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import qualified_name
 
+__all__ = ["Population", "EvalData", "ReferenceSettings", "run_population", "record_schema",
+           "member_stage", "member_record", "cached_member", "train_member", "unlearn_member",
+           "save_phi", "resolve_driver", "balanced_chunk", "estimate_bytes", "memory_limit_bytes",
+           "DRIVERS", "REFERENCE_MODES"]
+
 
 class EvalData(NamedTuple):
   """What every member is measured on (shared by all members; a pytree)."""

@@ -43,6 +43,9 @@ from jaxunlearn import parallel, plan as plan_lib, plugins, splits as splits_lib
 from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
 
+__all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "original_fingerprint",
+           "check_model_input"]
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
   """An ``unlearn`` block to plan, its label, and how errors name it (:func:`plan.make_plan`)."""

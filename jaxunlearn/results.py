@@ -17,6 +17,9 @@ from jaxunlearn import audits, cost as cost_lib, evaluators, methods, plan as pl
 from jaxunlearn import report, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["summarize", "config_in_use", "unlearn_cost", "write_results", "environment",
+           "audit_summary", "write_audit", "audit_markdown"]
+
 
 def environment() -> dict:
   """Versions, backend and device: recorded with every result."""

@@ -39,6 +39,10 @@ from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
 from jaxunlearn.hashing import spec_hash  # noqa: F401  (re-exported for old callers)
 
+__all__ = ["stage_key", "Trained", "StageCache", "abstract_variables", "train_stage",
+           "restore_stage", "retrain_stage", "find_reference", "reference_stage", "method_inputs",
+           "unlearn_stage", "check_finite"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Trained:

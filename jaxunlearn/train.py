@@ -29,6 +29,11 @@ from flax import struct
 from jaxunlearn import models, parallel
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
+__all__ = ["TrainState", "FitResult", "fit", "predict", "make_train_step", "make_train_fn",
+           "make_epoch_fn", "init_state", "make_optimizer", "make_schedule", "total_steps",
+           "epoch_indices", "apply_model", "eval_apply_fn", "cross_entropy", "resolve_driver",
+           "OPTIMIZERS", "SCHEDULES", "DRIVERS"]
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 DRIVERS = ("auto", "scan", "loop")

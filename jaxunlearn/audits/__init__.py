@@ -19,3 +19,7 @@ from jaxunlearn.audits.base import (NONE, ORACLE, RECORD, RETRAIN, Audit,  # noq
                                     RecordField, Statistic, get, names, per_seed, probe_sets,
                                     record_fields, register, selected)
 from jaxunlearn.audits import epsilon, klom, phi, ulira  # noqa: F401,E402  (built-ins register)
+
+__all__ = ["register", "get", "names", "Statistic", "Audit", "AuditInfo", "Record", "RecordField",
+           "BaseField", "RECORD", "PopulationSize", "ORACLE", "NONE", "RETRAIN", "per_seed",
+           "probe_sets", "record_fields", "selected"]

@@ -14,3 +14,7 @@ from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # n
                                 importance_retrain, l1_sparse, lightweight, msg,
                                 neggrad_plus, random_label, random_reinit, reset_distill,
                                 retrain_short, salun, scrub, scrub_r, ssd)  # (built-ins register)
+
+__all__ = ["register", "get", "names", "Method", "MethodEnv", "UpdateRule", "UnlearnState",
+           "Inputs", "Batch", "RunShape", "INPUTS", "resolve_method", "resolve_hparams",
+           "cross_entropy", "kl_divergence", "kl_per_example"]
