@@ -15,6 +15,7 @@ from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # n
                                 neggrad_plus, random_label, random_reinit, reset_distill,
                                 retrain_short, salun, scrub, scrub_r, ssd)  # (built-ins register)
 
-__all__ = ["register", "get", "names", "Method", "MethodEnv", "UpdateRule", "UnlearnState",
-           "Inputs", "Batch", "RunShape", "INPUTS", "resolve_method", "resolve_hparams",
-           "cross_entropy", "kl_divergence", "kl_per_example"]
+__all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS",
+           "resolve_method", "resolve_hparams", "cross_entropy", "kl_divergence",
+           "kl_per_example"]
