@@ -37,6 +37,9 @@ import optax
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import base
 
+__all__ = ["RULES", "make", "resolve", "epochs", "kl_tol", "KLTolState", "calibrated",
+           "CalibratedState", "Calibration", "calibration_losses", "CALIBRATION_INPUTS"]
+
 RULES = ("epochs", "kl_tol", "calibrated")
 CALIBRATION_INPUTS = ("x_forget", "y_forget", "x_heldout", "y_heldout")
 

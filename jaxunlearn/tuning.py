@@ -39,6 +39,9 @@ from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import helpers
 
+__all__ = ["tune", "run_grid", "grid_points", "grid_hparams", "grid_figures", "objective",
+           "MAX_POINTS"]
+
 MAX_POINTS = 16
 
 

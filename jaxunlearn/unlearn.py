@@ -41,6 +41,10 @@ from jaxunlearn.errors import ConfigError, NonFiniteError
 from jaxunlearn.methods import base
 from jaxunlearn.methods.base import Batch, Inputs
 
+__all__ = ["make_unlearn_fn", "unlearn", "UnlearnResult", "UnlearnFn", "RunState", "FlaxModel",
+           "BN_MODES", "BatchStatsState", "running_batch_stats", "run_length", "default_hparams",
+           "as_hparams"]
+
 # fold_in tag of the method's own key (epochs use fold_in(key, epoch)).
 _METHOD_KEY_TAG = 0x6D657468
 
@@ -264,9 +268,9 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   def step(carry: RunState, inputs, hparams, e, i, fr, rr):
     """Step ``i`` of epoch ``e`` on forget rows ``fr`` and remain rows ``rr``."""
     rule = build(inputs, carry.key, hparams)
-    fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
+    fields = {f: getattr(inputs, f)[fr] for f in base.FORGET_ROWS
               if getattr(inputs, f) is not None}
-    fields.update({f: getattr(inputs, f)[rr] for f in base._REMAIN_ROWS
+    fields.update({f: getattr(inputs, f)[rr] for f in base.REMAIN_ROWS
                    if getattr(inputs, f) is not None})
     if mesh is not None:
       fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}

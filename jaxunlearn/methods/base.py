@@ -49,6 +49,11 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import Registry
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
+__all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS", "EPOCH_UNITS",
+           "FORWARD_ONLY", "resolve_method", "resolve_hparams", "kl_per_example", "kl_divergence",
+           "steps_per_epoch", "cycled_rows", "FORGET_ROWS", "REMAIN_ROWS"]
+
 # The arrays a method may ask for. Forget and remain inputs are batched per
 # step; the others are given whole to ``init`` / ``epoch_end`` / ``finish``.
 INPUTS = (
@@ -59,8 +64,8 @@ INPUTS = (
     "orig_logits_remain",            # the original model's logits on D_r
     "x_heldout", "y_heldout",        # held-out examples of D_f's classes
 )
-_FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
-_REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
+FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
+REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
 EPOCH_UNITS = ("forget", "remain", "steps")
 # Cost of one example through a forward pass alone, in forward+backward equivalents.
 FORWARD_ONLY = 1.0 / 3.0
@@ -235,7 +240,7 @@ class Method:
     del hp
     steps = shape.epochs * shape.steps_per_epoch
     per_step = 0
-    if any(f in self.inputs for f in _FORGET_ROWS):
+    if any(f in self.inputs for f in FORGET_ROWS):
       per_step += shape.forget_batch_size
     if "x_remain" in self.inputs or "y_remain" in self.inputs:
       per_step += shape.remain_batch_size
