@@ -232,8 +232,7 @@ class Auditor(audits.Audit):
     size = rows.shape[0] if per_member else cfg.audit.num_models
     n_rows = rows.shape[-1]
     n_epochs = int(cfg.train.epochs if epochs is None else epochs)
-    steps = train_lib.total_steps(n_rows, cfg.train.batch_size, n_epochs)
-    opt = train_lib.make_optimizer(cfg.train, steps)
+    opt = train_lib.optimizer_for_rows(cfg.train, n_rows, n_epochs)
     batch = min(cfg.train.batch_size, n_rows)
     fields = tuple(sorted(self.fields.items()))
     member = self.member(("train", repr(req.model), tuple(req.data.input_shape),
@@ -279,9 +278,7 @@ class Auditor(audits.Audit):
     settings = pops.ReferenceSettings(
         mode=mode, size=n_ref, epochs=int(cfg.reference.epochs),
         batch_size=int(cfg.train.batch_size),
-        optimizer=train_lib.make_optimizer(
-            cfg.train, train_lib.total_steps(n_ref, cfg.train.batch_size,
-                                             cfg.reference.epochs)))
+        optimizer=train_lib.optimizer_for_rows(cfg.train, n_ref, cfg.reference.epochs))
     spec = {"size": n_ref, "epochs": cfg.reference.epochs, "source": source, "mode": mode}
     if mode == "draw":
       return settings, (), spec

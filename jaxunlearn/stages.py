@@ -174,8 +174,7 @@ def train_stage(req, stage: str, rows: np.ndarray, *, epochs: int, key, protecte
   cfg = req.cfg
 
   def build():
-    steps = train_lib.total_steps(rows.size, cfg.train.batch_size, epochs)
-    optimizer = train_lib.make_optimizer(cfg.train, steps)
+    optimizer = train_lib.optimizer_for_rows(cfg.train, rows.size, epochs)
     init_key, data_key = jax.random.split(key)
     state = train_lib.init_state(req.model, optimizer, init_key, req.data.input_shape)
     x, y = jnp.asarray(req.x_train[rows]), jnp.asarray(req.y_train[rows])

@@ -80,8 +80,7 @@ def main(argv=None) -> None:
     n_keep = int(round(args.keep * train_rows.size))
     masks = np.stack([np.sort(rng.choice(train_rows.size, n_keep, replace=False)) for _ in range(args.K)])
     rows = train_rows[masks]
-    steps = train_lib.total_steps(n_keep, cfg.train.batch_size, cfg.train.epochs)
-    opt = train_lib.make_optimizer(cfg.train, steps)
+    opt = train_lib.optimizer_for_rows(cfg.train, n_keep, cfg.train.epochs)
     member = pops.train_member(req.model, opt, req.data.input_shape, epochs=int(cfg.train.epochs),
                                batch_size=int(cfg.train.batch_size), fields=FIELDS, keep_params=bool(args.calib))
     pop = pops.Population(name=f"attr{args.K}k{args.keep}", size=args.K, member=member,
@@ -133,7 +132,7 @@ def main(argv=None) -> None:
         np.corrcoef(t_phi, r_mean)[0, 1], np.mean((t_phi - r_mean) / r_std)))
 
     # oracle matching (upper bound): logits of K_r retrained models on D_f, independent of scoring
-    rpop = pops.Population(name="retrainz", size=32, member=pops.train_member(req.model, train_lib.make_optimizer(cfg.train, train_lib.total_steps(aud.remain_rows.size, cfg.train.batch_size, cfg.train.epochs)), req.data.input_shape, epochs=int(cfg.train.epochs), batch_size=int(cfg.train.batch_size), fields=FIELDS),
+    rpop = pops.Population(name="retrainz", size=32, member=pops.train_member(req.model, train_lib.optimizer_for_rows(cfg.train, aud.remain_rows.size, cfg.train.epochs), req.data.input_shape, epochs=int(cfg.train.epochs), batch_size=int(cfg.train.batch_size), fields=FIELDS),
                            shared=(jnp.asarray(aud.remain_rows, jnp.int32), aud.x_all, aud.y_all, aud.data), spec={"proto": "retrainz", "fp": req.fingerprint},
                            fields=tuple(sorted(FIELDS.items())), driver="vmap")
     ZR = logits_of(pops.run_population(rpop, jax.random.key(99), req.cache, n_audit=aud.n_audit, chunk_size=32, progress=False))

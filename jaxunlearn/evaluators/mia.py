@@ -74,8 +74,7 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray
   stage = f"shadows-{hashing.spec_hash(spec)}"
   n_in = pool_idx.size // 2
   epochs = shadow_epochs(cfg)
-  steps = train_lib.total_steps(n_in, cfg.train.batch_size, epochs)
-  optimizer = train_lib.make_optimizer(cfg.train, steps)
+  optimizer = train_lib.optimizer_for_rows(cfg.train, n_in, epochs)
   key = jax.random.key(_seed(cfg), impl="rbg")   # rbg: much faster init compile on CPU
 
   def abstract():
