@@ -188,8 +188,11 @@ def _sharded(member: Callable, mesh, axes) -> Callable:
   return per_member[(mesh, axes)]
 
 
-def _chunk_saved(pop: Population, chunk: int, stage: str) -> None:
-  """Called after each chunk is saved (a pause point for the kill tests)."""
+def pause_point_after_chunk(pop: Population, chunk: int, stage: str) -> None:
+  """A pause point: called after each chunk of a population is saved, and does nothing.
+
+  The kill tests (``tests/killpoint/``) wrap it to stop a run between two chunks, where a
+  rerun must resume from the saved ones."""
 
 
 def balanced_chunk(size: int, chunk_size: int) -> int:
@@ -301,7 +304,7 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
         stage, build, lambda hi=hi, lo=lo: _abstract_record(pop, hi - lo, n_audit), check=check)
     reused += int(was_saved)
     if not was_saved:
-      _chunk_saved(pop, c, stage)
+      pause_point_after_chunk(pop, c, stage)
     parts.append(jax.tree.map(np.asarray, tree))
     if bar is not None:
       bar.update(1)
