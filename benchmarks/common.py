@@ -1,10 +1,12 @@
-"""Shared helpers of the benchmark scripts: synthetic data, machine line, cache."""
+"""Shared helpers of the benchmark scripts: synthetic data, machine line, cache, outputs."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import tempfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -38,10 +40,11 @@ def load(name: str):
 
 
 def machine() -> str:
-  dev = jax.devices()[0]
-  kind = getattr(dev, "device_kind", str(dev))
+  """One line: backend, devices (:func:`jaxunlearn.results.environment`), host CPU and cores."""
+  from jaxunlearn import results
+  env = results.environment()
   cpu = platform.processor() or platform.machine()
-  return (f"{jax.default_backend()}: {jax.device_count()} x {kind} (host {cpu}, "
+  return (f"{env['backend']}: {env['device_count']} x {env['device']} (host {cpu}, "
           f"{_cores()} cores)")
 
 
@@ -82,3 +85,18 @@ def markdown_table(header, rows) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
   return "\n".join(lines)
+
+
+def write_outputs(out, name: str, result, text: str = "") -> Path | None:
+  """Writes a benchmark's outputs into the folder ``out``: ``<name>.json`` (``result``) and,
+  when ``text`` is given, ``<name>.md``. Every benchmark with an ``--out`` writes through
+  here. Does nothing when ``out`` is empty; returns the folder.
+  """
+  if not out:
+    return None
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+  if text:
+    (out / f"{name}.md").write_text(text.rstrip("\n") + "\n")
+  return out

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import models, scripts, train
+from jaxunlearn import models, results, scripts, train
 from jaxunlearn.errors import ConfigError
 
 OPTIMIZER = dict(optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0.0,
@@ -56,7 +56,8 @@ def main(argv=None) -> None:
     raise ConfigError(f"--examples must be at least one batch (128) and --epochs at least 1; "
                       f"got {args.examples} and {args.epochs}")
 
-  print("backend", jax.default_backend(), jax.devices()[0].device_kind, "jax", jax.__version__)
+  env = results.environment()
+  print("backend", env["backend"], env["device"], "jax", env["jax"])
   for name in names:
     a = params_after_training(name, args.examples, args.epochs)
     b = params_after_training(name, args.examples, args.epochs)

@@ -18,14 +18,13 @@ limit so one slow part cannot take the others down; writes
    *projected* wall time of N retrained + N unlearned models: LeNet-5 with
    N = 64 (target <= 10 minutes) and the MLP with N = 512 (target <= 15
    minutes). Projections are labelled as such.
-3. **The speedup table** in its three modes (``benchmarks/speedup_modes.py``:
+3. **The speedup table** in its three modes (``benchmarks/speedup.py --modes``:
    the paper's schedule, equal epochs, a reused held-out reference) on the
    quick setting.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -152,13 +151,13 @@ def population_rate(model_name: str, sz: dict, d) -> dict:
 
 
 def speedup_modes(sz: dict, npz: str, out: Path) -> dict:
-  from benchmarks import speedup_modes as modes
+  from benchmarks import speedup
   sets = [f"dataset=npz:{npz}", "num_classes=10", *sz["speedup_sets"]] \
       if Path(npz).is_file() else list(sz["speedup_sets"])
-  argv = ["--config", "configs/quick.py", "--out", str(out / "speedup_modes")]
+  argv = ["--modes", "--config", "configs/quick.py", "--out", str(out / "speedup_modes")]
   for s in sets:
     argv += ["--set", s]
-  return modes.main(argv)
+  return speedup.main(argv)
 
 
 def timed(name: str, limit_s: float, fn, report: dict):
@@ -248,9 +247,8 @@ def main(argv=None) -> dict:
       p["projected_s"] = n * (p["retrain_s_per_model"] + p["unlearn_s_per_model"])
       p["projected_for"] = f"{n} retrained + {n} unlearned models (projection)"
   timed("speedup_modes", sz["limit_s"] * 2, lambda: speedup_modes(sz, npz, out), r)
-  (out / "gpu_check.json").write_text(json.dumps(r, indent=2, default=str))
   text = markdown(r)
-  (out / "gpu_check.md").write_text(text)
+  common.write_outputs(out, "gpu_check", r, text)
   print(text)
   return r
 

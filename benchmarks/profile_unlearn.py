@@ -4,8 +4,8 @@
     python benchmarks/profile_unlearn.py --forget-batch-size 64 --epochs 2   # speedup.py's default
 
 :func:`jaxunlearn.unlearn.unlearn` compiles a run's pieces (``start``, the
-epoch's ``rows``, the ``step``, ``epoch_end``, ``finish``, ``summary``) and
-calls them from a host loop. This script wraps the compilation the driver
+epoch's ``rows``, the ``step``, ``epoch_end``, ``finished``, ``finish``,
+``summary``) and calls them from a host loop. This script wraps the compilation the driver
 uses so that every call blocks until its result is ready and adds its
 seconds to its piece, then runs the paper's method (``lightweight``) on
 mnist5k's first 40 images as D_f and the next 3,960 as D_r, with a fixed

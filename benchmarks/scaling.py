@@ -15,7 +15,7 @@ all-reduced) and prints a markdown table with the machine and date.
 
     python benchmarks/scaling.py                        # CPU: 1, 2, 4, 8 devices
     python benchmarks/scaling.py --platform gpu         # the real GPUs
-    python benchmarks/scaling.py --devices 1,2 --epochs 2 --out table.md
+    python benchmarks/scaling.py --devices 1,2 --epochs 2 --out out/scaling   # scaling.{json,md}
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
   # The scan on every count, so that the rows compare one driver (with
   # 'auto', one CPU device would take the loop and several the scan).
   parser.add_argument("--driver", default="scan", choices=["auto", "loop", "scan"])
-  parser.add_argument("--out", default="", help="also write the markdown here")
+  parser.add_argument("--out", default="", help="folder for scaling.json and scaling.md")
   parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   for flag in ("batch", "examples", "epochs"):
@@ -192,7 +192,11 @@ def main(argv=None) -> int:
   text = "\n".join(lines)
   print(text)
   if args.out:
-    Path(args.out).write_text(text + "\n")
+    # Imported here: the children import this module before their devices are set up.
+    if str(ROOT) not in sys.path:
+      sys.path.insert(0, str(ROOT))
+    from benchmarks import common
+    common.write_outputs(args.out, "scaling", {"rows": rows, "forced_cpu_devices": forced}, text)
   return 0
 
 

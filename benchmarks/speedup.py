@@ -1,10 +1,12 @@
-"""Speedup of unlearning over retraining, measured side by side in one process.
+"""Speedup of unlearning over retraining: side by side in one process, or per request by mode.
 
     python benchmarks/speedup.py --dataset mnist5k --model lenet5 --epochs 20 --repeats 3
     python benchmarks/speedup.py --quick --repeats 3        # configs/quick.py's schedule
     python benchmarks/speedup.py --dataset synthetic:cifar:50000 --model resnet18 --epochs 10
+    python benchmarks/speedup.py --modes --config configs/quick.py --out out/speedup_modes
 
-Three costs on the same data and schedule (optimizer, batch size, epochs):
+**Side by side** (the default; ``speedup.{json,md}`` into ``--out``). Three costs on the same
+data and schedule (optimizer, batch size, epochs):
 
 * retrain: from scratch on D_r (the exact-unlearning baseline);
 * reference + unlearn: train the reference model on D_s, then Algorithm 1;
@@ -19,14 +21,35 @@ and each speedup's *bound*, the ratio of examples processed (retraining's
 against the reference's and unlearning's), with measured / bound. Targets
 (issue "performance"): per-example step ratio <= 1.3 and reused speedup >=
 0.8 x its bound.
+
+**Per request, by mode** (``--modes``; ``speedup_modes.{json,md}`` into ``--out``): what
+each way of running the paper's method costs per request. Runs the real pipeline
+(``jaxunlearn.pipeline.run``, the same timing as ``results.json``: device seconds,
+compilation apart) on ``--config`` (with ``--set`` overrides) in three modes:
+
+* ``paper``: the config as given; the paper's reference trains 50 epochs on
+  D_s (10% of D) against the original's 20 on D. Bound: speedup without
+  reuse <= retrain / reference ~ (20 * |D_r|) / (50 * |D_s|) = 3.96x.
+* ``equal_epochs``: the reference trains as many epochs as the original.
+  Bound: ~ |D_r| / |D_s| = 9.9x.
+* ``holdout``: ``reference.source=holdout``: D_s comes from a held-out split
+  (``--holdout_size``) that no original and no forget request touches, so one
+  reference serves every request; the second request (another forget seed)
+  reuses it and its cost is the unlearning alone. Bound: retrain / unlearn,
+  where unlearning takes ``unlearn.epochs`` passes over D_f (a few steps) plus
+  the forward passes that make its inputs.
+
+Each mode reports retrain, reference and unlearn seconds, the speedup
+``retrain / (reference + unlearn)`` and the per-request speedup with the
+reference reused, ``retrain / unlearn``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,6 +60,7 @@ import numpy as np  # noqa: E402
 from benchmarks import common  # noqa: E402
 from jaxunlearn import methods, models, splits as splits_lib, train, unlearn  # noqa: E402
 from jaxunlearn import scripts  # noqa: E402
+from jaxunlearn.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,8 +88,18 @@ def parse_args(argv=None):
   p.add_argument("--quick", action="store_true",
                  help="configs/quick.py's schedule: reference 50 epochs, unlearning 5 epochs "
                       "in forget batches of 8, lam 0.2, lr 0.02")
-  p.add_argument("--out", default="", help="folder for speedup.json and speedup.md")
+  p.add_argument("--out", default="",
+                 help="folder for speedup.{json,md} (speedup_modes.{json,md} with --modes)")
+  modes = p.add_argument_group("per request, by mode (--modes)")
+  modes.add_argument("--modes", action="store_true",
+                     help="run the pipeline in its three modes instead (needs --out)")
+  modes.add_argument("--config", default="configs/quick.py")
+  modes.add_argument("--set", action="append", default=[], help="FIELD=VALUE config overrides")
+  modes.add_argument("--holdout_size", type=float, default=0.1,
+                     help="held-out split for the holdout mode (fraction or count)")
   args = p.parse_args(argv)
+  if args.modes and not args.out:
+    raise ConfigError("--modes writes speedup_modes.{json,md}: give the folder with --out")
   if args.quick:
     args.reference_epochs, args.unlearn_epochs, args.forget_batch_size = 50, 5, 8
     args.lam, args.unlearn_lr = 0.2, 0.02
@@ -190,18 +224,71 @@ def row(r: dict) -> list:
           f"{r['speedup_reused']:.2f}x ({r['bound_reused']:.1f}x, {r['of_bound_reused']:.2f})"]
 
 
+def mode_row(mode: str, r: dict, bound: str) -> dict:
+  """One mode's figures from a pipeline run's ``results.json`` record."""
+  t = r["time_s"]
+  return {"mode": mode, "retrain_s": t["retrain"], "reference_s": t.get("reference", 0.0),
+          "unlearn_s": t["unlearn"], "speedup": r["speedup"],
+          "speedup_reused": r["speedup_amortized"], "reference_reused": r["reference_reused"],
+          "reference_epochs": r["config"]["reference"]["epochs"],
+          "train_epochs": r["config"]["train"]["epochs"], "n_reference": r["n_reference"],
+          "n_remain": r["n_remain"], "acc_test_unlearned": r["models"]["unlearned"]["acc_test"],
+          "reference_stage": r["stages"].get("reference"),
+          "bound": bound}
+
+
+def measure_modes(args) -> dict:
+  """The pipeline in the paper's, the equal-epochs and the holdout modes (module docstring)."""
+  from experiments import common as exp_common
+  out = Path(args.out)
+  base = list(args.set) + ["eval.evaluators=()", "report.progress=False"]
+  rows = []
+  cfg = exp_common.load_config(args.config, base)
+  r = exp_common.run(cfg, out / "work")
+  rows.append(mode_row("paper", r, "retrain / reference: (train epochs x |D_r|) / "
+                                   "(reference epochs x |D_s|)"))
+  cfg = exp_common.load_config(args.config, base + [f"reference.epochs={cfg.train.epochs}"])
+  r = exp_common.run(cfg, out / "work")
+  rows.append(mode_row("equal_epochs", r, "|D_r| / |D_s|"))
+  hold = base + [f"holdout.size={args.holdout_size}", "reference.source=holdout"]
+  cfg = exp_common.load_config(args.config, hold)
+  first = exp_common.run(cfg, out / "work_holdout")
+  rows.append(mode_row("holdout, first request", first, "as paper (the reference is trained)"))
+  cfg = exp_common.load_config(args.config, hold + [f"forget.seed={cfg.seed + 1}"])
+  second = exp_common.run(cfg, out / "work_holdout")
+  if not second["reference_reused"]:
+    raise RuntimeError("the second holdout request did not reuse the reference model")
+  rows.append(mode_row("holdout, later request", second, "retrain / unlearn (reference reused)"))
+  return {"config": args.config, "overrides": args.set, "rows": rows,
+          "machine": common.machine(), "load_average": os.getloadavg(),
+          "environment": second["environment"], "date": common.today(),
+          "versions": common.versions(), "command": " ".join(sys.argv)}
+
+
+def modes_markdown(result: dict) -> str:
+  lines = ["| mode | ref epochs / train epochs | retrain s | reference s | unlearn s | speedup | "
+           "speedup, reference reused | bound |", "|---|---|---|---|---|---|---|---|"]
+  for r in result["rows"]:
+    lines.append(f"| {r['mode']} | {r['reference_epochs']} / {r['train_epochs']} | "
+                 f"{r['retrain_s']:.2f} | {r['reference_s']:.2f} | {r['unlearn_s']:.3f} | "
+                 f"{r['speedup']:.2f}x | {r['speedup_reused']:.1f}x | {r['bound']} |")
+  lines += ["", f"Machine: {result['machine']}; load average {result['load_average']}; "
+                f"{result['date']}; `{result['command']}`."]
+  return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  r = measure(args)
-  text = (f"Machine: {r['machine']}; {r['versions']}; {r['date']}; median of {r['repeats']}\n\n"
-          + common.markdown_table(HEADER, [row(r)]))
+  if args.modes:
+    r = measure_modes(args)
+    name, text = "speedup_modes", modes_markdown(r)
+  else:
+    r = measure(args)
+    name = "speedup"
+    text = (f"Machine: {r['machine']}; {r['versions']}; {r['date']}; median of {r['repeats']}"
+            "\n\n" + common.markdown_table(HEADER, [row(r)]))
   print(text)
-  if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "speedup.json"), "w") as f:
-      json.dump(r, f, indent=2)
-    with open(os.path.join(args.out, "speedup.md"), "w") as f:
-      f.write(text + "\n")
+  common.write_outputs(args.out, name, r, text)
   return r
 
 

@@ -39,7 +39,6 @@ than one thread does when the cores are oversubscribed: compare with
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -300,12 +299,7 @@ def main(argv=None) -> dict:
   result = measure(args)
   text = report(result)
   print(text)
-  if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "throughput.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    with open(os.path.join(args.out, "throughput.md"), "w") as f:
-      f.write(text + "\n")
+  common.write_outputs(args.out, "throughput", result, text)
   return result
 
 

@@ -71,6 +71,24 @@ TUNED = {
 }
 
 
+# retrain_short at the benchmark's three points (a fraction of retraining's examples, each run's
+# steps derived from its own D_r and the train block), each with its own learning rate, as
+# audit.methods entries; a config adds them with
+#   c.audit.methods = (*c.audit.methods, *audit_methods.RETRAIN_SHORT_SPECS)
+# 0.5 and 0.2 are issue 24's hand-run points (lr 2e-3 and 5e-3, x1.2); 0.1's rate is a guess in
+# the same direction (a shorter run, a larger rate). None of the three is tuned on the
+# selection seed yet.
+RETRAIN_SHORT = {
+    0.1: {"learning_rate": 0.01, "temperature": 1.2},
+    0.2: {"learning_rate": 0.005, "temperature": 1.2},
+    0.5: {"learning_rate": 0.002, "temperature": 1.2},
+}
+RETRAIN_SHORT_SPECS = tuple(
+    f"retrain_short_{round(100 * f)}=retrain_short:retrain_fraction={f},remain_batch_size=64,"
+    f"learning_rate={s['learning_rate']},temperature={s['temperature']}"
+    for f, s in RETRAIN_SHORT.items())
+
+
 def unlearn_settings(method: str, tuned: bool = True) -> dict:
   return quick_methods.unlearn_settings(method, tuned, TUNED)
 

@@ -54,6 +54,12 @@ SETTINGS = {
     # experiments/quality (experiments/RESULTS_quality.md), not by tune_methods.
     "importance_retrain": {"steps": 1140, "remain_batch_size": 12, "learning_rate": 0.002,
                            "importance_retrain.temperature": 1.2},
+    # A fresh model trained uniformly on D_r (jaxunlearn/methods/retrain_short.py) at 0.2 of
+    # retraining's examples, derived from each run's own schedule (unlearn.retrain_fraction),
+    # 64 rows per step, Adam cosine from 5e-3 to 1e-3, logits x 1.2: issue 24's best uniform
+    # point at 0.2, not yet tuned by tune_methods. configs/audit_methods.py has 0.1 and 0.5.
+    "retrain_short": {"retrain_fraction": 0.2, "remain_batch_size": 64, "learning_rate": 0.005,
+                      "retrain_short.temperature": 1.2},
 }
 
 # Chosen by experiments/tune_methods.py on the selection seed (never reported), applied over

@@ -29,11 +29,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments import common
+from experiments import common, method_requests
+from jaxunlearn.audits import NONE, ORACLE, RETRAIN
 
 NAME = "compare_methods_audit"
 COLUMNS = ("relative F (single)", "relative F (per seed)", "U-LiRA AUC", "U-LiRA AUC null q99",
-           "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "test acc - retrain's",
+           "U-LiRA bal. acc", "U-LiRA bal. acc null q99", "KLOM P95 D_f (single)",
+           "KLOM P95 D_f floor", "test acc - retrain's",
            "examples/request (x retrain)", "reference once (x retrain)",
            "s/request", "s/request (reference reused)", "speedup")
 
@@ -45,10 +47,10 @@ def not_applicable(prep, spec) -> str | None:
   row), then traced once on abstract arrays of the model and the real split
   sizes: what fails there cannot run on this model (``ct`` without conv layers).
   """
-  from jaxunlearn import plan as plan_lib, request
+  from jaxunlearn import plan as plan_lib, stages
   from jaxunlearn.errors import ConfigError
-  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where)
-  abstract = request.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
+  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where, train=prep.cfg.train)
+  abstract = stages.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
   s = prep.splits
   heldout = plan_lib.heldout_rows(s.holdout_idx, prep.y_train, s.forget_idx)
   try:
@@ -63,24 +65,23 @@ def not_applicable(prep, spec) -> str | None:
 
 def run_seed(args, settings, seed: int, labels: list[str], out: Path) -> dict:
   """The audit and the timed runs of every applicable method of one seed."""
-  from experiments import compare_methods
-  from jaxunlearn import audits, auditor, pipeline, request
+  from jaxunlearn import auditor, pipeline, request
   from jaxunlearn.errors import NonFiniteError
-  cfg, specs = compare_methods.seed_request(args, settings, seed, labels)
+  cfg, specs = method_requests.seed_request(args, settings, seed, labels)
   workdir = out / "work" / f"seed{seed}"
   prep = request.prepare(cfg, workdir, methods=[])
   skipped = {s.label: why for s in specs if (why := not_applicable(prep, s)) is not None}
   specs = [s for s in specs if s.label not in skipped]
   with request.open_request(cfg, workdir, methods=specs, checks=(auditor.check,)) as req:
     audit = auditor.Auditor(req)
-    sections = {name: audits.get(name)().run(audit) for name in audit.statistics}
+    sections = audit.audit()
     runs = {}
     for s in specs:
       try:
         runs[s.label] = pipeline.run_plan(req, s.label)[0]
       except NonFiniteError as e:
         runs[s.label] = {"diverged": str(e)}
-    retrain = audit.population("retrain")
+    retrain = audit.population(RETRAIN)
     return {"seed": seed, "sections": sections, "runs": runs, "not_applicable": skipped,
             "retrain_test_acc": float(retrain["test_acc"].mean()),
             "populations": audit.times}
@@ -96,12 +97,16 @@ def row(seed_result: dict, label: str) -> dict:
                            ("per_seed", "relative F (per seed)")):
     if protocol in eps and label in eps[protocol]:
       out[column] = eps[protocol][label].get("relative_f")
-  name = {"none": "identity_control", "oracle": "retrain_control"}.get(label, label)
+  name = {NONE: "identity_control", ORACLE: "retrain_control"}.get(label, label)
   if name in uli:
     u = uli[name]
     out.update({"U-LiRA AUC": u["auc"], "U-LiRA AUC null q99": u.get("null_auc_q99"),
                 "U-LiRA bal. acc": u["balanced_acc"],
                 "U-LiRA bal. acc null q99": u.get("null_balanced_acc_q99")})
+  klom = seed_result["sections"].get("klom", {}).get("single", {})
+  if label in klom:     # with klom in audit.statistics; the floor is the oracle row's P95
+    out["KLOM P95 D_f (single)"] = klom[label]["forget"]["p95"]
+    out["KLOM P95 D_f floor"] = klom["oracle"]["forget"]["p95"]
   if "single" in eps and label in eps["single"]:
     out["test acc - retrain's"] = eps["single"][label]["test_acc"] - seed_result[
         "retrain_test_acc"]
@@ -111,14 +116,14 @@ def row(seed_result: dict, label: str) -> dict:
     out["examples/request (x retrain)"] = c["fraction_of_retrain"]
     out["reference once (x retrain)"] = (c["reference_one_off_examples"]
                                          / c["retrain_cost_examples"])
-  elif label == "oracle":
+  elif label == ORACLE:
     out["examples/request (x retrain)"], out["reference once (x retrain)"] = 1.0, 0.0
   if r and "time_s" in r:
     t = r["time_s"]
     out["s/request"] = t["unlearn"] + t.get("reference", 0.0)
     out["s/request (reference reused)"] = t["unlearn"]
     out["speedup"] = r.get("speedup")
-  elif label == "oracle" and any("time_s" in v for v in seed_result["runs"].values()):
+  elif label == ORACLE and any("time_s" in v for v in seed_result["runs"].values()):
     any_run = next(v for v in seed_result["runs"].values() if "time_s" in v)
     out["s/request"] = out["s/request (reference reused)"] = any_run["time_s"]["retrain"]
     out["speedup"] = 1.0
@@ -135,7 +140,7 @@ def main_audit(args, settings, labels: list[str]) -> dict:
     print(f"seed {seed}: " + "; ".join(
         f"{k}: {v:.0f} s" for k, v in ((n, t["time_s"]) for n, t in res["populations"].items())),
           flush=True)
-  rows_of = ["oracle", "none", *labels]
+  rows_of = [ORACLE, NONE, *labels]
   stats, table = {}, []
   for label in rows_of:
     figs = [row(r, label) for r in results]
@@ -146,7 +151,7 @@ def main_audit(args, settings, labels: list[str]) -> dict:
     if na:
       cells = ["not applicable"] + [""] * (len(COLUMNS) - 1)
       stats[label]["not_applicable"] = na[0]
-    table.append([{"oracle": "oracle (retrain vs retrain)", "none": "none (no unlearning)"}.get(
+    table.append([{ORACLE: "oracle (retrain vs retrain)", NONE: "none (no unlearning)"}.get(
         label, label), *cells, f"{diverged}/{len(results)}"])
   header = ["method", *COLUMNS, "diverged"]
   cfg0 = common.load_config(args.config, args.set)
@@ -159,7 +164,10 @@ def main_audit(args, settings, labels: list[str]) -> dict:
           "U-LiRA: per-example likelihood-ratio attack, lower is better; null q99: the 99th "
           "percentile of the same figure with IN/OUT shuffled within each example (a row above "
           "it is evidence of leakage); the oracle row shows the retrain control, none the "
-          "identity control. Test acc - retrain's: mean over the single-protocol population "
+          "identity control. KLOM P95 D_f (with klom in audit.statistics): the 95th "
+          "percentile over D_f of KL(population || retrain) of binned phi, single protocol; "
+          "floor: the oracle's against retrain at the same N (lower is better). "
+          "Test acc - retrain's: mean over the single-protocol population "
           "against the retrain population. Examples/request: examples processed by one "
           "request (forward+backward = 1, forward only = 1/3; the unlearning run's whole "
           "schedule, plus a reference model trained for the request), as a fraction of "
@@ -249,7 +257,7 @@ def plot_pareto(path: Path, stats: dict, labels: list[str], setting: str) -> Non
       continue
     bar = ax.errorbar([x], [y], xerr=[xs or 0.0], yerr=[ys or 0.0], fmt="o", ms=4, capsize=2)
     points.append((x, y, label, bar[0].get_color()))
-  retrain = stats.get("oracle", {}).get("s/request", (None, None))[0]
+  retrain = stats.get(ORACLE, {}).get("s/request", (None, None))[0]
   if retrain:
     ax.axvline(retrain, color="k", ls="--", lw=0.8)
     points.append((retrain, 1.0, "retrain", "k"))

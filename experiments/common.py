@@ -127,8 +127,8 @@ def fmt(mean, std) -> str:
 
 
 def provenance(cfg=None) -> dict:
-  from jaxunlearn import request
-  out = {"environment": request.environment(), "command": " ".join(sys.argv)}
+  from jaxunlearn import results
+  out = {"environment": results.environment(), "command": " ".join(sys.argv)}
   if cfg is not None:
     out["config"] = cfg.to_dict()
   return out

@@ -22,80 +22,20 @@ seconds (log scale), one point per method with error bars over seeds.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import common  # noqa: E402
+from experiments import common, method_requests  # noqa: E402
 from jaxunlearn import scripts  # noqa: E402
 
 NAME = "compare_methods"
-BAD_CONTROL = "gradient_ascent_lr10x"
 FIGURES = [("test acc", "models.{}.acc_test"), ("forget acc", "models.{}.acc_forget"),
            ("remain acc", "models.{}.acc_remain"), ("forget loss", "models.{}.loss_forget"),
            ("MIA bal. acc (shadow)", "mia.{}.balanced_acc"),
            ("MIA bal. acc (loss attack)", "loss_attack.{}.balanced_acc"),
            ("unlearn s", None), ("speedup", None)]
-
-
-def load_settings(path: str):
-  spec = importlib.util.spec_from_file_location("method_settings", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def control_label(factor: float) -> str:
-  """``gradient_ascent_lr<factor>x``: gradient ascent at ``factor`` times its learning rate."""
-  return f"gradient_ascent_lr{factor:g}x"
-
-
-def control_factor(label: str) -> float | None:
-  """The factor of a control row's label, None for a method's row."""
-  prefix = "gradient_ascent_lr"
-  if label.startswith(prefix) and label.endswith("x"):
-    return float(label[len(prefix):-1])
-  return None
-
-
-def method_config(args, settings, seed: int, label: str):
-  """The config of one row: ``--config``, the method's settings, then ``--set``."""
-  factor = control_factor(label)
-  method = "gradient_ascent" if factor is not None else label
-  cfg = common.load_config(args.config)
-  if getattr(args, "untuned", False):
-    settings.apply(cfg, method, tuned=False)
-  else:
-    settings.apply(cfg, method)
-  if factor is not None:
-    cfg.unlearn.learning_rate = factor * cfg.unlearn.learning_rate
-  for item in args.set:
-    field, _, raw = item.partition("=")
-    common.set_field(cfg, field, common.parse_value(raw))
-  cfg.seed = seed
-  return cfg
-
-
-def seed_request(args, settings, seed: int, labels: list[str]):
-  """The request of one seed: its config and one plan per row (``open_request``'s arguments)."""
-  from jaxunlearn import plugins, request
-  from jaxunlearn.errors import ConfigError
-  configs = {label: method_config(args, settings, seed, label) for label in labels}
-  base = configs[labels[0]]
-  shared = {k: v for k, v in base.to_dict().items() if k != "unlearn"}
-  for label, cfg in configs.items():
-    if {k: v for k, v in cfg.to_dict().items() if k != "unlearn"} != shared:
-      raise ConfigError(f"the settings of {label!r} change more than the unlearn block; every "
-                        "row of a seed must share the original")
-  for cfg in configs.values():
-    plugins.add_blocks(cfg)
-  if args.quiet:
-    base.report.progress = False
-  specs = [request.MethodSpec(label, configs[label].unlearn, f"method {label!r}")
-           for label in labels]
-  return base, specs
 
 
 def run_row(req, label: str) -> dict:
@@ -137,7 +77,7 @@ def main(argv=None) -> dict:
                       "with its null, time (experiments/audit_methods.py)")
   args = p.parse_args(argv)
   out = Path(args.out)
-  settings = load_settings(args.settings)
+  settings = method_requests.load_settings(args.settings)
   from jaxunlearn import methods
   names = methods.names() if args.methods.strip() == "all" else \
       [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -159,14 +99,14 @@ def main(argv=None) -> dict:
     from experiments import audit_methods
     return audit_methods.main_audit(args, settings, names)
   factors = list(args.control_factors) if args.bad_control else []
-  controls = [control_label(f) for f in factors]
+  controls = [method_requests.control_label(f) for f in factors]
   labels = names + controls
   from jaxunlearn import request
   from jaxunlearn.errors import NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   diverged = {label: 0 for label in per_row}
   for seed in common.seeds(args.seeds):
-    cfg, specs = seed_request(args, settings, seed, labels)
+    cfg, specs = method_requests.seed_request(args, settings, seed, labels)
     have_references = False
     with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs) as req:
       for label in labels:

@@ -26,12 +26,12 @@ MODELS = ("original", "retrain", "reference", "unlearned")
 
 def posteriors(cfg, workdir: Path, results: dict) -> dict:
   """Softmax outputs of every model on D_f and on the test set."""
-  from jaxunlearn import metrics, request, train
+  from jaxunlearn import metrics, request, stages, train
   out = {}
   with request.open_request(cfg, workdir) as req:
     x_f = req.x_train[req.splits.forget_idx]
     for name in MODELS:
-      m = req.restore(results["stages"][name])
+      m = stages.restore_stage(req, results["stages"][name])
       out[name] = {
           "forget": metrics.softmax(train.predict(m.apply_fn, m.params, x_f)),
           "test": metrics.softmax(train.predict(m.apply_fn, m.params, req.data.x_test)),

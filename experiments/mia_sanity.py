@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 from jaxunlearn import data as data_lib, membership, metrics, models, report, train as train_lib
-from jaxunlearn import scripts
+from jaxunlearn import results, scripts
 
 
 def parse_args(argv=None):
@@ -142,15 +142,13 @@ def run(args) -> dict:
                              attack.score(ln, data.y_test[non]))
       for k, v in m.items():
         figures[name][f"{kind}.{k}"] = v
-  dev = jax.devices()[0]
   return {
       "args": vars(args), "figures": figures,
       "shadows": {"num_shadows": args.num_shadows, "driver": train_lib.resolve_driver(args.shadow_driver),
                   "train_s": shadows.time_s,
                   "compile_s": shadows.compile_s, "test_acc": shadow_acc},
       "target_and_retrain_s": t_models,
-      "environment": {"jax": jax.__version__, "device": getattr(dev, "device_kind", str(dev)),
-                      "platform": platform.platform(), "python": platform.python_version()},
+      "environment": {**results.environment(), "platform": platform.platform()},
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
 

@@ -54,7 +54,7 @@ def collect(cfg, workdir: Path, labels: list[str]) -> dict:
   """``{population: phi [N, n]}`` and each method's relative F (single protocol)."""
   import jax
   from jaxunlearn import auditor, request
-  from jaxunlearn.audits import epsilon
+  from jaxunlearn.audits import NONE, ORACLE, RETRAIN, epsilon
   specs = [s for s in auditor.method_specs(cfg) if s.label in labels]
   missing = sorted(set(labels) - {s.label for s in specs})
   if missing:
@@ -63,9 +63,9 @@ def collect(cfg, workdir: Path, labels: list[str]) -> dict:
                       f"({[s.label for s in auditor.method_specs(cfg)]})")
   with request.open_request(cfg, workdir, methods=specs, checks=(auditor.check,)) as req:
     audit = auditor.Auditor(req)
-    retrain = audit.train_population("retrain", audit.remain_rows)
-    none = audit.train_population("none", audit.train_rows)
-    oracle = epsilon.population_entry(audit.train_population("oracle", audit.remain_rows),
+    retrain = audit.train_population(RETRAIN, audit.remain_rows)
+    none = audit.train_population(NONE, audit.train_rows)
+    oracle = epsilon.population_entry(audit.train_population(ORACLE, audit.remain_rows),
                                       retrain)
     n_ref, n = int(req.splits.reference_idx.size), int(cfg.audit.num_models)
     keys = jax.random.split(jax.random.key(int(cfg.seed) + 7919), n)

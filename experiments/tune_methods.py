@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import common, compare_methods  # noqa: E402
+from experiments import common, method_requests  # noqa: E402
 
 NAME = "tune_methods"
 HEADER = ["method", "points", "chosen", "objective", "RA", "FA", "HA", "MIA", "grid s",
@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
   p.add_argument("--settings", default=str(common.ROOT / "configs" / "quick_methods.py"))
   args = p.parse_args(argv)
   out = Path(args.out)
-  settings = compare_methods.load_settings(args.settings)
+  settings = method_requests.load_settings(args.settings)
   from jaxunlearn import methods, tuning
   names = methods.names() if args.methods == "all" else \
       [m.strip() for m in args.methods.split(",") if m.strip()]

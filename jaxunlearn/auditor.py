@@ -30,7 +30,6 @@ Choices, where the literature leaves room:
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import time
@@ -41,13 +40,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import audits, plan as plan_lib, plugins, populations as pops
-from jaxunlearn import request as request_lib, splits as splits_lib, train as train_lib
-from jaxunlearn import workdir as workdir_lib
+from jaxunlearn import audits, deprecation, plan as plan_lib, plugins, populations as pops
+from jaxunlearn import request as request_lib, results as results_lib, splits as splits_lib
+from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
-CONTROLS = ("retrain", "oracle", "none")
+__all__ = ["Auditor", "run_audit", "check", "check_memory", "method_specs", "probe_rows",
+           "CONTROLS", "OUTPUTS", "PROTOCOLS"]
+
+CONTROLS = (audits.RETRAIN, audits.ORACLE, audits.NONE)
 OUTPUTS = ("audit.json", "audit.md")
 PROTOCOLS = {"single": ("single",), "per_seed": ("per_seed",), "both": ("single", "per_seed")}
 
@@ -69,54 +71,63 @@ def check(prep: request_lib.Prepared) -> None:
   statistics = audits.selected(prep.cfg)
   for name in statistics:
     audits.get(name)().validate(prep.cfg, info)
-  check_memory(prep, len(audits.record_fields(statistics)))
+  check_memory(prep, statistics)
 
 
-def check_memory(prep: request_lib.Prepared, n_fields: int) -> None:
+def check_memory(prep: request_lib.Prepared, statistics) -> None:
   """Refuses populations whose estimated memory exceeds ``audit.memory_fraction`` of the device's
-  (host memory on CPU), with the estimate and the limit, before anything is trained."""
+  (host memory on CPU), with the estimate, the limit and the field to lower, before anything
+  is trained.
+
+  Args:
+    prep: the prepared request.
+    statistics: the names of the statistics to run; each declares the sizes of the
+      populations it trains (:meth:`jaxunlearn.audits.Statistic.population_sizes`).
+  """
   cfg, s = prep.cfg, prep.splits
-  abstract = request_lib.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
+  n_fields = len(audits.record_fields(statistics))
+  abstract = stages.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
   param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
-  sizes = {"epsilon": int(cfg.audit.num_models)}
-  if "ulira" in cfg.audit.statistics:
-    u = cfg.audit.ulira
-    sizes["ulira"] = int(u.num_originals) * int(u.forget_sets_per_original)
+  sizes = {kind: size for name in statistics
+           for kind, size in audits.get(name)().population_sizes(cfg).items()}
   needs_ref = any(p.needs_reference for p in prep.plans.values())
   limit, where = pops.memory_limit_bytes(cfg.audit.memory_fraction)
-  for kind, members in sizes.items():
+  for kind, (members, field) in sizes.items():
     est = pops.estimate_bytes(
         members=members, chunk_size=cfg.audit.chunk_size, param_bytes=param_bytes,
         rows=int(s.train_idx.size), example_bytes=4 * int(np.prod(prep.data.input_shape)),
         n_audit=s.n_forget, n_fields=n_fields, keep_params=True, per_member_params=True,
         reference_rows=int(s.reference_idx.size) if needs_ref else 0)
     if est > limit:
-      field = "audit.num_models" if kind == "epsilon" else "audit.ulira.num_originals"
       raise ConfigError(
           f"a population of {members} models ({kind}) would need about {est / 2**30:.1f} GiB, "
           f"over the limit of {limit / 2**30:.1f} GiB ({cfg.audit.memory_fraction:g} of "
           f"{where}); lower {field} or audit.chunk_size, or raise audit.memory_fraction")
 
 
-def _key(seed: int, name: str):
-  # threefry, not rbg: rbg's bits change with the sharding and the vmap size
-  # (measured: phi differed by up to 0.96 between 8 devices and 1), threefry's do not.
-  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(f"audit/{name}".encode()))
-
-
-_MEMBERS: dict = {}
-
-
-def _member(key: tuple, make):
-  """One member function per model and schedule in a process: populations (and audits)
-  with the same member and shapes reuse its compiled code."""
-  if key not in _MEMBERS:
-    _MEMBERS[key] = make()
-  return _MEMBERS[key]
+def probe_rows(probes: dict, remain_idx, n_test: int, seed: int) -> dict:
+  """``{name: (source, rows)}``: each probe's rows, drawn once per audit seed and probe name
+  (sorted; all of them when the source has no more than ``size``). ``remain`` rows index the
+  training set (within D_r), ``test`` rows the test set."""
+  out = {}
+  for name, (source, size) in probes.items():
+    pool = np.asarray(remain_idx) if source == "remain" else np.arange(n_test)
+    rng = np.random.default_rng([int(seed), zlib.crc32(f"audit/probe/{name}".encode())])
+    rows = pool if size >= pool.size else rng.choice(pool, size, replace=False)
+    out[name] = (source, np.sort(rows))
+  return out
 
 
 class Auditor(audits.Audit):
-  """The populations of one audit (see :class:`jaxunlearn.audits.Audit`)."""
+  """The populations of one audit (see :class:`jaxunlearn.audits.Audit`).
+
+  Besides what a statistic gets, the population service for code that builds
+  populations of its own (:class:`jaxunlearn.populations.Population`):
+  :meth:`key` gives a population its key, :meth:`member` a cached member
+  function, and :meth:`run` runs a population as the statistics' are (cached
+  chunk by chunk, timed, saved under ``phi/``). :meth:`audit` runs every
+  statistic of ``audit.statistics``.
+  """
 
   def __init__(self, req: request_lib.Request):
     self.req = req
@@ -131,10 +142,18 @@ class Auditor(audits.Audit):
     self.fields = audits.record_fields(self.statistics)
     x_all, y_all = jnp.asarray(req.x_train), jnp.asarray(req.y_train)
     self.x_all, self.y_all = x_all, y_all
+    x_test, y_test = jnp.asarray(req.data.x_test), jnp.asarray(req.data.y_test)
+    self.probe_rows = probe_rows(audits.probe_sets(cfg, self.statistics), s.remain_idx,
+                                 int(y_test.shape[0]), self.seed)
+    self.probes = tuple((name, int(rows.size), splits_lib.index_hash(rows))
+                        for name, (_, rows) in self.probe_rows.items())
+    probe_data = {name: (x_all[rows], y_all[rows]) if source == "remain"
+                  else (x_test[rows], y_test[rows])
+                  for name, (source, rows) in self.probe_rows.items()}
     self.data = pops.EvalData(
         x_audit=x_all[s.forget_idx], y_audit=y_all[s.forget_idx], x_remain=x_all[s.remain_idx],
-        y_remain=y_all[s.remain_idx], x_test=jnp.asarray(req.data.x_test),
-        y_test=jnp.asarray(req.data.y_test))
+        y_remain=y_all[s.remain_idx], x_test=x_test, y_test=y_test,
+        probes=probe_data or None)
     self.base_spec = {"original": dict(req.fingerprint), "forget_hash": req.forget_hash(),
                       "seed": self.seed}
     self.records: dict[str, dict] = {}
@@ -147,6 +166,11 @@ class Auditor(audits.Audit):
     heldout = req.heldout()
     self.heldout = tuple(jnp.asarray(a) for a in heldout)
 
+  def audit(self) -> dict[str, dict]:
+    """Runs every statistic of ``audit.statistics``, in order, on this audit's populations
+    (a population asked for twice is trained once): ``{statistic: its section}``."""
+    return {name: audits.get(name)().run(self) for name in self.statistics}
+
   def population(self, name: str) -> dict:
     return self.records[name]
 
@@ -158,13 +182,36 @@ class Auditor(audits.Audit):
 
   def _save(self, name: str, record: dict, masks: dict) -> None:
     if jax.process_index() == 0:
+      per_member = {f.name: record[f.name] for f in audits.RECORD.base if not f.per_example}
+      # phi on each probe beside its rows (training-set rows for remain, test rows for test).
+      probed = {k: v for n, (_, rows) in self.probe_rows.items() if f"phi_{n}" in record
+                for k, v in ((f"phi_{n}", record[f"phi_{n}"]), (f"rows_{n}", rows))}
       pops.save_phi(self.req.workdir / "phi", name, record["phi"],
-                    examples=self.req.splits.forget_idx, remain_acc=record["remain_acc"],
-                    test_acc=record["test_acc"], **masks)
+                    examples=self.req.splits.forget_idx, **per_member, **probed, **masks)
 
-  def _run(self, pop: pops.Population, masks) -> dict:
+  def key(self, name: str):
+    """The key of the population ``name``: ``fold_in(key(seed), crc32("audit/<name>"))``,
+    the audit's seed and the name alone (member ``i`` then gets ``fold_in(key, i)``)."""
+    # threefry, not rbg: rbg's bits change with the sharding and the vmap size
+    # (measured: phi differed by up to 0.96 between 8 devices and 1), threefry's do not.
+    return stages.stage_key(self.seed, f"audit/{name}")
+
+  def member(self, cache_key: tuple, make):
+    """The member function under ``cache_key``, made once per process by ``make()``
+    (:func:`jaxunlearn.populations.cached_member`): populations with the same member and
+    shapes reuse its compiled code."""
+    return pops.cached_member(cache_key, make)
+
+  def run(self, pop: pops.Population, masks=None) -> dict:
+    """Runs ``pop`` under :meth:`key` of its name, chunk by chunk (finished chunks are
+    restored), records its time, and saves phi with ``masks`` under ``phi/<name>``.
+
+    Returns:
+      The record (:func:`jaxunlearn.populations.run_population`), also kept under the
+      population's name (:meth:`population`).
+    """
     t0 = time.perf_counter()
-    out = pops.run_population(pop, _key(self.seed, pop.name), self.req.cache,
+    out = pops.run_population(pop, self.key(pop.name), self.req.cache,
                               n_audit=self.n_audit, chunk_size=self.cfg.audit.chunk_size,
                               mesh=self.req.mesh, progress=self.cfg.report.progress)
     self.times[pop.name] = {"time_s": time.perf_counter() - t0,
@@ -185,16 +232,16 @@ class Auditor(audits.Audit):
     size = rows.shape[0] if per_member else cfg.audit.num_models
     n_rows = rows.shape[-1]
     n_epochs = int(cfg.train.epochs if epochs is None else epochs)
-    steps = train_lib.total_steps(n_rows, cfg.train.batch_size, n_epochs)
-    opt = train_lib.make_optimizer(cfg.train, steps)
+    opt = train_lib.optimizer_for_rows(cfg.train, n_rows, n_epochs)
     batch = min(cfg.train.batch_size, n_rows)
     fields = tuple(sorted(self.fields.items()))
-    member = _member(("train", repr(req.model), tuple(req.data.input_shape),
-                      json.dumps(cfg.train.to_dict(), sort_keys=True), n_rows, keep_params,
-                      json.dumps(pops.record_schema(dict(fields))), n_epochs),
-                     lambda: pops.train_member(req.model, opt, req.data.input_shape,
-                                               epochs=n_epochs, batch_size=batch,
-                                               keep_params=keep_params, fields=dict(fields)))
+    member = self.member(("train", repr(req.model), tuple(req.data.input_shape),
+                          json.dumps(cfg.train.to_dict(), sort_keys=True), n_rows, keep_params,
+                          json.dumps(pops.record_schema(dict(fields))), n_epochs),
+                         lambda: pops.train_member(req.model, opt, req.data.input_shape,
+                                                   epochs=n_epochs, batch_size=batch,
+                                                   keep_params=keep_params,
+                                                   fields=dict(fields)))
     rows_j = jnp.asarray(rows, jnp.int32)
     abstract = None
     if keep_params:
@@ -207,14 +254,15 @@ class Auditor(audits.Audit):
         spec={**self.base_spec, "kind": "train", "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.asarray(rows).ravel()),
               **({} if n_epochs == int(cfg.train.epochs) else {"epochs": n_epochs})},
-        keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver)
-    return self._run(pop, masks)
+        keep_params=keep_params, abstract_params=abstract, fields=fields, driver=self.driver,
+        probes=self.probes)
+    return self.run(pop, masks)
 
   def per_seed_population(self, label: str) -> dict:
-    name = f"{label}_per_seed"
+    name = audits.per_seed(label)
     if name in self.records:
       return self.records[name]
-    none = self.train_population("none", self.train_rows, keep_params=True)
+    none = self.train_population(audits.NONE, self.train_rows, keep_params=True)
     n = none["phi"].shape[0]
     tile = lambda rows: np.tile(np.asarray(rows)[None], (n, 1))  # noqa: E731
     return self.unlearn_population(name, label, params=none["params"],
@@ -230,17 +278,14 @@ class Auditor(audits.Audit):
     settings = pops.ReferenceSettings(
         mode=mode, size=n_ref, epochs=int(cfg.reference.epochs),
         batch_size=int(cfg.train.batch_size),
-        optimizer=train_lib.make_optimizer(
-            cfg.train, train_lib.total_steps(n_ref, cfg.train.batch_size,
-                                             cfg.reference.epochs)))
+        optimizer=train_lib.optimizer_for_rows(cfg.train, n_ref, cfg.reference.epochs))
     spec = {"size": n_ref, "epochs": cfg.reference.epochs, "source": source, "mode": mode}
     if mode == "draw":
       return settings, (), spec
     if mode == "rows":
       spec["rows"] = splits_lib.index_hash(s.reference_idx)
       return settings, jnp.asarray(s.reference_idx, jnp.int32), spec
-    from jaxunlearn import pipeline
-    trained = pipeline.reference_stage(req)
+    trained = stages.reference_stage(req)
     spec["stage"] = trained.stage
     return settings, (trained.params, trained.batch_stats), spec
 
@@ -259,13 +304,14 @@ class Auditor(audits.Audit):
                                     else (None, (), None))
     spec = {**plan.spec(), **({"reference": ref_spec} if plan.needs_reference else {})}
     fields = tuple(sorted(self.fields.items()))
-    member = _member(("unlearn", repr(req.model), tuple(req.data.input_shape),
-                      json.dumps(spec, sort_keys=True),
-                      json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain,
-                      json.dumps(pops.record_schema(dict(fields)))),
-                     lambda: pops.unlearn_member(req.model, req.data.input_shape, plan,
-                                                 n_forget=n_forget, n_remain=n_remain,
-                                                 reference=reference, fields=dict(fields)))
+    member = self.member(("unlearn", repr(req.model), tuple(req.data.input_shape),
+                          json.dumps(spec, sort_keys=True),
+                          json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain,
+                          json.dumps(pops.record_schema(dict(fields)))),
+                         lambda: pops.unlearn_member(req.model, req.data.input_shape, plan,
+                                                     n_forget=n_forget, n_remain=n_remain,
+                                                     reference=reference,
+                                                     fields=dict(fields)))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
     rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
     pop = pops.Population(
@@ -276,8 +322,8 @@ class Auditor(audits.Audit):
               "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
-        fields=fields, driver=self.driver)
-    return self._run(pop, masks)
+        fields=fields, driver=self.driver, probes=self.probes)
+    return self.run(pop, masks)
 
 
 def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
@@ -292,78 +338,32 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
   Returns:
     The contents of ``audit.json``.
   """
-  cfg = plugins.validate(cfg)
+  cfg = plugins.check_config(cfg)
   specs = method_specs(cfg)
   with request_lib.open_request(cfg, workdir, methods=specs, outputs=OUTPUTS, wait=wait,
                                 checks=(check,)) as req:
     t_start = time.perf_counter()
     auditor = Auditor(req)
-    sections = {name: audits.get(name)().run(auditor) for name in auditor.statistics}
-    s = req.splits
-    results = {
-        "setting": req.cfg.setting, "dataset": req.cfg.dataset, "model": req.cfg.model,
-        "n_forget": int(s.n_forget), "n_remain": int(s.remain_idx.size),
-        "transforms": list(req.transforms), "num_models": req.cfg.audit.num_models,
-        "methods": {label: {"method": p.name, "epochs": p.block.epochs,
-                            "learning_rate": p.block.learning_rate,
-                            "forget_batch_size": p.block.forget_batch_size,
-                            "hparams": {k: v for k, v in p.hparams.items()
-                                        if k != "learning_rate"}}
-                    for label, p in req.plans.items()},
-        "statistics": list(auditor.statistics), **sections,
-        "populations": auditor.times, "population_driver": auditor.driver,
-        "time_s": time.perf_counter() - t_start,
-        "replaced": plugins.replaced(),
-        "config": config_in_use(req),
-        "environment": request_lib.environment(),
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    sections = auditor.audit()
+    results = results_lib.audit_summary(req, auditor.statistics, sections,
+                                        populations=auditor.times, driver=auditor.driver,
+                                        time_s=time.perf_counter() - t_start)
     if jax.process_index() == 0:
       figures = {}
       for name in auditor.statistics:
         figures.update(audits.get(name)().plot(sections[name], auditor, req.workdir))
       results["figures"] = figures
-      workdir_lib.atomic_write(req.workdir / "audit.json", json.dumps(results, indent=2))
-      workdir_lib.atomic_write(req.workdir / "audit.md", markdown(results))
+      results_lib.write_audit(req, results)
     return results
 
 
-def config_in_use(req: request_lib.Request) -> dict:
-  """The config as a dict without the blocks the audit does not use (evaluators that do not
-  run, methods not audited, statistics not computed)."""
-  from jaxunlearn import evaluators, methods
-  d = req.cfg.to_dict()
-  for name in evaluators.names():
-    if name in d and not evaluators.get(name)().enabled(req.cfg) and \
-        evaluators.get(name)().config() is not None:
-      del d[name]
-  d.pop("eval", None)
-  used = {p.name for p in req.plans.values()}
-  for name in methods.names():
-    if name not in used:
-      d["unlearn"].pop(name, None)
-  for name in audits.names():
-    if name not in req.cfg.audit.statistics:
-      d["audit"].pop(name, None)
-  return d
-
-
-def markdown(r: dict) -> str:
-  """``audit.md``: a header, each statistic's section, the populations' times, the figures."""
-  lines = [f"# Audit: {r['setting']} ({r['dataset']}, {r['model']})", "",
-           f"D_f: {r['n_forget']} examples"
-           + (f" (transforms: {', '.join(r['transforms'])})" if r["transforms"] else "")
-           + f"; N = {r['num_models']} models per epsilon population; "
-           f"{r['time_s']:.0f} s in all.", ""]
-  for name in r["statistics"]:
-    st = audits.get(name)()
-    lines += [f"## {st.title or name}", "", st.report(r[name]), ""]
-  lines += ["## Populations", "", "| population | wall s | chunks reused |", "|---|---|---|"]
-  for name, t in r["populations"].items():
-    lines.append(f"| {name} | {t['time_s']:.1f} | {t['chunks_reused']} |")
-  for fig in (r.get("figures") or {}).values():
-    lines += ["", f"![{fig}]({fig})"]
-  return "\n".join(lines) + "\n"
-
-
-
+def __getattr__(name: str):
+  # Moved to jaxunlearn.results; each old name prints one deprecation line.
+  if name == "config_in_use":
+    deprecation.note(f"{__name__}.config_in_use",
+                     "jaxunlearn.results.config_in_use(req, audit=True)")
+    return lambda req: results_lib.config_in_use(req, audit=True)
+  if name == "markdown":
+    deprecation.note(f"{__name__}.markdown", "jaxunlearn.results.audit_markdown")
+    return results_lib.audit_markdown
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

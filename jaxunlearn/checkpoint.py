@@ -49,6 +49,8 @@ import orbax.checkpoint as ocp
 from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.errors import CheckpointError
 
+__all__ = ["save", "restore", "exists", "metadata", "MARKER_NAME"]
+
 MARKER_NAME = 'COMPLETE.json'
 # The marker is first written under this prefix, then renamed, so a reader
 # never sees a half-written marker.

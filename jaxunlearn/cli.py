@@ -13,6 +13,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+__all__ = ["main", "entry", "COMMANDS"]
+
 COMMANDS = {
     "run": "train the original (once per work dir), retrain, unlearn and evaluate; writes "
            "results.json and results.md",
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
   from jaxunlearn import plugins
   from jaxunlearn.errors import JaxUnlearnError
   try:
-    plugins.load(_plugin_modules(rest))
+    plugins.import_modules(_plugin_modules(rest))
     rest = [plugins.rename_flag(a) for a in rest]
   except JaxUnlearnError as e:
     return _error(str(e))
@@ -203,7 +205,7 @@ def _print_config(config) -> int:
   from jaxunlearn import plugins
   from jaxunlearn.errors import JaxUnlearnError
   try:
-    cfg = plugins.validate(config)
+    cfg = plugins.check_config(config)
   except JaxUnlearnError as e:
     return _error(str(e))
   rows = plugins.describe(cfg)

@@ -8,18 +8,24 @@ audit statistics and data transforms bring their own blocks
 :mod:`jaxunlearn.plugins` adds them (``plugins.default_config()``) and has the
 registries validate them.
 
-:func:`validate` rejects unknown keys, wrong types and values out of range
+:func:`check_schema` rejects unknown keys, wrong types and values out of range
 with a :class:`ConfigError` that names the field and says how to fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
+from jaxunlearn import deprecation
 from jaxunlearn.errors import ConfigError
+
+__all__ = ["base_config", "describe", "Field", "SCHEMA", "FIELDS", "RENAMED", "UNLEARN_FIELDS",
+           "REFERENCE_SOURCES", "STOP_RULES", "check_schema", "check_unlearn_block", "check_field",
+           "check_value", "resolve_seed", "resolve_size", "flat_items", "mutable_copy"]
 
 
 class Field(NamedTuple):
@@ -59,7 +65,8 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
     ("seed", Field(0, "seeds everything: each stage's key is derived from it by the stage's "
                       "name", check="seed")),
     ("dataset", Field("mnist5k", "mnist5k | mnist | fashion_mnist | cifar10 | svhn_cropped | "
-                                 "npz:PATH | a dataset a plugin registers (jaxunlearn datasets)")),
+                                 "npz:PATH | idx:DIR | a dataset a plugin registers "
+                                 "(jaxunlearn datasets)")),
     ("data_dir", Field("", "tfds data directory ('' = tfds default: $TFDS_DATA_DIR or "
                            "~/tensorflow_datasets)")),
             ("num_classes", Field(0, "classes of the classifier; 0: the dataset's own (npz: the largest "
@@ -118,6 +125,12 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                "importance_retrain): the run's steps, replacing epochs (0: "
                                "epochs passes over D_r); other methods refuse it",
                             check="non_negative")),
+    ("unlearn.retrain_fraction", Field(0.0, "methods that count their run in steps: the run's "
+                                            "steps are this fraction of retraining's examples "
+                                            "(train.epochs over D_r at train.batch_size) at "
+                                            "remain_batch_size rows per step, derived from each "
+                                            "run's own D_r; replaces steps and epochs (0: unused)",
+                                       check="fraction_or_zero")),
     ("unlearn.stop", Field("epochs", "epochs | kl_tol | calibrated (see jaxunlearn/stop.py)",
                            choices=STOP_RULES)),
     ("unlearn.tol", Field(0.0, "kl_tol: stop once the mean KL to the reference on D_f is below "
@@ -224,6 +237,7 @@ _CHECKS = {
     "seed_or_default": (lambda v: v >= -1, "must be >= 0 (or -1 for the default)"),
     "open_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
     "open_fraction_closed": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "fraction_or_zero": (lambda v: 0 <= v <= 1, "must be in (0, 1] (0: unused)"),
     "size": (lambda v: v > 0 and (v < 1 or v == int(v)),
              "must be a fraction < 1 or a whole count, e.g. 0.1 or 400"),
     "size_or_zero": (lambda v: v == 0 or (v > 0 and (v < 1 or v == int(v))),
@@ -288,8 +302,8 @@ def check_unlearn_block(u, where: str = "") -> None:
                       "--config.unlearn.tol=0.01)")
 
 
-def validate(cfg: ml_collections.ConfigDict,
-             defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+def check_schema(cfg: ml_collections.ConfigDict,
+                 defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """Checks ``cfg`` against ``defaults`` (default: :func:`base_config`) and the schema.
 
   Plugin blocks are typed by their defaults in ``defaults``
@@ -330,6 +344,13 @@ def validate(cfg: ml_collections.ConfigDict,
   return cfg
 
 
+def mutable_copy(cfg) -> ml_collections.ConfigDict:
+  """A ``ConfigDict`` copy of ``cfg`` (frozen or not) that changes nothing of the caller's."""
+  if isinstance(cfg, ml_collections.FrozenConfigDict):
+    return ml_collections.ConfigDict(cfg.to_dict())
+  return copy.deepcopy(cfg)
+
+
 def describe(cfg, docs: dict[str, str] | None = None) -> list[tuple[str, Any, str]]:
   """``(dotted path, value, description)`` of every field of ``cfg``.
 
@@ -345,3 +366,8 @@ def describe(cfg, docs: dict[str, str] | None = None) -> list[tuple[str, Any, st
       value = value.to_dict()
     out.append((name, value, doc))
   return out
+
+
+__getattr__ = deprecation.module_getattr(__name__, {
+    "validate": "jaxunlearn.config.check_schema",
+})

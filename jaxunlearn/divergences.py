@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["kl", "js"]
+
 
 def _xlogy(x, y):
   return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)

@@ -5,6 +5,9 @@ prints its message as one line and exits non-zero, and API callers can catch a
 specific type.
 """
 
+__all__ = ["JaxUnlearnError", "ConfigError", "DataError", "SplitError", "CheckpointError",
+           "WorkdirError", "NonFiniteError"]
+
 
 class JaxUnlearnError(ValueError):
   """Base class of every error caused by bad input or bad state on disk."""

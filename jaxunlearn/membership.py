@@ -38,6 +38,10 @@ from jaxunlearn import metrics, parallel, train as train_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
+__all__ = ["FEATURES", "logit_confidence", "attack_features", "Shadows", "shadow_in_indices",
+           "make_shadow_train_fn", "train_shadows", "shadow_logits", "Attack", "fit_attack",
+           "attack_metrics", "loss_attack"]
+
 FEATURES = ("sorted", "unsorted", "logit_conf")
 
 
@@ -132,7 +136,7 @@ def train_shadows(model, optimizer, input_shape, x_pool, y_pool, in_idx, key, *,
     shadow axis is split over the mesh's devices (the fastest on GPU/TPU);
   * ``loop``: a host loop over one jitted, vmapped step. XLA on CPU runs
     convolutions inside ``lax.scan`` several times slower than outside it
-    (``benchmarks/shadows.py``), so this is faster there.
+    (``benchmarks/populations.py --shadows``), so this is faster there.
 
   Args:
     model: the target's flax module.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["log_softmax", "softmax", "per_example_loss", "accuracy_and_loss"]
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
   z = logits - logits.max(axis=-1, keepdims=True)

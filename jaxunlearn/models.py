@@ -46,6 +46,7 @@ __all__ = [
     "init_params_fn",
     "get_model",
     "has_batch_norm",
+    "init_variables",
     "MLP",
     "LeNet5",
     "ResNet",

@@ -37,6 +37,11 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["DATA_AXIS", "make_mesh", "num_devices", "batch_sharding", "replicated",
+           "check_batch_size", "padded_size", "put", "replicate", "shard", "shard_batch", "jit",
+           "local_rows", "global_batch", "to_host", "vmap_sharded", "distributed_settings",
+           "initialize_distributed"]
+
 DATA_AXIS = "data"
 
 

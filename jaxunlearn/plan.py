@@ -35,6 +35,9 @@ from jaxunlearn import config as config_lib, cost as cost_lib, methods, models, 
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["UnlearnPlan", "make_plan", "parse_spec", "abstract_check", "retrain_steps",
+           "heldout_rows", "RUN_FIELDS"]
+
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
               "learning_rate", "momentum", "weight_decay", "schedule", "stop", "tol",
@@ -53,6 +56,9 @@ class UnlearnPlan:
     hparams: ``{"learning_rate": ..., **the method's hyperparameters}`` (floats).
     stop: the stop rule's name.
     needs: the input arrays a run needs.
+    retrain_schedule: ``(train.epochs, train.batch_size)``, retraining's
+      schedule, with ``unlearn.retrain_fraction`` set (else None): each run's
+      steps derive from it and the run's own |D_r| (:func:`retrain_steps`).
   """
   label: str
   block: ml_collections.FrozenConfigDict
@@ -60,6 +66,7 @@ class UnlearnPlan:
   hparams: Mapping[str, float]
   stop: str
   needs: frozenset
+  retrain_schedule: tuple[int, int] | None = None
 
   @property
   def name(self) -> str:
@@ -81,6 +88,10 @@ class UnlearnPlan:
     if u.get("steps", 0):          # only when set: unchanged keys for every other run
       out["steps"] = int(u.steps)
       out.pop("epochs", None)
+    if u.get("retrain_fraction", 0.0):      # the same: only when set
+      out["retrain_fraction"] = float(u.retrain_fraction)
+      out["retrain_schedule"] = list(self.retrain_schedule)
+      out.pop("epochs", None)
     if self.stop != "calibrated":
       out.pop("calibrate_every", None)
     out["hparams"] = {k: v for k, v in self.hparams.items() if k != "learning_rate"}
@@ -91,18 +102,23 @@ class UnlearnPlan:
     """The hyperparameters as float32 arrays (a grid of them is a ``jax.vmap``)."""
     return unlearn_lib.as_hparams(self.hparams)
 
-  def shape_args(self) -> dict:
+  def shape_args(self, n_remain: int) -> dict:
     """The arguments of :func:`jaxunlearn.unlearn.make_unlearn_fn` that fix how many steps a
-    run takes and on how many rows (:meth:`make_fn` and :meth:`run_shape` both pass them)."""
+    run on a D_r of ``n_remain`` rows takes and on how many rows (:meth:`make_fn` and
+    :meth:`run_shape` both pass them)."""
     u = self.block
+    steps = int(u.get("steps", 0))
+    if u.get("retrain_fraction", 0.0):
+      steps = retrain_steps(float(u.retrain_fraction), n_remain, *self.retrain_schedule,
+                            int(u.remain_batch_size))
     return {"epochs": int(u.epochs), "forget_batch_size": int(u.forget_batch_size),
-            "remain_batch_size": int(u.remain_batch_size), "steps": int(u.get("steps", 0))}
+            "remain_batch_size": int(u.remain_batch_size), "steps": steps}
 
   def run_shape(self, n_forget: int, n_remain: int, n_heldout: int = 0) -> cost_lib.RunShape:
     """The sizes of a run of this plan on D_f and D_r of these sizes, for its cost
     (:func:`jaxunlearn.cost.schedule_shape`: the numbers :meth:`make_fn`'s run uses)."""
     return cost_lib.schedule_shape(self.method, n_forget=n_forget, n_remain=n_remain,
-                                   n_heldout=n_heldout, **self.shape_args())
+                                   n_heldout=n_heldout, **self.shape_args(n_remain))
 
   def make_fn(self, apply_fn: Callable, *, model, input_shape, batch_stats, n_forget: int,
               n_remain: int, mesh=None) -> unlearn_lib.UnlearnFn:
@@ -114,7 +130,7 @@ class UnlearnPlan:
     u = self.block
     return unlearn_lib.make_unlearn_fn(
         self.method, apply_fn, n_forget=int(n_forget), n_remain=int(n_remain),
-        **self.shape_args(), optimizer_cfg=u,
+        **self.shape_args(n_remain), optimizer_cfg=u,
         init_fn=models.init_params_fn(model, input_shape), mesh=mesh, stop=self.stop,
         calibrate_every=int(u.calibrate_every), tol=float(u.tol),
         flax_model=unlearn_lib.FlaxModel(model, tuple(input_shape), batch_stats),
@@ -154,7 +170,21 @@ class UnlearnPlan:
     return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
 
 
-def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
+def retrain_steps(fraction: float, n_remain: int, train_epochs: int, train_batch_size: int,
+                  remain_batch_size: int) -> int:
+  """Steps of ``remain_batch_size`` rows that process ``fraction`` of retraining's examples.
+
+  Retraining on ``n_remain`` rows processes ``train_epochs * floor(n_remain / B) * B``
+  examples (``B = min(train_batch_size, n_remain)``, :func:`jaxunlearn.cost.retrain_cost`);
+  the run takes the nearest whole number of steps to ``fraction`` of that, at least 1. E.g.
+  |D_r| = 3,700, 20 epochs at 64: retraining processes 72,960 examples, so ``fraction`` 0.1 at
+  64 rows per step is 114 steps (7,296 examples), at 12 rows per step 608.
+  """
+  retrain = cost_lib.retrain_cost(n_remain, train_epochs, train_batch_size)
+  return max(1, int(round(fraction * retrain / int(remain_batch_size))))
+
+
+def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
   """A validated plan of an ``unlearn`` block.
 
   Args:
@@ -162,6 +192,8 @@ def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
     block: an ``unlearn`` block (the config's, or an ``audit.methods`` override of it).
     where: how to name the block in errors (``""``: the config's own
       ``unlearn`` block; e.g. ``"audit.methods entry 'paper=lightweight:lam=0.01'"``).
+    train: the ``train`` block (retraining's ``epochs`` and ``batch_size``); needed
+      when the block sets ``retrain_fraction``.
 
   Raises:
     ConfigError: naming the field and how to fix it.
@@ -181,6 +213,22 @@ def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
     raise ConfigError(f"{field}={steps} applies to methods that count their run in steps "
                       f"(epoch_over='steps', e.g. importance_retrain); {name!r} counts epochs: "
                       "set epochs instead and steps=0")
+  schedule = None
+  fraction = float(block.get("retrain_fraction", 0.0))
+  if fraction:
+    field = f"{where}: retrain_fraction" if where else "unlearn.retrain_fraction"
+    if method.epoch_over != "steps":
+      raise ConfigError(f"{field}={fraction:g} applies to methods that count their run in "
+                        f"steps (epoch_over='steps', e.g. retrain_short); {name!r} counts "
+                        "epochs: set epochs instead and retrain_fraction=0")
+    if steps:
+      raise ConfigError(f"{field}={fraction:g} derives the run's steps, and steps={steps} sets "
+                        "them too: set one of them and the other to 0")
+    if train is None:
+      raise ConfigError(f"{field}={fraction:g} derives the run's steps from retraining's "
+                        "schedule: make the plan with the train block (make_plan(..., "
+                        "train=cfg.train))")
+    schedule = (int(train.epochs), int(train.batch_size))
   stop = stop_lib.resolve(block)
   needs = set(method.inputs)
   if stop == "calibrated":
@@ -192,7 +240,7 @@ def make_plan(label: str, block, *, where: str = "") -> UnlearnPlan:
   frozen = block if isinstance(block, ml_collections.FrozenConfigDict) else \
       ml_collections.FrozenConfigDict(block)
   return UnlearnPlan(label, frozen, method, {"learning_rate": float(block.learning_rate), **hp},
-                     stop, frozenset(needs))
+                     stop, frozenset(needs), schedule)
 
 
 def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collections.ConfigDict]:

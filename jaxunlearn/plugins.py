@@ -11,23 +11,29 @@ plugin. Plugins bring their own config blocks:
 
 Datasets (:mod:`jaxunlearn.data`) and models (:mod:`jaxunlearn.models`) are
 registries too. This module imports the built-in plugins, builds
-:func:`default_config` (the schema plus every plugin's block) and
-:func:`validate` s a config through the schema and the registries.
+:func:`default_config` (the schema plus every plugin's block) and checks a
+config through the schema and the registries (:func:`check_config`).
+:func:`import_modules` imports the modules named in ``config.plugins``.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 
 import ml_collections
 
 from jaxunlearn import audits, config as config_lib, data, evaluators, methods, models
-from jaxunlearn import registry, transforms
+from jaxunlearn import deprecation as deprecation_lib, registry, transforms
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["default_config", "check_config", "import_modules", "blocks", "add_blocks",
+           "field_docs", "renamed_fields", "deprecation", "rename_flag", "apply_renames",
+           "describe", "replaced", "listing"]
 
-def load(modules) -> None:
+
+def import_modules(modules) -> None:
   """Imports each module named in ``config.plugins`` (they register their plugins)."""
   if isinstance(modules, str):
     modules = (modules,)
@@ -168,15 +174,17 @@ def apply_renames(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return cfg
 
 
-def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def check_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Imports ``cfg.plugins``, fills in plugin blocks, and checks every field.
 
-  The schema checks the core fields (:func:`config.validate`); each selected
-  plugin then checks what it owns: the method's hyperparameters and options,
-  the evaluators and audit statistics listed.
+  The schema checks the core fields (:func:`config.check_schema`); each
+  selected plugin then checks what it owns: the method's hyperparameters and
+  options, the evaluators and audit statistics listed. The caller's ``cfg``
+  is not changed.
 
   Returns:
-    ``cfg``.
+    a copy of ``cfg`` with old field names renamed and plugin blocks filled in
+    (``cfg`` itself when it is frozen).
 
   Raises:
     ConfigError: naming the first bad field and how to fix it.
@@ -184,11 +192,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   plugin_modules = cfg.get("plugins", ())
   if not isinstance(plugin_modules, (tuple, list, str)):
     raise ConfigError(f"config.plugins must be a tuple of module names, got {plugin_modules!r}")
-  load(plugin_modules)
+  import_modules(plugin_modules)
   if not isinstance(cfg, ml_collections.FrozenConfigDict):
+    cfg = copy.deepcopy(cfg)
     apply_renames(cfg)
     add_blocks(cfg)
-  config_lib.validate(cfg, default_config())
+  config_lib.check_schema(cfg, default_config())
   methods.resolve_hparams(cfg.unlearn.method, cfg.unlearn)
   methods.resolve_method(cfg.unlearn.method, cfg.unlearn)
   evaluators.selected(cfg)
@@ -225,8 +234,7 @@ def listing(kind: str) -> list[tuple[str, str]]:
   if kind == "statistics":
     return [(n, audits.get(n).title) for n in audits.names()]
   if kind == "datasets":
-    return [(n + (":PATH" if data._REGISTRY.get(n).takes_argument else ""),
-             _first_line(data._REGISTRY.get(n).__doc__)) for n in data.names()]
+    return [(data.usage(n), _first_line(data.get(n).__doc__)) for n in data.names()]
   if kind == "models":
     return [(n, _first_line(models.MODELS[n].__doc__)) for n in models.names()]
   if kind == "transforms":
@@ -236,3 +244,9 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
 def _first_line(doc) -> str:
   return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+
+
+__getattr__ = deprecation_lib.module_getattr(__name__, {
+    "validate": "jaxunlearn.plugins.check_config",
+    "load": "jaxunlearn.plugins.import_modules",
+})

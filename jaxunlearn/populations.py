@@ -2,11 +2,11 @@
 
 A population is N members, each a pure function of its own key (and of
 per-member arrays, e.g. the rows it trains on). Every member returns the
-same small record (:func:`member_record`): the logit-scaled confidence phi
-(:mod:`jaxunlearn.audits.phi`) on the audited examples, its accuracy on D_r
-and on the test set, the audit statistics' own fields
-(:attr:`jaxunlearn.audits.Statistic.record`) and, when asked, its
-parameters. The record's schema is part of every chunk's stage name.
+same small record (:func:`member_record`): the base record
+(:data:`jaxunlearn.audits.RECORD`: the logit-scaled confidence phi on the
+audited examples, its accuracy on D_r and on the test set), the audit
+statistics' own fields (:attr:`jaxunlearn.audits.Statistic.record`) and, when
+asked, its parameters. The record's schema is part of every chunk's stage name.
 :func:`run_population` evaluates the members in chunks of ``chunk_size``:
 
 * each chunk is one call of :func:`parallel.vmap_sharded` (the model axis
@@ -36,10 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import parallel, stages, train as train_lib
-from jaxunlearn.audits import phi as phi_lib
+from jaxunlearn import hashing, parallel, stages, train as train_lib
+from jaxunlearn.audits import base as audits_base, phi as phi_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import qualified_name
+
+__all__ = ["Population", "EvalData", "ReferenceSettings", "run_population", "record_schema",
+           "member_stage", "member_record", "cached_member", "train_member", "unlearn_member",
+           "save_phi", "resolve_driver", "balanced_chunk", "estimate_bytes", "memory_limit_bytes",
+           "DRIVERS", "REFERENCE_MODES"]
 
 
 class EvalData(NamedTuple):
@@ -50,6 +55,9 @@ class EvalData(NamedTuple):
   y_remain: Any
   x_test: Any
   y_test: Any
+  # {name: (x, y)}: examples beside D_f that phi is also recorded on, as phi_<name>
+  # (audit statistics' probes); None: the record holds phi on D_f only.
+  probes: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +81,8 @@ class Population:
     driver: ``"vmap"`` (a chunk is one call of the vmapped member, split over
       the devices) or ``"loop"`` (the compiled single member, called for each
       member in turn: faster for conv nets on XLA:CPU; see :func:`resolve_driver`).
+    probes: the record's ``phi_<name>`` fields on ``EvalData.probes``, as
+      ``(name, size, rows digest)`` (hashed into the stage names).
   """
   name: str
   size: int
@@ -84,23 +94,22 @@ class Population:
   abstract_params: Any = None
   fields: tuple = ()
   driver: str = "vmap"
+  probes: tuple = ()    # ((name, size, rows digest), ...) of EvalData.probes, in that order
 
 
-BASE_FIELDS = ("phi", "remain_acc", "test_acc")
-
-
-def record_schema(fields: dict) -> list:
-  """The record's schema: its field names and where each is computed (hashed into stage names)."""
-  base = [["phi", qualified_name(phi_lib.logit_confidence)], ["remain_acc", "accuracy"],
-          ["test_acc", "accuracy"]]
-  return base + [[name, qualified_name(fn)] for name, fn in sorted(fields.items())]
+def record_schema(fields: dict, probes: tuple = ()) -> list:
+  """The record's schema: its field names and where each is computed (hashed into stage names).
+  Without probes it is what it was before probes existed, so saved chunks keep their names."""
+  return audits_base.RECORD.schema(fields) + [
+      [f"phi_{name}", qualified_name(phi_lib.logit_confidence), int(size), digest]
+      for name, size, digest in sorted(probes)]
 
 
 def member_stage(pop: Population, chunk: int, chunk_size: int) -> str:
   """The checkpoint stage of one chunk."""
-  digest = stages.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
+  digest = hashing.spec_hash({"spec": pop.spec, "size": pop.size, "chunk_size": chunk_size,
                              "keep_params": pop.keep_params,
-                             "record": record_schema(dict(pop.fields)),
+                             "record": record_schema(dict(pop.fields), pop.probes),
                              **({"driver": pop.driver} if pop.driver != "vmap" else {})})
   return f"pop-{pop.name}-{digest}-c{chunk:03d}"
 
@@ -111,25 +120,31 @@ def member_record(apply_fn: Callable, params, data: EvalData, fields: dict = Non
   def acc(x, y):
     return jnp.mean(jnp.argmax(apply_fn(params, x), -1) == y)
   logits = apply_fn(params, data.x_audit)
-  out = {"phi": phi_lib.logit_confidence(logits, data.y_audit),
-         "remain_acc": acc(data.x_remain, data.y_remain),
-         "test_acc": acc(data.x_test, data.y_test)}
+  # Computed in the order of audits.RECORD's fields (the order they have always been traced in).
+  compute = {"phi": lambda: phi_lib.logit_confidence(logits, data.y_audit),
+             "remain_acc": lambda: acc(data.x_remain, data.y_remain),
+             "test_acc": lambda: acc(data.x_test, data.y_test)}
+  out = {name: compute[name]() for name in audits_base.RECORD.names}
   for name, fn in (fields or {}).items():
     out[name] = jnp.asarray(fn(logits.astype(jnp.float32), data.y_audit), jnp.float32)
+  for name, (x, y) in (data.probes or {}).items():
+    out[f"phi_{name}"] = jnp.asarray(phi_lib.logit_confidence(apply_fn(params, x), y),
+                                     jnp.float32)
   return out
 
 
 def _abstract_record(pop: Population, rows: int, n_audit: int) -> dict:
-  out = {"phi": jax.ShapeDtypeStruct((rows, n_audit), jnp.float32),
-         "remain_acc": jax.ShapeDtypeStruct((rows,), jnp.float32),
-         "test_acc": jax.ShapeDtypeStruct((rows,), jnp.float32)}
+  """The shapes of ``rows`` members' records: what a saved chunk is restored as."""
+  out = {f.name: jax.ShapeDtypeStruct((rows, n_audit) if f.per_example else (rows,),
+                                      jnp.float32) for f in audits_base.RECORD.base}
   for name, _ in pop.fields:
     out[name] = jax.ShapeDtypeStruct((rows, n_audit), jnp.float32)
+  for name, size, _ in pop.probes:
+    out[f"phi_{name}"] = jax.ShapeDtypeStruct((rows, int(size)), jnp.float32)
   if pop.keep_params:
-    params, bs = pop.abstract_params
     stack = lambda t: jax.tree.map(  # noqa: E731
         lambda a: jax.ShapeDtypeStruct((rows, *a.shape), a.dtype), t)
-    out["params"], out["batch_stats"] = stack(params), stack(bs)
+    out.update(zip(audits_base.RECORD.kept, map(stack, pop.abstract_params)))
   return out
 
 
@@ -173,8 +188,11 @@ def _sharded(member: Callable, mesh, axes) -> Callable:
   return per_member[(mesh, axes)]
 
 
-def _chunk_saved(pop: Population, chunk: int, stage: str) -> None:
-  """Called after each chunk is saved (a pause point for the kill tests)."""
+def pause_point_after_chunk(pop: Population, chunk: int, stage: str) -> None:
+  """A pause point: called after each chunk of a population is saved, and does nothing.
+
+  The kill tests (``tests/killpoint/``) wrap it to stop a run between two chunks, where a
+  rerun must resume from the saved ones."""
 
 
 def balanced_chunk(size: int, chunk_size: int) -> int:
@@ -277,7 +295,8 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
       return out, {"population": pop.name, "members": [lo, hi], "spec": pop.spec}
 
     def check(out):
-      if not all(np.all(np.isfinite(out[k])) for k in ("phi", *dict(pop.fields))):
+      probed = tuple(f"phi_{name}" for name, _, _ in pop.probes)
+      if not all(np.all(np.isfinite(out[k])) for k in ("phi", *dict(pop.fields), *probed)):
         raise ConfigError(f"population {pop.name!r}: a member's phi is not finite; lower the "
                           "learning rates")
 
@@ -285,7 +304,7 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
         stage, build, lambda hi=hi, lo=lo: _abstract_record(pop, hi - lo, n_audit), check=check)
     reused += int(was_saved)
     if not was_saved:
-      _chunk_saved(pop, c, stage)
+      pause_point_after_chunk(pop, c, stage)
     parts.append(jax.tree.map(np.asarray, tree))
     if bar is not None:
       bar.update(1)
@@ -299,8 +318,20 @@ def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: i
 # --- members ------------------------------------------------------------------------------
 
 
-def _apply(model, batch_stats):
-  return lambda p, x: train_lib.apply_model(model, p, batch_stats, x, train=False)[0]
+_MEMBERS: dict = {}
+
+
+def cached_member(cache_key: tuple, make: Callable[[], Callable]) -> Callable:
+  """The member function under ``cache_key``, ``make()`` the first time in a process.
+
+  Compiled code is cached per member function (:func:`run_population`), so
+  populations (and audits) whose members share a key, e.g. the same model,
+  recipe, row counts and record schema, compile once. The key must hold
+  everything the member's code depends on.
+  """
+  if cache_key not in _MEMBERS:
+    _MEMBERS[cache_key] = make()
+  return _MEMBERS[cache_key]
 
 
 def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
@@ -311,7 +342,8 @@ def train_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
 
   def member(key, rows, x_all, y_all, data: EvalData):
     state, _ = train(key, x_all[rows], y_all[rows])
-    out = member_record(_apply(model, state.batch_stats), state.params, data, fields)
+    out = member_record(train_lib.eval_apply_fn(model, state.batch_stats), state.params, data,
+                        fields)
     if keep_params:
       out["params"], out["batch_stats"] = state.params, state.batch_stats
     return out
@@ -366,7 +398,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
 
   def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, ref_arg,
              data: EvalData):
-    apply_fn = _apply(model, batch_stats)
+    apply_fn = train_lib.eval_apply_fn(model, batch_stats)
     ref_key, run_key = jax.random.split(key)
     x_f, x_r = x_all[f_rows], x_all[r_rows]
     reference_probs = None
@@ -379,7 +411,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
               if reference.mode == "draw" else ref_arg)
         ref_state, _ = ref_train(t_key, x_all[ds], y_all[ds])
         ref_params, ref_stats = ref_state.params, ref_state.batch_stats
-      ref_apply = _apply(model, ref_stats)
+      ref_apply = train_lib.eval_apply_fn(model, ref_stats)
       reference_probs = lambda x: jax.nn.softmax(ref_apply(ref_params, x), -1)  # noqa: E731
     inputs = plan.build_inputs(x_forget=x_f, y_forget=y_all[f_rows], x_remain=x_r,
                                y_remain=y_all[r_rows], heldout=heldout,
@@ -389,7 +421,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                        n_forget=n_forget, n_remain=n_remain)
     new, _ = run(params, inputs, run_key, plan.hparam_arrays())
     if run.bn_train:
-      new, apply_fn = new["params"], _apply(model, new["batch_stats"])
+      new, apply_fn = new["params"], train_lib.eval_apply_fn(model, new["batch_stats"])
     return member_record(apply_fn, new, data, fields)
   return member
 

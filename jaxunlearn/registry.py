@@ -11,6 +11,10 @@ refused unless the registration says it replaces the first one
 listed by :func:`replaced` and named in ``results.json`` and in the command
 line's summary. Registering the *same* plugin again (same module and
 qualified name, as when a module is imported twice) is not a conflict.
+
+Internal to the library: a plugin registers through its package's ``register``
+(``methods.register``, ``evaluators.register``, ``audits.register``, ``data.register``,
+``models.register``, ``transforms.register``), so this module declares no public names.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from jaxunlearn.errors import ConfigError
+
+__all__ = []
 
 _ALL: list["Registry"] = []
 

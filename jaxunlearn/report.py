@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["results_markdown", "table", "section", "fmt", "MODEL_ORDER"]
+
 MODEL_ORDER = ("original", "retrain", "reference", "unlearned")
 
 

@@ -18,20 +18,18 @@ Every entry point (``jaxunlearn run``, ``jaxunlearn audit``, tuning,
    holds), and moves earlier ``outputs`` aside;
 4. restores the original model, or trains it.
 
-Stage keys come from the stage's name (:meth:`Request.key`), so no caller
-keeps track of a shared split of the root key.
+Stage keys come from the stage's name (:meth:`Request.key`,
+:func:`jaxunlearn.stages.stage_key`), so no caller keeps track of a shared
+split of the root key. The model stages themselves are :mod:`jaxunlearn.stages`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
-import platform
 import shutil
 import sys
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -40,10 +38,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import checkpoint, config as config_lib, data as data_lib, evaluators, models
+from jaxunlearn import config as config_lib, data as data_lib, deprecation, evaluators, models
 from jaxunlearn import parallel, plan as plan_lib, plugins, splits as splits_lib, stages
 from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
+
+__all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "original_fingerprint",
+           "check_model_input"]
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
@@ -53,48 +54,46 @@ class MethodSpec:
   where: str = ""
 
 
+def _prepared(name: str, doc: str) -> property:
+  return property(lambda self: getattr(self.prep, name), doc=doc)
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
   """A validated request with its original model. Frozen: nothing changes it.
 
   Attributes:
-    cfg: the config, validated and frozen (plugin blocks filled in).
-    workdir: the work directory (absolute).
-    data: the dataset as loaded (before transforms).
-    x_train, y_train: the training set as every model trains on it (after
-      data transforms), read-only.
-    transforms: names of the transforms applied.
-    splits: D_f, D_r, D_s and the held-out split.
-    model: the flax module.
-    mesh: the devices batches are split over.
+    prep: everything known before the lock (:class:`Prepared`); its fields
+      are read through the request (``req.cfg``, ``req.splits``, ...).
     secret: the work dir's key for forget-set hashes.
-    plans: the unlearning plans, by label.
-    evaluators: names of the evaluators ``run`` runs, in order.
     fingerprint: what the original depends on (``run.json``).
     original: the original model.
   """
-  cfg: ml_collections.FrozenConfigDict
-  workdir: Path
-  data: data_lib.Dataset
-  x_train: np.ndarray
-  y_train: np.ndarray
-  transforms: tuple
-  splits: splits_lib.Splits
-  model: Any
-  mesh: Any
+  prep: Prepared
   secret: bytes
-  plans: Mapping[str, plan_lib.UnlearnPlan]
-  evaluators: tuple
   fingerprint: Mapping[str, Any]
   original: stages.Trained
 
+  cfg = _prepared("cfg", "The config, validated and frozen (plugin blocks filled in).")
+  workdir = _prepared("workdir", "The work directory (absolute).")
+  data = _prepared("data", "The dataset as loaded (before transforms).")
+  x_train = _prepared("x_train", "The training inputs every model trains on (after data "
+                      "transforms), read-only.")
+  y_train = _prepared("y_train", "The training labels every model trains on, read-only.")
+  transforms = _prepared("transforms", "Names of the transforms applied.")
+  splits = _prepared("splits", "D_f, D_r, D_s and the held-out split.")
+  model = _prepared("model", "The flax module.")
+  mesh = _prepared("mesh", "The devices batches are split over.")
+  plans = _prepared("plans", "The unlearning plans, by label.")
+  evaluators = _prepared("evaluators", "Names of the evaluators ``run`` runs, in order.")
+
   @property
   def cache(self) -> stages.StageCache:
-    return stages.StageCache(self.workdir / "checkpoints")
+    return self.prep.cache
 
   def key(self, name: str):
     """The PRNG key of the stage ``name`` (``original``, ``retrain``, ``reference``, ...)."""
-    return stage_key(self.cfg.seed, name)
+    return stages.stage_key(self.cfg.seed, name)
 
   def forget_hash(self) -> str:
     return splits_lib.index_hash(self.splits.forget_idx, self.secret)
@@ -108,63 +107,17 @@ class Request:
     return train_lib.eval_apply_fn(self.model, batch_stats)
 
   def abstract_variables(self) -> dict:
-    return abstract_variables(self.model, self.cfg.train, self.data.input_shape)
+    return stages.abstract_variables(self.model, self.cfg.train, self.data.input_shape)
 
-  def train(self, stage: str, rows: np.ndarray, *, epochs: int, key, protected: bool = False,
-            extra_meta: dict | None = None,
-            reused: Callable[[dict], bool] | None = None) -> stages.Trained:
-    """Trains a model from scratch on ``x_train[rows]``, unless ``stage`` is saved already."""
-    return train_stage(self, stage, rows, epochs=epochs, key=key, protected=protected,
-                       extra_meta=extra_meta, reused=reused)
+  def train(self, stage: str, rows: np.ndarray, **kwargs) -> stages.Trained:
+    """Deprecated: :func:`jaxunlearn.stages.train_stage`."""
+    deprecation.note("jaxunlearn.request.Request.train", "jaxunlearn.stages.train_stage")
+    return stages.train_stage(self, stage, rows, **kwargs)
 
   def restore(self, stage: str, reused: bool = False) -> stages.Trained:
-    """A saved model stage of the work dir."""
-    variables, meta = checkpoint.restore(self.cache.path(stage), self.abstract_variables())
-    bs = variables.get("batch_stats") or {}
-    return stages.Trained(variables["params"], bs, self.apply_fn(bs), meta, stage, reused)
-
-
-def stage_key(seed: int, name: str):
-  """The key of stage ``name`` under ``seed``: ``fold_in(key(seed), crc32(name))``.
-
-  A stable hash of the name, not a position in a shared split: adding a stage
-  changes no other stage's key.
-  """
-  return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()))
-
-
-def abstract_variables(model, train_cfg, input_shape) -> dict:
-  """``{"params", "batch_stats"}`` of ``model`` as ``jax.ShapeDtypeStruct`` leaves."""
-  opt = train_lib.make_optimizer(train_cfg)
-  state = jax.eval_shape(lambda k: train_lib.init_state(model, opt, k, input_shape),
-                         jax.random.key(0))
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def train_stage(req, stage: str, rows: np.ndarray, *, epochs: int, key, protected: bool = False,
-                extra_meta: dict | None = None,
-                reused: Callable[[dict], bool] | None = None) -> stages.Trained:
-  """Trains from scratch on ``req.x_train[rows]`` through the stage cache."""
-  cfg = req.cfg
-
-  def build():
-    steps = train_lib.total_steps(rows.size, cfg.train.batch_size, epochs)
-    optimizer = train_lib.make_optimizer(cfg.train, steps)
-    init_key, data_key = jax.random.split(key)
-    state = train_lib.init_state(req.model, optimizer, init_key, req.data.input_shape)
-    x, y = jnp.asarray(req.x_train[rows]), jnp.asarray(req.y_train[rows])
-    result = train_lib.fit(req.model, optimizer, state, x, y, epochs=epochs,
-                           batch_size=cfg.train.batch_size, key=data_key,
-                           driver=cfg.train.driver, mesh=req.mesh, stage=stage.split("-")[0],
-                           progress=cfg.report.progress)
-    meta = {"time_s": result.run_s, "compile_s": result.compile_s, "epochs": epochs,
-            "n_examples": int(rows.size), "history": result.history, **(extra_meta or {})}
-    return result.state.params, result.state.batch_stats, meta
-
-  return req.cache.model(stage, build, abstract_variables(req.model, cfg.train,
-                                                          req.data.input_shape),
-                         lambda bs: train_lib.eval_apply_fn(req.model, bs), protected=protected,
-                         reused=reused)
+    """Deprecated: :func:`jaxunlearn.stages.restore_stage`."""
+    deprecation.note("jaxunlearn.request.Request.restore", "jaxunlearn.stages.restore_stage")
+    return stages.restore_stage(self, stage, reused)
 
 
 def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None,
@@ -189,17 +142,6 @@ def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None,
     fp["transforms"] = {name: t.fingerprint(cfg) for name, t in active.items()}
     fp["forget_hash"] = splits_lib.index_hash(splits.forget_idx, secret)
   return json.loads(json.dumps(fp))
-
-
-def environment() -> dict:
-  """Versions, backend and device: recorded with every result."""
-  import flax
-  import optax
-  dev = jax.devices()[0]
-  return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-          "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
-          "device_count": jax.device_count(), "process_count": jax.process_count(),
-          "python": platform.python_version(), "host": platform.node()}
 
 
 def check_model_input(model, name: str, input_shape) -> None:
@@ -232,6 +174,11 @@ class Prepared:
   evaluators: tuple
   data_hash: str
 
+  @property
+  def cache(self) -> stages.StageCache:
+    """The work dir's cached stages (``WORKDIR/checkpoints``)."""
+    return stages.StageCache(self.workdir / "checkpoints")
+
 
 def _read_only(a) -> np.ndarray:
   a = np.array(a, copy=True)
@@ -246,9 +193,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
     raise WorkdirError("--workdir is empty; name a directory for checkpoints and results, e.g. "
                        "--workdir runs/quick")
   # A copy: the caller's config is not changed (plugin blocks, renamed fields).
-  cfg = ml_collections.ConfigDict(cfg.to_dict()) if isinstance(
-      cfg, ml_collections.FrozenConfigDict) else copy.deepcopy(cfg)
-  cfg = plugins.validate(cfg)
+  cfg = config_lib.mutable_copy(cfg)
+  cfg = plugins.check_config(cfg)
   frozen = ml_collections.FrozenConfigDict(cfg)
   workdir = Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():
@@ -270,7 +216,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   if len(set(labels)) != len(labels):
     raise ConfigError(f"two unlearning plans share a label ({labels}); name them "
                       "'label=method:...'")
-  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where) for s in specs}
+  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train)
+           for s in specs}
   mesh = parallel.make_mesh()
   # Every batch must divide over the devices; checked here, before any write.
   for size in (splits.train_idx.size, splits.remain_idx.size, splits.reference_idx.size):
@@ -298,7 +245,7 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   prepared = Prepared(frozen, workdir, data, _read_only(x_train), _read_only(y_train),
                       tuple(applied), splits, model, mesh, plans, names,
                       data_lib.content_hash(data))
-  abstract = abstract_variables(model, cfg.train, data.input_shape)
+  abstract = stages.abstract_variables(model, cfg.train, data.input_shape)
   for p in plans.values():
     plan_lib.abstract_check(p, abstract["params"], abstract["batch_stats"], model=model,
                             input_shape=data.input_shape, n_forget=splits.n_forget,
@@ -368,10 +315,16 @@ def open_request(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
       else contextlib.nullcontext()
   with lock:
     secret, fingerprint = _claim(prep, outputs)
-    fields = {f.name: getattr(prep, f.name) for f in dataclasses.fields(Prepared)
-              if f.name != "data_hash"}
-    partial = Request(**fields, secret=secret, fingerprint=fingerprint, original=None)
-    original = partial.train("original", prep.splits.train_idx, epochs=prep.cfg.train.epochs,
-                             key=partial.key("original"), protected=True)
-    yield dataclasses.replace(partial, original=original)
+    original = stages.train_stage(prep, "original", prep.splits.train_idx,
+                                  epochs=prep.cfg.train.epochs,
+                                  key=stages.stage_key(prep.cfg.seed, "original"), protected=True)
+    yield Request(prep, secret, fingerprint, original)
+
+
+__getattr__ = deprecation.module_getattr(__name__, {
+    "stage_key": "jaxunlearn.stages.stage_key",
+    "abstract_variables": "jaxunlearn.stages.abstract_variables",
+    "train_stage": "jaxunlearn.stages.train_stage",
+    "environment": "jaxunlearn.results.environment",
+})
 

@@ -22,6 +22,9 @@ from typing import Callable
 
 from jaxunlearn.errors import ConfigError, JaxUnlearnError
 
+__all__ = ["parser", "OneLineParser", "run", "out_dir", "int_list", "float_list", "name_list",
+           "unknown_field"]
+
 
 class OneLineParser(argparse.ArgumentParser):
   """An ``ArgumentParser`` whose errors are one line and exit 2."""

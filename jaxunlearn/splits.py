@@ -16,6 +16,10 @@ import numpy as np
 
 from jaxunlearn.errors import SplitError
 
+__all__ = ["Splits", "make_splits", "check_splits", "FORGET_MODES", "forget_by_fraction",
+           "forget_by_class", "draw_reference", "draw_holdout", "read_index_file",
+           "validate_indices", "index_hash"]
+
 FORGET_MODES = ("random", "indices", "class")
 
 

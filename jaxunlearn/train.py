@@ -29,6 +29,11 @@ from flax import struct
 from jaxunlearn import models, parallel
 from jaxunlearn.errors import ConfigError, NonFiniteError
 
+__all__ = ["TrainState", "FitResult", "fit", "predict", "make_train_step", "make_train_fn",
+           "make_epoch_fn", "init_state", "make_optimizer", "make_schedule", "total_steps",
+           "optimizer_for_rows", "epoch_indices", "apply_model", "eval_apply_fn", "cross_entropy", "resolve_driver",
+           "OPTIMIZERS", "SCHEDULES", "DRIVERS"]
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 DRIVERS = ("auto", "scan", "loop")
@@ -65,6 +70,13 @@ def eval_apply_fn(model, batch_stats) -> Callable:
 def total_steps(n: int, batch_size: int, epochs: int) -> int:
   """Optimizer steps of a training run: ``epochs`` passes over ``n`` rows in full batches."""
   return int(epochs) * max(1, int(n) // min(int(batch_size), int(n)))
+
+
+def optimizer_for_rows(cfg, n: int, epochs: int) -> optax.GradientTransformation:
+  """The optimizer of a training run of ``cfg`` (a ``train`` block: its optimizer, schedule and
+  batch size) over ``n`` rows for ``epochs`` epochs: its schedule spans the run's
+  :func:`total_steps`."""
+  return make_optimizer(cfg, total_steps(n, cfg.batch_size, epochs))
 
 
 def make_schedule(cfg, total_steps: int, learning_rate=None):

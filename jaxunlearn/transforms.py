@@ -24,6 +24,9 @@ from jaxunlearn import config as config_lib, triggers
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import Registry
 
+__all__ = ["Transform", "register", "get", "names", "active", "apply_all", "Backdoor", "LabelFlip",
+           "label_flip"]
+
 
 class Transform:
   """Base class of data transforms: define :meth:`enabled`, :meth:`apply`, :meth:`fingerprint`."""

@@ -20,6 +20,9 @@ import ml_collections
 
 from jaxunlearn.errors import ConfigError
 
+__all__ = ["default_config", "validate", "describe", "stamp", "poison", "attack_success",
+           "patch_slices", "POSITIONS"]
+
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
 
 

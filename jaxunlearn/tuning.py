@@ -33,10 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import membership, train as train_lib, unlearn as unlearn_lib
+from jaxunlearn import config as config_lib, membership, methods, train as train_lib
+from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import helpers
+
+__all__ = ["tune", "run_grid", "grid_points", "grid_hparams", "grid_figures", "objective",
+           "MAX_POINTS"]
 
 MAX_POINTS = 16
 
@@ -47,8 +51,8 @@ def grid_points(method) -> dict[str, np.ndarray]:
   Raises:
     ConfigError: no search space, an unknown name or more than MAX_POINTS points.
   """
-  method = unlearn_lib._as_method(method)
-  space = dict(getattr(method, "search_space", {}) or {})
+  method = methods.as_method(method)
+  space = dict(method.search_space)
   name = type(method).__name__
   if not space:
     raise ConfigError(f"method {name} declares no search_space")
@@ -150,16 +154,19 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     ``{"method", "grid": [{hparams..., figures..., "objective"}], "retrain": figures,
     "best": {hparams}, "best_index", "grid_s", "compile_s", "seed", "forget_seed"}``.
   """
-  from jaxunlearn import parallel, pipeline, request as request_lib
-  cfg.report.progress = progress
+  from jaxunlearn import parallel, request as request_lib, stages
+  # A copy with the progress setting: the caller's config is not changed.
+  cfg = config_lib.mutable_copy(cfg)
+  with cfg.unlocked():
+    cfg.report.progress = progress
   with request_lib.open_request(cfg, workdir, wait=True) as req:
     if not req.splits.holdout_idx.size:
       raise ConfigError("tuning needs held-out examples; set --config.holdout.size (e.g. 0.05)")
     (plan,) = req.plans.values()
     s, original = req.splits, req.original
-    retrain = pipeline.retrain_stage(req)
-    reference = pipeline.reference_stage(req) if plan.needs_reference else None
-    inputs = pipeline.method_inputs(req, plan, original, reference)
+    retrain = stages.retrain_stage(req)
+    reference = stages.reference_stage(req) if plan.needs_reference else None
+    inputs = stages.method_inputs(req, plan, original, reference)
     fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
                       batch_stats=original.batch_stats, n_forget=s.n_forget,
                       n_remain=int(s.remain_idx.size))

@@ -18,10 +18,12 @@ fresh permutation (wrapped around to full batches) and a remain batch is
 drawn at random for every step (for ``epoch_over="remain"`` methods the roles
 swap: D_r is walked, D_f cycled).
 
-The stop rule (``stop``: ``epochs``, ``kl_tol`` or ``calibrated``) wraps the
-run with its own state (:mod:`jaxunlearn.stop`): the pure run applies it, and
-the host driver stops early once the rule says no later step can change the
-result.
+The run's update rule is composed the way optax chains wrappers: the
+method's rule, under :func:`running_batch_stats` with ``bn_mode="train"``,
+under the stop rule (``stop``: ``epochs``, ``kl_tol`` or ``calibrated``,
+:mod:`jaxunlearn.stop`). Each wrapper's state nests the inner one; the pure
+run applies the composed rule, and the host driver stops early once its
+``finished`` says no later step can change the result.
 """
 
 from __future__ import annotations
@@ -39,25 +41,18 @@ from jaxunlearn.errors import ConfigError, NonFiniteError
 from jaxunlearn.methods import base
 from jaxunlearn.methods.base import Batch, Inputs
 
+__all__ = ["make_unlearn_fn", "unlearn", "UnlearnResult", "UnlearnFn", "RunState", "FlaxModel",
+           "BN_MODES", "BatchStatsState", "running_batch_stats", "run_length", "default_hparams",
+           "as_hparams"]
+
 # fold_in tag of the method's own key (epochs use fold_in(key, epoch)).
 _METHOD_KEY_TAG = 0x6D657468
 
 
-def _as_method(method) -> base.Method:
-  if isinstance(method, str):
-    return base.get(method)()
-  if isinstance(method, type):
-    return method()
-  return method
-
-
 class RunState(NamedTuple):
-  """The carry of a run: the method's state, the run's key, the stop rule's state and, with
-  ``bn_mode="train"``, the running batch statistics (``()`` otherwise)."""
-  method: base.UnlearnState
+  """The carry of a run: the composed update rule's state and the run's key."""
+  rule: Any
   key: jax.Array
-  stop: Any
-  batch_stats: Any = ()
 
 
 class FlaxModel(NamedTuple):
@@ -71,6 +66,54 @@ class FlaxModel(NamedTuple):
 BN_MODES = ("eval", "train")
 
 
+class BatchStatsState(NamedTuple):
+  inner: Any                # the wrapped rule's state
+  batch_stats: Any          # the running batch statistics
+
+  @property
+  def params(self):
+    return {"params": self.inner.params, "batch_stats": self.batch_stats}
+
+
+def running_batch_stats(inner: base.UpdateRule, update_stats: Callable) -> base.UpdateRule:
+  """``bn_mode="train"``: a rule over ``{"params", "batch_stats"}`` from a rule over params.
+
+  After every step of ``inner`` the running statistics are updated once on
+  the step's forget batch and once on its remain batch (those present), with
+  the step's new parameters, as a PyTorch loop in train mode updates them.
+
+  Args:
+    inner: the rule to wrap (its forward passes normalise with their batch's statistics).
+    update_stats: ``update_stats(params, batch_stats, x) -> batch_stats``.
+
+  Returns:
+    A rule whose ``init`` takes ``{"params", "batch_stats"}``, whose state's
+    ``params`` and whose ``finish`` give them.
+  """
+  inner = base.with_defaults(inner)
+
+  def init(variables):
+    return BatchStatsState(inner.init(variables["params"]), variables["batch_stats"])
+
+  def step(state: BatchStatsState, batch: Batch):
+    inner_state, metrics = inner.step(state.inner, batch)
+    batch_stats = state.batch_stats
+    for x in (batch.x_forget, batch.x_remain):
+      if x is not None:
+        batch_stats = update_stats(inner_state.params, batch_stats, x)
+    return BatchStatsState(inner_state, batch_stats), metrics
+
+  def epoch_end(state: BatchStatsState):
+    return state._replace(inner=inner.epoch_end(state.inner))
+
+  def finish(state: BatchStatsState):
+    return {"params": inner.finish(state.inner), "batch_stats": state.batch_stats}
+
+  # No ``finished``: every step moves the statistics, so the result is final only at the end.
+  return base.UpdateRule(init, step, epoch_end, finish,
+                         summary=lambda state: inner.summary(state.inner))
+
+
 @dataclasses.dataclass(frozen=True)
 class UnlearnFn:
   """``run(params, inputs, key, hparams) -> (params, metrics)``, and its pieces.
@@ -82,11 +125,12 @@ class UnlearnFn:
   "batch_stats"}`` instead of the parameters alone.
   The pieces (``start``, ``epoch``, ``finish``) are what the host driver
   jits one at a time; ``run`` is exactly ``start``, a scan of ``epoch`` and
-  ``finish``.
+  ``finish``. Each piece builds the run's composed update rule and applies
+  one of its hooks to ``carry.rule``.
   """
   method: base.Method
   apply_fn: Callable
-  stop_rule: stop_lib.StopRule
+  stop: str                           # the stop rule's name (:data:`jaxunlearn.stop.RULES`)
   start: Callable
   epoch: Callable
   finish: Callable
@@ -98,10 +142,8 @@ class UnlearnFn:
   rows: Callable | None = None       # rows(carry, e) -> (forget rows, remain rows) [steps, batch]
   step: Callable | None = None       # step(carry, inputs, hparams, e, i, fr, rr) -> (carry, metrics)
   epoch_end: Callable | None = None  # epoch_end(carry, inputs, hparams) -> (carry, metrics)
-
-  @property
-  def stop(self) -> str:
-    return self.stop_rule.name
+  # finished(carry, inputs, hparams) -> bool: no later step can change the result
+  finished: Callable | None = None
 
   def __call__(self, params, inputs: Inputs, key, hparams):
     carry = self.start(params, inputs, key, hparams)
@@ -153,7 +195,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   Returns:
     An :class:`UnlearnFn`; call it as ``run(params, inputs, key, hparams)``.
   """
-  method = _as_method(method)
+  method = base.as_method(method)
   if n_forget < 1:
     raise ConfigError("the forget set is empty; nothing to unlearn")
   if n_remain < 1:
@@ -189,26 +231,27 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     def update_stats(params, batch_stats, x):
       return train_lib.apply_model(bn.model, params, batch_stats, x, train=True)[1]
 
-  def judged(params, batch_stats):
-    """What stop rules judge and the run returns: params, or variables in train mode."""
-    return params if bn is None else {"params": params, "batch_stats": batch_stats}
-
-  rule = stop_lib.make(stop, judge_apply, tol=tol, every=calibrate_every, total_steps=total)
+  wrap_stop = stop_lib.make(stop, judge_apply, tol=tol, every=calibrate_every,
+                            total_steps=total)
   opt_cfg = optimizer_cfg if optimizer_cfg is not None else {"optimizer": "sgd"}
 
-  def build(inputs, key, hparams):
+  def build(inputs, key, hparams) -> base.UpdateRule:
+    """The run's rule: the method's, under the batch statistics' wrapper, under the stop rule."""
     optimizer = train_lib.make_optimizer(opt_cfg, total, learning_rate=hparams["learning_rate"])
     env = base.MethodEnv(method_apply, init_fn, optimizer, hparams, inputs,
                          jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps,
                          init_variables_fn, apply_with_stats,
                          {} if fm is None else fm.batch_stats,
                          "train" if bn is not None else "eval")
-    return method.make(env)
+    rule = method.make(env)
+    if bn is not None:
+      rule = running_batch_stats(rule, update_stats)
+    return base.with_defaults(wrap_stop(rule, inputs))
 
   def start(params, inputs, key, hparams):
-    batch_stats = () if bn is None else bn.batch_stats
-    stop_state = rule.init(judged(params, batch_stats), inputs)
-    return RunState(build(inputs, key, hparams).init(params), key, stop_state, batch_stats)
+    # The model the rule starts from, in the form it returns: variables in train mode.
+    model = params if bn is None else {"params": params, "batch_stats": bn.batch_stats}
+    return RunState(build(inputs, key, hparams).init(model), key)
 
   def rows(carry: RunState, e):
     """Epoch ``e``'s forget and remain rows, ``[steps, batch]`` each."""
@@ -224,37 +267,26 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
 
   def step(carry: RunState, inputs, hparams, e, i, fr, rr):
     """Step ``i`` of epoch ``e`` on forget rows ``fr`` and remain rows ``rr``."""
-    m = build(inputs, carry.key, hparams)
-    fields = {f: getattr(inputs, f)[fr] for f in base._FORGET_ROWS
+    rule = build(inputs, carry.key, hparams)
+    fields = {f: getattr(inputs, f)[fr] for f in base.FORGET_ROWS
               if getattr(inputs, f) is not None}
-    fields.update({f: getattr(inputs, f)[rr] for f in base._REMAIN_ROWS
+    fields.update({f: getattr(inputs, f)[rr] for f in base.REMAIN_ROWS
                    if getattr(inputs, f) is not None})
     if mesh is not None:
       fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
     progress = (e * steps + i).astype(jnp.float32) / total
-    state, metrics = m.step(carry.method, Batch(**fields, epoch=e.astype(jnp.int32),
-                                                progress=progress))
-    batch_stats = carry.batch_stats
-    if bn is not None:
-      for x in (fields.get("x_forget"), fields.get("x_remain")):
-        if x is not None:
-          batch_stats = update_stats(state.params, batch_stats, x)
-    stop_state = rule.after_step(carry.stop, judged(state.params, batch_stats), inputs,
-                                 e * steps + i + 1)
-    return (RunState(state, carry.key, stop_state, batch_stats),
-            {**metrics, **rule.step_metrics(stop_state)})
+    state, metrics = rule.step(carry.rule, Batch(**fields, epoch=e.astype(jnp.int32),
+                                                 progress=progress))
+    return RunState(state, carry.key), metrics
 
   def epoch_end(carry: RunState, inputs, hparams):
-    """After an epoch's steps: the method's epoch end, the stop rule's, and ``kl_forget``."""
-    m = build(inputs, carry.key, hparams)
-    state = carry.method if m.epoch_end is None else m.epoch_end(carry.method)
-    current = judged(state.params, carry.batch_stats)
-    stop_state = rule.after_epoch(carry.stop, current, inputs)
+    """After an epoch's steps: the rule's epoch end, and ``kl_forget``."""
+    state = build(inputs, carry.key, hparams).epoch_end(carry.rule)
     metrics = {}
     if inputs.ref_probs is not None:
       metrics["kl_forget"] = base.kl_divergence(inputs.ref_probs,
-                                                judge_apply(current, inputs.x_forget))
-    return RunState(state, carry.key, stop_state, carry.batch_stats), metrics
+                                                judge_apply(state.params, inputs.x_forget))
+    return RunState(state, carry.key), metrics
 
   def epoch(carry: RunState, inputs, hparams, e):
     f_rows, r_rows = rows(carry, e)
@@ -268,16 +300,17 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     return carry, {**metrics, **end_metrics}
 
   def finish(carry: RunState, inputs, hparams):
-    m = build(inputs, carry.key, hparams)
-    final = carry.method.params if m.finish is None else m.finish(carry.method)
-    return rule.result(carry.stop, judged(final, carry.batch_stats))
+    return build(inputs, carry.key, hparams).finish(carry.rule)
 
   def summary(carry: RunState, inputs, hparams):
-    m = build(inputs, carry.key, hparams)
-    return {} if m.summary is None else m.summary(carry.method)
+    return build(inputs, carry.key, hparams).summary(carry.rule)
 
-  return UnlearnFn(method, apply_fn, rule, start, epoch, finish, int(epochs), steps, summary,
-                   bn_train=bn is not None, rows=rows, step=step, epoch_end=epoch_end)
+  def finished(carry: RunState, inputs, hparams):
+    return build(inputs, carry.key, hparams).finished(carry.rule)
+
+  return UnlearnFn(method, apply_fn, stop, start, epoch, finish, int(epochs), steps, summary,
+                   bn_train=bn is not None, rows=rows, step=step, epoch_end=epoch_end,
+                   finished=finished)
 
 
 def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
@@ -287,7 +320,7 @@ def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
   ``steps > 0`` (methods with ``epoch_over="steps"`` only) is one epoch of
   ``steps`` steps; otherwise ``epochs`` epochs of :func:`base.steps_per_epoch`.
   """
-  method = _as_method(method)
+  method = base.as_method(method)
   if int(steps) < 0:
     raise ConfigError(f"unlearn.steps must be >= 0, got {steps}")
   if steps and method.epoch_over != "steps":
@@ -303,7 +336,7 @@ def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:
   """``{"learning_rate": ..., **the method's defaults}`` with ``overrides``, as float32 arrays."""
-  method = _as_method(method)
+  method = base.as_method(method)
   hp = {**method.hparams, **overrides}
   method.validate(hp)
   return as_hparams({"learning_rate": learning_rate, **hp})
@@ -388,6 +421,7 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
       metrics = jax.tree.map(lambda *a: np.stack(a), *jax.device_get(per_step))
       return carry, {**metrics, **end}
   finish = parallel.jit(fn.finish, mesh).lower(carry_shape, inputs, hparams).compile()
+  finished = parallel.jit(fn.finished, mesh).lower(carry_shape, inputs, hparams).compile()
   summarize = None
   if fn.summary is not None:
     summarize = parallel.jit(fn.summary, mesh).lower(carry_shape, inputs, hparams).compile()
@@ -415,7 +449,7 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
       bar.update(1)
       if "kl_forget" in record:
         bar.set_postfix(kl_forget=f"{record['kl_forget']:.4f}")
-    if e + 1 < fn.epochs and bool(fn.stop_rule.finished(carry.stop)):
+    if e + 1 < fn.epochs and bool(finished(carry, inputs, hparams)):
       stopped = True     # later epochs cannot change the result
       break
   params = jax.block_until_ready(finish(carry, inputs, hparams))
@@ -425,11 +459,12 @@ def unlearn(fn: UnlearnFn, params, inputs: Inputs, hparams: dict, *, key, mesh=N
   batch_stats = None
   if fn.bn_train:
     params, batch_stats = params["params"], params["batch_stats"]
-  stop_summary = {k: int(v) for k, v in jax.device_get(fn.stop_rule.summary(carry.stop)).items()}
   # A description of the run, not part of it: not timed.
-  summary = {} if summarize is None else {
-      k: float(v) for k, v in jax.device_get(summarize(carry, inputs, hparams)).items()}
+  summary = {} if summarize is None else jax.device_get(summarize(carry, inputs, hparams))
+  # The calibrated stop's record has a field of its own; the rest is the method's.
+  calibrated_step = summary.pop("calibrated_step", None)
   return UnlearnResult(params=params, history=history, run_s=run_s,
                        compile_s=compile_s, stopped_early=stopped,
-                       calibrated_step=stop_summary.get("calibrated_step"), summary=summary,
+                       calibrated_step=None if calibrated_step is None else int(calibrated_step),
+                       summary={k: float(v) for k, v in summary.items()},
                        batch_stats=batch_stats)

@@ -11,6 +11,9 @@
   index lists without the work directory. See ``docs/guarantees.md``.
 * **One original.** ``run.json`` records what the original model depends on;
   a config that would train a different original is refused.
+
+Internal to the library: :func:`jaxunlearn.request.open_request` takes the lock and
+claims the directory, so this module declares no public names.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 from pathlib import Path
 
 from jaxunlearn.errors import WorkdirError
+
+__all__ = []
 
 LOCK_NAME = ".lock"
 SECRET_NAME = "secret.key"

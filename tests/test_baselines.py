@@ -117,7 +117,7 @@ def test_salun_masked_weights_stay_bit_identical(optimizer):
   epoch = jax.jit(fn.epoch)
   for e in range(3):
     state, _ = epoch(state, inputs, hp, jnp.int32(e))
-  mask = state[0].extra
+  mask = state.rule.extra
   out = jax.jit(fn.finish)(state, inputs, hp)
   for name in p:
     m = np.asarray(mask[name]).astype(bool)
@@ -125,7 +125,7 @@ def test_salun_masked_weights_stay_bit_identical(optimizer):
     np.testing.assert_array_equal(np.asarray(out[name])[~m], np.asarray(p[name])[~m])
     assert np.all(np.asarray(out[name])[m] != np.asarray(p[name])[m])
     # Every optimizer buffer shaped like this parameter is zero where masked out.
-    for leaf in jax.tree.leaves(state[0].opt_state):
+    for leaf in jax.tree.leaves(state.rule.opt_state):
       if hasattr(leaf, "shape") and leaf.shape == p[name].shape:
         assert np.all(np.asarray(leaf)[~m] == 0)
 

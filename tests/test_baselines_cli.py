@@ -76,5 +76,5 @@ def test_scrub_r_without_holdout_says_how_to_fix(tmp_path, capsys):
 def test_quick_methods_config_per_method(name):
   from configs import quick_methods
   from jaxunlearn import plugins
-  cfg = plugins.validate(quick_methods.get_config(name))
+  cfg = plugins.check_config(quick_methods.get_config(name))
   assert cfg.unlearn.method == name and cfg.holdout.size > 0

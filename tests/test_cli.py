@@ -30,7 +30,7 @@ def test_config_prints_every_field_with_value_and_description(capsys):
                    "--config.unlearn.lam=0.3"]) == 0
   lines = capsys.readouterr().out.splitlines()
   by_name = {line.split()[0]: line for line in lines}
-  cfg = plugins.validate(tiny.config("x.npz"))
+  cfg = plugins.check_config(tiny.config("x.npz"))
   fields = [name for name, _ in config.flat_items(cfg)]
   assert set(by_name) == set(fields)
   assert "0.3" in by_name["unlearn.lam"] and "the paper's lambda" in by_name["unlearn.lam"]

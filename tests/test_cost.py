@@ -76,6 +76,7 @@ HAND = {   # (method, hp): hand count on FORGET_EPOCHS or REMAIN_EPOCHS, per epo
     ("scrub", (("msteps", 0.0),)): 14 * 8 * (1 + F),
     ("scrub_r", ()): 88 * (1 + F) + (2 * 10 + 6) * F,   # + D_f error each epoch, held-out once
     ("importance_retrain", ()): 14 * 8,             # its own 8 rows drawn by loss per step
+    ("retrain_short", ()): 14 * 8,                  # 8 uniform rows of D_r per step
 }
 
 
@@ -162,7 +163,7 @@ def test_plan_shape_is_the_one_its_run_uses(method, fbs, rbs):
   shape = plan.run_shape(10, 50, n_heldout=2)
   assert (shape.epochs, shape.steps_per_epoch) == (fn.epochs, fn.steps_per_epoch)
   # The rows an epoch's steps take: steps x forget batch and steps x remain batch.
-  f_rows, r_rows = fn.rows(unlearn.RunState(None, jax.random.key(0), None), 0)
+  f_rows, r_rows = fn.rows(unlearn.RunState(None, jax.random.key(0)), 0)
   assert f_rows.shape == (shape.steps_per_epoch, shape.forget_batch_size)
   assert r_rows.shape == (shape.steps_per_epoch, shape.remain_batch_size)
   assert shape.n_heldout == 2 and shape.n_forget == 10 and shape.n_remain == 50

@@ -291,3 +291,92 @@ def test_from_arrays_rejects(arrays, kwargs, match):
 def test_data_error_is_value_error():
   with pytest.raises(ValueError):
     data.load("nope")
+
+
+# --- idx:DIR and fashion_mnist ---------------------------------------------------------------
+
+from jaxunlearn.datasets import fashion_mnist as fashion_mnist_lib  # noqa: E402
+from tests.support import idx_files  # noqa: E402
+
+
+@pytest.mark.parametrize("gz, prefix", [(True, ""), (False, ""), (True, "emnist-balanced-")],
+                         ids=["gz", "raw", "emnist-prefix"])
+def test_idx_reads_a_set_in_the_files_order(gz, prefix, tmp_path):
+  arrays = idx_files.make_arrays()
+  idx_files.write_set(tmp_path, arrays, gz=gz, prefix=prefix)
+  ds = data.load(f"idx:{tmp_path}")
+  assert ds.name == f"idx:{tmp_path}" and ds.source == f"idx:{tmp_path}"
+  assert ds.num_classes == 10 and ds.input_shape == (6, 5, 1)
+  np.testing.assert_array_equal(ds.x_train[..., 0], arrays["x_train"] / np.float32(255))
+  np.testing.assert_array_equal(ds.y_train, arrays["y_train"])
+  np.testing.assert_array_equal(ds.x_test[..., 0], arrays["x_test"] / np.float32(255))
+  np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+  # Known by content: the same arrays from any source hash alike.
+  same = data.from_arrays(*(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")),
+                          num_classes=10)
+  assert data.content_hash(ds) == data.content_hash(same)
+
+
+def test_idx_takes_the_declared_classes(tmp_path):
+  idx_files.write_set(tmp_path, idx_files.make_arrays(num_classes=4))
+  assert data.load(f"idx:{tmp_path}").num_classes == 4
+  assert data.load(f"idx:{tmp_path}", num_classes=6).num_classes == 6
+
+
+def test_idx_order_is_the_order_tfds_writes(tmp_path):
+  """tfds's own shuffler, fed the IDX items under their index as key, yields idx_order."""
+  pytest.importorskip("tensorflow_datasets")
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  for split, n in (("train", 300), ("test", 70)):
+    shuffler = shuffle.Shuffler(tmp_path, hash_salt=split)
+    for i in range(n):
+      shuffler.add(i, str(i).encode())
+    stored = [int(record) for _, record in shuffler]
+    np.testing.assert_array_equal(fashion_mnist_lib.idx_order(split, n), stored)
+
+
+def _tfds_copy(arrays: dict) -> data.TfdsArrays:
+  """``arrays`` as a prepared tfds copy holds them: records in tfds's hashed order."""
+  stored = {}
+  for split in ("train", "test"):
+    order = fashion_mnist_lib.idx_order(split, arrays[f"y_{split}"].shape[0])
+    stored[f"x_{split}"] = arrays[f"x_{split}"][order][..., None]
+    stored[f"y_{split}"] = arrays[f"y_{split}"][order].astype(np.int64)
+  return data.TfdsArrays(**stored, num_classes=10, data_dir="/tfds/fashion_mnist/3.0.1",
+                         shuffled=True)
+
+
+def test_fashion_mnist_gives_the_same_arrays_from_either_source(tmp_path, monkeypatch):
+  arrays = idx_files.make_arrays(n_train=50, n_test=30)
+  idx_files.write_set(tmp_path / "debian", arrays)
+  monkeypatch.setattr(fashion_mnist_lib, "DEBIAN_DIR", tmp_path / "debian")
+  monkeypatch.setattr(data, "read_tfds", lambda name, data_dir: _tfds_copy(arrays))
+  from_tfds = data.load("fashion_mnist")
+  assert from_tfds.source == "tfds:/tfds/fashion_mnist/3.0.1"
+
+  def unavailable(name, data_dir):
+    raise data.TfdsUnavailable("not prepared", "not prepared in /tfds")
+  monkeypatch.setattr(data, "read_tfds", unavailable)
+  from_debian = data.load("fashion_mnist")
+  assert from_debian.source == f"idx:{tmp_path / 'debian'}"
+  for field in ("x_train", "y_train", "x_test", "y_test"):
+    np.testing.assert_array_equal(getattr(from_tfds, field), getattr(from_debian, field))
+  # Same arrays, same content hash: one work directory serves both, and a seed draws one D_f.
+  assert data.content_hash(from_tfds) == data.content_hash(from_debian)
+
+
+_REAL = fashion_mnist_lib.DEBIAN_DIR
+
+
+@pytest.mark.skipif(not _REAL.is_dir(), reason=(
+    f"{_REAL} is absent: install Debian's dataset-fashion-mnist (apt-get install "
+    "dataset-fashion-mnist; .ci/run does when apt is available) to test the real files"))
+def test_the_real_fashion_mnist_package_loads_and_validates(tmp_path):
+  # An empty tfds data_dir: the package, not a tfds copy, serves the dataset.
+  ds = data.load("fashion_mnist", data_dir=str(tmp_path))
+  assert ds.source == f"idx:{_REAL}"
+  assert ds.n_train == 60_000 and ds.n_test == 10_000
+  assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+  np.testing.assert_array_equal(np.bincount(ds.y_train), np.full(10, 6000))
+  np.testing.assert_array_equal(np.bincount(ds.y_test), np.full(10, 1000))
+  assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0

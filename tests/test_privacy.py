@@ -1,6 +1,6 @@
 """Privacy invariants: the reference model never sees D_f, and nothing of D_f is left behind.
 
-* splits.make_splits and pipeline.find_reference are property-tested: D_s
+* splits.make_splits and stages.find_reference are property-tested: D_s
   never touches D_f, whatever the sizes, modes and saved references.
 * The unlearned checkpoint (files on disk and restored contents) holds no
   forget-set index, image, label or per-example output.
@@ -106,7 +106,7 @@ def _fake_context(workdir, forget, epochs):
        epochs=st.sampled_from([2, 3]))
 def test_find_reference_never_returns_one_that_saw_forget(saved_references, forget, epochs):
   ctx = _fake_context(saved_references, forget, epochs)
-  found = pipeline.find_reference(ctx)
+  found = stages.find_reference(ctx)
   usable = [idx for idx, e in _SAVED.values() if e == epochs and not set(idx) & forget]
   if found is None:
     assert not usable  # and a usable one is found whenever there is one

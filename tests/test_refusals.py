@@ -17,6 +17,7 @@ hypothesis through the API.
 
 import ast
 import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -31,9 +32,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from jaxunlearn import checkpoint, cli, data, pipeline, populations, scripts, splits, train
+from jaxunlearn.datasets import fashion_mnist as fashion_mnist_lib
 from jaxunlearn.errors import (ConfigError, DataError, JaxUnlearnError, SplitError,
                                WorkdirError)
-from tests.support import tiny
+from tests.support import idx_files, tiny
 
 N = tiny.N_TRAIN
 X, Y, XT, YT = tiny.make_arrays()
@@ -104,6 +106,13 @@ def _rewrite_npz(tmp, npz):
   x, y, xt, yt = tiny.make_arrays(seed=7)
   np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
   return []
+
+
+def _idx_dataset(tmp, damage) -> list:
+  """``--config.dataset=idx:DIR`` of a folder of IDX files that ``damage`` (one of the IDX
+  block's, below) wrote."""
+  damage(tmp / "idx_set")
+  return [f"--config.dataset=idx:{tmp / 'idx_set'}"]
 
 
 def _file(path: Path, mode=0o644, text="x") -> Path:
@@ -250,6 +259,10 @@ REFUSALS = [
       fresh=True),
     R("npz-not-zip", _raw(b"this is not a zip archive" * 10),
       ("not an .npz archive", "numpy.savez"), error=DataError, fresh=True),
+    R("idx-folder-missing", ("--config.dataset=idx:/nonexistent",),
+      ("idx:/nonexistent does not exist",), error=DataError, fresh=True),
+    R("idx-set-truncated", lambda tmp, npz: _idx_dataset(tmp, _truncated_gz),
+      ("truncated", "train-labels-idx1-ubyte.gz"), error=DataError, fresh=True),
     # Work directories.
     R("workdir-is-file", (), ("is a file",), error=WorkdirError,
       workdir=lambda tmp, fin: _file(tmp / "afile")),
@@ -612,6 +625,159 @@ def test_the_real_program_refuses_too(case, tmp_path, finished):
   for word in case.words:
     assert word in line, (word, line)
   assert tiny.tree_snapshot(workdir) == before
+
+
+# === IDX files (idx:DIR) and fashion_mnist ===================================================
+# One block, kept together: bad, truncated or ambiguous IDX sets are refused in one line
+# naming the file, by the reader here and by the command line (rows of REFUSALS).
+
+
+def _bad_magic(tmp):
+  files = idx_files.write_set(tmp)
+  idx_files.write(files["x_train"], idx_files.make_arrays()["x_train"], magic=0x00000903)
+  return files["x_train"].name
+
+
+def _truncated_raw(tmp):
+  files = idx_files.write_set(tmp, gz=False)
+  raw = files["x_test"].read_bytes()
+  files["x_test"].write_bytes(raw[:-7])
+  return files["x_test"].name
+
+
+def _truncated_gz(tmp):
+  files = idx_files.write_set(tmp)
+  raw = files["y_train"].read_bytes()
+  files["y_train"].write_bytes(raw[:len(raw) // 2])
+  return files["y_train"].name
+
+
+def _truncated_header(tmp):
+  files = idx_files.write_set(tmp)
+  files["y_test"].write_bytes(gzip.compress(b"\x00\x00\x08"))
+  return files["y_test"].name
+
+
+def _bytes_after_the_items(tmp):
+  files = idx_files.write_set(tmp, gz=False)
+  files["y_train"].write_bytes(files["y_train"].read_bytes() + b"\x00")
+  return files["y_train"].name
+
+
+def _label_out_of_range(tmp):
+  arrays = idx_files.make_arrays()
+  arrays["y_test"][3] = 10   # the training labels make 10 classes
+  idx_files.write_set(tmp, arrays)
+  return "t10k-labels-idx1-ubyte.gz"
+
+
+def _two_files_for_one_role(tmp):
+  idx_files.write_set(tmp)
+  idx_files.write(tmp / "train-labels-idx1-ubyte", idx_files.make_arrays()["y_train"])
+  return "train-labels-idx1-ubyte.gz"
+
+
+def _two_emnist_sets(tmp):
+  idx_files.write_set(tmp, prefix="emnist-balanced-")
+  idx_files.write_set(tmp, prefix="emnist-digits-")
+  return "emnist-digits-train-images-idx3-ubyte.gz"
+
+
+def _a_role_missing(tmp):
+  idx_files.write_set(tmp)["x_test"].unlink()
+  return "t10k-images-idx3-ubyte"
+
+
+def _counts_differ(tmp):
+  arrays = idx_files.make_arrays()
+  arrays["y_train"] = arrays["y_train"][:-1]
+  idx_files.write_set(tmp, arrays)
+  return "train-labels-idx1-ubyte.gz"
+
+
+def _test_images_of_another_size(tmp):
+  arrays = idx_files.make_arrays()
+  arrays["x_test"] = arrays["x_test"][:, :4]
+  idx_files.write_set(tmp, arrays)
+  return "t10k-images-idx3-ubyte.gz"
+
+
+def _a_class_missing(tmp):
+  arrays = idx_files.make_arrays()
+  arrays["y_train"][arrays["y_train"] == 4] = 5
+  idx_files.write_set(tmp, arrays)
+  return "train-labels-idx1-ubyte.gz"
+
+
+BAD_IDX = {
+    "a bad magic number": (_bad_magic, ["magic number 0x00000903", "0x00000803"]),
+    "a truncated raw file": (_truncated_raw, ["truncated", "header declares 20 images"]),
+    "a truncated gzip file": (_truncated_gz, ["truncated", "gzip"]),
+    "a truncated header": (_truncated_header, ["truncated", "header"]),
+    "bytes after the items": (_bytes_after_the_items, ["1 byte(s) after the 40 labels"]),
+    "a label out of range": (_label_out_of_range, ["label 10", "out of range"]),
+    "two files for one role": (_two_files_for_one_role, ["2 train labels files",
+                                                         "train-labels-idx1-ubyte,"]),
+    "two EMNIST sets in one folder": (_two_emnist_sets, ["2 train images files",
+                                                         "one set per folder"]),
+    "a role without a file": (_a_role_missing, ["no test images file"]),
+    "images and labels of different counts": (_counts_differ, ["39 labels", "40 images"]),
+    "test images of another size": (_test_images_of_another_size, ["4x5", "6x5"]),
+    "a class no training label has": (_a_class_missing, ["[4]", "--config.num_classes"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IDX), ids=list(BAD_IDX))
+def test_a_bad_idx_set_is_refused_naming_the_file(case, tmp_path):
+  setup, words = BAD_IDX[case]
+  named = setup(tmp_path)
+  with pytest.raises(DataError) as info:
+    data.load(f"idx:{tmp_path}")
+  message = str(info.value)
+  assert "\n" not in message
+  assert named in message, message
+  for word in words:
+    assert word in message, (word, message)
+
+
+def test_a_label_beyond_the_declared_classes_is_refused_naming_the_file(tmp_path):
+  idx_files.write_set(tmp_path)   # labels 0..9
+  with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz holds label [89]") as info:
+    data.load(f"idx:{tmp_path}", num_classes=8)
+  assert "\n" not in str(info.value) and "num_classes=8" in str(info.value)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("idx:", ["idx: needs a folder"]),
+    ("idx", ["needs an argument", "idx:/usr/share/datasets/fashion-mnist"]),
+    ("idx:/nonexistent/idx", ["/nonexistent/idx does not exist"]),
+])
+def test_an_idx_name_without_a_folder_is_refused(name, words):
+  with pytest.raises(DataError) as info:
+    data.load(name)
+  assert "\n" not in str(info.value)
+  for word in words:
+    assert word in str(info.value), str(info.value)
+
+
+def test_fashion_mnist_without_either_source_names_both_ways(tmp_path, monkeypatch):
+  monkeypatch.setattr(fashion_mnist_lib, "DEBIAN_DIR", tmp_path / "absent")
+  with pytest.raises(DataError) as info:
+    data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+  message = str(info.value)
+  assert "\n" not in message
+  for word in ("apt-get install dataset-fashion-mnist",
+               "tfds build fashion_mnist --file_format=array_record", str(tmp_path / "absent")):
+    assert word in message, (word, message)
+
+
+def test_a_bad_debian_copy_is_refused_not_skipped(tmp_path, monkeypatch):
+  # The package's folder is there but a file is damaged: say so, do not fall through.
+  named = _truncated_gz(tmp_path / "debian")
+  monkeypatch.setattr(fashion_mnist_lib, "DEBIAN_DIR", tmp_path / "debian")
+  with pytest.raises(DataError, match="truncated") as info:
+    data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+  assert named in str(info.value)
 
 
 # Fuzzing through the API: only the documented exception type, or a valid result.

@@ -232,6 +232,14 @@ def test_kl_sum_is_the_literal_eq1_over_the_forget_batch():
     methods.resolve_method("lightweight", {"kl_reduction": "median"})
 
 
+def test_as_method_takes_a_name_a_class_or_an_instance():
+  assert isinstance(methods.as_method("lightweight"), lightweight.Lightweight)
+  assert isinstance(methods.as_method(lightweight.Lightweight), lightweight.Lightweight)
+  m = lightweight.Lightweight(kl_reduction="mean")
+  assert methods.as_method(m) is m
+  assert methods.Method.search_space == {}   # tuning refuses a method that declares none
+
+
 class _Descend(methods.Method):
   """Each step lowers the scalar weight by 1, whatever the data (a fixed path)."""
   inputs = ("x_forget",)

@@ -4,7 +4,7 @@ protocols and U-LiRA, with the per-request cost in examples processed.
     python -m experiments.quality.evaluate --seed 100 --forget flip \
         --cands lite,finetune --protocols single,perseed [--ulira]
 
-Each result is appended to experiments/quality/results.jsonl.
+Each result is appended to runs/quality/results.jsonl (``lab.RESULTS``).
 
 Cost model (per request, training-step equivalents: examples through a forward and
 backward pass; a forward-only pass counts 1/3). Retraining: ``train.epochs`` passes of
@@ -113,7 +113,7 @@ def retrain_cost(lab) -> int:
 
 def cost(lab, cand: C) -> dict:
   """Examples processed per request (forward+backward; forward-only at 1/3)."""
-  u = lab._unlearn_cfg(cand)
+  u = lab.unlearn_cfg(cand)
   n_f, n_r = int(lab.s.forget_idx.size), int(lab.s.remain_idx.size)
   fbs, rbs, e = min(int(u.forget_batch_size), n_f), int(u.remain_batch_size), int(u.epochs)
   m = cand.method

@@ -1,6 +1,10 @@
-"""The final figures (seeds 0, 1, 2) from results.jsonl, as markdown.
+"""The final figures (seeds 0, 1, 2) from the population log, as markdown.
 
-    python -m experiments.quality.final_table [--controls]
+    python -m experiments.quality.final_table [--controls] [--log PATH]
+
+The log is runs/quality/results.jsonl (``lab.RESULTS``, written by ``evaluate.py``) unless
+``--log`` names another; the one behind RESULTS_quality.md section 4 is in the repository at
+commit 872bac2 (README.md here).
 
 With ``--controls`` each (seed, forget set) work dir is opened (cached populations only) to
 read the oracle's and ``none``'s F.
@@ -13,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+LOG = Path(__file__).resolve().parents[2] / "runs" / "quality" / "results.jsonl"
 SEEDS = (0, 1, 2)
 FORGETS = ("flip", "backdoor", "random")
 
 
-def load():
-  rows = [json.loads(l) for l in open(HERE / "results.jsonl")]
+def load(path: Path = LOG):
+  rows = [json.loads(line) for line in open(path) if line.strip()]
   eps, uli = {}, {}
   for r in rows:
     if r.get("note") != "final" or r["seed"] not in SEEDS:
@@ -41,8 +45,9 @@ def ms(v, nd=2):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--controls", action="store_true")
+  p.add_argument("--log", type=Path, default=LOG)
   args = p.parse_args()
-  eps, uli = load()
+  eps, uli = load(args.log)
   labels = sorted({k[2] for k in eps}, key=lambda s: (not s.startswith("isr"), s))
   controls = {}
   if args.controls:

@@ -23,7 +23,8 @@ examples processed, and U-LiRA on demand.
 Usage (from the repository root)::
 
     python -m experiments.quality.lab --seed 100 --forget flip --prepare
-    python -m experiments.quality.run_candidates ...   (see that file)
+    python -m experiments.quality.evaluate ...   (populations; see that file)
+    python -m experiments.quality.probe ...      (probes; see that file)
 
 Everything a method sees is computed in its member function from: D_f, D_r,
 the held-out split, the original and the references it trains itself. The
@@ -50,13 +51,16 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-from jaxunlearn import auditor as auditor_lib, methods, plan as plan_lib  # noqa: E402
+from jaxunlearn import audits, auditor as auditor_lib, methods, plan as plan_lib  # noqa: E402
 from jaxunlearn import populations as pops, request as request_lib, splits as splits_lib  # noqa: E402
 from jaxunlearn import stop as stop_lib, train as train_lib, unlearn as unlearn_lib  # noqa: E402
 from jaxunlearn.audits import epsilon as eps_lib, phi as phi_lib, ulira as ulira_lib  # noqa: E402
 
 WORKROOT = ROOT / "runs" / "quality"
-RESULTS = ROOT / "experiments" / "quality" / "results.jsonl"
+# The logs (one json line per population / probe); those behind RESULTS_quality.md are in the
+# repository at commit 872bac2 (README.md here).
+RESULTS = WORKROOT / "results.jsonl"
+PROBES = WORKROOT / "probes.jsonl"
 HOLDOUT = 600          # held-out training images (15%): D_s = 400 of them, 200 for calibration
 REF_SIZE = 400
 SELECTION_SEED = 100
@@ -109,6 +113,14 @@ def source_hash(*paths) -> str:
   return h.hexdigest()[:12]
 
 
+def append_log(path: Path, record: dict, default=float):
+  """Appends one json line to a log (``RESULTS`` or ``PROBES``), creating its folder;
+  ``default`` converts what json cannot write (numpy scalars by default)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(record, default=default) + "\n")
+
+
 def stack_apply(apply_fn, params_stack, x):
   """Logits ``[M, n, C]`` of M stacked parameter sets."""
   return jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))(params_stack, x)
@@ -157,16 +169,16 @@ class Lab:
     self.a = auditor_lib.Auditor(req)
     s = req.splits
     self.s = s
-    self.apply = pops._apply(req.model, self.original.batch_stats)
+    self.apply = train_lib.eval_apply_fn(req.model, self.original.batch_stats)
     # The held-out split minus D_s: examples no original, no retrain and no reference saw.
     self.cal_idx = np.setdiff1d(s.holdout_idx, s.reference_idx)
     self.x_all, self.y_all = self.a.x_all, self.a.y_all
     self.timing = {}
     t = time.perf_counter()
-    self.retrain = self.a.train_population("retrain", s.remain_idx, keep_params=True)
+    self.retrain = self.a.train_population(audits.RETRAIN, s.remain_idx, keep_params=True)
     self.timing["retrain_s"] = time.perf_counter() - t
-    self.oracle = self.a.train_population("oracle", s.remain_idx)
-    self.none = self.a.train_population("none", s.train_idx, keep_params=True)
+    self.oracle = self.a.train_population(audits.ORACLE, s.remain_idx)
+    self.none = self.a.train_population(audits.NONE, s.train_idx, keep_params=True)
     if holdout:
       self.ref_single = self._train_refs("ref_single", 4)
       self.ref_perseed = self._train_refs("ref_perseed", 4 * n_models)
@@ -187,7 +199,7 @@ class Lab:
     epochs = int(cfg.reference.epochs)
     steps = epochs * max(1, n_rows // min(cfg.train.batch_size, n_rows))
     opt = train_lib.make_optimizer(cfg.train, steps)
-    member = auditor_lib._member(
+    member = self.a.member(
         ("ref", repr(req.model), epochs, n_rows),
         lambda: pops.train_member(req.model, opt, req.data.input_shape, epochs=epochs,
                                   batch_size=min(cfg.train.batch_size, n_rows),
@@ -200,7 +212,7 @@ class Lab:
               "rows": splits_lib.index_hash(rows)},
         keep_params=True, abstract_params=(variables["params"], variables["batch_stats"]))
     t = time.perf_counter()
-    out = pops.run_population(pop, auditor_lib._key(self.a.seed, name), req.cache,
+    out = pops.run_population(pop, self.a.key(name), req.cache,
                               n_audit=self.a.n_audit, chunk_size=32, mesh=req.mesh,
                               progress=False)
     self.timing[f"{name}_s"] = time.perf_counter() - t
@@ -222,7 +234,7 @@ class Lab:
 
   # --- candidates --------------------------------------------------------------------
 
-  def _unlearn_cfg(self, cand: Candidate, n_remain: int | None = None):
+  def unlearn_cfg(self, cand: Candidate, n_remain: int | None = None):
     """The candidate's ``unlearn`` block. ``steps="recipe"`` becomes retraining's step count
     on a D_r of ``n_remain`` rows (default: the work dir's D_r): ``train.epochs`` x
     floor(n_remain / ``train.batch_size``)."""
@@ -256,7 +268,7 @@ class Lab:
 
     def member(key, params, batch_stats, ref_params, f_rows, r_rows, x_all, y_all, cal_rows,
                extra, data):
-      apply_fn = pops._apply(model, batch_stats)
+      apply_fn = train_lib.eval_apply_fn(model, batch_stats)
       prep_key, run_key = jax.random.split(key)
       x_f, y_f = x_all[f_rows], y_all[f_rows]
       x_r, y_r = x_all[r_rows], y_all[r_rows]
@@ -282,7 +294,7 @@ class Lab:
     if cand.kind == "baseline":
       return self._run_many_baseline(cand, m, seed, protocol)
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
     if protocol == "single":
       refs = self.refs_for("single", max(cand.n_refs, 1))
@@ -305,7 +317,7 @@ class Lab:
     (as ``populations.unlearn_member`` builds it) from the single original or from the
     first m ``none`` members."""
     s, req = self.s, self.req
-    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand),
+    plan = plan_lib.make_plan(cand.label, self.unlearn_cfg(cand),
                               where=f"candidate {cand.label!r}")
     if plan.needs_reference:
       raise ValueError(f"run_many: {cand.label!r} uses a reference model; run its population "
@@ -315,7 +327,7 @@ class Lab:
     x_r, y_r = self.x_all[s.remain_idx], self.y_all[s.remain_idx]
 
     def member(key, params, batch_stats):
-      apply_fn = pops._apply(req.model, batch_stats)
+      apply_fn = train_lib.eval_apply_fn(req.model, batch_stats)
       _, run_key = jax.random.split(key)
       inputs = plan.build_inputs(x_forget=x_f, y_forget=y_f, x_remain=x_r, y_remain=y_r,
                                  heldout=self.a.heldout,
@@ -363,7 +375,7 @@ class Lab:
   def run_one(self, cand: Candidate, seed: int = 0, extra=None):
     """The parameters after one run of a lab candidate from the single original."""
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     member = self._lab_member(cand, u, int(s.forget_idx.size), int(s.remain_idx.size))
     refs = self.refs_for("single", max(cand.n_refs, 1))
     fn = jax.jit(lambda k: member(k, self.original.params, self.original.batch_stats, refs,
@@ -391,7 +403,7 @@ class Lab:
       return self._baseline_population(name, cand, params=params, batch_stats=batch_stats,
                                        f_rows=f_rows, r_rows=r_rows, masks=masks)
     # lab candidates
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     n = self.n_models
     k = max(cand.n_refs, 1)
     if protocol == "single":
@@ -414,7 +426,7 @@ class Lab:
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_remain = int(np.shape(r_rows)[-1])
     qm_path = ROOT / "experiments" / "quality" / "methods.py"
-    member = auditor_lib._member(
+    member = a.member(
         ("lab", cand.label, json.dumps(dataclasses.asdict(cand), sort_keys=True, default=str),
          n_forget, n_remain, source_hash(qm_path)),
         lambda: self._lab_member(cand, u, n_forget, n_remain))
@@ -428,7 +440,7 @@ class Lab:
               "protocol": protocol, "code": source_hash(qm_path),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
-    return a._run(pop, masks or {})
+    return a.run(pop, masks or {})
 
   def _baseline_population(self, name: str, cand: Candidate, *, params=None, batch_stats=None,
                            f_rows=None, r_rows=None, masks=None) -> dict:
@@ -446,7 +458,7 @@ class Lab:
       params, batch_stats = self.original.params, self.original.batch_stats
       f_rows, r_rows = s.forget_idx, s.remain_idx
     n_forget, n_remain = int(np.shape(f_rows)[-1]), int(np.shape(r_rows)[-1])
-    plan = plan_lib.make_plan(cand.label, self._unlearn_cfg(cand, n_remain),
+    plan = plan_lib.make_plan(cand.label, self.unlearn_cfg(cand, n_remain),
                               where=f"candidate {cand.label!r}")
     reference, ref_spec = None, None
     if plan.needs_reference:
@@ -458,7 +470,7 @@ class Lab:
           batch_size=int(cfg.train.batch_size))
       ref_spec = {"size": n_ref, "epochs": cfg.reference.epochs, "mode": "draw"}
     spec = {**plan.spec(), **({"reference": ref_spec} if ref_spec else {})}
-    member = auditor_lib._member(
+    member = a.member(
         ("unlearn", repr(req.model), tuple(req.data.input_shape), json.dumps(spec, sort_keys=True),
          json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain),
         lambda: pops.unlearn_member(req.model, req.data.input_shape, plan, n_forget=n_forget,
@@ -473,7 +485,7 @@ class Lab:
               "train": cfg.train.to_dict(),
               "rows": splits_lib.index_hash(np.concatenate(
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))})
-    return a._run(pop, masks or {})
+    return a.run(pop, masks or {})
 
   def probe(self, cand: Candidate, m: int = 4, extra=None, seed: int = 0,
             protocol: str = "single", audit_set: str = "forget") -> dict:
@@ -481,7 +493,7 @@ class Lab:
     the per-example error of phi on D_f against the retrained population's mean, in
     units of its per-example spread (z), and the accuracies. Not an audit."""
     s = self.s
-    u = self._unlearn_cfg(cand)
+    u = self.unlearn_cfg(cand)
     n_f, n_r = int(s.forget_idx.size), int(s.remain_idx.size)
     member = self._lab_member(cand, u, n_f, n_r)
     if protocol == "single":
@@ -590,13 +602,12 @@ class Lab:
       sc["chunks_reused"] = self.a.times[name]["chunks_reused"]
       res[p] = sc
     if log:
-      with open(RESULTS, "a") as f:
-        f.write(json.dumps(res, default=float) + "\n")
+      append_log(RESULTS, res)
     return res
 
   def controls(self) -> dict:
     out = {}
-    for name, pop in (("oracle", self.oracle), ("none", self.none)):
+    for name, pop in ((audits.ORACLE, self.oracle), (audits.NONE, self.none)):
       sc = self.score(pop)
       out[name] = sc
     return out
@@ -610,16 +621,16 @@ class Lab:
     self.u_masks = {k: masks[k] for k in ("in_mask", "out_mask", "groups")}
     self.u_full = masks
     train_rows = np.stack([np.concatenate([s.remain_idx, s.forget_idx[kp]]) for kp in keep])
-    self.u_originals = a.train_population("ulira_originals", train_rows, keep_params=True,
+    self.u_originals = a.train_population(ulira_lib.ORIGINALS, train_rows, keep_params=True,
                                           masks={"keep": keep})
     left = keep[groups] & ~forget
     self.u_left_rows = np.stack([np.concatenate([s.remain_idx, s.forget_idx[lf]])
                                  for lf in left])
     # every left row set has the same size only if keep/forget counts are fixed (they are)
     self.u_f_rows = np.stack([s.forget_idx[f] for f in forget])
-    self.u_retrain = a.train_population("ulira_retrain_control", self.u_left_rows,
+    self.u_retrain = a.train_population(ulira_lib.RETRAIN_CONTROL, self.u_left_rows,
                                         masks=self.u_masks)
-    self.u_identity = {k: self.u_originals[k][groups] for k in ("phi", "remain_acc", "test_acc")}
+    self.u_identity = {k: self.u_originals[k][groups] for k in audits.RECORD.names}
     self.u_groups = groups
     self.ulira_ready = True
 
@@ -629,7 +640,7 @@ class Lab:
     g = self.u_groups
     params = jax.tree.map(lambda x: jnp.asarray(x[g]), self.u_originals["params"])
     bstats = jax.tree.map(lambda x: jnp.asarray(x[g]), self.u_originals["batch_stats"])
-    name = f"ulira_{cand.label}"
+    name = ulira_lib.method_population(cand.label)
     if cand.kind == "baseline":
       out = self.unlearn(cand, "explicit", params=params, batch_stats=bstats,
                          f_rows=self.u_f_rows, r_rows=self.u_left_rows, name=name,
@@ -646,8 +657,7 @@ class Lab:
     res = {"label": cand.label, "seed": self.seed, "forget": self.forget, "ulira": rep,
            "candidate": dataclasses.asdict(cand), "note": note}
     if log:
-      with open(RESULTS, "a") as f:
-        f.write(json.dumps(res, default=float) + "\n")
+      append_log(RESULTS, res)
     return res
 
   def ulira_controls(self) -> dict:

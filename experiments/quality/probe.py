@@ -1,4 +1,5 @@
 """Quick probes: a few runs of a candidate from the single original, per-example z-error.
+Each probe is appended to runs/quality/probes.jsonl (``lab.PROBES``).
 
     python -m experiments.quality.probe --seed 100 --forget flip --set NAME ...
 
@@ -15,8 +16,6 @@ import time
 from experiments.quality import lab as lab_lib
 from experiments.quality.lab import Candidate as C
 from experiments.quality import methods as qm  # noqa: F401  (registers the methods)
-
-PROBE_LOG = lab_lib.ROOT / "experiments" / "quality" / "probes.jsonl"
 
 REPAIR = {"optimizer": "adam", "learning_rate": 1e-3, "remain_batch_size": 64,
           "forget_batch_size": 32}
@@ -142,6 +141,5 @@ if __name__ == "__main__":
                time=time.strftime("%H:%M:%S"))
       print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
                         if k != "candidate"}), flush=True)
-      with open(PROBE_LOG, "a") as f:
-        f.write(json.dumps(r, default=str) + "\n")
+      lab_lib.append_log(lab_lib.PROBES, r, default=str)
   lab.close()

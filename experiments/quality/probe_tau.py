@@ -1,6 +1,8 @@
 """Probes over a grid of output temperatures from one set of runs (logits * tau).
 
     python -m experiments.quality.probe_tau --seed 100 --forget flip --lr 0.01 --epochs 3
+
+Each probe is appended to runs/quality/probes.jsonl (``lab.PROBES``).
 """
 import argparse
 import itertools
@@ -10,8 +12,6 @@ import time
 from experiments.quality import lab as lab_lib
 from experiments.quality.lab import Candidate as C
 from experiments.quality import methods as qm  # noqa: F401
-
-LOG = lab_lib.ROOT / "experiments" / "quality" / "probes.jsonl"
 
 if __name__ == "__main__":
   p = argparse.ArgumentParser()
@@ -52,8 +52,7 @@ if __name__ == "__main__":
           print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                             for k, v in r.items() if k != "candidate"}), flush=True)
         agg.setdefault(r["tau"], []).append(r)
-        with open(LOG, "a") as f:
-          f.write(json.dumps(r, default=str) + "\n")
+        lab_lib.append_log(lab_lib.PROBES, r, default=str)
     if args.reps > 1:
       import numpy as np
       for tau, rs in agg.items():

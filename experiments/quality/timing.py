@@ -42,7 +42,7 @@ def main():
   # isr: the library's host driver (unlearn.unlearn), as `jaxunlearn run` would time it (the
   # fresh initialisation is the run's start, timed as run time)
   cand = ev.isr()
-  plan = plan_lib.make_plan(cand.label, lab._unlearn_cfg(cand))
+  plan = plan_lib.make_plan(cand.label, lab.unlearn_cfg(cand))
   fn = plan.make_fn(lab.apply, model=model, input_shape=lab.req.data.input_shape,
                     batch_stats=lab.original.batch_stats, n_forget=int(s.n_forget),
                     n_remain=int(s.remain_idx.size))

@@ -5,12 +5,14 @@ statistic gets (:class:`Audit`).
 ``jax.vmap`` (:mod:`jaxunlearn.populations`): models retrained on D_r, the
 original retrained with N seeds, N unlearning runs of each audited method,
 and whatever games the statistics play. Every member records a few arrays on
-the audited examples (D_f): the base record is phi (the logit-scaled
-confidence, :mod:`jaxunlearn.audits.phi`), accuracy on D_r and on the test
-set. A statistic may add fields of its own (:attr:`Statistic.record`), which
-every member then records too; the record's schema is part of every
-population chunk's stage name, so chunks saved under another schema are never
-reused.
+the audited examples (D_f): the base record (:data:`RECORD`) is phi (the
+logit-scaled confidence, :mod:`jaxunlearn.audits.phi`), accuracy on D_r and
+on the test set. A statistic may add fields of its own
+(:attr:`Statistic.record`), which every member then records too; the record's
+schema is part of every population chunk's stage name, so chunks saved under
+another schema are never reused. A statistic may also ask every member for phi on examples beside D_f
+(:meth:`Statistic.probes`: fixed samples of D_r or of the test set, recorded
+as ``phi_<name>``); without probes the schema, and every stage name, is as before.
 
 A statistic is a class registered by name::
 
@@ -20,32 +22,92 @@ A statistic is a class registered by name::
     class PhiShift(audits.Statistic):
       title = "Median phi shift"
       def run(self, audit):
-        retrain = audit.train_population("retrain", audit.remain_rows)
+        retrain = audit.train_population(audits.RETRAIN, audit.remain_rows)
         return {label: float(np.median(audit.unlearn_population(label, label)["phi"])
                              - np.median(retrain["phi"])) for label in audit.labels}
 
 It owns a config block (``config()``, under ``audit.<name>``), checks it
 before anything is written (:meth:`Statistic.validate`), and renders its
 section of ``audit.md`` (:meth:`Statistic.report`) and its figures
-(:meth:`Statistic.plot`). Populations are cached by name within an audit,
-so two statistics that ask for ``"retrain"`` share it.
+(:meth:`Statistic.plot`), and declares the sizes of the populations it trains
+(:meth:`Statistic.population_sizes`), which the audit checks against memory
+before anything is trained. Populations are cached by name within an audit,
+so two statistics that ask for :data:`RETRAIN` share it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import ml_collections
 import numpy as np
 
 from jaxunlearn import report
+from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.registry import Registry
+from jaxunlearn.registry import Registry, qualified_name
 
 # A record field: ``field(logits, labels) -> [n]`` per audited example, from one member's
 # float32 logits ``[n, C]`` on the audited examples and their labels ``[n]`` (as trained on).
 RecordField = Callable[[Any, Any], Any]
+
+# The populations every statistic may share, by name (``phi/<name>.npy``).
+RETRAIN = "retrain"    # N models trained on D_r: the reference sample
+ORACLE = "oracle"      # another N on D_r: what retraining itself scores
+NONE = "none"          # N originals on all of D, each with its own seed: no unlearning
+
+
+def per_seed(label: str) -> str:
+  """The per-seed protocol's population of the method ``label``."""
+  return f"{label}_per_seed"
+
+
+class BaseField(NamedTuple):
+  """One field of the base record."""
+  name: str
+  source: str          # what computes it: part of the record's schema (hashed into stage names)
+  per_example: bool    # one value per audited example (``[n]``), else one per member
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """What every population member records, whatever the statistics.
+
+  Attributes:
+    base: the base fields, in the order of the record's schema.
+    kept: what a member adds when its parameters are kept.
+  """
+  base: tuple[BaseField, ...]
+  kept: tuple[str, ...]
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(f.name for f in self.base)
+
+  @property
+  def reserved(self) -> tuple[str, ...]:
+    """Names a statistic's own record field may not take."""
+    return self.names + self.kept
+
+  def schema(self, fields: Mapping[str, RecordField]) -> list:
+    """The record's field names and where each is computed, the statistics' ``fields`` after
+    the base ones (hashed into population stage names: it must not change)."""
+    return ([[f.name, f.source] for f in self.base]
+            + [[name, qualified_name(fn)] for name, fn in sorted(fields.items())])
+
+
+# phi on the audited examples (D_f), accuracy on D_r and on the test set.
+RECORD = Record(base=(BaseField("phi", qualified_name(phi_lib.logit_confidence), True),
+                      BaseField("remain_acc", "accuracy", False),
+                      BaseField("test_acc", "accuracy", False)),
+                kept=("params", "batch_stats"))
+
+
+class PopulationSize(NamedTuple):
+  """The largest population a statistic trains, and the config field that sets it."""
+  members: int
+  field: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +173,11 @@ class Audit:
     """A population this audit already ran (KeyError otherwise)."""
     raise NotImplementedError
 
+  def add_population(self, name: str, record: dict,
+                     masks: Mapping[str, np.ndarray] | None = None) -> dict:
+    """A population derived from others (e.g. U-LiRA's identity control), saved like one."""
+    raise NotImplementedError
+
 
 class Statistic:
   """Base class of audit statistics: define :meth:`run`; the rest has defaults."""
@@ -125,6 +192,26 @@ class Statistic:
 
   def validate(self, cfg, info: AuditInfo) -> None:
     """Raises ConfigError for settings that cannot work; called before anything is written."""
+
+  def population_sizes(self, cfg) -> dict[str, PopulationSize]:
+    """The largest population it trains, per kind, with the config field that sets its size:
+    the audit refuses one that would not fit in memory, naming the field to lower, before
+    anything is trained.
+
+    Default: populations of ``audit.num_models`` members, the size of every population
+    :meth:`Audit.train_population` and :meth:`Audit.unlearn_population` train from shared
+    rows. A statistic that trains other sizes (per-member rows) declares them instead.
+    """
+    return {"audit": PopulationSize(int(cfg.audit.num_models), "audit.num_models")}
+
+  def probes(self, cfg) -> Mapping[str, tuple[str, int]]:
+    """Examples beside D_f that every member also records phi on: ``{name: (source, size)}``.
+
+    ``source`` is ``"remain"`` (D_r) or ``"test"``; the audit draws ``size``
+    of its rows once (fewer if it has fewer), and each record then holds
+    ``phi_<name>`` ``[N, size]``. Default: none, and the record is unchanged.
+    """
+    return {}
 
   def run(self, audit: Audit) -> dict:
     """Trains the populations it needs through ``audit`` and returns its section of audit.json."""
@@ -145,12 +232,9 @@ class Statistic:
 
 def _check(name: str, cls) -> None:
   for field in cls.record:
-    if not field.isidentifier() or field in BASE_RECORD:
+    if not field.isidentifier() or field in RECORD.reserved:
       raise ConfigError(f"audit statistic {name!r}: record field {field!r} must be an "
-                        f"identifier other than {BASE_RECORD}")
-
-
-BASE_RECORD = ("phi", "remain_acc", "test_acc", "params", "batch_stats")
+                        f"identifier other than {RECORD.reserved}")
 
 _REGISTRY = Registry("audit statistic", Statistic, "audit.statistics", _check)
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
@@ -164,6 +248,24 @@ def selected(cfg) -> list[str]:
   if len(set(listed)) != len(listed):
     raise ConfigError(f"audit.statistics lists a statistic twice: {listed}")
   return listed
+
+
+PROBE_SOURCES = ("remain", "test")
+
+
+def probe_sets(cfg, statistics) -> dict[str, tuple[str, int]]:
+  """The probes (:meth:`Statistic.probes`) of the given statistics; one name, one definition."""
+  out: dict[str, tuple[str, int]] = {}
+  for name in statistics:
+    for probe, (source, size) in get(name)().probes(cfg).items():
+      if not probe.isidentifier() or source not in PROBE_SOURCES or int(size) < 1:
+        raise ConfigError(f"audit statistic {name!r}: probe {probe!r} must be an identifier with "
+                          f"a source in {PROBE_SOURCES} and a size >= 1, got {(source, size)}")
+      if probe in out and out[probe] != (source, int(size)):
+        raise ConfigError(f"audit statistics define probe {probe!r} twice, as {out[probe]} and "
+                          f"{(source, size)}; rename one")
+      out[probe] = (source, int(size))
+  return out
 
 
 def record_fields(statistics) -> dict[str, RecordField]:

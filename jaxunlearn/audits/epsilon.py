@@ -405,14 +405,17 @@ class EpsilonScore(base.Statistic):
       raise ConfigError(f"audit.epsilon.plot_examples must be >= 1, got "
                         f"{cfg.audit.epsilon.plot_examples}")
 
+  def population_sizes(self, cfg) -> dict[str, base.PopulationSize]:
+    return {"epsilon": base.PopulationSize(int(cfg.audit.num_models), "audit.num_models")}
+
   def run(self, audit: base.Audit) -> dict:
-    retrain = audit.train_population("retrain", audit.remain_rows)
-    oracle = population_entry(audit.train_population("oracle", audit.remain_rows), retrain)
+    retrain = audit.train_population(base.RETRAIN, audit.remain_rows)
+    oracle = population_entry(audit.train_population(base.ORACLE, audit.remain_rows), retrain)
     f_oracle = oracle["forgetting_quality"]
     oracle["relative_f"] = 1.0 if f_oracle > 0 else None
-    none = audit.train_population("none", audit.train_rows,
+    none = audit.train_population(base.NONE, audit.train_rows,
                                   keep_params="per_seed" in audit.protocols)
-    base_rows = {"oracle": oracle, "none": population_entry(none, retrain, f_oracle)}
+    base_rows = {base.ORACLE: oracle, base.NONE: population_entry(none, retrain, f_oracle)}
     out = {}
     for protocol in audit.protocols:
       rows = dict(base_rows)
@@ -490,15 +493,15 @@ def plot_phi(path, section: dict, audit: base.Audit, examples: int) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  retrain = audit.population("retrain")["phi"]
+  retrain = audit.population(base.RETRAIN)["phi"]
   shown = []     # (population name, column title)
   for protocol, rows in section.items():
     for name in rows:
-      if name in ("oracle", "none"):
-        if protocol == next(iter(section)) and name == "none":
-          shown.append(("none", "none"))
+      if name in (base.ORACLE, base.NONE):
+        if protocol == next(iter(section)) and name == base.NONE:
+          shown.append((base.NONE, base.NONE))
         continue
-      pop = name if protocol == "single" else f"{name}_per_seed"
+      pop = name if protocol == "single" else base.per_seed(name)
       shown.append((pop, f"{name} ({protocol})"))
   k = min(int(examples), retrain.shape[1])
   # The examples the retrained models are surest they do not fit, then evenly spread ones.

@@ -514,6 +514,17 @@ def permutation_null(phi, in_mask, out_mask, *, groups=None, permutations: int =
 
 # --- the statistic: the unlearning game on D_f, audit.json and audit.md sections --------
 
+# Its populations (``phi/<name>.npy``).
+ORIGINALS = "ulira_originals"
+RETRAIN_CONTROL = "ulira_retrain_control"
+IDENTITY_CONTROL = "ulira_identity_control"
+
+
+def method_population(label: str) -> str:
+  """The population of the method ``label``'s runs from the originals."""
+  return f"ulira_{label}"
+
+
 SECTION_KEYS = {"balanced_acc": "balanced_accuracy", "auc": "auc",
                 "tpr_at_1pct_fpr": "tpr_at_1pct_fpr", "tpr_at_01pct_fpr": "tpr_at_0.1pct_fpr",
                 "accuracy_at_zero": "accuracy_at_zero",
@@ -601,6 +612,13 @@ class ULiRA(base.Statistic):
     c.null_permutations = 100
     return c
 
+  def population_sizes(self, cfg) -> dict[str, base.PopulationSize]:
+    # Its largest populations, the retrain control and each method's runs, have M x K
+    # members; the M originals are no more.
+    u = cfg.audit.ulira
+    return {"ulira": base.PopulationSize(int(u.num_originals) * int(u.forget_sets_per_original),
+                                         "audit.ulira.num_originals")}
+
   def validate(self, cfg, info):
     u = cfg.audit.ulira
     if u.num_originals < 1 or u.forget_sets_per_original < 1:
@@ -635,24 +653,24 @@ class ULiRA(base.Statistic):
     keep, forget, groups = masks["keep"], masks["forget"], masks["groups"]
     m_masks = {k: masks[k] for k in ("in_mask", "out_mask", "groups")}
     train_rows = np.stack([np.concatenate([r_idx, f_idx[kp]]) for kp in keep])
-    originals = audit.train_population("ulira_originals", train_rows, keep_params=True,
+    originals = audit.train_population(ORIGINALS, train_rows, keep_params=True,
                                        masks={"keep": keep})
     left = keep[groups] & ~forget
     left_rows = np.stack([np.concatenate([r_idx, f_idx[lf]]) for lf in left])
     f_rows = np.stack([f_idx[f] for f in forget])
     # Row m * K + k of these populations is original m's k-th forget set.
-    retrain = audit.train_population("ulira_retrain_control", left_rows, masks=m_masks)
+    retrain = audit.train_population(RETRAIN_CONTROL, left_rows, masks=m_masks)
     identity = audit.add_population(
-        "ulira_identity_control",
-        {k: v[groups] for k, v in originals.items() if k not in ("params", "batch_stats")},
+        IDENTITY_CONTROL,
+        {k: v[groups] for k, v in originals.items() if k not in base.RECORD.kept},
         masks=m_masks)
     perms = int(audit.cfg.audit.ulira.null_permutations)
     entry = lambda record: population_entry(record, masks, perms, audit.seed)  # noqa: E731
     out = {"retrain_control": entry(retrain), "identity_control": entry(identity)}
-    params = {k: originals[k] for k in ("params", "batch_stats")}
+    params = {k: originals[k] for k in base.RECORD.kept}
     params = {k: _take(v, groups) for k, v in params.items()}
     for label in audit.labels:
-      res = audit.unlearn_population(f"ulira_{label}", label, params=params["params"],
+      res = audit.unlearn_population(method_population(label), label, params=params["params"],
                                      batch_stats=params["batch_stats"], f_rows=f_rows,
                                      r_rows=left_rows, masks=m_masks)
       out[label] = entry(res)

@@ -11,3 +11,6 @@ from jaxunlearn.evaluators.base import (DataInfo, EvalInputs, Evaluator, ModelVi
                                         get, names, register, section_name, selected)
 from jaxunlearn.evaluators import (accuracy, backdoor, distributions, loss_attack,  # noqa: F401,E402
                                    mia)
+
+__all__ = ["register", "get", "names", "Evaluator", "EvalInputs", "ModelView", "DataInfo",
+           "section_name", "selected"]

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxunlearn import config as config_lib, membership, splits as splits_lib, stages
+from jaxunlearn import config as config_lib, hashing, membership, splits as splits_lib
 from jaxunlearn import train as train_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evaluators import base
@@ -71,11 +71,10 @@ def get_shadows(inp: base.EvalInputs, pool_idx: np.ndarray
   spec = {"original": dict(inp.fingerprint), "num_shadows": m.num_shadows,
           "epochs": shadow_epochs(cfg), "batch_size": cfg.train.batch_size, "seed": _seed(cfg),
           "pool": "test", "pool_hash": splits_lib.index_hash(pool_idx)}
-  stage = f"shadows-{stages.spec_hash(spec)}"
+  stage = f"shadows-{hashing.spec_hash(spec)}"
   n_in = pool_idx.size // 2
   epochs = shadow_epochs(cfg)
-  steps = train_lib.total_steps(n_in, cfg.train.batch_size, epochs)
-  optimizer = train_lib.make_optimizer(cfg.train, steps)
+  optimizer = train_lib.optimizer_for_rows(cfg.train, n_in, epochs)
   key = jax.random.key(_seed(cfg), impl="rbg")   # rbg: much faster init compile on CPU
 
   def abstract():

@@ -1,15 +1,21 @@
 """Unlearning methods, one file each, registered by name.
 
-Public API: :func:`register`, :func:`get`, :func:`names`, the :class:`Method`
-base class and the :data:`INPUTS` vocabulary (:mod:`jaxunlearn.methods.base`).
+Public API: :func:`register`, :func:`get`, :func:`names`, :func:`as_method`, the
+:class:`Method` base class, its :class:`UpdateRule` (:func:`with_defaults`) and the
+:data:`INPUTS` vocabulary (:mod:`jaxunlearn.methods.base`).
 Importing this package registers the built-in methods.
 """
 
 from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
-                                     RunShape, UpdateRule, UnlearnState, cross_entropy, get,
-                                     kl_divergence, kl_per_example, names, register,
-                                     resolve_hparams, resolve_method)
+                                     RunShape, UpdateRule, UnlearnState, as_method,
+                                     cross_entropy, get, kl_divergence, kl_per_example, names,
+                                     register, resolve_hparams, resolve_method, with_defaults)
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
                                 importance_retrain, l1_sparse, lightweight, msg,
                                 neggrad_plus, random_label, random_reinit, reset_distill,
-                                salun, scrub, scrub_r, ssd)  # (built-ins register)
+                                retrain_short, salun, scrub, scrub_r, ssd)  # (built-ins register)
+
+__all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS",
+           "resolve_method", "resolve_hparams", "cross_entropy", "kl_divergence",
+           "kl_per_example"]

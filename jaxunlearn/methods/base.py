@@ -49,6 +49,11 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.registry import Registry
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
+__all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS", "EPOCH_UNITS",
+           "FORWARD_ONLY", "resolve_method", "resolve_hparams", "kl_per_example", "kl_divergence",
+           "steps_per_epoch", "cycled_rows", "FORGET_ROWS", "REMAIN_ROWS"]
+
 # The arrays a method may ask for. Forget and remain inputs are batched per
 # step; the others are given whole to ``init`` / ``epoch_end`` / ``finish``.
 INPUTS = (
@@ -59,8 +64,8 @@ INPUTS = (
     "orig_logits_remain",            # the original model's logits on D_r
     "x_heldout", "y_heldout",        # held-out examples of D_f's classes
 )
-_FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
-_REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
+FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
+REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
 EPOCH_UNITS = ("forget", "remain", "steps")
 # Cost of one example through a forward pass alone, in forward+backward equivalents.
 FORWARD_ONLY = 1.0 / 3.0
@@ -118,12 +123,31 @@ class UpdateRule(NamedTuple):
   params`` once at the end (default: ``state.params``). ``summary(state) ->
   {name: scalar}``, if given, describes the whole run from the final state
   (e.g. the epoch SCRUB+R rewinds to); the host driver records it.
+  ``finished(state) -> bool``, if given, is true once no later step can
+  change what ``finish`` returns; the host driver then stops early.
+
+  A state has ``params``: the model as it stands (what ``finish`` returns by
+  default and what stop rules judge). A wrapper (:mod:`jaxunlearn.stop`,
+  ``bn_mode="train"``) takes a rule and returns one whose state nests the
+  inner state, as optax wrappers do; :func:`with_defaults` gives it hooks to
+  call whether or not the inner rule defines them.
   """
   init: Callable[[Any], UnlearnState]
   step: Callable[[UnlearnState, Batch], tuple[UnlearnState, dict]]
   epoch_end: Callable[[UnlearnState], UnlearnState] | None = None
   finish: Callable[[UnlearnState], Any] | None = None
   summary: Callable[[UnlearnState], dict] | None = None
+  finished: Callable[[UnlearnState], jax.Array] | None = None
+
+
+def with_defaults(rule: UpdateRule) -> UpdateRule:
+  """``rule`` with every optional hook filled in: ``epoch_end`` keeps the state,
+  ``finish`` returns ``state.params``, ``summary`` is ``{}`` and ``finished`` false."""
+  return rule._replace(
+      epoch_end=rule.epoch_end or (lambda state: state),
+      finish=rule.finish or (lambda state: state.params),
+      summary=rule.summary or (lambda state: {}),
+      finished=rule.finished or (lambda state: jnp.asarray(False)))
 
 
 class MethodEnv(NamedTuple):
@@ -163,6 +187,12 @@ class Method:
   epoch_over: str = "forget"
   description: str = ""
   uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
+  search_space: Mapping[str, tuple] = {}
+  """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
+  ``learning_rate`` and the method's hyperparameters, at most
+  :data:`jaxunlearn.tuning.MAX_POINTS` points in all (e.g. the learning rate
+  and the method's main knob, four values each). Empty: the method cannot be
+  tuned."""
 
   def __init__(self, **options):
     for name, value in options.items():
@@ -210,7 +240,7 @@ class Method:
     del hp
     steps = shape.epochs * shape.steps_per_epoch
     per_step = 0
-    if any(f in self.inputs for f in _FORGET_ROWS):
+    if any(f in self.inputs for f in FORGET_ROWS):
       per_step += shape.forget_batch_size
     if "x_remain" in self.inputs or "y_remain" in self.inputs:
       per_step += shape.remain_batch_size
@@ -259,6 +289,16 @@ _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_metho
 # register(name) is a decorator; register("my_ft")(get("finetune")) registers an
 # existing method again under another name.
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+
+
+def as_method(method: str | type | Method) -> Method:
+  """A method instance from a registered name, a :class:`Method` class (its
+  default options) or an instance (returned as is)."""
+  if isinstance(method, str):
+    return get(method)()
+  if isinstance(method, type):
+    return method()
+  return method
 
 
 def _from_config(cls, names_defaults, unlearn_cfg, name) -> dict:

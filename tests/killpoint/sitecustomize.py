@@ -93,6 +93,6 @@ if _SPEC:
         if pop.name == _STAGE and chunk == 0:
           _pause()
       return wrapped
-    _wrap(populations, "_chunk_saved", _population_hook)
+    _wrap(populations, "pause_point_after_chunk", _population_hook)
   else:
     raise ValueError(f"unknown JAXUNLEARN_TEST_PAUSE point {_POINT!r}")

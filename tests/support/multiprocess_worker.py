@@ -36,7 +36,7 @@ def main(process_id: int, port: int, outdir: str) -> None:
     os.environ.update({"JAX_COORDINATOR_ADDRESS": address,
                        "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
                        "JAX_PROCESS_ID": str(process_id)})
-  config.validate(cfg)
+  config.check_schema(cfg)
   assert parallel.initialize_distributed(cfg)
   assert jax.process_count() == NUM_PROCESSES, jax.process_count()
   assert jax.process_index() == process_id
