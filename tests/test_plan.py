@@ -129,13 +129,13 @@ def test_spec_names_steps_and_calibrate_every_only_where_they_count():
 def test_shape_args_and_run_shape():
   p = plan.make_plan("x", block("lightweight", epochs=3, forget_batch_size=4,
                                 remain_batch_size=16))
-  assert p.shape_args() == {"epochs": 3, "forget_batch_size": 4, "remain_batch_size": 16,
-                            "steps": 0}
+  assert p.shape_args(200) == {"epochs": 3, "forget_batch_size": 4, "remain_batch_size": 16,
+                               "steps": 0}
   shape = p.run_shape(n_forget=12, n_remain=200)
   assert shape == plan.make_plan("y", p.block.as_configdict()).run_shape(12, 200)
   assert shape != p.run_shape(n_forget=12, n_remain=400)
   steps = plan.make_plan("x", block("importance_retrain", steps=5, remain_batch_size=16))
-  assert steps.shape_args()["steps"] == 5
+  assert steps.shape_args(200)["steps"] == 5
 
 
 # --- parse_spec --------------------------------------------------------------------------------
