@@ -10,16 +10,23 @@ and ``jaxunlearn audit`` on ``configs/quick_audit.py``, all at seed 0, with
 that commit's own code. It then compares every number of ``results.json`` and
 ``audit.json`` and every array of ``phi/*.npy`` and ``phi/*.masks.npz``,
 exactly. What is allowed to differ, and skipped: wall and compile seconds
-(``time_s``, ``compile_s``, ``inputs_s``, ``reference_time_s_when_trained``),
-the speedups computed from them (``speedup*``), ``finished``, ``environment``
-and ``config`` (the record of the config in use, whose layout a refactor may
-change). Exit status 1 when anything else differs.
+(``time_s``, ``compile_s``, ``inputs_s``, ``reference_time_s_when_trained``,
+any key ending in ``_s``), the speedups computed from them (``speedup*``),
+peak memory (``peak_host_memory_mb``), ``finished``, ``environment`` and
+``config`` (the record of the config in use, whose layout a refactor may
+change). Keys only the head has are listed as added, not as differences.
+Exit status 1 when anything else differs.
+
+Forget hashes and stage names are keyed with the work dir's secret
+(``secret.key``, random per work dir): when the base outputs exist, the head's
+work dirs start with the base's secrets, so those names must match too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,11 +40,11 @@ from jaxunlearn import scripts  # noqa: E402
 
 JOBS = (("quick", "run"), ("quick_backdoor", "run"), ("quick_audit", "audit"))
 SKIPPED = {"time_s", "compile_s", "inputs_s", "reference_time_s_when_trained", "finished",
-           "environment", "config"}
+           "environment", "config", "peak_host_memory_mb"}
 
 
 def skipped(key: str) -> bool:
-  return key in SKIPPED or key.startswith("speedup")
+  return key in SKIPPED or key.startswith("speedup") or key.endswith("_s")
 
 
 def diff_json(a, b, path: str = "") -> list[str]:
@@ -48,8 +55,10 @@ def diff_json(a, b, path: str = "") -> list[str]:
       if skipped(k):
         continue
       where = f"{path}.{k}" if path else k
-      if k not in a or k not in b:
-        out.append(f"{where}: only in {'head' if k in b else 'base'}")
+      if k not in a:
+        out.append(f"{where}: added")
+      elif k not in b:
+        out.append(f"{where}: only in base")
       else:
         out += diff_json(a[k], b[k], where)
     return out
@@ -101,8 +110,9 @@ def diff_dirs(base: Path, head: Path) -> dict[str, list[str]]:
   return out
 
 
-def run_jobs(rev: str, out: Path) -> None:
-  """Runs the three jobs with commit ``rev``'s own code into ``out/<job>``."""
+def run_jobs(rev: str, out: Path, secrets: Path | None = None) -> None:
+  """Runs the three jobs with commit ``rev``'s own code into ``out/<job>`` (each work dir
+  starting with ``secrets/<job>/secret.key`` when that exists)."""
   repo = Path(__file__).resolve().parents[1]
   with tempfile.TemporaryDirectory(prefix="figures-diff-") as tmp:
     tree = Path(tmp) / "tree"
@@ -112,6 +122,9 @@ def run_jobs(rev: str, out: Path) -> None:
       env = {**os.environ, "PYTHONPATH": str(tree)}
       for job, command in JOBS:
         print(f"{rev}: {command} {job}", file=sys.stderr)
+        if secrets is not None and (secrets / job / "secret.key").exists():
+          (out / job).mkdir(parents=True, exist_ok=True)
+          shutil.copy2(secrets / job / "secret.key", out / job / "secret.key")
         subprocess.run([sys.executable, "-m", "jaxunlearn.cli", command, "--config",
                         f"configs/{job}.py", "--workdir", str(out / job),
                         "--config.report.progress=False"], cwd=tree, env=env, check=True)
@@ -136,10 +149,14 @@ def main(argv=None) -> int:
     run_jobs(args.base, base)
   if head is None:
     head = args.out / "head"
-    run_jobs(args.head, head)
+    run_jobs(args.head, head, secrets=Path(base))
   failed = False
   for job, lines in diff_dirs(Path(base), Path(head)).items():
-    print(f"{job}: {'identical' if not lines else f'{len(lines)} differences'}")
+    added = [line for line in lines if line.endswith(": added")]
+    lines = [line for line in lines if not line.endswith(": added")]
+    print(f"{job}: {'identical' if not lines else f'{len(lines)} differences'}"
+          + (f" ({len(added)} keys added: {', '.join(a.rsplit(':', 2)[-2].strip() for a in added)})"
+             if added else ""))
     for line in lines[:50]:
       print(f"  {line}")
     failed |= bool(lines)

@@ -6,7 +6,7 @@ Nothing here trains; the one test that loads the data skips, saying why, without
 import pytest
 
 from configs import fmnist_audit, fmnist_mlp, fmnist_mlp_backdoor
-from experiments import compare_methods
+from experiments import method_requests
 from jaxunlearn import auditor, cost, plan as plan_lib, plugins
 from jaxunlearn.datasets import fashion_mnist
 from tests.support import tiny
@@ -43,7 +43,7 @@ def test_fmnist_audit_counts_its_steps_from_its_own_schedule():
   assert specs["isr"].steps == 20 * ((N_TRAIN - N_FORGET) // 64)
   assert _fraction(specs["isr"], N_TRAIN - N_FORGET, c) == pytest.approx(12 / 64)
   # compare_methods --audit's settings hold 5% out: the count follows the smaller D_r.
-  settings = compare_methods.load_settings(str(SETTINGS))
+  settings = method_requests.load_settings(str(SETTINGS))
   held = plugins.validate(settings.apply(fmnist_audit.get_config(), "importance_retrain"))
   assert held.holdout.size == 0.05
   assert _fraction(held.unlearn, N_TRAIN - 3000 - N_FORGET, held) == pytest.approx(12 / 64)
