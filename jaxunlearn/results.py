@@ -18,7 +18,7 @@ from jaxunlearn import report, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["summarize", "config_in_use", "unlearn_cost", "write_results", "environment",
-           "audit_summary", "write_audit", "audit_markdown"]
+           "audit_summary", "method_settings", "write_audit", "audit_markdown"]
 
 
 def environment() -> dict:
@@ -115,6 +115,10 @@ def summarize(req, plan, models: dict) -> dict:
   compile_s = {name: m.meta["compile_s"] for name, m in models.items()}
   compile_s["train"] = compile_s.pop("original")
   compile_s["unlearn"] = compile_s.pop("unlearned")
+  # Stages restored from an earlier process keep the figure of the process that made them.
+  memory = {name: m.meta.get("peak_host_memory_mb") for name, m in models.items()}
+  memory["train"] = memory.pop("original")
+  memory["unlearn"] = memory.pop("unlearned")
   unlearned = models["unlearned"]
   results = {
       "setting": cfg.setting, "dataset": cfg.dataset, "model": cfg.model,
@@ -127,7 +131,7 @@ def summarize(req, plan, models: dict) -> dict:
                       if "reference" in models else 0),
       "n_holdout": int(s.holdout_idx.size),
       "forget_hash": req.forget_hash(),
-      "time_s": time_s, "compile_s": compile_s,
+      "time_s": time_s, "compile_s": compile_s, "peak_host_memory_mb": memory,
       "unlearn_epochs_run": unlearned.meta["epochs"],
       "unlearn_stop": plan.block.stop,
       "calibrated_step": unlearned.meta.get("calibrated_step"),
@@ -160,6 +164,24 @@ def write_results(req, results: dict, sections) -> None:
                              report.results_markdown(results, sections))
 
 
+def method_settings(req, plan) -> dict:
+  """Every setting an audited method ran with: its unlearn block's run fields
+  (:meth:`jaxunlearn.plan.UnlearnPlan.spec`: optimizer, batch sizes, stop rule, steps, options
+  and hyperparameters) and the schedule a run from the work dir's original takes on this
+  request (steps and rows per step, examples processed)."""
+  s = req.splits
+  shape = plan.run_shape(s.n_forget, int(s.remain_idx.size))
+  return {"method": plan.name, "epochs": plan.block.epochs,
+          "learning_rate": plan.block.learning_rate,
+          "forget_batch_size": plan.block.forget_batch_size,
+          "hparams": {k: v for k, v in plan.hparams.items() if k != "learning_rate"},
+          "settings": plan.spec(),
+          "schedule": {"epochs": shape.epochs, "steps_per_epoch": shape.steps_per_epoch,
+                       "steps": shape.epochs * shape.steps_per_epoch,
+                       "forget_rows_per_step": shape.forget_batch_size,
+                       "remain_rows_per_step": shape.remain_batch_size}}
+
+
 def audit_summary(req, statistics, sections: dict, *, populations: dict, driver: str,
                   time_s: float) -> dict:
   """An audit's record (``audit.json`` before its figures).
@@ -178,12 +200,7 @@ def audit_summary(req, statistics, sections: dict, *, populations: dict, driver:
       "data_source": req.data.source,
       "n_forget": int(s.n_forget), "n_remain": int(s.remain_idx.size),
       "transforms": list(req.transforms), "num_models": req.cfg.audit.num_models,
-      "methods": {label: {"method": p.name, "epochs": p.block.epochs,
-                          "learning_rate": p.block.learning_rate,
-                          "forget_batch_size": p.block.forget_batch_size,
-                          "hparams": {k: v for k, v in p.hparams.items()
-                                      if k != "learning_rate"}}
-                  for label, p in req.plans.items()},
+      "methods": {label: method_settings(req, p) for label, p in req.plans.items()},
       "statistics": list(statistics), **sections,
       "populations": populations, "population_driver": driver,
       "time_s": time_s,

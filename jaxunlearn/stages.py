@@ -39,7 +39,8 @@ from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
 from jaxunlearn.hashing import spec_hash  # noqa: F401  (re-exported for old callers)
 
-__all__ = ["stage_key", "Trained", "StageCache", "abstract_variables", "train_stage",
+__all__ = ["stage_key", "Trained", "StageCache", "abstract_variables", "peak_host_memory_mb",
+           "train_stage",
            "restore_stage", "retrain_stage", "find_reference", "reference_stage", "method_inputs",
            "unlearn_stage", "check_finite"]
 
@@ -145,6 +146,15 @@ def stage_key(seed: int, name: str):
   return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()))
 
 
+def peak_host_memory_mb() -> float:
+  """The process's peak resident memory so far, in MiB (a high-water mark: recorded at the end
+  of a stage it covers that stage and every one before it in the process)."""
+  import resource
+  import sys
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == "darwin" else peak / 2**10   # bytes on macOS, KiB
+
+
 def abstract_variables(model, train_cfg, input_shape) -> dict:
   """``{"params", "batch_stats"}`` of ``model`` as ``jax.ShapeDtypeStruct`` leaves."""
   opt = train_lib.make_optimizer(train_cfg)
@@ -182,7 +192,8 @@ def train_stage(req, stage: str, rows: np.ndarray, *, epochs: int, key, protecte
                            batch_size=cfg.train.batch_size, key=data_key,
                            driver=cfg.train.driver, mesh=req.mesh, stage=stage.split("-")[0],
                            progress=cfg.report.progress)
-    meta = {"time_s": result.run_s, "compile_s": result.compile_s, "epochs": epochs,
+    meta = {"time_s": result.run_s, "compile_s": result.compile_s,
+            "peak_host_memory_mb": peak_host_memory_mb(), "epochs": epochs,
             "n_examples": int(rows.size), "history": result.history, **(extra_meta or {})}
     return result.state.params, result.state.batch_stats, meta
 
@@ -293,6 +304,7 @@ def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
                                  key=req.key("unlearn"), mesh=req.mesh,
                                  progress=req.cfg.report.progress)
     meta = {"time_s": result.run_s + inputs_s, "inputs_s": inputs_s,
+            "peak_host_memory_mb": peak_host_memory_mb(),
             "compile_s": result.compile_s, "epochs": len(result.history),
             "stopped_early": result.stopped_early, "history": result.history,
             "stop": plan.stop, "calibrated_step": result.calibrated_step,
