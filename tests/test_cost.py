@@ -269,4 +269,8 @@ def test_results_json_records_the_cost():
   assert c["fraction_of_retrain"] == pytest.approx((60 + 8 + 64) / 448)
   saved = json.loads((workdir / "results.json").read_text())
   assert saved["unlearn_cost"] == pytest.approx(c)
+  # Peak host memory at the end of each stage: a high-water mark of the one process.
+  mem = saved["peak_host_memory_mb"]
+  assert set(mem) == {"train", "retrain", "reference", "unlearn"} and all(v > 0 for v in mem.values())
+  assert mem["train"] <= mem["retrain"] <= mem["reference"] <= mem["unlearn"]
   assert "of retraining" in (workdir / "results.md").read_text()

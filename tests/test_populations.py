@@ -87,6 +87,13 @@ def test_audit_writes_phi_masks_json_markdown_and_plots():
     assert (workdir / "phi" / f"{name}.masks.npz").exists()
   saved = json.loads((workdir / "audit.json").read_text())
   assert saved["data_source"].startswith("npz:")   # where the data were read from
+  # Every setting the audited method ran with, and its schedule: finetune's epoch is the
+  # paper's unit, one pass over the 12 rows of D_f in forget batches of 4 (3 steps), each step
+  # on 16 remain rows.
+  ft = saved["methods"]["finetune"]
+  assert ft["settings"]["remain_batch_size"] == 16 and ft["settings"]["optimizer"]
+  assert ft["schedule"] == {"epochs": 1, "steps_per_epoch": 3, "steps": 3,
+                            "forget_rows_per_step": 4, "remain_rows_per_step": 16}
   assert set(saved["epsilon"]) == {"single", "per_seed"}
   for protocol in ("single", "per_seed"):
     for pop in ("oracle", "none", "finetune"):
