@@ -28,6 +28,8 @@ uint8), ``y`` is int32 in ``[0, num_classes)``.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import functools
 import hashlib
@@ -614,9 +616,10 @@ def read_tfds(name: str, data_dir: str | None = None) -> TfdsArrays:
   try:
     # download=False: preparing needs TensorFlow and internet, and must be a
     # deliberate one-off step rather than a side effect of a training run.
-    train_src, test_src = tfds.data_source(
-        name, split=["train", "test"], data_dir=data_dir, download=False
-    )
+    with _quiet_absl():
+      train_src, test_src = tfds.data_source(
+          name, split=["train", "test"], data_dir=data_dir, download=False
+      )
   except (
       NotImplementedError,  # No array_record files (none or TFRecord only).
       KeyError,  # No dataset_info.json, so no splits are known.
@@ -635,6 +638,19 @@ def read_tfds(name: str, data_dir: str | None = None) -> TfdsArrays:
                     shuffled=not bool(getattr(info, "disable_shuffling", False)))
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  """tfds logs a warning per folder it probes for a dataset that is not prepared there; the
+  caller either finds it or says, in one line, why not (and how to get it)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
 def _load_tfds(source: Source) -> Dataset:
   """Loads a prepared array_record TFDS dataset into memory."""
   a = read_tfds(source.name, source.data_dir)
@@ -646,9 +662,10 @@ def _tfds_unavailable(tfds: Any, name: str, data_dir: str | None) -> TfdsUnavail
   """Explains, in one line, why a TFDS dataset could not be opened."""
   build = f"`tfds build {name} --file_format=array_record`"
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
-    where = str(builder.data_dir_root)
-    prepared = builder.is_prepared()
+    with _quiet_absl():
+      builder = tfds.builder(name, data_dir=data_dir)
+      where = str(builder.data_dir_root)
+      prepared = builder.is_prepared()
   except Exception:  # pylint: disable=broad-except
     # Only used to word the message; the caller chains the real error.
     where = data_dir or "the default TFDS data_dir"
