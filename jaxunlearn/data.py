@@ -29,7 +29,6 @@ uint8), ``y`` is int32 in ``[0, num_classes)``.
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import functools
 import hashlib
