@@ -64,7 +64,13 @@ def versions() -> str:
 
 
 def enable_compile_cache() -> str:
-  """Persistent compilation cache in a temp dir, so repeats skip recompiling."""
+  """Persistent compilation cache in a temp dir, so repeats skip recompiling.
+
+  A cache already configured (``JAX_COMPILATION_CACHE_DIR``; the test suite sets one
+  per session) is kept as it is, so a script called in process does not move it.
+  """
+  if jax.config.jax_compilation_cache_dir:
+    return jax.config.jax_compilation_cache_dir
   d = tempfile.mkdtemp(prefix="jaxunlearn-cc-")
   jax.config.update("jax_compilation_cache_dir", d)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
