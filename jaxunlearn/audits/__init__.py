@@ -16,10 +16,10 @@ population member records.
 
 from jaxunlearn.audits.base import (NONE, ORACLE, RECORD, RETRAIN, Audit,  # noqa: F401
                                     AuditInfo, BaseField, PopulationSize, Record,
-                                    RecordField, Statistic, get, names, per_seed, probe_sets,
-                                    record_fields, register, selected)
+                                    RecordField, Statistic, get, names, per_protocol, per_seed,
+                                    probe_sets, record_fields, register, selected)
 from jaxunlearn.audits import epsilon, klom, phi, ulira  # noqa: F401,E402  (built-ins register)
 
 __all__ = ["register", "get", "names", "Statistic", "Audit", "AuditInfo", "Record", "RecordField",
            "BaseField", "RECORD", "PopulationSize", "ORACLE", "NONE", "RETRAIN", "per_seed",
-           "probe_sets", "record_fields", "selected"]
+           "per_protocol", "probe_sets", "record_fields", "selected"]

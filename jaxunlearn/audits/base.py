@@ -230,6 +230,22 @@ class Statistic:
     return None
 
 
+def per_protocol(audit: Audit, base_rows: Mapping[str, Any],
+                 entry: Callable[[dict], Any]) -> dict:
+  """``{protocol: {**base_rows, label: entry(record)}}``: each audited method's row under each
+  protocol of ``audit.protocols`` (``single``: runs from the work dir's original; ``per_seed``:
+  run i from original i), after the rows every protocol shares (the controls)."""
+  out = {}
+  for protocol in audit.protocols:
+    rows = dict(base_rows)
+    for label in audit.labels:
+      pop = (audit.unlearn_population(label, label) if protocol == "single"
+             else audit.per_seed_population(label))
+      rows[label] = entry(pop)
+    out[protocol] = rows
+  return out
+
+
 def _check(name: str, cls) -> None:
   for field in cls.record:
     if not field.isidentifier() or field in RECORD.reserved:

@@ -416,15 +416,8 @@ class EpsilonScore(base.Statistic):
     none = audit.train_population(base.NONE, audit.train_rows,
                                   keep_params="per_seed" in audit.protocols)
     base_rows = {base.ORACLE: oracle, base.NONE: population_entry(none, retrain, f_oracle)}
-    out = {}
-    for protocol in audit.protocols:
-      rows = dict(base_rows)
-      for label in audit.labels:
-        pop = (audit.unlearn_population(label, label) if protocol == "single"
-               else audit.per_seed_population(label))
-        rows[label] = population_entry(pop, retrain, f_oracle)
-      out[protocol] = rows
-    return out
+    return base.per_protocol(audit, base_rows,
+                             lambda pop: population_entry(pop, retrain, f_oracle))
 
   def report(self, section: dict) -> str:
     lines = ["Each population's phi on D_f against N models retrained on D_r. `oracle` is a "

@@ -197,22 +197,14 @@ class Klom(base.Statistic):
     return out
 
   def run(self, audit: base.Audit) -> dict:
-    retrain = audit.train_population("retrain", audit.remain_rows)
-    oracle = audit.train_population("oracle", audit.remain_rows)
+    retrain = audit.train_population(base.RETRAIN, audit.remain_rows)
+    oracle = audit.train_population(base.ORACLE, audit.remain_rows)
     floor = population_entry(oracle, retrain)
-    none = audit.train_population("none", audit.train_rows,
+    none = audit.train_population(base.NONE, audit.train_rows,
                                   keep_params="per_seed" in audit.protocols)
-    base_rows = {"oracle": population_entry(oracle, retrain, floor),
-                 "none": population_entry(none, retrain, floor)}
-    out = {}
-    for protocol in audit.protocols:
-      rows = dict(base_rows)
-      for label in audit.labels:
-        pop = (audit.unlearn_population(label, label) if protocol == "single"
-               else audit.per_seed_population(label))
-        rows[label] = population_entry(pop, retrain, floor)
-      out[protocol] = rows
-    return out
+    base_rows = {base.ORACLE: population_entry(oracle, retrain, floor),
+                 base.NONE: population_entry(none, retrain, floor)}
+    return base.per_protocol(audit, base_rows, lambda pop: population_entry(pop, retrain, floor))
 
   def report(self, section: dict) -> str:
     lines = ["Per example, KL(population || retrain) of phi in 20 equal-width bins over the "
