@@ -38,6 +38,7 @@ def _config_module(name: str):
 
 _audit_methods = _config_module("audit_methods")
 _fmnist_audit = _config_module("fmnist_audit")
+_quick_methods = _config_module("quick_methods")
 
 HOLDOUT = _audit_methods.HOLDOUT
 SELECTION_SEED = _audit_methods.SELECTION_SEED
@@ -62,18 +63,7 @@ def unlearn_settings(method: str, tuned: bool = True) -> dict:
 
 def apply(c, method: str, tuned: bool = True):
   """Sets ``c.unlearn.method = method``, the hold-out and the method's settings on ``c``."""
-  c.holdout.size = HOLDOUT
-  c.unlearn.method = method
-  for field, value in unlearn_settings(method, tuned).items():
-    node = c.unlearn
-    *parents, leaf = field.split(".")
-    for p in parents:
-      if p not in node:
-        from jaxunlearn import plugins
-        plugins.add_blocks(c)
-      node = node[p]
-    node[leaf] = value
-  return c
+  return _quick_methods.set_unlearn_fields(c, method, unlearn_settings(method, tuned))
 
 
 def get_config(method: str = "lightweight"):

@@ -168,11 +168,12 @@ def unlearn_settings(method: str, tuned: bool = True, table: dict | None = None)
   return {**SETTINGS[method], **(table.get(method, {}) if tuned else {})}
 
 
-def apply(c, method: str, tuned: bool = True, table: dict | None = None):
-  """Sets ``c.unlearn.method = method``, the hold-out and the method's settings on ``c``."""
+def set_unlearn_fields(c, method: str, fields: dict):
+  """Sets ``c.unlearn.method = method``, the hold-out and ``fields`` (dotted, relative to
+  ``unlearn``) on ``c``, adding the plugins' blocks where a field needs one."""
   c.holdout.size = HOLDOUT
   c.unlearn.method = method
-  for field, value in unlearn_settings(method, tuned, table).items():
+  for field, value in fields.items():
     node = c.unlearn
     *parents, leaf = field.split(".")
     for p in parents:
@@ -182,6 +183,11 @@ def apply(c, method: str, tuned: bool = True, table: dict | None = None):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def apply(c, method: str, tuned: bool = True, table: dict | None = None):
+  """Sets ``c.unlearn.method = method``, the hold-out and the method's settings on ``c``."""
+  return set_unlearn_fields(c, method, unlearn_settings(method, tuned, table))
 
 
 def get_config(method: str = "lightweight"):
