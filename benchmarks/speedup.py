@@ -3,6 +3,7 @@
     python benchmarks/speedup.py --dataset mnist5k --model lenet5 --epochs 20 --repeats 3
     python benchmarks/speedup.py --quick --repeats 3        # configs/quick.py's schedule
     python benchmarks/speedup.py --dataset synthetic:cifar:50000 --model resnet18 --epochs 10
+    python benchmarks/speedup.py --config configs/fmnist_mlp.py --repeats 1 --out out/speedup_fmnist
     python benchmarks/speedup.py --modes --config configs/quick.py --out out/speedup_modes
 
 **Side by side** (the default; ``speedup.{json,md}`` into ``--out``). Three costs on the same
@@ -11,6 +12,11 @@ data and schedule (optimizer, batch size, epochs):
 * retrain: from scratch on D_r (the exact-unlearning baseline);
 * reference + unlearn: train the reference model on D_s, then Algorithm 1;
 * unlearn alone: Algorithm 1 with an existing reference model (reuse).
+
+With ``--config`` (and ``--set`` overrides), side by side takes its data, model (with
+``model_kwargs``, e.g. an MLP's widths), training and unlearning schedule, |D_f| and
+|D_s| from that config file instead of the flags; ``--repeats``, ``--seed``, the drivers
+and ``--out`` still come from the command line.
 
 Each is timed after a warm-up (compilation excluded; the persistent
 compilation cache makes repeats skip recompiling) and the median of
@@ -90,11 +96,13 @@ def parse_args(argv=None):
                       "in forget batches of 8, lam 0.2, lr 0.02")
   p.add_argument("--out", default="",
                  help="folder for speedup.{json,md} (speedup_modes.{json,md} with --modes)")
+  p.add_argument("--config", default="",
+                 help="take data, model and schedule from this config file (side by side); "
+                      "the config to run (--modes; default configs/quick.py)")
+  p.add_argument("--set", action="append", default=[], help="FIELD=VALUE config overrides")
   modes = p.add_argument_group("per request, by mode (--modes)")
   modes.add_argument("--modes", action="store_true",
                      help="run the pipeline in its three modes instead (needs --out)")
-  modes.add_argument("--config", default="configs/quick.py")
-  modes.add_argument("--set", action="append", default=[], help="FIELD=VALUE config overrides")
   modes.add_argument("--holdout_size", type=float, default=0.1,
                      help="held-out split for the holdout mode (fraction or count)")
   args = p.parse_args(argv)
@@ -103,17 +111,45 @@ def parse_args(argv=None):
   if args.quick:
     args.reference_epochs, args.unlearn_epochs, args.forget_batch_size = 50, 5, 8
     args.lam, args.unlearn_lr = 0.2, 0.02
+  args.model_kwargs, args.forget_size, args.reference_size = {}, 0, 0
+  if args.modes:
+    args.config = args.config or "configs/quick.py"
+  elif args.config:
+    schedule_from_config(args)
+  elif args.set:
+    raise ConfigError("--set overrides a config file's fields: give the file with --config")
   return args
+
+
+def schedule_from_config(args) -> None:
+  """Side by side on a config file: its data, model and schedule replace the flags'."""
+  from experiments import common as exp_common
+  if args.quick:
+    raise ConfigError("--quick and --config both set the schedule: give one of them")
+  cfg = exp_common.load_config(args.config, args.set)
+  t, u = cfg.train, cfg.unlearn
+  args.dataset, args.model = cfg.dataset, cfg.model
+  args.model_kwargs = dict(cfg.model_kwargs)
+  args.epochs, args.batch_size = t.epochs, t.batch_size
+  args.optimizer, args.learning_rate = t.optimizer, t.learning_rate
+  args.reference_epochs = cfg.reference.epochs
+  args.forget_fraction, args.forget_size = cfg.forget.fraction, int(cfg.forget.size)
+  ref = float(cfg.reference.size)
+  args.reference_fraction, args.reference_size = (ref, 0) if ref < 1 else (0.1, int(ref))
+  args.unlearn_epochs, args.lam, args.unlearn_lr = u.epochs, u.lam, u.learning_rate
+  args.forget_batch_size, args.remain_batch_size = u.forget_batch_size, u.remain_batch_size
 
 
 def measure(args) -> dict:
   common.enable_compile_cache()
   data = common.load(args.dataset)
   kwargs = {} if args.dtype == "float32" else {"dtype": args.dtype}
-  model = models.get_model(args.model, data.num_classes, **kwargs)
+  model = models.get_model(args.model, data.num_classes, **args.model_kwargs, **kwargs)
   n = data.n_train
   s = splits_lib.make_splits(n, data.y_train, seed=args.seed, fraction=args.forget_fraction,
-                             reference_size=int(round(args.reference_fraction * n)))
+                             size=args.forget_size,
+                             reference_size=args.reference_size
+                             or int(round(args.reference_fraction * n)))
   ref_epochs = args.reference_epochs or args.epochs
   opt_cfg = common.Cfg(optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=0.9,
                        weight_decay=0.0, schedule="constant")
@@ -159,6 +195,7 @@ def measure(args) -> dict:
            "reference": ref_epochs * (s.reference_idx.size // min(bs, s.reference_idx.size))}
   n_f = s.n_forget
   fbs = min(args.forget_batch_size, n_f)
+  rbs = min(args.remain_batch_size, int(s.remain_idx.size))
   rows = {"retrain": [], "reference": [], "unlearn": [], "compile_retrain": [],
           "ms_retrain": [], "ms_reference": [], "ms_unlearn": [], "step_ratio": [],
           "speedup": [], "speedup_reused": []}
@@ -175,19 +212,20 @@ def measure(args) -> dict:
     for name, secs in (("retrain", retrain.run_s), ("reference", ref.run_s),
                        ("unlearn", res.run_s)):
       rows[f"ms_{name}"].append(1000 * secs / steps[name])
-    # Per example: an unlearning step sees fbs forget + bs remain images, a training step bs.
-    rows["step_ratio"].append((rows["ms_unlearn"][-1] / (fbs + bs))
+    # Per example: an unlearning step sees fbs forget + rbs remain images, a training step bs.
+    rows["step_ratio"].append((rows["ms_unlearn"][-1] / (fbs + rbs))
                               / (rows["ms_retrain"][-1] / bs))
     rows["speedup"].append(retrain.run_s / (ref.run_s + unlearn_s))
     rows["speedup_reused"].append(retrain.run_s / unlearn_s)
   med = {k: statistics.median(v) for k, v in rows.items()}
   total = med["reference"] + med["unlearn"]
   examples = {"retrain": steps["retrain"] * bs, "reference": steps["reference"] * bs,
-              "unlearn": steps["unlearn"] * (fbs + bs)}
+              "unlearn": steps["unlearn"] * (fbs + rbs)}
   bound = examples["retrain"] / (examples["reference"] + examples["unlearn"])
   bound_reused = examples["retrain"] / examples["unlearn"]
   return {
-      "dataset": args.dataset, "model": args.model, "dtype": args.dtype, "n_train": n,
+      "config": args.config, "overrides": args.set, "dataset": args.dataset,
+      "model": args.model, "model_kwargs": args.model_kwargs, "dtype": args.dtype, "n_train": n,
       "n_forget": s.n_forget, "n_reference": int(s.reference_idx.size),
       "epochs": args.epochs, "reference_epochs": ref_epochs, "unlearn_epochs": args.unlearn_epochs,
       "batch_size": args.batch_size, "repeats": args.repeats,

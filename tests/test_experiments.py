@@ -145,3 +145,18 @@ def test_pareto_labels_overlap_neither_each_other_nor_a_point():
   for i, a in enumerate(boxes):
     assert not any(a.overlaps(b) for b in boxes[i + 1:])
   plt.close(fig)
+
+
+def test_speedup_side_by_side_takes_its_schedule_from_a_config():
+  from benchmarks import speedup
+  from jaxunlearn.errors import ConfigError
+  args = speedup.parse_args(["--config", "configs/fmnist_mlp.py", "--set", "unlearn.lam=0.5"])
+  assert (args.dataset, args.model, args.model_kwargs) == ("fashion_mnist", "mlp",
+                                                           {"hidden": (512, 256)})
+  assert (args.epochs, args.reference_epochs, args.unlearn_epochs) == (30, 50, 10)
+  assert (args.forget_size, args.reference_size, args.lam) == (600, 6000, 0.5)
+  with pytest.raises(ConfigError, match="--config"):
+    speedup.parse_args(["--set", "unlearn.lam=0.5"])
+  with pytest.raises(ConfigError, match="--quick"):
+    speedup.parse_args(["--quick", "--config", "configs/fmnist_mlp.py"])
+  assert speedup.parse_args(["--modes", "--out", "x"]).config == "configs/quick.py"
