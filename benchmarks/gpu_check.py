@@ -65,7 +65,7 @@ def sizes(smoke: bool) -> dict:
     return {"cifar_n": 64, "resnet_kwargs": {"stage_sizes": (1,), "num_filters": 4},
             "batch": 32, "pop_models": 2, "chunk": 2, "pop_epochs": 1, "ref_epochs": 1,
             "pop_train": 0, "limit_s": 60, "populations": (("mlp", 512),),
-            "speedup_sets": ["train.epochs=1", "reference.epochs=1", "unlearn.epochs=1",
+            "speedup_sets": ["train.epochs=1", "reference.epochs=2", "unlearn.epochs=1",
                              "eval.evaluators=()", "model=mlp", "model_kwargs.hidden=(16,)",
                              "reference.size=40"]}
   return {"cifar_n": 50000, "resnet_kwargs": {}, "batch": 128, "pop_models": 64, "chunk": 64,

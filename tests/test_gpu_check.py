@@ -21,8 +21,18 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
   pop = saved["pop_mlp"]
   assert pop["retrain_s_per_model"] > 0 and pop["unlearn_s_per_model"] > 0
   assert pop["projected_s"] == 512 * (pop["retrain_s_per_model"] + pop["unlearn_s_per_model"])
-  modes = [row["mode"] for row in saved["speedup_modes"]["rows"]]
-  assert modes[0] == "paper" and saved["speedup_modes"]["rows"][-1]["reference_reused"]
+  # benchmarks/speedup.py --modes, as gpu_check runs it: the paper's reference (2 epochs), an
+  # equal-epochs one (1, as the original) and a held-out one that the later request reuses.
+  rows = {row["mode"]: row for row in saved["speedup_modes"]["rows"]}
+  assert list(rows)[0] == "paper"
+  assert rows["paper"]["reference_epochs"] == 2 and rows["equal_epochs"]["reference_epochs"] == 1
+  later = rows["holdout, later request"]
+  assert later["reference_reused"] and not rows["holdout, first request"]["reference_reused"]
+  assert later["speedup_reused"] == pytest.approx(later["retrain_s"] / later["unlearn_s"])
+  assert later["reference_s"] == 0.0 and rows["paper"]["reference_s"] > 0
+  # A reference of another schedule is another model, never the 2-epoch one restored.
+  assert rows["equal_epochs"]["reference_stage"] != rows["paper"]["reference_stage"]
+  assert "| holdout, later request |" in (out / "speedup_modes" / "speedup_modes.md").read_text()
   text = (out / "gpu_check.md").read_text()
   assert "SMOKE" in text and "(projection)" in text and "Speedup table" in text
   assert r["smoke"]

@@ -237,27 +237,23 @@ def test_member_record_has_phi_on_the_probes():
 
 
 @pytest.mark.slow
-def test_tiny_audit_end_to_end(tmp_path):
+def test_tiny_audit_end_to_end():
   import json
   from tests.support import tiny
-  npz = tiny.write_npz(tmp_path / "tiny.npz")
-  cfg = tiny.config(npz, audit__num_models=3, audit__chunk_size=3,
-                    audit__methods=("finetune",), audit__statistics=("klom",),
-                    audit__protocol="single", audit__klom__remain_points=5,
-                    audit__klom__heldout_points=6)
-  r = auditor.run_audit(cfg, tmp_path / "work")
-  rows = r["klom"]["single"]
-  assert list(rows) == ["oracle", "none", "finetune"]
-  for entry in rows.values():
-    assert entry["remain"]["n_points"] == 5 and entry["heldout"]["n_points"] == 6
-    assert entry["forget"]["n_points"] == r["n_forget"]
-  assert rows["oracle"]["forget"]["p95_over_floor"] == pytest.approx(1.0)
-  saved = json.loads((tmp_path / "work" / "audit.json").read_text())
+  _, workdir, r = tiny.finished_audit()     # the shared tiny audit: N = 4, 5 + 6 probes
+  for protocol in ("single", "per_seed"):
+    rows = r["klom"][protocol]
+    assert list(rows) == ["oracle", "none", "finetune"]
+    for entry in rows.values():
+      assert entry["remain"]["n_points"] == 5 and entry["heldout"]["n_points"] == 6
+      assert entry["forget"]["n_points"] == r["n_forget"]
+    assert rows["oracle"]["forget"]["p95_over_floor"] == pytest.approx(1.0)
+  saved = json.loads((workdir / "audit.json").read_text())
   assert saved["klom"]["single"]["finetune"]["forget"]["floor_p95"] == \
-      rows["oracle"]["forget"]["p95"]
-  assert "## KLOM" in (tmp_path / "work" / "audit.md").read_text()
-  masks = np.load(tmp_path / "work" / "phi" / "finetune.masks.npz")
-  assert masks["phi_remain"].shape == (3, 5) and masks["rows_heldout"].shape == (6,)
+      r["klom"]["single"]["oracle"]["forget"]["p95"]
+  assert "## KLOM" in (workdir / "audit.md").read_text()
+  masks = np.load(workdir / "phi" / "finetune.masks.npz")
+  assert masks["phi_remain"].shape == (4, 5) and masks["rows_heldout"].shape == (6,)
 
 
 def test_compare_methods_audit_row_has_klom_and_its_floor():

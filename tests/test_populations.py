@@ -20,27 +20,14 @@ from jaxunlearn.errors import ConfigError
 from tests.support import tiny
 
 KILLPOINT_DIR = tiny.KILLPOINT_DIR
-OVERRIDES = {"audit__num_models": 4, "audit__chunk_size": 2, "audit__methods": ("finetune",),
-             "audit__ulira__num_originals": 6, "audit__ulira__forget_sets_per_original": 1,
-             "label_flip__enabled": True}
+OVERRIDES = tiny.AUDIT_OVERRIDES
 CLI_OVERRIDES = ["--config.audit.num_models=4", "--config.audit.chunk_size=2",
                  "--config.audit.methods=('finetune',)", "--config.audit.ulira.num_originals=6",
                  "--config.audit.ulira.forget_sets_per_original=1",
                  "--config.label_flip.enabled=True"]
 POPULATIONS = ("retrain", "oracle", "none", "finetune", "finetune_per_seed", "ulira_originals",
                "ulira_retrain_control", "ulira_identity_control", "ulira_finetune")
-
-_DONE = {}
-
-
-def _finished_audit():
-  """One uninterrupted tiny audit per test session: ``(npz, workdir, results)``."""
-  if "run" not in _DONE:
-    root = tiny.scratch_dir("audit")
-    npz = tiny.write_npz(root / "tiny.npz")
-    results = auditor.run_audit(tiny.config(npz, **OVERRIDES), root / "work")
-    _DONE["run"] = (npz, root / "work", results)
-  return _DONE["run"]
+_finished_audit = tiny.finished_audit
 
 
 def test_label_flip_never_keeps_the_true_class_and_is_seeded():

@@ -174,6 +174,30 @@ def finished_run(seed: int = 0):
   return _FINISHED[seed]
 
 
+# The shared tiny audit: N = 4, every built-in statistic (KLOM with 5 remain and 6
+# held-out probe points), U-LiRA on 6 originals, finetune audited, D_f label-flipped.
+AUDIT_OVERRIDES = {"audit__num_models": 4, "audit__chunk_size": 2,
+                   "audit__methods": ("finetune",), "audit__ulira__num_originals": 6,
+                   "audit__ulira__forget_sets_per_original": 1, "label_flip__enabled": True,
+                   "audit__statistics": ("epsilon", "ulira", "klom"),
+                   "audit__klom__remain_points": 5, "audit__klom__heldout_points": 6}
+_AUDITED = {}
+
+
+def finished_audit():
+  """One uninterrupted tiny audit per process: ``(npz_path, workdir, results)``.
+
+  Made with :data:`AUDIT_OVERRIDES`; callers must not modify ``workdir``.
+  """
+  if "run" not in _AUDITED:
+    from jaxunlearn import auditor
+    root = scratch_dir("audit")
+    npz = write_npz(root / "tiny.npz")
+    results = auditor.run_audit(config(npz, **AUDIT_OVERRIDES), root / "work")
+    _AUDITED["run"] = (npz, root / "work", results)
+  return _AUDITED["run"]
+
+
 def stage_dirs(workdir) -> dict:
   """``{model name: checkpoint dir}`` of the model stages in ``workdir/checkpoints``.
 
