@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     r = tuning.tune(cfg, out / "work" / f"seed{args.seed}")
     results.append(r)
     best = r["grid"][r["best_index"]]
-    shared = ("learning_rate", *methods.get(name).shared_hparams)
+    shared = ("learning_rate", "output_temperature", *methods.get(name).shared_hparams)
     knobs = {(k if k in shared else f"{name}.{k}"): float(f"{v:.6g}")
              for k, v in r["best"].items()}
     tuned[name] = knobs

@@ -131,6 +131,11 @@ SCHEMA: tuple[tuple[str, Field], ...] = (
                                             "remain_batch_size rows per step, derived from each "
                                             "run's own D_r; replaces steps and epochs (0: unused)",
                                        check="fraction_or_zero")),
+    ("unlearn.output_temperature", Field(1.0, "the unlearned model's logits times this (its output "
+                                       "layer, the last top-level Dense, scaled at the end), "
+                                       "for any method (1: none); a method that scales its "
+                                       "output itself (importance_retrain, retrain_short: "
+                                       "their temperature) uses its own", check="positive")),
     ("unlearn.stop", Field("epochs", "epochs | kl_tol | calibrated (see jaxunlearn/stop.py)",
                            choices=STOP_RULES)),
     ("unlearn.tol", Field(0.0, "kl_tol: stop once the mean KL to the reference on D_f is below "

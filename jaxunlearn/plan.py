@@ -95,6 +95,9 @@ class UnlearnPlan:
     if self.stop != "calibrated":
       out.pop("calibrate_every", None)
     out["hparams"] = {k: v for k, v in self.hparams.items() if k != "learning_rate"}
+    if not unlearn_lib.has_own_temperature(self.method) and \
+        out["hparams"].get(unlearn_lib.GENERIC_TEMPERATURE) == 1.0:
+      del out["hparams"][unlearn_lib.GENERIC_TEMPERATURE]   # unchanged keys at no scaling
     out["options"] = dict(self.method.opts)
     return out
 
@@ -237,6 +240,18 @@ def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
     field = f"{where}: tol" if where else "unlearn.tol"
     raise ConfigError(f"{field} stops on the KL to a reference model, which method {name!r} "
                       "does not use; set tol=0 (--config.unlearn.tol=0)")
+  temperature = float(block.get("output_temperature", 1.0))
+  field = f"{where}: output_temperature" if where else "unlearn.output_temperature"
+  if not (0.0 < temperature <= 100.0):
+    raise ConfigError(f"{field}={temperature:g} must be in (0, 100]: the unlearned model's "
+                      "logits are multiplied by it (1: unchanged)")
+  if unlearn_lib.has_own_temperature(method):
+    if temperature != 1.0:
+      raise ConfigError(f"{field}={temperature:g}: method {name!r} scales its output with its "
+                        f"own {method.output_scale}; set unlearn.{name}.{method.output_scale} instead "
+                        "and leave unlearn.output_temperature at 1")
+  else:
+    hp = {**hp, unlearn_lib.GENERIC_TEMPERATURE: temperature}
   frozen = block if isinstance(block, ml_collections.FrozenConfigDict) else \
       ml_collections.FrozenConfigDict(block)
   return UnlearnPlan(label, frozen, method, {"learning_rate": float(block.learning_rate), **hp},
@@ -344,6 +359,12 @@ def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape
     out = jax.eval_shape(run, params, batch_stats, inputs, jax.random.key(0), hp)
   except ConfigError as e:
     raise ConfigError(f"{plan.label}: {e}" if plan.label not in str(e) else str(e)) from None
+  temperature = float(plan.block.get("output_temperature", 1.0))
+  if temperature != 1.0 and unlearn_lib.output_layer(params) is None:
+    raise ConfigError(f"{plan.label}: unlearn.output_temperature={temperature:g} scales the output "
+                      "layer, and this model has no top-level Dense layer (Dense_<i>); use a "
+                      "model whose output layer is a top-level nn.Dense, or set "
+                      "unlearn.output_temperature=1")
   want = jax.tree.map(lambda a: (a.shape, a.dtype), params)
   got = jax.tree.map(lambda a: (a.shape, a.dtype), out)
   if jax.tree.structure(want) != jax.tree.structure(got) or want != got:

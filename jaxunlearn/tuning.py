@@ -40,9 +40,15 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import helpers
 
 __all__ = ["tune", "run_grid", "grid_points", "grid_hparams", "grid_figures", "objective",
-           "MAX_POINTS"]
+           "MAX_POINTS", "TEMPERATURES"]
 
 MAX_POINTS = 16
+# Every method's output temperature is chosen from these by the same objective. A method
+# that scales its output itself (``output_scale``) runs them as a grid axis of its own
+# search space; for every other method the generic ``unlearn.output_temperature`` scales the
+# grid's results after the run (the wrapper only rescales the returned output layer, so this
+# is the run at that temperature, at the cost of an evaluation, not of a run).
+TEMPERATURES = (1.0, 1.1, 1.2, 1.3, 1.5)
 
 
 def grid_points(method) -> dict[str, np.ndarray]:
@@ -172,6 +178,10 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
                       n_remain=int(s.remain_idx.size))
     grid = grid_points(plan.method)
     hp = grid_hparams(plan.hparams, grid)
+    generic = unlearn_lib.GENERIC_TEMPERATURE in hp and \
+        unlearn_lib.output_layer(original.params) is not None
+    if generic:   # the grid runs unscaled; each temperature is applied to its results below
+      hp[unlearn_lib.GENERIC_TEMPERATURE] = jnp.ones_like(hp[unlearn_lib.GENERIC_TEMPERATURE])
     key = req.key("unlearn")
     t0 = time.perf_counter()
     run = parallel.vmap_sharded(fn, req.mesh, in_axes=(None, None, None, 0)).compile(
@@ -187,19 +197,27 @@ def tune(cfg, workdir, *, progress: bool = False) -> dict:
     if fn.bn_train:   # each point carries its own batch statistics
       apply_fn = lambda v, x: train_lib.apply_model(req.model, v["params"], v["batch_stats"],  # noqa: E731
                                                     x, train=False)[0]
-    figs = grid_figures(apply_fn, stacked, sets, seed=req.cfg.seed)
+    temperatures = TEMPERATURES if generic else (None,)
+    figs = [(t, fig) for t in temperatures for fig in grid_figures(
+        apply_fn, stacked if t in (None, 1.0) else unlearn_lib.scale_output(stacked, t), sets,
+        seed=req.cfg.seed)]
     ref_stack = jax.tree.map(lambda a: a[None], retrain.params)
     retrain_fig = grid_figures(retrain.apply_fn, ref_stack, sets, seed=req.cfg.seed)[0]
   final_loss = np.asarray(metrics["loss"])[:, -1, -1]
   rows = []
-  for i, fig in enumerate(figs):
+  n_points = len(final_loss)
+  for j, (t, fig) in enumerate(figs):
+    i = j % n_points
     point = {k: float(v[i]) for k, v in grid.items()}
+    if t is not None:
+      point[unlearn_lib.GENERIC_TEMPERATURE] = t
     score = objective(fig, retrain_fig) if np.isfinite(final_loss[i]) else float("inf")
     rows.append({**point, **fig, "objective": score})
   best = int(np.argmin([r["objective"] for r in rows]))
+  keys = list(grid) + ([unlearn_lib.GENERIC_TEMPERATURE] if generic else [])
   u = plan.block
   return {"method": plan.name, "grid": rows, "retrain": retrain_fig,
-          "best": {k: rows[best][k] for k in grid}, "best_index": best,
+          "best": {k: rows[best][k] for k in keys}, "best_index": best,
           "grid_s": grid_s, "compile_s": compile_s, "seed": req.cfg.seed,
           "forget_seed": resolve_seed(req.cfg.forget.seed, req.cfg),
           "settings": {"epochs": u.epochs, "optimizer": u.optimizer,

@@ -38,12 +38,13 @@ import numpy as np
 
 from jaxunlearn import models, parallel, stop as stop_lib, train as train_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError
-from jaxunlearn.methods import base
+from jaxunlearn.methods import base, erase
 from jaxunlearn.methods.base import Batch, Inputs
 
 __all__ = ["make_unlearn_fn", "unlearn", "UnlearnResult", "UnlearnFn", "RunState", "FlaxModel",
            "BN_MODES", "BatchStatsState", "running_batch_stats", "run_length", "default_hparams",
-           "as_hparams"]
+           "as_hparams", "with_temperature", "scale_output", "has_own_temperature", "output_layer",
+           "GENERIC_TEMPERATURE"]
 
 # fold_in tag of the method's own key (epochs use fold_in(key, epoch)).
 _METHOD_KEY_TAG = 0x6D657468
@@ -73,6 +74,53 @@ class BatchStatsState(NamedTuple):
   @property
   def params(self):
     return {"params": self.inner.params, "batch_stats": self.batch_stats}
+
+
+GENERIC_TEMPERATURE = "output_temperature"
+
+
+def has_own_temperature(method) -> bool:
+  """Whether ``method`` scales its output itself (its class names the hyperparameter in
+  ``output_scale``, as ``importance_retrain`` and ``retrain_short`` do with
+  ``temperature``): then the generic wrapper is off."""
+  return bool(getattr(type(method), "output_scale", ""))
+
+
+def output_layer(params) -> str | None:
+  """The name of the output layer the temperature scales (the last top-level ``Dense``)."""
+  dense = erase.top_level_layers(params)["Dense"]
+  return dense[-1] if dense else None
+
+
+def with_temperature(inner: base.UpdateRule, temperature) -> base.UpdateRule:
+  """Any method's rule with its result's logits times ``temperature`` (``unlearn.output_temperature``).
+
+  The wrapper changes nothing but ``finish``: the parameters the inner rule
+  returns get their output layer (the last top-level ``Dense``, kernel and
+  bias) times ``temperature``, so the model's logits are scaled by it; at 1 the
+  result is the inner rule's, bit for bit. ``temperature`` may be a traced
+  value (a tuning grid is a ``vmap`` over it). A model without a top-level
+  ``Dense`` output layer is returned unscaled; the plan refuses a temperature
+  other than 1 on such a model (:func:`jaxunlearn.plan.abstract_check`).
+  """
+  inner = base.with_defaults(inner)
+
+  def finish(state):
+    return scale_output(inner.finish(state), temperature)
+
+  return inner._replace(finish=finish)
+
+
+def scale_output(params, temperature):
+  """``params`` (or ``{"params", "batch_stats"}``, or a stack of either) with the output
+  layer times ``temperature``; unchanged where the model has no top-level ``Dense``."""
+  if isinstance(params, dict) and set(params) == {"params", "batch_stats"}:
+    return {**params, "params": scale_output(params["params"], temperature)}
+  last = output_layer(params)
+  if last is None:
+    return params
+  return type(params)({k: (jax.tree.map(lambda a: a * temperature, v) if k == last else v)
+                       for k, v in params.items()})
 
 
 def running_batch_stats(inner: base.UpdateRule, update_stats: Callable) -> base.UpdateRule:
@@ -236,7 +284,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
   opt_cfg = optimizer_cfg if optimizer_cfg is not None else {"optimizer": "sgd"}
 
   def build(inputs, key, hparams) -> base.UpdateRule:
-    """The run's rule: the method's, under the batch statistics' wrapper, under the stop rule."""
+    """The run's rule: the method's, under the output temperature's wrapper, the batch
+    statistics' wrapper and the stop rule."""
     optimizer = train_lib.make_optimizer(opt_cfg, total, learning_rate=hparams["learning_rate"])
     env = base.MethodEnv(method_apply, init_fn, optimizer, hparams, inputs,
                          jax.random.fold_in(key, _METHOD_KEY_TAG), epochs, steps,
@@ -244,6 +293,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
                          {} if fm is None else fm.batch_stats,
                          "train" if bn is not None else "eval")
     rule = method.make(env)
+    if GENERIC_TEMPERATURE in hparams and not has_own_temperature(method):
+      rule = with_temperature(rule, hparams[GENERIC_TEMPERATURE])
     if bn is not None:
       rule = running_batch_stats(rule, update_stats)
     return base.with_defaults(wrap_stop(rule, inputs))

@@ -72,10 +72,19 @@ def test_tune_on_the_tiny_pipeline(tmp_path):
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   cfg = tiny.config(npz, unlearn__method="gradient_ascent", holdout__size=0.1, seed=7)
   res = tuning.tune(cfg, tmp_path / "work")
-  assert len(res["grid"]) == len(tuning.grid_points("gradient_ascent")["learning_rate"])
+  n = len(tuning.grid_points("gradient_ascent")["learning_rate"])
+  # Every point at every output temperature: the generic wrapper rescales the grid's results.
+  assert len(res["grid"]) == n * len(tuning.TEMPERATURES)
+  temps = [r["output_temperature"] for r in res["grid"]]
+  assert temps == [t for t in tuning.TEMPERATURES for _ in range(n)]
   best = min(r["objective"] for r in res["grid"])
   assert res["grid"][res["best_index"]]["objective"] == best
-  assert res["best"]["learning_rate"] == res["grid"][res["best_index"]]["learning_rate"]
+  chosen = res["grid"][res["best_index"]]
+  assert res["best"] == {"learning_rate": chosen["learning_rate"],
+                         "output_temperature": chosen["output_temperature"]}
+  # A temperature rescales the logits: accuracies are those of the unscaled point.
+  for r in res["grid"][n:]:
+    assert r["acc_remain"] == res["grid"][res["grid"].index(r) % n]["acc_remain"]
   assert (tmp_path / "work" / "checkpoints").is_dir()
 
 

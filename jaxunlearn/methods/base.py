@@ -181,6 +181,9 @@ class Method:
   hparams: Mapping[str, float] = {}
   options: Mapping[str, tuple] = {}
   shared_hparams: tuple[str, ...] = ()
+  # The hyperparameter with which the method scales its output layer at the end, if it does
+  # (then unlearn.output_temperature, the generic wrapper for every other method, is off).
+  output_scale: str = ""
   hparam_docs: Mapping[str, str] = {}  # one line per hyperparameter or option (jaxunlearn config)
   renamed: Mapping[str, str] = {}    # old hyperparameter name -> new: the old one is still
                                      # accepted, with one deprecation line

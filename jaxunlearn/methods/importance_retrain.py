@@ -105,7 +105,8 @@ class ImportanceRetrain(base.Method):
       "end_fraction": "the cosine schedule ends at end_fraction x learning_rate",
       "temperature": "the output layer's final scale (1: none)"}
   epoch_over = "steps"
-  search_space = {"learning_rate": (1e-3, 2e-3, 4e-3), "temperature": (1.0, 1.1, 1.2, 1.3)}
+  output_scale = "temperature"      # its own output temperature (no generic wrapper)
+  search_space = {"learning_rate": (1e-3, 2e-3, 4e-3), "temperature": (1.0, 1.1, 1.2, 1.3, 1.5)}
 
   def validate(self, hp):
     super().validate(hp)

@@ -70,6 +70,7 @@ class RetrainShort(base.Method):
       "end_fraction": "the cosine schedule ends at end_fraction x learning_rate, in [0, 1]",
       "temperature": "the output layer's final scale (1: none), > 0"}
   epoch_over = "steps"
+  output_scale = "temperature"      # its own output temperature (no generic wrapper)
   search_space = {"learning_rate": (1e-3, 3e-3, 1e-2),
                   "temperature": (1.0, 1.1, 1.2, 1.3, 1.5)}
 
