@@ -98,12 +98,14 @@ def _hash_sources(obj: Any) -> str | None:
   h = hashlib.sha256()
   for name in modules:
     module = sys.modules.get(name) if name else None
+    # inspect raises OSError or TypeError where there is no source, and may raise others on
+    # odd objects: any of them means "no source", never a failed import of the plugin.
     try:
       text = inspect.getsource(module) if module is not None else inspect.getsource(obj)
-    except (OSError, TypeError):
+    except Exception:  # pylint: disable=broad-except
       try:              # no file for the module: the object's own source, if known
         text = inspect.getsource(obj)
-      except (OSError, TypeError):
+      except Exception:  # pylint: disable=broad-except
         return None
     h.update(name.encode() if name else b"?")
     h.update(text.encode())
