@@ -186,7 +186,10 @@ class Registry:
           raise ConfigError(
               f"{self.kind} {name!r} is already registered ({qualified_name(old)}); register "
               f"yours under another name, or replace it with register({name!r}, replace=True)")
-        self._replaced[name] = qualified_name(plugin)
+        if self._builtin.get(name) == qualified_name(plugin):
+          self._replaced.pop(name, None)     # the package's own, put back: nothing replaced
+        else:
+          self._replaced[name] = qualified_name(plugin)
       if old is None and in_package(plugin):
         self._builtin.setdefault(name, qualified_name(plugin))
       if not in_package(plugin):

@@ -421,7 +421,7 @@ def test_a_replaced_method_trains_fresh_and_the_builtin_keeps_its_stage(tmp_path
   _no_training(monkeypatch)
   again = pipeline.run(cfg, workdir)
   assert again["stages"]["unlearned"] == finished["stages"]["unlearned"]
-  assert again["models"] == finished["models"]
+  assert again["models"] == finished["models"] and again["replaced"] == {}
 
 
 def test_the_builtins_keep_their_keys_and_a_replacement_gets_its_own(tmp_path, monkeypatch):
