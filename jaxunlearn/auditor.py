@@ -71,6 +71,8 @@ def check(prep: request_lib.Prepared) -> None:
   statistics = audits.selected(prep.cfg)
   for name in statistics:
     audits.get(name)().validate(prep.cfg, info)
+  # An outside record field without source or version is refused here, not at its first chunk.
+  audits.RECORD.schema(audits.record_fields(statistics))
   check_memory(prep, statistics)
 
 
@@ -199,8 +201,11 @@ class Auditor(audits.Audit):
   def member(self, cache_key: tuple, make):
     """The member function under ``cache_key``, made once per process by ``make()``
     (:func:`jaxunlearn.populations.cached_member`): populations with the same member and
-    shapes reuse its compiled code."""
-    return pops.cached_member(cache_key, make)
+    shapes reuse its compiled code. The key also holds the model's implementation where it is
+    not the package's own: a replaced model never runs another's compiled members."""
+    impl = self.req.fingerprint.get("model_implementation")
+    return pops.cached_member((json.dumps(impl, sort_keys=True), *cache_key) if impl else
+                              cache_key, make)
 
   def run(self, pop: pops.Population, masks=None) -> dict:
     """Runs ``pop`` under :meth:`key` of its name, chunk by chunk (finished chunks are

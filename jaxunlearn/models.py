@@ -94,6 +94,12 @@ def names() -> list[str]:
   return _REGISTRY.names()
 
 
+def implementation(name: str) -> dict | None:
+  """None for the package's own model ``name``, else what tells the registered factory from
+  any other (part of the original's fingerprint; internal)."""
+  return _REGISTRY.implementation(name)
+
+
 def _lookup(name: str) -> ModelFactory:
   return _REGISTRY.get(name)
 

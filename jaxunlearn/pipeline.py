@@ -58,7 +58,10 @@ def run_plan(req: request_lib.Request, label: str) -> tuple[dict, list]:
   sections = []
   for name in req.evaluators:
     ev = evaluators.get(name)()
-    section = ev.evaluate(dataclasses.replace(inputs, key=req.key(f"evaluator/{name}")))
+    # A replaced or outside evaluator caches its stages apart from the built-in's.
+    cache = req.cache.scoped(evaluators.implementation(name))
+    section = ev.evaluate(dataclasses.replace(inputs, key=req.key(f"evaluator/{name}"),
+                                              cache=cache))
     results[evaluators.section_name(name)] = section
     sections.append((ev.title or name, ev.report(section)))
   return results, sections

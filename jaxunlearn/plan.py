@@ -13,7 +13,8 @@ tuning, comparisons) builds its run from an :class:`UnlearnPlan`:
 * :meth:`UnlearnPlan.run_shape` is the sizes a run's cost depends on, with the
   steps :meth:`UnlearnPlan.make_fn`'s run takes (:mod:`jaxunlearn.cost`);
 * :meth:`UnlearnPlan.spec` is everything the result depends on (hashed into
-  stage and population names).
+  stage and population names), the method's implementation included where it is
+  not the package's own (a replaced or outside method: :attr:`UnlearnPlan.implementation`).
 
 :func:`parse_spec` reads ``"[label=]method[:field=value,...]"`` entries (the
 ``audit.methods`` syntax) into labelled ``unlearn`` blocks.
@@ -59,6 +60,9 @@ class UnlearnPlan:
     retrain_schedule: ``(train.epochs, train.batch_size)``, retraining's
       schedule, with ``unlearn.retrain_fraction`` set (else None): each run's
       steps derive from it and the run's own |D_r| (:func:`retrain_steps`).
+    implementation: None for the package's own method under its name; else
+      what tells the registered class from any other (its module and qualified
+      name, and outside the package its declared ``version`` or source hash).
   """
   label: str
   block: ml_collections.FrozenConfigDict
@@ -67,6 +71,7 @@ class UnlearnPlan:
   stop: str
   needs: frozenset
   retrain_schedule: tuple[int, int] | None = None
+  implementation: Mapping | None = None
 
   @property
   def name(self) -> str:
@@ -99,6 +104,8 @@ class UnlearnPlan:
         out["hparams"].get(unlearn_lib.GENERIC_TEMPERATURE) == 1.0:
       del out["hparams"][unlearn_lib.GENERIC_TEMPERATURE]   # unchanged keys at no scaling
     out["options"] = dict(self.method.opts)
+    if self.implementation is not None:     # only then: the built-ins' keys stay as they were
+      out["implementation"] = dict(self.implementation)
     return out
 
   def hparam_arrays(self) -> dict:
@@ -206,6 +213,7 @@ def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
     name = block.method
     method = methods.resolve_method(name, block)
     hp = methods.resolve_hparams(name, block)
+    implementation = methods.implementation(name)
   except ConfigError as e:
     if where and not str(e).startswith(where):
       raise ConfigError(f"{where}: {e}") from None
@@ -255,7 +263,7 @@ def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
   frozen = block if isinstance(block, ml_collections.FrozenConfigDict) else \
       ml_collections.FrozenConfigDict(block)
   return UnlearnPlan(label, frozen, method, {"learning_rate": float(block.learning_rate), **hp},
-                     stop, frozenset(needs), schedule)
+                     stop, frozenset(needs), schedule, implementation)
 
 
 def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collections.ConfigDict]:

@@ -125,7 +125,11 @@ def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None,
   """What the original model depends on; a work dir holds one original.
 
   ``data_hash`` is the dataset's content (:func:`jaxunlearn.data.content_hash`):
-  a file rewritten under the same path is other data.
+  a file rewritten under the same path is other data. A model or data transform
+  that is not the package's own under its name (replaced, or a plugin) adds its
+  implementation (``model_implementation``, a transform's ``implementation``),
+  so a work dir's original is never served as another implementation's; the
+  package's own add nothing, so their fingerprints stay as they were.
   """
   # The dataset by its registered name and its content: the same npz file moved elsewhere is
   # the same data; another file under the same path is not.
@@ -134,14 +138,24 @@ def original_fingerprint(cfg, splits: splits_lib.Splits, secret: bytes | None,
         "model_kwargs": cfg.model_kwargs.to_dict(), "train": cfg.train.to_dict(),
         "seed": cfg.seed}
   fp["train"].pop("driver", None)
+  model_impl = models.implementation(cfg.model)
+  if model_impl is not None:
+    fp["model_implementation"] = model_impl
   if splits.holdout_idx.size:
     fp["holdout_hash"] = splits_lib.index_hash(splits.holdout_idx)
   active = transforms.active(cfg)
   if active:
     # A transform of D_f makes the original depend on the forget set.
-    fp["transforms"] = {name: t.fingerprint(cfg) for name, t in active.items()}
+    fp["transforms"] = {name: _with_implementation(t.fingerprint(cfg),
+                                                   transforms.implementation(name))
+                        for name, t in active.items()}
     fp["forget_hash"] = splits_lib.index_hash(splits.forget_idx, secret)
   return json.loads(json.dumps(fp))
+
+
+def _with_implementation(fingerprint: dict, implementation: dict | None) -> dict:
+  return fingerprint if implementation is None else {**fingerprint,
+                                                     "implementation": implementation}
 
 
 def check_model_input(model, name: str, input_shape) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from jaxunlearn import checkpoint, splits as splits_lib, train as train_lib
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
-from jaxunlearn.hashing import spec_hash  # noqa: F401  (re-exported for old callers)
+from jaxunlearn.hashing import spec_hash
 
 __all__ = ["stage_key", "Trained", "StageCache", "abstract_variables", "peak_host_memory_mb",
            "train_stage",
@@ -69,11 +69,21 @@ def check_finite(stage: str, tree) -> None:
 class StageCache:
   """``load_or_build`` named stages under ``root`` (``WORKDIR/checkpoints``)."""
 
-  def __init__(self, root: Path):
+  def __init__(self, root: Path, implementation: dict | None = None):
     self.root = Path(root)
+    self.implementation = implementation
+
+  def scoped(self, implementation: dict | None) -> "StageCache":
+    """This cache as a plugin of ``implementation`` sees it
+    (:meth:`jaxunlearn.registry.Registry.implementation`): ``None`` (the package's own
+    plugin) sees the stages as they are; any other implementation's stage names get
+    ``-i<hash of the implementation>``, so it never reuses a stage another one made."""
+    return StageCache(self.root, implementation)
 
   def path(self, stage: str) -> Path:
-    return self.root / stage
+    if self.implementation is None:
+      return self.root / stage
+    return self.root / f"{stage}-i{spec_hash(self.implementation)}"
 
   def exists(self, stage: str) -> bool:
     return checkpoint.exists(self.path(stage))

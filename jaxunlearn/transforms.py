@@ -56,6 +56,9 @@ class Transform:
 
 _REGISTRY = Registry("data transform", Transform, "transforms")
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+# implementation(name): None for the package's own transform, else what tells it from any
+# other (part of the original's fingerprint; internal).
+implementation = _REGISTRY.implementation
 
 
 def active(cfg) -> dict[str, Transform]:

@@ -357,3 +357,209 @@ def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
     PACKAGE = saved
   assert graph["jaxunlearn.methods.mine"] & ORCHESTRATION == {"jaxunlearn.request"}
   assert any(t.startswith(PLUGIN_PACKAGES) for t in graph["jaxunlearn.config"])
+
+
+# --- replaced plugins (issue 25.1) ---------------------------------------------------------
+# A stage's name carries the implementation that made it: a replaced or edited plugin never
+# reuses another implementation's stage; the package's own plugins keep their names.
+
+# A replacement of the paper's method with another loss (only the KL term, doubled).
+REPLACEMENT = """\
+from jaxunlearn import methods
+
+
+@methods.register("lightweight", replace=True)
+class DoubledKL(methods.get("lightweight")):
+  def loss(self, params, apply_fn, batch, hp, extra):
+    kl = methods.kl_per_example(batch.ref_probs, apply_fn(params, batch.x_forget)).mean()
+    return 2.0 * kl, {"kl": kl}
+"""
+
+
+def _plugin_module(tmp_path, monkeypatch, name: str, text: str):
+  """``name`` written as ``text`` into ``tmp_path`` and imported (again, if it was)."""
+  import importlib
+  import sys
+  (tmp_path / f"{name}.py").write_text(text)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  importlib.invalidate_caches()
+  if name in sys.modules:
+    return importlib.reload(sys.modules[name])
+  return importlib.import_module(name)
+
+
+def _spec_key(name: str = "lightweight") -> str:
+  from jaxunlearn import hashing, plan
+  block = tiny.config("unused.npz").unlearn
+  block.method = name
+  return hashing.spec_hash(plan.make_plan("x", block).spec())
+
+
+def _no_training(monkeypatch):
+  from jaxunlearn import train, unlearn
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a stage was trained where a saved one should serve")
+  monkeypatch.setattr(train, "fit", refuse)
+  monkeypatch.setattr(unlearn, "unlearn", refuse)
+
+
+@pytest.mark.slow
+def test_a_replaced_method_trains_fresh_and_the_builtin_keeps_its_stage(tmp_path, monkeypatch):
+  npz, workdir = _copy_finished(tmp_path)
+  _, _, finished = tiny.finished_run()
+  builtin = methods.get("lightweight")
+  cfg = tiny.config(npz, eval__evaluators=())
+  _plugin_module(tmp_path, monkeypatch, "doubled_kl", REPLACEMENT)
+  mine = pipeline.run(cfg, workdir)
+  assert mine["replaced"] == {"unlearning method lightweight": "doubled_kl.DoubledKL"}
+  assert mine["stages"]["unlearned"] != finished["stages"]["unlearned"]
+  assert mine["models"]["unlearned"] != finished["models"]["unlearned"]   # trained, not served
+  assert mine["models"]["original"] == finished["models"]["original"]     # the same original
+  # The built-in registered again finds its own stage, not the replacement's: nothing trains.
+  methods.register("lightweight", replace=True)(builtin)
+  _no_training(monkeypatch)
+  again = pipeline.run(cfg, workdir)
+  assert again["stages"]["unlearned"] == finished["stages"]["unlearned"]
+  assert again["models"] == finished["models"] and again["replaced"] == {}
+
+
+def test_the_builtins_keep_their_keys_and_a_replacement_gets_its_own(tmp_path, monkeypatch):
+  from jaxunlearn import models, registry, transforms
+  builtin_key = _spec_key()
+  assert methods.implementation("lightweight") is None
+  assert all(reg.implementation(n) is None for reg in registry._ALL for n in reg.names())
+  assert models.implementation("mlp") is None and transforms.implementation("label_flip") is None
+  builtin = methods.get("lightweight")
+  _plugin_module(tmp_path, monkeypatch, "doubled_kl", REPLACEMENT)
+  impl = methods.implementation("lightweight")
+  assert impl["class"] == "doubled_kl.DoubledKL" and len(impl["source"]) == 12
+  assert _spec_key() != builtin_key
+  methods.register("lightweight", replace=True)(builtin)
+  assert _spec_key() == builtin_key
+  # A built-in under another built-in's name is another implementation too.
+  methods.register("lightweight", replace=True)(methods.get("finetune"))
+  assert methods.implementation("lightweight") == {
+      "class": registry.qualified_name(methods.get("finetune"))}
+
+
+OUTSIDE = """\
+from jaxunlearn import methods
+
+
+@methods.register("outside_method")
+class Outside(methods.get("finetune")):
+{body}
+"""
+
+
+def test_an_edited_outside_plugin_gets_a_new_key_unless_it_declares_a_version(
+    tmp_path, monkeypatch):
+  write = lambda body: _plugin_module(tmp_path, monkeypatch, "outside_plugin",  # noqa: E731
+                                      OUTSIDE.format(body=body))
+  write("  description = 'first'")
+  first = _spec_key("outside_method")
+  write("  description = 'first'")
+  assert _spec_key("outside_method") == first        # the same source: the same key
+  write("  description = 'edited, longer'")
+  assert _spec_key("outside_method") != first        # its source changed
+  # A declared version is the key: edits that keep it keep the key, a new one changes it.
+  write("  version = '1'\n  description = 'first'")
+  assert methods.implementation("outside_method") == {"class": "outside_plugin.Outside",
+                                                      "version": "1"}
+  versioned = _spec_key("outside_method")
+  write("  version = '1'\n  description = 'edited, but the same results'")
+  assert _spec_key("outside_method") == versioned
+  write("  version = '2'\n  description = 'first'")
+  assert _spec_key("outside_method") != versioned
+
+
+def test_a_plugin_without_source_or_version_is_refused_when_planned():
+  import types
+  from jaxunlearn import plan
+  module = types.ModuleType("made_in_memory")
+  exec("from jaxunlearn import methods\n"
+       "@methods.register('sourceless')\n"
+       "class Sourceless(methods.get('finetune')):\n"
+       "  pass\n", module.__dict__)
+  block = tiny.config("unused.npz").unlearn
+  block.method = "sourceless"
+  with pytest.raises(ConfigError, match=r"sourceless.*version = \"1\""):
+    plan.make_plan("x", block)
+  methods.get("sourceless").version = 3
+  assert plan.make_plan("x", block).spec()["implementation"]["version"] == "3"
+
+
+def test_an_audit_population_carries_the_implementation(tmp_path, monkeypatch):
+  from jaxunlearn import auditor, populations, request
+  npz, workdir = _copy_finished(tmp_path)
+  cfg = tiny.config(npz, audit__num_models=2, audit__chunk_size=2)
+  specs = [request.MethodSpec("paper", cfg.unlearn)]
+  seen = []
+  monkeypatch.setattr(auditor.Auditor, "run",
+                      lambda self, pop, masks=None: seen.append(
+                          populations.member_stage(pop, 0, 2)) or {})
+
+  def stage_name() -> str:
+    with request.open_request(cfg, workdir, methods=specs) as req:
+      auditor.Auditor(req).unlearn_population("paper_pop", "paper")
+    return seen[-1]
+
+  builtin_stage = stage_name()
+  builtin = methods.get("lightweight")
+  _plugin_module(tmp_path, monkeypatch, "doubled_kl", REPLACEMENT)
+  assert stage_name() != builtin_stage
+  methods.register("lightweight", replace=True)(builtin)
+  assert stage_name() == builtin_stage
+
+
+RECORD_FIELD = """\
+import jax.numpy as jnp
+
+
+def forget_margin(logits, labels):
+  return {body}
+"""
+
+
+def test_an_edited_record_field_is_another_record(tmp_path, monkeypatch):
+  from jaxunlearn import audits, populations
+  write = lambda body: _plugin_module(tmp_path, monkeypatch, "record_plugin",  # noqa: E731
+                                      RECORD_FIELD.format(body=body))
+
+  def stage(fn) -> str:
+    pop = populations.Population("retrain", 3, member=None, fields=(("margin", fn),))
+    return populations.member_stage(pop, 0, 3)
+
+  first = stage(write("jnp.max(logits, -1)").forget_margin)
+  assert stage(write("jnp.max(logits, -1)").forget_margin) == first
+  edited = write("jnp.max(logits, -1) - jnp.min(logits, -1)").forget_margin
+  assert stage(edited) != first
+  edited.version = "1"
+  assert audits.RECORD.schema({"margin": edited})[-1][-1]["version"] == "1"
+  # The package's own fields are named as they always were.
+  assert audits.RECORD.schema({})[0] == ["phi", "jaxunlearn.audits.phi.logit_confidence"]
+
+
+def test_a_replaced_model_is_refused_on_a_work_dir_of_the_builtin(tmp_path, monkeypatch):
+  from jaxunlearn import models
+  npz, workdir = _copy_finished(tmp_path)
+  _no_training(monkeypatch)
+  _plugin_module(tmp_path, monkeypatch, "my_mlp",
+                 "from jaxunlearn import models\n"
+                 "models.register('mlp', replace=True)(type('MyMLP', (models.MLP,), {}))\n")
+  from jaxunlearn.errors import WorkdirError
+  with pytest.raises(WorkdirError, match="model_implementation"):
+    pipeline.run(tiny.config(npz, eval__evaluators=()), workdir)
+  assert models.implementation("mlp")["class"] == "my_mlp.MyMLP"
+
+
+def test_a_replaced_evaluator_caches_apart(tmp_path):
+  from jaxunlearn import stages
+  cache = stages.StageCache(tmp_path)
+  assert cache.scoped(None).path("shadows-abc") == tmp_path / "shadows-abc"
+  mine = cache.scoped({"class": "mine.MIA", "source": "0123456789ab"})
+  other = cache.scoped({"class": "mine.MIA", "source": "ba9876543210"})
+  assert mine.path("shadows-abc") != cache.path("shadows-abc")
+  assert mine.path("shadows-abc") != other.path("shadows-abc")
+  assert mine.path("shadows-abc").parent == tmp_path

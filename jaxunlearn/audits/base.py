@@ -46,7 +46,7 @@ import numpy as np
 from jaxunlearn import report
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.registry import Registry, qualified_name
+from jaxunlearn.registry import Registry, implementation, in_package, qualified_name
 
 # A record field: ``field(logits, labels) -> [n]`` per audited example, from one member's
 # float32 logits ``[n, C]`` on the audited examples and their labels ``[n]`` (as trained on).
@@ -92,9 +92,17 @@ class Record:
 
   def schema(self, fields: Mapping[str, RecordField]) -> list:
     """The record's field names and where each is computed, the statistics' ``fields`` after
-    the base ones (hashed into population stage names: it must not change)."""
+    the base ones (hashed into population stage names: it must not change). A field computed
+    outside the package also carries its implementation (its declared ``version`` or source
+    hash, :func:`jaxunlearn.registry.implementation`): an edited field is another record.
+
+    Raises:
+      ConfigError: a field outside the package with neither a source file nor a version.
+    """
     return ([[f.name, f.source] for f in self.base]
-            + [[name, qualified_name(fn)] for name, fn in sorted(fields.items())])
+            + [[name, qualified_name(fn)] + ([] if in_package(fn) else [
+                implementation(fn, f"audit record field {name!r}")])
+               for name, fn in sorted(fields.items())])
 
 
 # phi on the audited examples (D_f), accuracy on D_r and on the test set.

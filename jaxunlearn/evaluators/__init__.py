@@ -8,7 +8,8 @@ built-in evaluators: ``accuracy`` (always), ``mia``, ``loss_attack``,
 """
 
 from jaxunlearn.evaluators.base import (DataInfo, EvalInputs, Evaluator, ModelView,  # noqa: F401
-                                        get, names, register, section_name, selected)
+                                        get, implementation, names, register, section_name,
+                                        selected)
 from jaxunlearn.evaluators import (accuracy, backdoor, distributions, loss_attack,  # noqa: F401,E402
                                    mia)
 

@@ -125,6 +125,9 @@ class Evaluator:
 
 _REGISTRY = Registry("evaluator", Evaluator, "eval.evaluators")
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+# implementation(name): None for the package's own evaluator, else what tells it from any
+# other (its cached stages carry it; internal).
+implementation = _REGISTRY.implementation
 
 
 def section_name(name: str) -> str:

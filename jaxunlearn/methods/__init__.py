@@ -8,7 +8,8 @@ Importing this package registers the built-in methods.
 
 from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
                                      RunShape, UpdateRule, UnlearnState, as_method,
-                                     cross_entropy, get, kl_divergence, kl_per_example, names,
+                                     cross_entropy, get, implementation, kl_divergence,
+                                     kl_per_example, names,
                                      register, resolve_hparams, resolve_method, with_defaults)
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
                                 importance_retrain, l1_sparse, lightweight, msg,

@@ -292,6 +292,9 @@ _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_metho
 # register(name) is a decorator; register("my_ft")(get("finetune")) registers an
 # existing method again under another name.
 register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+# implementation(name): None for the package's own method, else what tells it from any other
+# (hashed into stage and population names; internal).
+implementation = _REGISTRY.implementation
 
 
 def as_method(method: str | type | Method) -> Method:
