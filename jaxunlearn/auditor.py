@@ -137,8 +137,9 @@ def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo 
   pools = {"remain": info.n_remain, "test": info.n_test}
   recorded = info.n_forget + sum(min(size, pools[source]) for source, size in
                                  audits.probe_sets(cfg, statistics).values())
-  step_rows = max((pops.epoch_step_rows(p, info.n_forget, info.n_remain)
-                   for p in prep.plans.values()), default=0)
+  steps = {label: pops.epoch_step_rows(p, info.n_forget, info.n_remain)
+           for label, p in prep.plans.items()}
+  step_rows = max(steps.values(), default=0)
   limit, where = pops.memory_limit_bytes(fraction)
   host_limit, host_where = pops.memory_limit_bytes(fraction, host=True)
 
@@ -180,8 +181,13 @@ def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo 
     limit_text = f"the limit of {_gib(lim)} ({limit_words} of {what_mem})"
     if kind is not None:
       field = next(iter(values))
-      fit = largest(field, values[field], 1)
+      fit = largest(field, values[field], 2 if field == "audit.num_models" else 1)
       hint = f" (e.g. {field}<={fit})" if fit else ""
+      chunk = pops.balanced_chunk(values[field], cfg.audit.chunk_size)
+      heavy = max(steps, key=steps.get) if steps else None
+      if heavy is not None and chunk * 4 * steps[heavy] > mem / 2:
+        hint += (f"; an unlearning epoch of {heavy!r} holds {steps[heavy]} row indices per "
+                 "member: fewer steps")
       raise ConfigError(
           f"{need.what} would need about {_gib(mem)}, over {limit_text}; lower {field} or "
           f"audit.chunk_size{hint}, or raise audit.memory_fraction")

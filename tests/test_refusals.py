@@ -133,6 +133,22 @@ def _audit(id, *specs_and_words, **kw):
   return Refusal(id, _audit_specs(*specs), words, command="audit", **kw)
 
 
+def _ulira_flags(setting):
+  """An ``audit`` of one method with one ``audit.ulira`` field set."""
+  return ("--config.audit.num_models=4", "--config.audit.methods=('finetune',)",
+          f"--config.audit.ulira.{setting}")
+
+
+def _klom_flags(setting):
+  """An ``audit`` of KLOM alone with one ``audit.klom`` field set."""
+  return ("--config.audit.num_models=4", "--config.audit.methods=('finetune',)",
+          "--config.audit.statistics=('klom',)", f"--config.audit.klom.{setting}")
+
+
+def _retrain_short(*flags):
+  return ("--config.unlearn.method=retrain_short", *flags)
+
+
 R, A = Refusal, _audit
 REFUSALS = [
     # Configs.
@@ -305,6 +321,69 @@ REFUSALS = [
     R("audit-population-too-large-for-memory", ("--config.audit.num_models=1000000000",
                                                 "--config.audit.methods=('finetune',)"),
       ("GiB", "audit.num_models", "limit", "host memory", "1000000000 models"), command="audit"),
+    # Sizes bounded before any work: every size that grows with a setting is checked against
+    # available memory (audit.memory_fraction) or its work limit before a mask, key or
+    # population is drawn; the line names the field, the limit field with its default and a
+    # value that fits.
+    R("audit-ulira-originals-beyond-memory", _ulira_flags("num_originals=100000000"),
+      ("audit.ulira.num_originals", "audit.memory_fraction=0.8 (default 0.8)",
+       "available host memory", "audit.ulira.num_originals<="), command="audit"),
+    R("audit-ulira-forget-sets-beyond-memory", _ulira_flags("forget_sets_per_original=100000000"),
+      ("audit.ulira.forget_sets_per_original", "audit.memory_fraction=0.8 (default 0.8)",
+       "audit.ulira.forget_sets_per_original<="), command="audit"),
+    R("audit-ulira-null-beyond-its-work", _ulira_flags("null_permutations=1000000"),
+      ("audit.ulira.null_permutations=1000000", "(model, example) pairs",
+       "audit.ulira.max_work=2e+09 (default 2e+09)", "audit.ulira.null_permutations<="),
+      command="audit"),
+    R("audit-ulira-zero-max-work", _ulira_flags("max_work=0"),
+      ("audit.ulira.max_work must be >= 1",), command="audit"),
+    # 60,000 models in one chunk: the populations fit, the epsilon-score's 60,001^2 table
+    # (tests/test_refusals.py::test_the_epsilon_table_is_refused_against_available_memory pins
+    # which one is refused; here, on any machine with under 100 GiB available, one is).
+    R("audit-epsilon-table-beyond-memory", ("--config.audit.num_models=60000",
+                                            "--config.audit.chunk_size=60000",
+                                            "--config.audit.methods=('finetune',)"),
+      ("audit.num_models", "audit.memory_fraction=0.8 (default 0.8)", "available",
+       "audit.num_models<="), command="audit"),
+    R("audit-klom-negative-points", _klom_flags("heldout_points=-5"),
+      ("audit.klom.heldout_points must be an integer >= 0",), command="audit"),
+    R("audit-klom-nan-points", _klom_flags("remain_points=nan"), ("remain_points",),
+      command="audit"),
+    # retrain_short and unlearn.retrain_fraction.
+    R("retrain-fraction-above-one", _retrain_short("--config.unlearn.retrain_fraction=1.5"),
+      ("'unlearn.retrain_fraction' must be in (0, 1]",), error=ConfigError, fresh=True),
+    R("retrain-fraction-negative", _retrain_short("--config.unlearn.retrain_fraction=-0.1"),
+      ("'unlearn.retrain_fraction' must be in (0, 1]",), error=ConfigError, fresh=True),
+    R("retrain-fraction-nan", _retrain_short("--config.unlearn.retrain_fraction=nan"),
+      ("unlearn.retrain_fraction", "finite"), error=ConfigError, fresh=True),
+    R("retrain-fraction-on-a-method-that-counts-epochs",
+      ("--config.unlearn.method=finetune", "--config.unlearn.retrain_fraction=0.2"),
+      ("unlearn.retrain_fraction=0.2 applies to methods that count their run in steps",),
+      error=ConfigError, fresh=True),
+    R("retrain-short-zero-temperature",
+      _retrain_short("--config.unlearn.retrain_short.temperature=0.0"),
+      ("unlearn.retrain_short.temperature must be in (0.0, 100.0]",), error=ConfigError,
+      fresh=True),
+    R("retrain-short-nan-end-fraction",
+      _retrain_short("--config.unlearn.retrain_short.end_fraction=nan"),
+      ("unlearn.retrain_short.end_fraction", "finite"), error=ConfigError, fresh=True),
+    R("retrain-short-end-fraction-above-one",
+      _retrain_short("--config.unlearn.retrain_short.end_fraction=1.5"),
+      ("unlearn.retrain_short.end_fraction must be in [0.0, 1.0]",), error=ConfigError,
+      fresh=True),
+    R("retrain-short-steps-beyond-int32", _retrain_short("--config.unlearn.steps=1000000000000"),
+      ("unlearn.steps=1000000000000", "int32", "unlearn.steps<="), error=ConfigError,
+      fresh=True),
+    A("audit-retrain-fraction-above-one", "retrain_short:retrain_fraction=2",
+      ("audit.methods entry", "retrain_fraction", "(0, 1]")),
+    A("audit-retrain-fraction-nan", "retrain_short:retrain_fraction=nan",
+      ("audit.methods entry", "retrain_fraction", "finite")),
+    A("audit-retrain-short-negative-temperature", "retrain_short:temperature=-1",
+      ("audit.methods entry", "temperature", "(0.0, 100.0]")),
+    A("audit-retrain-fraction-and-steps", "retrain_short:retrain_fraction=0.5,steps=10",
+      ("audit.methods entry", "retrain_fraction=0.5", "steps=10")),
+    A("audit-retrain-short-steps-beyond-int32", "retrain_short:steps=1000000000000",
+      ("unlearn.steps=1000000000000", "int32")),
 ]
 del R, A
 
