@@ -186,8 +186,8 @@ def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo 
       chunk = pops.balanced_chunk(values[field], cfg.audit.chunk_size)
       heavy = max(steps, key=steps.get) if steps else None
       if heavy is not None and chunk * 4 * steps[heavy] > mem / 2:
-        hint += (f"; an unlearning epoch of {heavy!r} holds {steps[heavy]} row indices per "
-                 "member: fewer steps")
+        hint += (f"; an unlearning epoch of {heavy!r} holds {steps[heavy]} row indices and step "
+                 "metrics per member: fewer steps")
       raise ConfigError(
           f"{need.what} would need about {_gib(mem)}, over {limit_text}; lower {field} or "
           f"audit.chunk_size{hint}, or raise audit.memory_fraction")
