@@ -47,8 +47,8 @@ from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
-__all__ = ["Auditor", "run_audit", "check", "check_memory", "audit_info", "method_specs", "probe_rows",
-           "CONTROLS", "OUTPUTS", "PROTOCOLS"]
+__all__ = ["Auditor", "run_audit", "check", "check_memory", "audit_info", "method_specs",
+           "probe_rows", "CONTROLS", "OUTPUTS", "PROTOCOLS"]
 
 CONTROLS = (audits.RETRAIN, audits.ORACLE, audits.NONE)
 OUTPUTS = ("audit.json", "audit.md")
@@ -77,7 +77,7 @@ def check(prep: request_lib.Prepared) -> None:
 
 
 def audit_info(prep: request_lib.Prepared) -> audits.AuditInfo:
-  """What a statistic may check before anything is trained (:class:`jaxunlearn.audits.AuditInfo`)."""
+  """What a statistic may check before anything is trained (:class:`audits.AuditInfo`)."""
   return audits.AuditInfo(n_forget=prep.splits.n_forget,
                           n_remain=int(prep.splits.remain_idx.size),
                           num_classes=prep.data.num_classes, labels=tuple(prep.plans),
