@@ -40,14 +40,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import audits, deprecation, plan as plan_lib, plugins, populations as pops
+from jaxunlearn import audits, config as config_lib, deprecation, plan as plan_lib, plugins
+from jaxunlearn import populations as pops
 from jaxunlearn import request as request_lib, results as results_lib, splits as splits_lib
 from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
 from jaxunlearn.errors import ConfigError
 
-__all__ = ["Auditor", "run_audit", "check", "check_memory", "method_specs", "probe_rows",
-           "CONTROLS", "OUTPUTS", "PROTOCOLS"]
+__all__ = ["Auditor", "run_audit", "check", "check_memory", "audit_info", "method_specs",
+           "probe_rows", "CONTROLS", "OUTPUTS", "PROTOCOLS"]
 
 CONTROLS = (audits.RETRAIN, audits.ORACLE, audits.NONE)
 OUTPUTS = ("audit.json", "audit.md")
@@ -64,47 +65,151 @@ def method_specs(cfg) -> list[request_lib.MethodSpec]:
 
 
 def check(prep: request_lib.Prepared) -> None:
-  """The audit's own checks, before the lock: the statistics' blocks and the memory bound."""
-  info = audits.AuditInfo(n_forget=prep.splits.n_forget,
-                          n_remain=int(prep.splits.remain_idx.size),
-                          num_classes=prep.data.num_classes, labels=tuple(prep.plans))
+  """The audit's own checks, before the lock: the statistics' blocks, then every size against
+  memory and work (:func:`check_memory`), then what draws with those sizes (U-LiRA's game)."""
+  info = audit_info(prep)
   statistics = audits.selected(prep.cfg)
   for name in statistics:
     audits.get(name)().validate(prep.cfg, info)
   # An outside record field without source or version is refused here, not at its first chunk.
   audits.RECORD.schema(audits.record_fields(statistics))
-  check_memory(prep, statistics)
+  check_memory(prep, statistics, info)
+  for name in statistics:
+    audits.get(name)().validate_drawn(prep.cfg, info)
 
 
-def check_memory(prep: request_lib.Prepared, statistics) -> None:
-  """Refuses populations whose estimated memory exceeds ``audit.memory_fraction`` of the device's
-  (host memory on CPU), with the estimate, the limit and the field to lower, before anything
-  is trained.
+def audit_info(prep: request_lib.Prepared) -> audits.AuditInfo:
+  """What a statistic may check before anything is trained (:class:`audits.AuditInfo`)."""
+  return audits.AuditInfo(n_forget=prep.splits.n_forget,
+                          n_remain=int(prep.splits.remain_idx.size),
+                          num_classes=prep.data.num_classes, labels=tuple(prep.plans),
+                          n_test=int(np.shape(prep.data.y_test)[0]))
+
+
+def _default(field: str):
+  """A field's default (core or a plugin's block), for messages."""
+  node = plugins.default_config()
+  for part in field.split("."):
+    node = node.get(part) if hasattr(node, "get") else None
+  return node
+
+
+def _largest_fitting(fits, low: int, high: int) -> int | None:
+  """The largest ``v`` in ``[low, high]`` with ``fits(v)`` (``fits`` true up to a point and
+  false after it), None if not even ``low``."""
+  if not fits(low):
+    return None
+  while low < high:
+    mid = (low + high + 1) // 2
+    low, high = (mid, high) if fits(mid) else (low, mid - 1)
+  return low
+
+
+def _gib(n: float) -> str:
+  return f"{n / 2**30:.1f} GiB"
+
+
+def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo | None = None
+                 ) -> None:
+  """Refuses, before anything is drawn or trained, any size that would not fit: a population
+  whose estimated memory exceeds ``audit.memory_fraction`` of the memory available to it (the
+  device's not in use; the host's ``MemAvailable`` on CPU), and any statistic's own host
+  memory or work (:class:`jaxunlearn.audits.Need`: the epsilon-score's N x N table, U-LiRA's
+  game, attack and null, KLOM's bins) over its limit. The refusal names the field, the limit
+  field with its default and a value of the field that fits.
 
   Args:
     prep: the prepared request.
     statistics: the names of the statistics to run; each declares the sizes of the
-      populations it trains (:meth:`jaxunlearn.audits.Statistic.population_sizes`).
+      populations it trains (:meth:`jaxunlearn.audits.Statistic.population_sizes`) and of its
+      own computation (:meth:`jaxunlearn.audits.Statistic.needs`).
+    info: the audit's sizes (default: :func:`audit_info`).
   """
   cfg, s = prep.cfg, prep.splits
+  info = info or audit_info(prep)
+  fraction = float(cfg.audit.memory_fraction)
+  limit_words = (f"audit.memory_fraction={fraction:g} (default "
+                 f"{config_lib.FIELDS['audit.memory_fraction'].default:g})")
   n_fields = len(audits.record_fields(statistics))
   abstract = stages.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
   param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
   sizes = {kind: size for name in statistics
            for kind, size in audits.get(name)().population_sizes(cfg).items()}
   needs_ref = any(p.needs_reference for p in prep.plans.values())
-  limit, where = pops.memory_limit_bytes(cfg.audit.memory_fraction)
-  for kind, (members, field) in sizes.items():
-    est = pops.estimate_bytes(
+  pools = {"remain": info.n_remain, "test": info.n_test}
+  recorded = info.n_forget + sum(min(size, pools[source]) for source, size in
+                                 audits.probe_sets(cfg, statistics).values())
+  steps = {label: pops.epoch_step_rows(p, info.n_forget, info.n_remain)
+           for label, p in prep.plans.items()}
+  step_rows = max(steps.values(), default=0)
+  limit, where = pops.memory_limit_bytes(fraction)
+  host_limit, host_where = pops.memory_limit_bytes(fraction, host=True)
+
+  def estimate(members):
+    return pops.estimate_bytes(
         members=members, chunk_size=cfg.audit.chunk_size, param_bytes=param_bytes,
         rows=int(s.train_idx.size), example_bytes=4 * int(np.prod(prep.data.input_shape)),
-        n_audit=s.n_forget, n_fields=n_fields, keep_params=True, per_member_params=True,
-        reference_rows=int(s.reference_idx.size) if needs_ref else 0)
-    if est > limit:
+        n_audit=recorded, n_fields=n_fields, keep_params=True, per_member_params=True,
+        reference_rows=int(s.reference_idx.size) if needs_ref else 0, step_rows=step_rows)
+
+  # Every size as a Need with the memory it is checked against: populations first (device
+  # memory), then each statistic's own computation (host memory).
+  checks = []
+  for kind, size in sizes.items():
+    per = max(int(size.per_value), 1)
+    need = audits.Need(f"a population of {size.members} models ({kind})",
+                       {size.field: size.members // per},
+                       lambda v, f=size.field, per=per: (estimate(v[f] * per), 0))
+    checks.append((need, limit, where, kind))
+  for name in statistics:
+    for need in audits.get(name)().needs(cfg, info):
+      checks.append((need, host_limit, host_where, None))
+
+  def fits(need, lim, values):
+    mem, work = need.cost(values)
+    return mem <= lim and (need.work_limit is None or work <= need.work_limit[1])
+
+  def largest(field, value, low):
+    """The largest value of ``field`` up to ``value`` that every size it sets fits with."""
+    related = [(n, lim) for n, lim, _, _ in checks if field in n.fields]
+    return _largest_fitting(lambda v: all(fits(n, lim, {**n.fields, field: v})
+                                          for n, lim in related), low, value)
+
+  for need, lim, what_mem, kind in checks:
+    values = {k: int(v) for k, v in need.fields.items()}
+    if fits(need, lim, values):
+      continue
+    mem, work = need.cost(values)
+    limit_text = f"the limit of {_gib(lim)} ({limit_words} of {what_mem})"
+    if kind is not None:
+      field = next(iter(values))
+      fit = largest(field, values[field], 2 if field == "audit.num_models" else 1)
+      hint = f" (e.g. {field}<={fit})" if fit else ""
+      chunk = pops.balanced_chunk(values[field], cfg.audit.chunk_size)
+      heavy = max(steps, key=steps.get) if steps else None
+      if heavy is not None and chunk * 4 * steps[heavy] > mem / 2:
+        hint += (f"; an unlearning epoch of {heavy!r} holds {steps[heavy]} row indices and step "
+                 "metrics per member: fewer steps")
       raise ConfigError(
-          f"a population of {members} models ({kind}) would need about {est / 2**30:.1f} GiB, "
-          f"over the limit of {limit / 2**30:.1f} GiB ({cfg.audit.memory_fraction:g} of "
-          f"{where}); lower {field} or audit.chunk_size, or raise audit.memory_fraction")
+          f"{need.what} would need about {_gib(mem)}, over {limit_text}; lower {field} or "
+          f"audit.chunk_size{hint}, or raise audit.memory_fraction")
+    over, needed = [], []
+    if mem > lim:
+      over.append(limit_text)
+      needed.append(f"~{_gib(mem)}")
+    if need.work_limit is not None and work > need.work_limit[1]:
+      wfield, wlimit = need.work_limit
+      over.append(f"{wfield}={wlimit:.3g} (default {_default(wfield):.3g})")
+      needed.append(f"~{work:.3g} {need.work_unit}")
+    for field, value in values.items():
+      low = int(need.minimum.get(field, 1))
+      fit = largest(field, value, low) if value > low else None
+      if fit is not None:
+        raise ConfigError(f"{field}={value} needs {' and '.join(needed)} for {need.what}, "
+                          f"over {' and '.join(over)}; set {field}<={fit}")
+    first = next(iter(values))
+    raise ConfigError(f"{first}={values[first]} needs {' and '.join(needed)} for {need.what}, "
+                      f"over {' and '.join(over)}; lower {', '.join(values)}")
 
 
 def probe_rows(probes: dict, remain_idx, n_test: int, seed: int) -> dict:

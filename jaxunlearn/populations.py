@@ -44,6 +44,7 @@ from jaxunlearn.registry import qualified_name
 __all__ = ["Population", "EvalData", "ReferenceSettings", "run_population", "record_schema",
            "member_stage", "member_record", "cached_member", "train_member", "unlearn_member",
            "save_phi", "resolve_driver", "balanced_chunk", "estimate_bytes", "memory_limit_bytes",
+           "available_bytes", "available_host_bytes", "epoch_step_rows",
            "DRIVERS", "REFERENCE_MODES"]
 
 
@@ -209,35 +210,80 @@ def balanced_chunk(size: int, chunk_size: int) -> int:
 
 def estimate_bytes(*, members: int, chunk_size: int, param_bytes: int, rows: int,
                    example_bytes: int, n_audit: int, n_fields: int, keep_params: bool,
-                   per_member_params: bool, reference_rows: int = 0) -> int:
+                   per_member_params: bool, reference_rows: int = 0, step_rows: int = 0) -> int:
   """A population's peak memory, roughly: what grows with N plus one chunk at work.
 
   Grows with N: each member's key, its per-member inputs (rows it trains on,
-  starting parameters) and its record (phi and the fields, parameters when
-  kept). One chunk: per member, the parameters, gradients and optimizer state
-  (about five copies), the training rows it gathers, and a reference model's
-  the same when it trains one.
+  starting parameters) and its record (phi on ``n_audit`` examples, probes
+  included, and the fields, parameters when kept). One chunk: per member, the
+  parameters, gradients and optimizer state (about five copies), the training
+  rows it gathers, a reference model's the same when it trains one, and
+  ``step_rows``: the row indices and per-step metrics of an unlearning run's
+  epoch (``steps x batch rows``, :func:`epoch_step_rows`).
   """
   chunk = balanced_chunk(members, chunk_size)
   grows = members * (8 + rows * 4 + n_audit * 4 * (1 + n_fields) + 8
                      + param_bytes * (int(keep_params) + int(per_member_params)))
-  working = chunk * (5 * param_bytes + rows * example_bytes
+  working = chunk * (5 * param_bytes + rows * example_bytes + 4 * step_rows
                      + (5 * param_bytes + reference_rows * example_bytes if reference_rows
                         else 0))
   return int(grows + working)
 
 
-def memory_limit_bytes(fraction: float, device=None) -> tuple[int, str]:
-  """``fraction`` of the memory a population runs in: the accelerator's, or the host's on CPU."""
+def epoch_step_rows(plan, n_forget: int, n_remain: int) -> int:
+  """What one epoch of ``plan``'s run holds per step, summed over the epoch: its forget and
+  remain row indices (``[steps, batch]`` each) and a few per-step metrics (4 bytes each)."""
+  shape = plan.run_shape(n_forget, n_remain)
+  return int(shape.steps_per_epoch) * (int(shape.forget_batch_size)
+                                       + int(shape.remain_batch_size) + 4)
+
+
+# Where the kernel says how much memory can be had without swapping (MemAvailable, kB).
+MEMINFO = "/proc/meminfo"
+
+
+def available_host_bytes() -> tuple[int, str]:
+  """``(bytes, what)``: the host memory available now: ``MemAvailable`` of ``/proc/meminfo``
+  (memory free plus what the kernel can reclaim), else psutil's ``available`` if installed,
+  else the total (``what`` says which)."""
   import os
+  try:
+    with open(MEMINFO) as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "MemAvailable":
+          number, *unit = value.split()
+          scale = {"kb": 1024, "mb": 2**20, "gb": 2**30, "b": 1}.get(
+              (unit[0] if unit else "b").lower())
+          if scale is not None and int(number) >= 0:
+            return int(number) * scale, "available host memory"
+  except (OSError, ValueError, UnicodeDecodeError):
+    pass
+  try:
+    import psutil
+    return int(psutil.virtual_memory().available), "available host memory"
+  except Exception:   # not installed, or no reading on this platform
+    pass
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory (total)"
+
+
+def available_bytes(device=None) -> tuple[int, str]:
+  """``(bytes, what)``: the memory a population can still take: the accelerator's limit less
+  what is in use, or the host's available memory on CPU (:func:`available_host_bytes`)."""
   device = device or jax.devices()[0]
-  total, where = None, "host memory"
   if device.platform != "cpu":
     stats = device.memory_stats() or {}
-    total, where = stats.get("bytes_limit"), f"{device.device_kind} memory"
-  if not total:
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  return int(fraction * total), where
+    if stats.get("bytes_limit"):
+      free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+      return max(free, 0), f"available {device.device_kind} memory"
+  return available_host_bytes()
+
+
+def memory_limit_bytes(fraction: float, device=None, *, host: bool = False) -> tuple[int, str]:
+  """``(fraction x available memory, what it is a share of)``: the accelerator's memory not in
+  use, or the host's available memory (on CPU, or with ``host``: numpy work on the host)."""
+  total, what = available_host_bytes() if host else available_bytes(device)
+  return int(fraction * total), f"{total / 2**30:.1f} GiB {what}"
 
 
 def run_population(pop: Population, key, cache: stages.StageCache, *, n_audit: int,

@@ -378,11 +378,28 @@ def run_length(method, epochs: int, steps: int, n_forget: int, n_remain: int,
     raise ConfigError(f"unlearn.steps={steps} applies to methods that count their run in steps "
                       f"(epoch_over='steps'); {type(method).__name__} counts epochs over "
                       f"{method.epoch_over!r}: set unlearn.epochs instead and unlearn.steps=0")
+  batch = min(int(forget_batch_size), n_forget) + int(remain_batch_size)
   if steps:
+    # An epoch holds its row indices ([steps, batch], int32) and per-step metrics at once.
+    if int(steps) * batch > MAX_EPOCH_ROWS:
+      raise ConfigError(
+          f"unlearn.steps={steps} makes one epoch of {steps} steps x {batch} rows, over the "
+          f"{MAX_EPOCH_ROWS} row indices an epoch can hold (int32); set "
+          f"unlearn.steps<={MAX_EPOCH_ROWS // batch} (unlearn.retrain_fraction: a smaller "
+          "fraction)")
     return int(steps), 1
-  return base.steps_per_epoch(method.epoch_over, n_forget, n_remain,
-                              min(int(forget_batch_size), n_forget),
-                              int(remain_batch_size)), int(epochs)
+  per_epoch = base.steps_per_epoch(method.epoch_over, n_forget, n_remain,
+                                   min(int(forget_batch_size), n_forget),
+                                   int(remain_batch_size))
+  if int(epochs) * per_epoch > MAX_EPOCH_ROWS:
+    raise ConfigError(f"unlearn.epochs={epochs} makes {int(epochs) * per_epoch} steps, over the "
+                      f"{MAX_EPOCH_ROWS} a run can count (int32); set "
+                      f"unlearn.epochs<={MAX_EPOCH_ROWS // per_epoch}")
+  return per_epoch, int(epochs)
+
+
+# Row indices and step counters are int32: an epoch's rows and a run's steps stay below this.
+MAX_EPOCH_ROWS = 2**31 - 1
 
 
 def default_hparams(method, learning_rate: float, **overrides) -> dict:

@@ -116,7 +116,7 @@ def test_statistics_declare_their_population_sizes(tmp_path):
   assert audits.get("epsilon")().population_sizes(prep.cfg) == {
       "epsilon": audits.PopulationSize(5, "audit.num_models")}
   assert audits.get("ulira")().population_sizes(prep.cfg) == {
-      "ulira": audits.PopulationSize(18, "audit.ulira.num_originals")}
+      "ulira": audits.PopulationSize(18, "audit.ulira.num_originals", 3)}
   assert audits.Statistic().population_sizes(prep.cfg) == {
       "audit": audits.PopulationSize(5, "audit.num_models")}
 

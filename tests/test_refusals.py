@@ -133,6 +133,22 @@ def _audit(id, *specs_and_words, **kw):
   return Refusal(id, _audit_specs(*specs), words, command="audit", **kw)
 
 
+def _ulira_flags(setting):
+  """An ``audit`` of one method with one ``audit.ulira`` field set."""
+  return ("--config.audit.num_models=4", "--config.audit.methods=('finetune',)",
+          f"--config.audit.ulira.{setting}")
+
+
+def _klom_flags(setting):
+  """An ``audit`` of KLOM alone with one ``audit.klom`` field set."""
+  return ("--config.audit.num_models=4", "--config.audit.methods=('finetune',)",
+          "--config.audit.statistics=('klom',)", f"--config.audit.klom.{setting}")
+
+
+def _retrain_short(*flags):
+  return ("--config.unlearn.method=retrain_short", *flags)
+
+
 R, A = Refusal, _audit
 REFUSALS = [
     # Configs.
@@ -305,6 +321,69 @@ REFUSALS = [
     R("audit-population-too-large-for-memory", ("--config.audit.num_models=1000000000",
                                                 "--config.audit.methods=('finetune',)"),
       ("GiB", "audit.num_models", "limit", "host memory", "1000000000 models"), command="audit"),
+    # Sizes bounded before any work: every size that grows with a setting is checked against
+    # available memory (audit.memory_fraction) or its work limit before a mask, key or
+    # population is drawn; the line names the field, the limit field with its default and a
+    # value that fits.
+    R("audit-ulira-originals-beyond-memory", _ulira_flags("num_originals=100000000"),
+      ("audit.ulira.num_originals", "audit.memory_fraction=0.8 (default 0.8)",
+       "available host memory", "audit.ulira.num_originals<="), command="audit"),
+    R("audit-ulira-forget-sets-beyond-memory", _ulira_flags("forget_sets_per_original=100000000"),
+      ("audit.ulira.forget_sets_per_original", "audit.memory_fraction=0.8 (default 0.8)",
+       "audit.ulira.forget_sets_per_original<="), command="audit"),
+    R("audit-ulira-null-beyond-its-work", _ulira_flags("null_permutations=1000000"),
+      ("audit.ulira.null_permutations=1000000", "(model, example) pairs",
+       "audit.ulira.max_work=2e+09 (default 2e+09)", "audit.ulira.null_permutations<="),
+      command="audit"),
+    R("audit-ulira-zero-max-work", _ulira_flags("max_work=0"),
+      ("audit.ulira.max_work must be >= 1",), command="audit"),
+    # 60,000 models in one chunk: the populations fit, the epsilon-score's 60,001^2 table
+    # (tests/test_refusals.py::test_the_epsilon_table_is_refused_against_available_memory pins
+    # which one is refused; here, on any machine with under 100 GiB available, one is).
+    R("audit-epsilon-table-beyond-memory", ("--config.audit.num_models=60000",
+                                            "--config.audit.chunk_size=60000",
+                                            "--config.audit.methods=('finetune',)"),
+      ("audit.num_models", "audit.memory_fraction=0.8 (default 0.8)", "available",
+       "audit.num_models<="), command="audit"),
+    R("audit-klom-negative-points", _klom_flags("heldout_points=-5"),
+      ("audit.klom.heldout_points must be an integer >= 0",), command="audit"),
+    R("audit-klom-nan-points", _klom_flags("remain_points=nan"), ("remain_points",),
+      command="audit"),
+    # retrain_short and unlearn.retrain_fraction.
+    R("retrain-fraction-above-one", _retrain_short("--config.unlearn.retrain_fraction=1.5"),
+      ("'unlearn.retrain_fraction' must be in (0, 1]",), error=ConfigError, fresh=True),
+    R("retrain-fraction-negative", _retrain_short("--config.unlearn.retrain_fraction=-0.1"),
+      ("'unlearn.retrain_fraction' must be in (0, 1]",), error=ConfigError, fresh=True),
+    R("retrain-fraction-nan", _retrain_short("--config.unlearn.retrain_fraction=nan"),
+      ("unlearn.retrain_fraction", "finite"), error=ConfigError, fresh=True),
+    R("retrain-fraction-on-a-method-that-counts-epochs",
+      ("--config.unlearn.method=finetune", "--config.unlearn.retrain_fraction=0.2"),
+      ("unlearn.retrain_fraction=0.2 applies to methods that count their run in steps",),
+      error=ConfigError, fresh=True),
+    R("retrain-short-zero-temperature",
+      _retrain_short("--config.unlearn.retrain_short.temperature=0.0"),
+      ("unlearn.retrain_short.temperature must be in (0.0, 100.0]",), error=ConfigError,
+      fresh=True),
+    R("retrain-short-nan-end-fraction",
+      _retrain_short("--config.unlearn.retrain_short.end_fraction=nan"),
+      ("unlearn.retrain_short.end_fraction", "finite"), error=ConfigError, fresh=True),
+    R("retrain-short-end-fraction-above-one",
+      _retrain_short("--config.unlearn.retrain_short.end_fraction=1.5"),
+      ("unlearn.retrain_short.end_fraction must be in [0.0, 1.0]",), error=ConfigError,
+      fresh=True),
+    R("retrain-short-steps-beyond-int32", _retrain_short("--config.unlearn.steps=1000000000000"),
+      ("unlearn.steps=1000000000000", "int32", "unlearn.steps<="), error=ConfigError,
+      fresh=True),
+    A("audit-retrain-fraction-above-one", "retrain_short:retrain_fraction=2",
+      ("audit.methods entry", "retrain_fraction", "(0, 1]")),
+    A("audit-retrain-fraction-nan", "retrain_short:retrain_fraction=nan",
+      ("audit.methods entry", "retrain_fraction", "finite")),
+    A("audit-retrain-short-negative-temperature", "retrain_short:temperature=-1",
+      ("audit.methods entry", "temperature", "(0.0, 100.0]")),
+    A("audit-retrain-fraction-and-steps", "retrain_short:retrain_fraction=0.5,steps=10",
+      ("audit.methods entry", "retrain_fraction=0.5", "steps=10")),
+    A("audit-retrain-short-steps-beyond-int32", "retrain_short:steps=1000000000000",
+      ("unlearn.steps=1000000000000", "int32")),
 ]
 del R, A
 
@@ -908,3 +987,119 @@ def test_fuzz_from_arrays_ragged_python_lists(rows):
     data.from_arrays(rows, [0] * len(rows), rows, [1] * len(rows))
   except DataError:
     pass
+
+
+# === Sizes bounded before any work (issue 25, item 2; KLOM and retrain_short, item 10) ========
+# In-process: the available-memory reader, which size is refused and that the value it names
+# fits, and that U-LiRA's game is drawn only after its size passed. No timings.
+
+
+def _meminfo(tmp_path, monkeypatch, available_kb, total_kb):
+  """``populations`` reads a ``/proc/meminfo`` of these figures."""
+  path = tmp_path / "meminfo"
+  path.write_text(f"MemTotal:       {total_kb} kB\nMemFree:          1024 kB\n"
+                  f"MemAvailable:   {available_kb} kB\nBuffers:           10 kB\n")
+  monkeypatch.setattr(populations, "MEMINFO", str(path))
+  return path
+
+
+def _audit_prep(tmp, **overrides):
+  from jaxunlearn import auditor, request
+  tmp.mkdir(parents=True, exist_ok=True)
+  npz = tiny.write_npz(tmp / "tiny.npz")
+  cfg = tiny.config(npz, **{"audit__methods": ("finetune",), **overrides})
+  methods = auditor.method_specs(cfg)
+  return request.prepare(cfg, tmp / "work", methods=methods)
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path, monkeypatch):
+  import types
+  meminfo = _meminfo(tmp_path, monkeypatch, 3 * 2**20, total_kb=64 * 2**20)   # 3 GiB of 64
+  assert populations.available_host_bytes() == (3 * 2**30, "available host memory")
+  assert populations.memory_limit_bytes(0.5, host=True) == (
+      int(1.5 * 2**30), "3.0 GiB available host memory")
+  # Without a MemAvailable line, or without the file: psutil if installed, else the total.
+  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  monkeypatch.setitem(sys.modules, "psutil", None)            # `import psutil` fails
+  meminfo.write_text("MemTotal: 100 kB\nMemFree: 50 kB\n")
+  assert populations.available_host_bytes() == (total, "host memory (total)")
+  monkeypatch.setattr(populations, "MEMINFO", str(tmp_path / "absent"))
+  assert populations.available_host_bytes() == (total, "host memory (total)")
+  fake = types.SimpleNamespace(virtual_memory=lambda: types.SimpleNamespace(available=12345))
+  monkeypatch.setitem(sys.modules, "psutil", fake)
+  assert populations.available_host_bytes() == (12345, "available host memory")
+
+
+def test_the_epsilon_table_is_refused_against_available_memory(tmp_path, monkeypatch):
+  from jaxunlearn import auditor
+  from jaxunlearn.audits import epsilon
+  # 64 GiB available of 1 TiB: 60,000 tiny models in one chunk fit (about 6 GiB), the
+  # epsilon-score's 60,001^2 rule table (about 80 GiB) does not; the total would pass it.
+  _meminfo(tmp_path, monkeypatch, 64 * 2**20, total_kb=2**30)
+  prep = _audit_prep(tmp_path / "a", audit__num_models=60000, audit__chunk_size=60000)
+  with pytest.raises(ConfigError) as e:
+    auditor.check_memory(prep, ["epsilon"])
+  line = str(e.value)
+  assert line.startswith("audit.num_models=60000 needs ~80.5 GiB for the epsilon-score's")
+  assert "audit.memory_fraction=0.8 (default 0.8) of 64.0 GiB available host memory" in line
+  fit = int(line.rsplit("set audit.num_models<=", 1)[1])
+  limit = int(0.8 * 64 * 2**30)
+  assert epsilon.score_bytes(fit, 12) <= limit < epsilon.score_bytes(fit + 1, 12)
+  auditor.check_memory(_audit_prep(tmp_path / "b", audit__num_models=fit,
+                                   audit__chunk_size=60000), ["epsilon"])
+
+
+def test_sizes_are_checked_before_ulira_draws_its_game(tmp_path, monkeypatch):
+  from jaxunlearn import auditor
+  from jaxunlearn.audits import ulira
+
+  def drawn(*args, **kwargs):
+    raise AssertionError("U-LiRA's game was drawn before its size was checked")
+  monkeypatch.setattr(ulira, "game_masks", drawn)
+  for field in ("num_originals", "forget_sets_per_original"):
+    prep = _audit_prep(tmp_path / field, **{f"audit__ulira__{field}": 10**8})
+    with pytest.raises(ConfigError, match=rf"lower audit\.ulira\.{field} or audit\.chunk_size"):
+      auditor.check(prep)
+  # Within the sizes, the game is drawn (and checked) before anything is written.
+  with pytest.raises(AssertionError, match="game was drawn"):
+    auditor.check(_audit_prep(tmp_path / "small"))
+
+
+def test_the_null_permutations_named_fit_the_work_limit(tmp_path):
+  from jaxunlearn import auditor
+  from jaxunlearn.audits import ulira
+  prep = _audit_prep(tmp_path, audit__ulira__null_permutations=10**6)
+  with pytest.raises(ConfigError) as e:
+    auditor.check(prep)
+  fit = int(str(e.value).rsplit("set audit.ulira.null_permutations<=", 1)[1])
+  # tiny: 8 originals x 2 forget sets on a pool of 12 (D_r 228); two controls and one method.
+  work = lambda p: ulira.game_cost(8, 2, p, n=12, n_remain=228, populations=3)[1]  # noqa: E731
+  assert work(fit) <= ulira.MAX_WORK < work(fit + 1)
+  assert work(100) <= ulira.MAX_WORK        # the default is far inside
+
+
+def test_an_unlearning_epoch_counts_in_the_population_estimate(tmp_path, monkeypatch):
+  from jaxunlearn import auditor
+  # 50,000,000 steps of 4 forget + 16 remain rows and 4 metrics: 4.8 GB per member at work.
+  _meminfo(tmp_path, monkeypatch, 8 * 2**20, total_kb=2**30)
+  heavy = _audit_prep(tmp_path / "a", audit__num_models=4, audit__statistics=("epsilon",),
+                      audit__methods=("r=retrain_short:steps=50000000",))
+  with pytest.raises(ConfigError,
+                     match="an unlearning epoch of 'r' holds 1200000000 row indices and step"):
+    auditor.check_memory(heavy, ["epsilon"])
+  light = _audit_prep(tmp_path / "b", audit__num_models=4, audit__statistics=("epsilon",),
+                      audit__methods=("r=retrain_short:retrain_fraction=0.5",))
+  auditor.check_memory(light, ["epsilon"])
+
+
+def test_klom_sizes_grow_with_its_points_up_to_their_pools():
+  from jaxunlearn import audits, plugins
+  cfg = plugins.default_config()
+  info = audits.AuditInfo(n_forget=12, n_remain=228, num_classes=4, labels=("a",), n_test=60)
+  (need,) = audits.get("klom")().needs(cfg, info)
+  assert list(need.fields) == ["audit.klom.remain_points", "audit.klom.heldout_points",
+                               "audit.num_models"]
+  at = lambda **v: need.cost({**need.fields, **v})[0]  # noqa: E731
+  rp = "audit.klom.remain_points"
+  assert at(**{rp: 0}) < at(**{rp: 100}) < at(**{rp: 228}) == at(**{rp: 10**12})
+  assert at(**{"audit.num_models": 64}) > at(**{"audit.num_models": 16})

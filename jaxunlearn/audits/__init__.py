@@ -15,11 +15,11 @@ population member records.
 """
 
 from jaxunlearn.audits.base import (NONE, ORACLE, RECORD, RETRAIN, Audit,  # noqa: F401
-                                    AuditInfo, BaseField, PopulationSize, Record,
+                                    AuditInfo, BaseField, Need, PopulationSize, Record,
                                     RecordField, Statistic, get, names, per_protocol, per_seed,
                                     probe_sets, record_fields, register, selected)
 from jaxunlearn.audits import epsilon, klom, phi, ulira  # noqa: F401,E402  (built-ins register)
 
 __all__ = ["register", "get", "names", "Statistic", "Audit", "AuditInfo", "Record", "RecordField",
-           "BaseField", "RECORD", "PopulationSize", "ORACLE", "NONE", "RETRAIN", "per_seed",
+           "BaseField", "RECORD", "Need", "PopulationSize", "ORACLE", "NONE", "RETRAIN", "per_seed",
            "per_protocol", "probe_sets", "record_fields", "selected"]

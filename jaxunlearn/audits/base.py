@@ -113,9 +113,30 @@ RECORD = Record(base=(BaseField("phi", qualified_name(phi_lib.logit_confidence),
 
 
 class PopulationSize(NamedTuple):
-  """The largest population a statistic trains, and the config field that sets it."""
+  """The largest population a statistic trains, and the config field that sets it: ``members``
+  is ``per_value`` times the field's value (U-LiRA: ``forget_sets_per_original`` models per
+  original)."""
   members: int
   field: str
+  per_value: int = 1
+
+
+class Need(NamedTuple):
+  """Host memory and work of a statistic's own computation that grow with its settings.
+
+  ``cost(values)`` gives ``(bytes, work)`` at any values of ``fields`` (the
+  others as configured), and grows with each. The audit evaluates it at the
+  configured values before anything is drawn or trained, refuses it over
+  ``audit.memory_fraction`` of the available host memory or over the work
+  limit, and names the first field of ``fields`` (in order) for which a
+  lower value fits, with the largest such value.
+  """
+  what: str                          # what grows, e.g. "the epsilon-score's N x N rule table"
+  fields: Mapping[str, int]          # {config field: its value}, in the order to lower them
+  cost: Callable[[Mapping[str, int]], tuple[int, int]]   # values -> (host bytes, work units)
+  work_limit: tuple[str, int] | None = None   # (the limit field, its value): bounds ``work``
+  work_unit: str = ""                # what one unit of work is, for the message
+  minimum: Mapping[str, int] = {}    # each field's smallest valid value (default 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +146,7 @@ class AuditInfo:
   n_remain: int
   num_classes: int
   labels: tuple              # the audited methods' labels
+  n_test: int = 0            # test examples (probes of the test set draw from them)
 
 
 class Audit:
@@ -199,7 +221,20 @@ class Statistic:
     return None
 
   def validate(self, cfg, info: AuditInfo) -> None:
-    """Raises ConfigError for settings that cannot work; called before anything is written."""
+    """Raises ConfigError for settings that cannot work; called before anything is written.
+
+    Runs before the sizes are checked (:meth:`needs`, :meth:`population_sizes`): it must not
+    allocate or loop over anything that grows with the settings; such checks go in
+    :meth:`validate_drawn`."""
+
+  def validate_drawn(self, cfg, info: AuditInfo) -> None:
+    """Checks that draw what grows with the settings (e.g. U-LiRA's mask game), called once
+    the sizes passed, still before anything is written or trained."""
+
+  def needs(self, cfg, info: AuditInfo) -> list[Need]:
+    """Host memory and work of its own computation that grow with its settings (:class:`Need`;
+    the populations it trains are :meth:`population_sizes`). Default: none."""
+    return []
 
   def population_sizes(self, cfg) -> dict[str, PopulationSize]:
     """The largest population it trains, per kind, with the config field that sets its size:

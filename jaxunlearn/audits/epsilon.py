@@ -335,6 +335,13 @@ def epsilon_report(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
   }
 
 
+def score_bytes(n_models: int, n_examples: int) -> int:
+  """Host memory of :func:`epsilon_details` on ``n_models`` unlearned and as many retrained
+  models: the rule table, ``(N + 1)^2`` float64 built through up to three such temporaries,
+  and per example the pooled sample, its order and the cumulative counts (``2N + 1`` each)."""
+  return 3 * 8 * (n_models + 1) ** 2 + 3 * 8 * n_examples * (2 * n_models + 1)
+
+
 # --- the statistic: populations, audit.json section, audit.md section, plots -----------
 
 SECTION_KEYS = ("forgetting_quality", "final_score", "eps_median", "eps_mean", "max_epsilon",
@@ -407,6 +414,12 @@ class EpsilonScore(base.Statistic):
 
   def population_sizes(self, cfg) -> dict[str, base.PopulationSize]:
     return {"epsilon": base.PopulationSize(int(cfg.audit.num_models), "audit.num_models")}
+
+  def needs(self, cfg, info) -> list[base.Need]:
+    return [base.Need("the epsilon-score's (N + 1) x (N + 1) rule table",
+                      {"audit.num_models": int(cfg.audit.num_models)},
+                      lambda v: (score_bytes(v["audit.num_models"], info.n_forget), 0),
+                      minimum={"audit.num_models": 2})]
 
   def run(self, audit: base.Audit) -> dict:
     retrain = audit.train_population(base.RETRAIN, audit.remain_rows)

@@ -134,6 +134,13 @@ def klom_per_example(unlearned_phi, oracle_phi, *, num_bins: int = NUM_BINS, cli
   return np.maximum(terms.sum(1), 0.0)
 
 
+def score_bytes(n_models: int, points: int, num_bins: int = NUM_BINS) -> int:
+  """Host memory of :func:`klom_per_example` on ``n_models`` models a side over ``points``
+  examples: per side the sample (float64), its clipped copy, bin indices and flat indices
+  (int64), and the ``[points, num_bins]`` frequencies and terms (float64)."""
+  return 2 * 4 * 8 * n_models * points + 4 * 8 * points * num_bins
+
+
 def summarize(values) -> dict:
   """P95, median and mean of per-example KLOM values, JSON-ready."""
   v = np.asarray(values, np.float64)
@@ -186,6 +193,21 @@ class Klom(base.Statistic):
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"audit.klom.{field} must be an integer >= 0 (0: no such points), "
                           f"got {value!r}")
+
+  def needs(self, cfg, info) -> list[base.Need]:
+    k = cfg.audit.klom
+    fields = {"audit.klom.remain_points": int(k.remain_points),
+              "audit.klom.heldout_points": int(k.heldout_points),
+              "audit.num_models": int(cfg.audit.num_models)}
+
+    def cost(v):
+      # A probe holds at most its pool (audit.probe_rows takes all rows when it has fewer).
+      points = (info.n_forget + min(v["audit.klom.remain_points"], info.n_remain)
+                + min(v["audit.klom.heldout_points"], info.n_test))
+      return score_bytes(v["audit.num_models"], points), 0
+    return [base.Need(f"KLOM's samples and {NUM_BINS} bins per point", fields, cost,
+                      minimum={"audit.klom.remain_points": 0, "audit.klom.heldout_points": 0,
+                               "audit.num_models": 2})]
 
   def probes(self, cfg) -> dict:
     k = cfg.audit.klom

@@ -571,6 +571,33 @@ def game_masks(u, n: int, seed: int) -> dict:
           "out_mask": ~keep[groups]}
 
 
+# The statistic's fields that its sizes grow with, in the order a refusal suggests lowering them.
+PERMS, ORIGINALS_FIELD, SETS = ("audit.ulira.null_permutations", "audit.ulira.num_originals",
+                                "audit.ulira.forget_sets_per_original")
+# audit.ulira.max_work's default: at 0.1-0.2 us a pair, a few minutes of fits on one core.
+MAX_WORK = 2 * 10**9
+# A fit's fixed cost (numpy calls over a few small arrays) in pair visits, as measured.
+FIT_OVERHEAD_PAIRS = 2000
+
+
+def game_cost(m: int, k: int, permutations: int, *, n: int, n_remain: int,
+              populations: int) -> tuple[int, int]:
+  """``(host bytes, pair visits)`` of U-LiRA on ``m`` originals x ``k`` forget sets over a pool
+  of ``n``, scoring ``populations`` populations with ``permutations`` null draws each.
+
+  Memory: the game's masks (bool, ``m`` + 3 ``m k`` rows of ``n``), the members' training rows
+  (int64, ``m`` + 2 ``m k`` rows of ``n_remain + n``) and the attack's arrays over every
+  (model, example) pair (about 32 float64 at once: phi, the fits, ranks, scores, the ROC).
+  Work: each attack (the check of the game, then each population once and once per
+  permutation) fits ``m + 1`` times (one per held-out original, one on all), each visiting
+  every (model, example) pair, plus a fixed cost (:data:`FIT_OVERHEAD_PAIRS`).
+  """
+  models = m * k
+  memory = (m + 3 * models) * n + (m + 2 * models) * (n_remain + n) * 8 + 32 * 8 * models * n
+  attacks = 1 + populations * (1 + permutations)
+  return int(memory), int(attacks * (m + 1) * (models * n + FIT_OVERHEAD_PAIRS))
+
+
 def population_entry(record: dict, masks: dict, permutations: int = 0, seed: int = 0) -> dict:
   """One population's row: the attack's pooled and per-example figures, its permutation null
   (``permutations`` > 0), and its accuracies."""
@@ -601,7 +628,11 @@ class ULiRA(base.Statistic):
       "forget_sets_per_original": "K unlearning runs per original, each with its own forget set",
       "keep_fraction": "share of the pool (D_f) each original trains on",
       "forget_fraction": "share of an original's kept pool it then forgets",
-      "null_permutations": "permutations of IN/OUT within each example for the null (0: none)"}
+      "null_permutations": "permutations of IN/OUT within each example for the null (0: none)",
+      "max_work": "refuse settings whose fits would visit more (model, example) pairs than this, "
+                  "over the whole statistic, null included: (1 + populations x (1 + "
+                  "null_permutations)) x (num_originals + 1) x (num_originals x "
+                  "forget_sets_per_original x |D_f| + 2000); ~0.1-0.2 us each on one CPU core"}
 
   def config(self):
     c = ml_collections.ConfigDict()
@@ -610,17 +641,41 @@ class ULiRA(base.Statistic):
     c.keep_fraction = 0.5
     c.forget_fraction = 0.5
     c.null_permutations = 100
+    c.max_work = MAX_WORK
     return c
 
   def population_sizes(self, cfg) -> dict[str, base.PopulationSize]:
     # Its largest populations, the retrain control and each method's runs, have M x K
-    # members; the M originals are no more.
+    # members; the M originals are no more. The field to lower is the larger factor.
     u = cfg.audit.ulira
-    return {"ulira": base.PopulationSize(int(u.num_originals) * int(u.forget_sets_per_original),
-                                         "audit.ulira.num_originals")}
+    m, k = int(u.num_originals), int(u.forget_sets_per_original)
+    if k > m:
+      return {"ulira": base.PopulationSize(m * k, SETS, m)}
+    return {"ulira": base.PopulationSize(m * k, ORIGINALS_FIELD, k)}
+
+  def needs(self, cfg, info) -> list[base.Need]:
+    u = cfg.audit.ulira
+    fields = {PERMS: int(u.null_permutations), ORIGINALS_FIELD: int(u.num_originals),
+              SETS: int(u.forget_sets_per_original)}
+    populations = 2 + len(info.labels)      # the two controls and each audited method
+
+    def cost(v):
+      return game_cost(v[ORIGINALS_FIELD], v[SETS], v[PERMS], n=info.n_forget,
+                       n_remain=info.n_remain, populations=populations)
+    return [base.Need("U-LiRA's game, attack and permutation null", fields, cost,
+                      work_limit=("audit.ulira.max_work", int(u.max_work)),
+                      work_unit="(model, example) pairs visited by U-LiRA's fits",
+                      minimum={PERMS: 0, ORIGINALS_FIELD: 2, SETS: 1})]
 
   def validate(self, cfg, info):
     u = cfg.audit.ulira
+    for field in ("num_originals", "forget_sets_per_original", "null_permutations", "max_work"):
+      value = u[field]
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"audit.ulira.{field} must be a whole number, got {value!r}")
+    if u.max_work < 1:
+      raise ConfigError(f"audit.ulira.max_work must be >= 1, got {u.max_work} (default "
+                        f"{MAX_WORK:.0e})")
     if u.num_originals < 1 or u.forget_sets_per_original < 1:
       raise ConfigError(f"audit.ulira.num_originals and forget_sets_per_original must be >= 1, "
                         f"got {u.num_originals} and {u.forget_sets_per_original}")
@@ -634,7 +689,11 @@ class ULiRA(base.Statistic):
       raise ConfigError(f"audit.ulira.num_originals={u.num_originals}: U-LiRA attacks each "
                         "model with a fit on the models of other originals; raise "
                         "num_originals (e.g. 8)")
-    # The game is fixed before any training: check that it can score IN and OUT pairs.
+
+  def validate_drawn(self, cfg, info):
+    # The game is fixed before any training: check that it can score IN and OUT pairs. It grows
+    # with num_originals x forget_sets_per_original, so it runs once :meth:`needs` passed.
+    u = cfg.audit.ulira
     masks = game_masks(u, info.n_forget, config_lib.resolve_seed(cfg.audit.seed, cfg))
     scored = ulira_scores(np.zeros(masks["in_mask"].shape), masks["in_mask"], masks["out_mask"],
                           groups=masks["groups"])
