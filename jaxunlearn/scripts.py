@@ -23,7 +23,7 @@ from typing import Callable
 from jaxunlearn.errors import ConfigError, JaxUnlearnError
 
 __all__ = ["parser", "OneLineParser", "run", "out_dir", "int_list", "float_list", "name_list",
-           "unknown_field"]
+           "unknown_field", "bad_value"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -117,6 +117,18 @@ def run(main: Callable[[], object]) -> None:
     sys.exit(rc)
 
 
-def unknown_field(field: str) -> ConfigError:
-  return ConfigError(f"--set {field}=...: unknown config field {field!r}; `jaxunlearn config "
-                     "--config FILE` lists every field")
+def unknown_field(field: str, *, name: str | None = None, guess: str | None = None,
+                  note: str = "") -> ConfigError:
+  """``--set FIELD=...`` naming a field the config lacks (``name``: the first missing part of
+  its path, ``guess``: the nearest existing name)."""
+  hint = f' (did you mean "{guess}"?)' if guess else f" ({note})" if note else ""
+  return ConfigError(f"--set {field}=...: unknown config field {name or field!r}{hint}; "
+                     "`jaxunlearn config --config FILE` lists every field")
+
+
+def bad_value(field: str, value, current) -> ConfigError:
+  """``--set FIELD=VALUE`` whose value is not of the field's type (``current``'s)."""
+  kind = type(current).__name__
+  article = "an" if kind[:1] in "aeiou" else "a"
+  return ConfigError(f"--set {field}={value}: bad value {value!r} for config field {field}: "
+                     f"expected {article} {kind} (the config has {current!r})")
