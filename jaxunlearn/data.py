@@ -232,6 +232,11 @@ _HASHES: dict = {}
 def content_hash(dataset: Dataset) -> str:
   """A short SHA-256 of the dataset's arrays as the models see them (after scaling), so a work
   directory knows its data by content, not by name or path."""
+  return _hash_state(dataset)[1]
+
+
+def _hash_state(dataset: Dataset):
+  """``(SHA-256 of the arrays alone, content_hash)``, computed once per dataset."""
   key = id(dataset)
   if key not in _HASHES or _HASHES[key][0] is not dataset:
     h = hashlib.sha256()
@@ -239,9 +244,23 @@ def content_hash(dataset: Dataset) -> str:
       a = np.ascontiguousarray(a)
       h.update(f"{a.dtype.str}{a.shape}".encode())
       h.update(memoryview(a).cast("B"))
+    arrays = h.copy()
     h.update(str(dataset.num_classes).encode())
-    _HASHES[key] = (dataset, h.hexdigest()[:16])
-  return _HASHES[key][1]
+    _HASHES[key] = (dataset, h.hexdigest()[:16], arrays)
+  return _HASHES[key][2], _HASHES[key][1]
+
+
+def classes_with_hash(dataset: Dataset, digest: str, limit: int = 100_000) -> int | None:
+  """The ``num_classes`` under which ``dataset``'s arrays have :func:`content_hash` ``digest``
+  (None: no count up to ``limit``): says that a work directory's data differ from these only in
+  the number of classes."""
+  arrays, _ = _hash_state(dataset)
+  for k in range(2, limit + 1):
+    h = arrays.copy()
+    h.update(str(k).encode())
+    if h.hexdigest()[:16] == digest:
+      return k
+  return None
 
 
 def from_arrays(

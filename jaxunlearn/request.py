@@ -257,7 +257,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   # Without the secret (a new work dir) the forget hash is not known yet: it is
   # checked again under the lock, before the first write.
   workdir_lib.check(workdir, original_fingerprint(frozen, splits, secret, prepared.data_hash),
-                    ignore=() if secret is not None else ("forget_hash",))
+                    ignore=() if secret is not None else ("forget_hash",),
+                    num_classes=data.num_classes,
+                    classes_of=lambda digest: data_lib.classes_with_hash(data, digest))
   return prepared
 
 
