@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import re
 from typing import Callable, Mapping
 
 import jax
@@ -36,7 +37,7 @@ from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["UnlearnPlan", "make_plan", "parse_spec", "abstract_check", "retrain_steps",
-           "heldout_rows", "RUN_FIELDS"]
+           "heldout_rows", "entry_hints", "RUN_FIELDS"]
 
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
@@ -184,7 +185,7 @@ def retrain_steps(fraction: float, n_remain: int, train_epochs: int, train_batch
   return max(1, int(round(fraction * retrain / int(remain_batch_size))))
 
 
-def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
+def make_plan(label: str, block, *, where: str = "", train=None, fields: str = "") -> UnlearnPlan:
   """A validated plan of an ``unlearn`` block.
 
   Args:
@@ -194,10 +195,29 @@ def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
       ``unlearn`` block; e.g. ``"audit.methods entry 'paper=lightweight:lam=0.01'"``).
     train: the ``train`` block (retraining's ``epochs`` and ``batch_size``); needed
       when the block sets ``retrain_fraction``.
+    fields: how fix hints name the block's fields (``""``: ``unlearn.<field>``, set with
+      ``--config.unlearn.<field>``; e.g. ``"audit.methods[2]"``: ``audit.methods[2].lam``).
 
   Raises:
     ConfigError: naming the field and how to fix it.
   """
+  try:
+    return _make_plan(label, block, where=where, train=train)
+  except ConfigError as e:
+    if not fields:
+      raise
+    raise ConfigError(entry_hints(str(e), fields, str(block.get("method", "")))) from None
+
+
+def entry_hints(message: str, fields: str, method: str = "") -> str:
+  """``message`` with its hints at the config's ``unlearn`` block (``unlearn.lam``,
+  ``--config.unlearn.lam=0.01``, ``unlearn.<method>.<hparam>``) pointing at ``fields``
+  instead (``audit.methods[2].lam``): an entry's fields are set in the entry."""
+  own = rf"(?:{re.escape(method)}\.)?" if method else ""
+  return re.sub(rf"(?:--config\.)?\bunlearn\.{own}(?=\w)", f"{fields}.", message)
+
+
+def _make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
   try:
     config_lib.check_unlearn_block(block, where)
     name = block.method

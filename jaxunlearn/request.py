@@ -48,10 +48,12 @@ __all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "orig
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-  """An ``unlearn`` block to plan, its label, and how errors name it (:func:`plan.make_plan`)."""
+  """An ``unlearn`` block to plan, its label, and how errors name it and its fields
+  (:func:`plan.make_plan`)."""
   label: str
   block: Any
   where: str = ""
+  fields: str = ""
 
 
 def _prepared(name: str, doc: str) -> property:
@@ -216,7 +218,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   if len(set(labels)) != len(labels):
     raise ConfigError(f"two unlearning plans share a label ({labels}); name them "
                       "'label=method:...'")
-  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train)
+  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train,
+                                        fields=s.fields)
            for s in specs}
   mesh = parallel.make_mesh()
   # Every batch must divide over the devices; checked here, before any write.
