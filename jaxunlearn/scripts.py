@@ -38,8 +38,12 @@ def parser(description: str) -> OneLineParser:
   return OneLineParser(description=description)
 
 
-def int_list(flag: str, *, allow_empty: bool = False) -> Callable[[str], list[int]]:
-  """An argparse type: ``"0,1,2"`` -> ``[0, 1, 2]``, refusing anything else in one line."""
+def int_list(flag: str, *, allow_empty: bool = False,
+             unique: bool = True) -> Callable[[str], list[int]]:
+  """An argparse type: ``"0,1,2"`` -> ``[0, 1, 2]``, refusing anything else in one line.
+
+  With ``unique`` a value given twice is refused: ``--seeds 0,0`` would count one seed twice.
+  """
   def parse(text: str) -> list[int]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     try:
@@ -49,6 +53,11 @@ def int_list(flag: str, *, allow_empty: bool = False) -> Callable[[str], list[in
                                        f"got {text!r}") from None
     if not values and not allow_empty:
       raise argparse.ArgumentTypeError(f"{flag} is empty; give at least one, e.g. 0")
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if unique and twice:
+      raise argparse.ArgumentTypeError(
+          f"{flag} names {twice[0]} twice ({text}); give each once, e.g. "
+          f"{','.join(map(str, dict.fromkeys(values)))}")
     return values
   parse.__name__ = "integers"
   return parse
