@@ -37,7 +37,8 @@ from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["UnlearnPlan", "make_plan", "parse_spec", "abstract_check", "retrain_steps",
-           "heldout_rows", "entry_hints", "RUN_FIELDS"]
+           "heldout_rows", "entry_hints", "check_model_fit",
+           "RUN_FIELDS"]
 
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
@@ -327,6 +328,30 @@ def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collec
         raise ConfigError(f"{where}: unknown field {field!r}; use fields of the unlearn block "
                           f"or of the method ({sorted(own)})")
   return label, u
+
+
+def check_model_fit(plan: UnlearnPlan, batch_stats, *, fields: str = "") -> list[str]:
+  """Refuses settings of ``plan`` that cannot apply to the model; returns notes on settings that
+  are accepted but do less than they say (one ``jaxunlearn: note:`` line each).
+
+  ``batch_stats``: the model's (abstract) batch statistics, empty without batch norm;
+  ``fields``: how hints name the plan's fields (:func:`make_plan`).
+
+  Raises:
+    ConfigError: ``bn_mode='train'`` on a model without batch norm (it would do nothing).
+  """
+  u = plan.block
+  if u.get("bn_mode", "eval") == "train" and not jax.tree.leaves(batch_stats):
+    message = (f"{plan.label}: unlearn.bn_mode='train' updates batch-norm statistics, and "
+               "this model has no batch norm; set --config.unlearn.bn_mode=eval (the default)")
+    raise ConfigError(entry_hints(message, fields, plan.name) if fields else message)
+  notes = []
+  msteps = plan.hparams.get("msteps")
+  if msteps is not None and plan.method.epoch_over != "steps" and msteps > int(u.epochs):
+    notes.append(f"{plan.label}: unlearn.{plan.name}.msteps={msteps:g} is more than "
+                 f"unlearn.epochs={int(u.epochs)}, so every epoch takes max steps on D_f and "
+                 f"the last {msteps - int(u.epochs):g} never run; set msteps <= epochs")
+  return [entry_hints(n, fields, plan.name) for n in notes] if fields else notes
 
 
 def heldout_rows(holdout_idx, y_train, forget_idx) -> np.ndarray:

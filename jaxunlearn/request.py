@@ -250,6 +250,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                       data_lib.content_hash(data))
   abstract = stages.abstract_variables(model, cfg.train, data.input_shape)
   for p in plans.values():
+    fields = next((s.fields for s in specs if s.label == p.label), "")
+    for note in plan_lib.check_model_fit(p, abstract["batch_stats"], fields=fields):
+      print(f"jaxunlearn: note: {note}", file=sys.stderr)
     plan_lib.abstract_check(p, abstract["params"], abstract["batch_stats"], model=model,
                             input_shape=data.input_shape, n_forget=splits.n_forget,
                             n_remain=int(splits.remain_idx.size),
