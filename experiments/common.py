@@ -30,6 +30,7 @@ def _set_item(text: str) -> str:
 
 
 def _config_file(text: str) -> str:
+  text = str(Path(text).expanduser())   # --config=~/c.py, as a shell reads it
   if not Path(text).is_file():
     raise argparse.ArgumentTypeError(f"--config {text} is not a file; give a config file such "
                                      "as configs/quick.py")

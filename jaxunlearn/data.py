@@ -168,7 +168,8 @@ def usage(name: str) -> str:
 
 
 def parse_name(name: str) -> tuple[str, str]:
-  """``"npz:/x.npz" -> ("npz", "/x.npz")``; ``"mnist5k" -> ("mnist5k", "")``.
+  """``"npz:/x.npz" -> ("npz", "/x.npz")``; ``"mnist5k" -> ("mnist5k", "")``; a leading ``~``
+  of the argument is the home folder.
 
   Raises:
     DataError: not a string, or an unknown name.
@@ -189,7 +190,8 @@ def parse_name(name: str) -> tuple[str, str]:
                     f"{getattr(loader, 'example', f'{head}:/data/my_dataset.{head}')}")
   if colon and not loader.takes_argument:
     raise DataError(f"dataset {head!r} takes no argument after ':'; use {head!r}")
-  return head, argument
+  # npz:~/d.npz is the home folder's, as a shell would read it, not a folder named "~".
+  return head, os.path.expanduser(argument) if argument.startswith("~") else argument
 
 
 def load(name: str, *, data_dir: str | None = None, num_classes: int = 0,

@@ -96,7 +96,7 @@ def out_dir(flag: str = "--out") -> Callable[[str], Path]:
     from jaxunlearn import workdir
     if not str(text).strip():
       raise argparse.ArgumentTypeError(f"{flag} is empty; name an output folder")
-    path = Path(text)
+    path = Path(text).expanduser()   # --out=~/x: the home folder's, as a shell reads it
     if path.exists() and not path.is_dir():
       raise argparse.ArgumentTypeError(f"{flag} {text} is a file; name a folder")
     probe = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
