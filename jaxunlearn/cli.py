@@ -169,6 +169,10 @@ def main(argv=None) -> int:
     unknown = _unknown_override(e, flag_argv)
     if unknown is not None:
       return _error(unknown)
+    key, guess, _ = _missing_key(e)
+    if guess:   # ConfigDict's KeyError, e.g. c.unlern.lam in get_config()
+      return _error(f"cannot load the config file: its get_config() names an unknown config "
+                    f"field {key!r} (did you mean \"{guess}\"?)")
     return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
   except Exception as e:  # pylint: disable=broad-except
     # The config file is user code: it may fail to be found, parsed or run.
@@ -238,9 +242,9 @@ def _expand_user(arg: str) -> str:
   return f"{name}={os.path.expanduser(value)}" if value.startswith("~") else arg
 
 
-def _unknown_override(error: BaseException, flag_argv: list[str]) -> str | None:
-  """The one line for a ``--config.X=...`` naming a field the config lacks, or None when no
-  override names the missing key (then the config file itself failed)."""
+def _missing_key(error: BaseException) -> tuple[str, str | None, str | None]:
+  """``(key, nearest name, dotted path looked up)`` of a ConfigDict's KeyError (or an
+  AttributeError wrapping one), whose text is a repr with a "Did you mean" line."""
   text = error.args[0] if error.args else ""
   while isinstance(text, BaseException):  # AttributeError(KeyError(...)): the KeyError's text
     text = text.args[0] if text.args else ""
@@ -248,18 +252,25 @@ def _unknown_override(error: BaseException, flag_argv: list[str]) -> str | None:
   guess = re.search(r'Did you mean "([^"]+)"', text)
   lookup = re.search(r"Attempting to lookup: (\S+)", text)
   key = text.splitlines()[0].strip().strip("\"'") if text else ""
+  return key, guess and guess.group(1), lookup and lookup.group(1)
+
+
+def _unknown_override(error: BaseException, flag_argv: list[str]) -> str | None:
+  """The one line for a ``--config.X=...`` naming a field the config lacks, or None when no
+  override names the missing key (then the config file itself failed)."""
+  key, guess, lookup = _missing_key(error)
   for arg in flag_argv[1:]:
     if not arg.startswith("--config."):
       continue
     name, _, value = arg.partition("=")
     path = name[len("--config."):].split(".")
-    if lookup and ".".join(path) == lookup.group(1):
+    if lookup and ".".join(path) == lookup:
       *parent, _ = path
       return (f"bad flag {name}: config field {'.'.join(parent)} is a value, not a block; "
               "`jaxunlearn config --config FILE` lists every field")
     if key in path:
       field = ".".join(path[:path.index(key) + 1])
-      hint = f'; did you mean "{guess.group(1)}"?' if guess else ""
+      hint = f'; did you mean "{guess}"?' if guess else ""
       return (f"bad flag {name}: unknown config field {field}{hint} (`jaxunlearn config "
               "--config FILE` lists every field)")
   return None
