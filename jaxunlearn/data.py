@@ -41,7 +41,8 @@ from jaxunlearn.errors import DataError
 from jaxunlearn.registry import Registry
 
 __all__ = ["Dataset", "Source", "register", "get", "names", "usage", "parse_name", "load",
-           "from_arrays", "content_hash", "read_tfds", "TfdsArrays", "TfdsUnavailable"]
+           "from_arrays", "content_hash", "classes_with_hash", "read_tfds", "TfdsArrays",
+           "TfdsUnavailable"]
 
 # Names served by ``tfds.data_source``; each has an ``image`` (uint8 HWC) and
 # a ``label`` feature and ``train`` / ``test`` splits.
