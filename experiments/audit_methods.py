@@ -49,7 +49,8 @@ def not_applicable(prep, spec) -> str | None:
   """
   from jaxunlearn import plan as plan_lib, stages
   from jaxunlearn.errors import ConfigError
-  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where, train=prep.cfg.train)
+  plan = plan_lib.make_plan(spec.label, spec.block, where=spec.where, train=prep.cfg.train,
+                            fields=spec.fields)
   abstract = stages.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
   s = prep.splits
   heldout = plan_lib.heldout_rows(s.holdout_idx, prep.y_train, s.forget_idx)

@@ -30,6 +30,7 @@ def _set_item(text: str) -> str:
 
 
 def _config_file(text: str) -> str:
+  text = str(Path(text).expanduser())   # --config=~/c.py, as a shell reads it
   if not Path(text).is_file():
     raise argparse.ArgumentTypeError(f"--config {text} is not a file; give a config file such "
                                      "as configs/quick.py")
@@ -73,19 +74,35 @@ def parse_value(raw: str):
 
 
 def set_field(cfg, field: str, value) -> None:
-  """``cfg.<field> = value`` for a dotted ``field`` that exists (plugin blocks included)."""
+  """``cfg.<field> = value`` for a dotted ``field`` that exists (plugin blocks included).
+
+  Raises:
+    ConfigError: the field does not exist (with the nearest name), or ``value`` is not of
+      its type (naming the field, the value and the type).
+  """
+  import difflib
+
+  import ml_collections
+
   from jaxunlearn import plugins, scripts
   plugins.add_blocks(cfg)
-  *path, last = field.strip().split(".")
+  parts = field.strip().split(".")
   node = cfg
+  for depth, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise scripts.unknown_field(field, note=f"{'.'.join(parts[:depth])} is a value, not a "
+                                              "block")
+    free = depth == len(parts) - 1 and parts[:-1] == ["model_kwargs"]   # the model's own
+    if part not in node and not free:
+      close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
+      raise scripts.unknown_field(field, name=".".join(parts[:depth + 1]),
+                                  guess=close[0] if close else None)
+    if depth < len(parts) - 1:
+      node = node[part]
   try:
-    for p in path:
-      node = node[p]
-    if last not in node and path != ["model_kwargs"]:   # the model's own arguments are free
-      raise KeyError(last)
-    node[last] = value
-  except (KeyError, AttributeError, TypeError):
-    raise scripts.unknown_field(field) from None
+    node[parts[-1]] = value
+  except TypeError:
+    raise scripts.bad_value(field, value, node[parts[-1]]) from None
 
 
 def seeds(value) -> list[int]:

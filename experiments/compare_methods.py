@@ -12,7 +12,9 @@ original, the retrained model and the shadow models trained once per seed. ``gra
 (gradient ascent at 10x its learning rate) is a control that must come out
 bad; ``--control-factors 10,100`` adds ``gradient_ascent_lr100x`` as well,
 ``--no-bad-control`` leaves the controls out. Every row of a run goes into the
-one table, so a control never runs, or writes, apart from the methods.
+one table, so a control never runs, or writes, apart from the methods. A
+method that cannot run on the model (``ct`` on a model without conv layers)
+is a row that says so, as in the ``--audit`` table.
 
 Writes ``compare_methods.{json,csv,md}`` (one row per method plus ``retrain``
 and ``original``, mean ± std over seeds) and ``compare_methods.png``: the gap
@@ -101,15 +103,33 @@ def main(argv=None) -> dict:
   factors = list(args.control_factors) if args.bad_control else []
   controls = [method_requests.control_label(f) for f in factors]
   labels = names + controls
+  from experiments import audit_methods
   from jaxunlearn import request
-  from jaxunlearn.errors import NonFiniteError
+  from jaxunlearn.errors import ConfigError, NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   diverged = {label: 0 for label in per_row}
+  not_applicable = {}
   for seed in common.seeds(args.seeds):
     cfg, specs = method_requests.seed_request(args, settings, seed, labels)
+    workdir = out / "work" / f"seed{seed}"
+    # A method that cannot run on this model (ct without conv layers) is a row saying so, as
+    # in the --audit table, not a refusal of every other method.
+    prep = request.prepare(cfg, workdir, methods=[])
+    skipped = {s.label: why for s in specs
+               if (why := audit_methods.not_applicable(prep, s)) is not None}
+    if len(skipped) == len(specs):
+      label, why = next(iter(skipped.items()))
+      raise ConfigError(f"no method of --methods can run on this model ({label}: {why}); "
+                        "name methods that can (jaxunlearn methods lists them)")
+    for label, why in skipped.items():
+      not_applicable.setdefault(label, why)
+      runs.append({"seed": seed, "label": label, "not_applicable": why})
     have_references = False
-    with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs) as req:
+    with request.open_request(cfg, workdir,
+                              methods=[s for s in specs if s.label not in skipped]) as req:
       for label in labels:
+        if label in skipped:
+          continue
         try:
           r = run_row(req, label)
         except NonFiniteError as e:
@@ -133,15 +153,19 @@ def main(argv=None) -> dict:
   for label, figs in per_row.items():
     stats[label] = {k: common.mean_std([f[k] for f in figs]) for k, _ in FIGURES}
     stats[label]["diverged"] = diverged[label]
-    rows.append([label, *(common.fmt(*stats[label][k]) for k, _ in FIGURES),
-                 f"{diverged[label]}/{n_seeds}"])
+    cells = [common.fmt(*stats[label][k]) for k, _ in FIGURES]
+    if label in not_applicable:
+      cells = ["not applicable"] + [""] * (len(FIGURES) - 1)
+      stats[label]["not_applicable"] = not_applicable[label]
+    rows.append([label, *cells, f"{diverged[label]}/{n_seeds}"])
   note = (f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds. Accuracies and forget loss of the "
           "final model; MIA: balanced accuracy of the shadow-model attack and of the loss "
           "attack on D_f against unseen test examples (0.5 = chance). Unlearn s: wall seconds "
           "of device work, compilation excluded (the paper's method includes its reference "
           "model's training); retrain's is its training time. Speedup: retrain s / unlearn s. "
           "Diverged: seeds whose unlearning loss became non-finite (no model; the row's "
-          "figures are over the other seeds)."
+          "figures are over the other seeds). Not applicable: the method cannot run on this "
+          "model (ct on a model without conv layers)."
           + (f" {', '.join(controls)}: gradient ascent at "
              f"{', '.join(f'{f:g}x' for f in factors)} its learning rate, controls that must "
              "come out bad." if controls else ""))

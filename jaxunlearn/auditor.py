@@ -58,9 +58,10 @@ PROTOCOLS = {"single": ("single",), "per_seed": ("per_seed",), "both": ("single"
 def method_specs(cfg) -> list[request_lib.MethodSpec]:
   """The ``audit.methods`` entries as labelled ``unlearn`` blocks."""
   specs = []
-  for entry in cfg.audit.methods:
+  for i, entry in enumerate(cfg.audit.methods):
     label, block = plan_lib.parse_spec(entry, cfg.unlearn, reserved=CONTROLS)
-    specs.append(request_lib.MethodSpec(label, block, f"audit.methods entry {entry!r}"))
+    specs.append(request_lib.MethodSpec(label, block, f"audit.methods entry {entry!r}",
+                                        f"audit.methods[{i}]"))
   return specs
 
 

@@ -8,6 +8,8 @@ prints one line to stderr and exits with status 2.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 from absl import flags
@@ -147,28 +149,38 @@ def main(argv=None) -> int:
     if unknown:
       return _error(f"{command} takes only --config.plugins, got {unknown[0]!r}")
     return _list(command)
-  flag_argv = [argv[0], *rest]
+  flag_argv = [argv[0], *(_expand_user(a) for a in rest)]
   fv = _define_flags(flag_argv)
   try:
-    fv(flag_argv)
+    leftover = fv(flag_argv)[1:]
     config = fv.config
     if config is not None:
       config.to_dict()  # A config file that failed to load raises only when read.
+  except flags.IllegalFlagValueError as e:
+    return _error(_bad_value(fv, e, command))
   except flags.Error as e:
     return _error(f"bad flags: {_last_line(e)}; jaxunlearn {command} --help lists the flags")
-  except AttributeError as e:
-    # A locked ConfigDict refuses --config.X=... for a field it lacks.
-    key = str(e).strip("\"'")
-    given = [a.split("=")[0] for a in flag_argv if a.startswith("--config.")]
-    named = [a for a in given if key in a.split(".")[1:]] or [key]
+  except (AttributeError, KeyError) as e:
+    # A locked ConfigDict refuses --config.X=... for a field it lacks, and a misspelt block
+    # (--config.unlern.lam) fails while its parents are looked up: both are the flag's fault.
     if "get_config" in str(e):
       return _error("the config file defines no get_config(); a config file is a Python "
                     "file with def get_config(): returning a ConfigDict (see configs/quick.py)")
-    return _error(f"bad flags: unknown config field {named[0]!r}; `jaxunlearn config "
-                  "--config FILE` lists every field")
+    unknown = _unknown_override(e, flag_argv)
+    if unknown is not None:
+      return _error(unknown)
+    key, guess, _ = _missing_key(e)
+    if guess:   # ConfigDict's KeyError, e.g. c.unlern.lam in get_config()
+      return _error(f"cannot load the config file: its get_config() names an unknown config "
+                    f"field {key!r} (did you mean \"{guess}\"?)")
+    return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
   except Exception as e:  # pylint: disable=broad-except
     # The config file is user code: it may fail to be found, parsed or run.
     return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
+  if leftover:
+    return _error(f"unexpected argument {leftover[0]!r}: jaxunlearn {command} takes only flags "
+                  f"(--config FILE, --workdir DIR, --config.FIELD=VALUE); write flags with "
+                  f"'=' or quote values with spaces (jaxunlearn {command} --help)")
   if config is None:
     return _error(f"--config is required; jaxunlearn {command} --help")
   if command == "config":
@@ -213,6 +225,71 @@ def _print_config(config) -> int:
   for name, value, doc in rows:
     print(f"{name:<{width}}  {value!r:<24}  {doc}")
   return 0
+
+
+_PATH_FLAGS = ("--config", "--workdir", "--config.dataset", "--config.forget.index_file")
+
+
+def _expand_user(arg: str) -> str:
+  """``--workdir=~/x`` as a shell expands ``--workdir ~/x``: a leading ``~`` is the home folder
+  (``--config.dataset=npz:~/d.npz`` too), never a folder literally named ``~``."""
+  name, eq, value = arg.partition("=")
+  if not eq or name not in _PATH_FLAGS:
+    return arg
+  kind, colon, path = value.partition(":")
+  if colon and path.startswith("~") and name == "--config.dataset":
+    return f"{name}={kind}:{os.path.expanduser(path)}"
+  return f"{name}={os.path.expanduser(value)}" if value.startswith("~") else arg
+
+
+def _missing_key(error: BaseException) -> tuple[str, str | None, str | None]:
+  """``(key, nearest name, dotted path looked up)`` of a ConfigDict's KeyError (or an
+  AttributeError wrapping one), whose text is a repr with a "Did you mean" line."""
+  text = error.args[0] if error.args else ""
+  while isinstance(text, BaseException):  # AttributeError(KeyError(...)): the KeyError's text
+    text = text.args[0] if text.args else ""
+  text = str(text)
+  guess = re.search(r'Did you mean "([^"]+)"', text)
+  lookup = re.search(r"Attempting to lookup: (\S+)", text)
+  key = text.splitlines()[0].strip().strip("\"'") if text else ""
+  return key, guess and guess.group(1), lookup and lookup.group(1)
+
+
+def _unknown_override(error: BaseException, flag_argv: list[str]) -> str | None:
+  """The one line for a ``--config.X=...`` naming a field the config lacks, or None when no
+  override names the missing key (then the config file itself failed)."""
+  key, guess, lookup = _missing_key(error)
+  for arg in flag_argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    name, _, value = arg.partition("=")
+    path = name[len("--config."):].split(".")
+    if lookup and ".".join(path) == lookup:
+      *parent, _ = path
+      return (f"bad flag {name}: config field {'.'.join(parent)} is a value, not a block; "
+              "`jaxunlearn config --config FILE` lists every field")
+    if key in path:
+      field = ".".join(path[:path.index(key) + 1])
+      hint = f'; did you mean "{guess}"?' if guess else ""
+      return (f"bad flag {name}: unknown config field {field}{hint} (`jaxunlearn config "
+              "--config FILE` lists every field)")
+  return None
+
+
+def _bad_value(fv, error: BaseException, command: str) -> str:
+  """The one line for ``--config.X=VALUE`` whose value does not parse as the field's type."""
+  match = re.match(r"flag --config\.([^=]+)=(.*?): (.*)$", _last_line(error))
+  if not match:
+    return f"bad flags: {_last_line(error)}; jaxunlearn {command} --help lists the flags"
+  field, value, _ = match.groups()   # Python's own words ("could not convert ...") say less
+  try:
+    flag = fv[f"config.{field}"]
+    kind, current = flag.flag_type(), flag.value
+  except (KeyError, AttributeError):
+    return f"bad flags: {_last_line(error)}; jaxunlearn {command} --help lists the flags"
+  article = "an" if kind[:1] in "aeiou" else "a"
+  return (f"bad flags: bad value {value!r} for config field {field}: expected {article} {kind} "
+          f"(the config has {current!r})")
 
 
 def _last_line(error: BaseException) -> str:

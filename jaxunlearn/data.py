@@ -41,7 +41,8 @@ from jaxunlearn.errors import DataError
 from jaxunlearn.registry import Registry
 
 __all__ = ["Dataset", "Source", "register", "get", "names", "usage", "parse_name", "load",
-           "from_arrays", "content_hash", "read_tfds", "TfdsArrays", "TfdsUnavailable"]
+           "from_arrays", "content_hash", "classes_with_hash", "read_tfds", "TfdsArrays",
+           "TfdsUnavailable"]
 
 # Names served by ``tfds.data_source``; each has an ``image`` (uint8 HWC) and
 # a ``label`` feature and ``train`` / ``test`` splits.
@@ -168,7 +169,8 @@ def usage(name: str) -> str:
 
 
 def parse_name(name: str) -> tuple[str, str]:
-  """``"npz:/x.npz" -> ("npz", "/x.npz")``; ``"mnist5k" -> ("mnist5k", "")``.
+  """``"npz:/x.npz" -> ("npz", "/x.npz")``; ``"mnist5k" -> ("mnist5k", "")``; a leading ``~``
+  of the argument is the home folder.
 
   Raises:
     DataError: not a string, or an unknown name.
@@ -189,7 +191,8 @@ def parse_name(name: str) -> tuple[str, str]:
                     f"{getattr(loader, 'example', f'{head}:/data/my_dataset.{head}')}")
   if colon and not loader.takes_argument:
     raise DataError(f"dataset {head!r} takes no argument after ':'; use {head!r}")
-  return head, argument
+  # npz:~/d.npz is the home folder's, as a shell would read it, not a folder named "~".
+  return head, os.path.expanduser(argument) if argument.startswith("~") else argument
 
 
 def load(name: str, *, data_dir: str | None = None, num_classes: int = 0,
@@ -232,6 +235,11 @@ _HASHES: dict = {}
 def content_hash(dataset: Dataset) -> str:
   """A short SHA-256 of the dataset's arrays as the models see them (after scaling), so a work
   directory knows its data by content, not by name or path."""
+  return _hash_state(dataset)[1]
+
+
+def _hash_state(dataset: Dataset):
+  """``(SHA-256 of the arrays alone, content_hash)``, computed once per dataset."""
   key = id(dataset)
   if key not in _HASHES or _HASHES[key][0] is not dataset:
     h = hashlib.sha256()
@@ -239,9 +247,23 @@ def content_hash(dataset: Dataset) -> str:
       a = np.ascontiguousarray(a)
       h.update(f"{a.dtype.str}{a.shape}".encode())
       h.update(memoryview(a).cast("B"))
+    arrays = h.copy()
     h.update(str(dataset.num_classes).encode())
-    _HASHES[key] = (dataset, h.hexdigest()[:16])
-  return _HASHES[key][1]
+    _HASHES[key] = (dataset, h.hexdigest()[:16], arrays)
+  return _HASHES[key][2], _HASHES[key][1]
+
+
+def classes_with_hash(dataset: Dataset, digest: str, limit: int = 100_000) -> int | None:
+  """The ``num_classes`` under which ``dataset``'s arrays have :func:`content_hash` ``digest``
+  (None: no count up to ``limit``): says that a work directory's data differ from these only in
+  the number of classes."""
+  arrays, _ = _hash_state(dataset)
+  for k in range(2, limit + 1):
+    h = arrays.copy()
+    h.update(str(k).encode())
+    if h.hexdigest()[:16] == digest:
+      return k
+  return None
 
 
 def from_arrays(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import re
 from typing import Callable, Mapping
 
 import jax
@@ -37,7 +38,8 @@ from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["UnlearnPlan", "make_plan", "parse_spec", "abstract_check", "retrain_steps",
-           "heldout_rows", "RUN_FIELDS"]
+           "heldout_rows", "entry_hints", "check_model_fit",
+           "RUN_FIELDS"]
 
 # Fields of the unlearn block a run depends on (beside the method's own block).
 RUN_FIELDS = ("method", "epochs", "forget_batch_size", "remain_batch_size", "optimizer",
@@ -194,7 +196,7 @@ def retrain_steps(fraction: float, n_remain: int, train_epochs: int, train_batch
   return max(1, int(round(fraction * retrain / int(remain_batch_size))))
 
 
-def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
+def make_plan(label: str, block, *, where: str = "", train=None, fields: str = "") -> UnlearnPlan:
   """A validated plan of an ``unlearn`` block.
 
   Args:
@@ -204,10 +206,29 @@ def make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
       ``unlearn`` block; e.g. ``"audit.methods entry 'paper=lightweight:lam=0.01'"``).
     train: the ``train`` block (retraining's ``epochs`` and ``batch_size``); needed
       when the block sets ``retrain_fraction``.
+    fields: how fix hints name the block's fields (``""``: ``unlearn.<field>``, set with
+      ``--config.unlearn.<field>``; e.g. ``"audit.methods[2]"``: ``audit.methods[2].lam``).
 
   Raises:
     ConfigError: naming the field and how to fix it.
   """
+  try:
+    return _make_plan(label, block, where=where, train=train)
+  except ConfigError as e:
+    if not fields:
+      raise
+    raise ConfigError(entry_hints(str(e), fields, str(block.get("method", "")))) from None
+
+
+def entry_hints(message: str, fields: str, method: str = "") -> str:
+  """``message`` with its hints at the config's ``unlearn`` block (``unlearn.lam``,
+  ``--config.unlearn.lam=0.01``, ``unlearn.<method>.<hparam>``) pointing at ``fields``
+  instead (``audit.methods[2].lam``): an entry's fields are set in the entry."""
+  own = rf"(?:{re.escape(method)}\.)?" if method else ""
+  return re.sub(rf"(?:--config\.)?\bunlearn\.{own}(?=\w)", f"{fields}.", message)
+
+
+def _make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan:
   try:
     config_lib.check_unlearn_block(block, where)
     name = block.method
@@ -330,6 +351,30 @@ def parse_spec(spec: str, unlearn_block, *, reserved=()) -> tuple[str, ml_collec
         raise ConfigError(f"{where}: unknown field {field!r}; use fields of the unlearn block "
                           f"or of the method ({sorted(own)})")
   return label, u
+
+
+def check_model_fit(plan: UnlearnPlan, batch_stats, *, fields: str = "") -> list[str]:
+  """Refuses settings of ``plan`` that cannot apply to the model; returns notes on settings that
+  are accepted but do less than they say (one ``jaxunlearn: note:`` line each).
+
+  ``batch_stats``: the model's (abstract) batch statistics, empty without batch norm;
+  ``fields``: how hints name the plan's fields (:func:`make_plan`).
+
+  Raises:
+    ConfigError: ``bn_mode='train'`` on a model without batch norm (it would do nothing).
+  """
+  u = plan.block
+  if u.get("bn_mode", "eval") == "train" and not jax.tree.leaves(batch_stats):
+    message = (f"{plan.label}: unlearn.bn_mode='train' updates batch-norm statistics, and "
+               "this model has no batch norm; set --config.unlearn.bn_mode=eval (the default)")
+    raise ConfigError(entry_hints(message, fields, plan.name) if fields else message)
+  notes = []
+  msteps = plan.hparams.get("msteps")
+  if msteps is not None and plan.method.epoch_over != "steps" and msteps > int(u.epochs):
+    notes.append(f"{plan.label}: unlearn.{plan.name}.msteps={msteps:g} is more than "
+                 f"unlearn.epochs={int(u.epochs)}, so every epoch takes max steps on D_f and "
+                 f"the last {msteps - int(u.epochs):g} never run; set msteps <= epochs")
+  return [entry_hints(n, fields, plan.name) for n in notes] if fields else notes
 
 
 def heldout_rows(holdout_idx, y_train, forget_idx) -> np.ndarray:

@@ -48,10 +48,12 @@ __all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "orig
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-  """An ``unlearn`` block to plan, its label, and how errors name it (:func:`plan.make_plan`)."""
+  """An ``unlearn`` block to plan, its label, and how errors name it and its fields
+  (:func:`plan.make_plan`)."""
   label: str
   block: Any
   where: str = ""
+  fields: str = ""
 
 
 def _prepared(name: str, doc: str) -> property:
@@ -230,7 +232,8 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   if len(set(labels)) != len(labels):
     raise ConfigError(f"two unlearning plans share a label ({labels}); name them "
                       "'label=method:...'")
-  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train)
+  plans = {s.label: plan_lib.make_plan(s.label, s.block, where=s.where, train=cfg.train,
+                                        fields=s.fields)
            for s in specs}
   mesh = parallel.make_mesh()
   # Every batch must divide over the devices; checked here, before any write.
@@ -261,6 +264,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                       data_lib.content_hash(data))
   abstract = stages.abstract_variables(model, cfg.train, data.input_shape)
   for p in plans.values():
+    fields = next((s.fields for s in specs if s.label == p.label), "")
+    for note in plan_lib.check_model_fit(p, abstract["batch_stats"], fields=fields):
+      print(f"jaxunlearn: note: {note}", file=sys.stderr)
     plan_lib.abstract_check(p, abstract["params"], abstract["batch_stats"], model=model,
                             input_shape=data.input_shape, n_forget=splits.n_forget,
                             n_remain=int(splits.remain_idx.size),
@@ -271,7 +277,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   # Without the secret (a new work dir) the forget hash is not known yet: it is
   # checked again under the lock, before the first write.
   workdir_lib.check(workdir, original_fingerprint(frozen, splits, secret, prepared.data_hash),
-                    ignore=() if secret is not None else ("forget_hash",))
+                    ignore=() if secret is not None else ("forget_hash",),
+                    num_classes=data.num_classes,
+                    classes_of=lambda digest: data_lib.classes_with_hash(data, digest))
   return prepared
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 from jaxunlearn.errors import ConfigError, JaxUnlearnError
 
 __all__ = ["parser", "OneLineParser", "run", "out_dir", "int_list", "float_list", "name_list",
-           "unknown_field"]
+           "unknown_field", "bad_value"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,8 +38,12 @@ def parser(description: str) -> OneLineParser:
   return OneLineParser(description=description)
 
 
-def int_list(flag: str, *, allow_empty: bool = False) -> Callable[[str], list[int]]:
-  """An argparse type: ``"0,1,2"`` -> ``[0, 1, 2]``, refusing anything else in one line."""
+def int_list(flag: str, *, allow_empty: bool = False,
+             unique: bool = True) -> Callable[[str], list[int]]:
+  """An argparse type: ``"0,1,2"`` -> ``[0, 1, 2]``, refusing anything else in one line.
+
+  With ``unique`` a value given twice is refused: ``--seeds 0,0`` would count one seed twice.
+  """
   def parse(text: str) -> list[int]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     try:
@@ -49,6 +53,11 @@ def int_list(flag: str, *, allow_empty: bool = False) -> Callable[[str], list[in
                                        f"got {text!r}") from None
     if not values and not allow_empty:
       raise argparse.ArgumentTypeError(f"{flag} is empty; give at least one, e.g. 0")
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if unique and twice:
+      raise argparse.ArgumentTypeError(
+          f"{flag} names {twice[0]} twice ({text}); give each once, e.g. "
+          f"{','.join(map(str, dict.fromkeys(values)))}")
     return values
   parse.__name__ = "integers"
   return parse
@@ -87,7 +96,7 @@ def out_dir(flag: str = "--out") -> Callable[[str], Path]:
     from jaxunlearn import workdir
     if not str(text).strip():
       raise argparse.ArgumentTypeError(f"{flag} is empty; name an output folder")
-    path = Path(text)
+    path = Path(text).expanduser()   # --out=~/x: the home folder's, as a shell reads it
     if path.exists() and not path.is_dir():
       raise argparse.ArgumentTypeError(f"{flag} {text} is a file; name a folder")
     probe = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
@@ -117,6 +126,18 @@ def run(main: Callable[[], object]) -> None:
     sys.exit(rc)
 
 
-def unknown_field(field: str) -> ConfigError:
-  return ConfigError(f"--set {field}=...: unknown config field {field!r}; `jaxunlearn config "
-                     "--config FILE` lists every field")
+def unknown_field(field: str, *, name: str | None = None, guess: str | None = None,
+                  note: str = "") -> ConfigError:
+  """``--set FIELD=...`` naming a field the config lacks (``name``: the first missing part of
+  its path, ``guess``: the nearest existing name)."""
+  hint = f' (did you mean "{guess}"?)' if guess else f" ({note})" if note else ""
+  return ConfigError(f"--set {field}=...: unknown config field {name or field!r}{hint}; "
+                     "`jaxunlearn config --config FILE` lists every field")
+
+
+def bad_value(field: str, value, current) -> ConfigError:
+  """``--set FIELD=VALUE`` whose value is not of the field's type (``current``'s)."""
+  kind = type(current).__name__
+  article = "an" if kind[:1] in "aeiou" else "a"
+  return ConfigError(f"--set {field}={value}: bad value {value!r} for config field {field}: "
+                     f"expected {article} {kind} (the config has {current!r})")

@@ -102,6 +102,7 @@ def read_index_file(path: str, n: int) -> np.ndarray:
 
   One rule for both: every value must be a whole number (``3`` or ``3.0``).
   """
+  path = os.path.expanduser(path)   # ~/idx.txt: the home folder's, as a shell reads it
   if os.path.isdir(path):
     raise SplitError(f"forget index file {path!r} is a directory; give a .npy file or a text "
                      "file of training indices")

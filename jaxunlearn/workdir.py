@@ -25,6 +25,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from jaxunlearn.errors import WorkdirError
 
@@ -106,10 +107,15 @@ def write_secret(workdir: Path, secret: bytes) -> None:
     os.fsync(f.fileno())
 
 
-def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> bool:
+def check(workdir: Path, fingerprint: dict, ignore: tuple = (), *,
+          num_classes: int | None = None,
+          classes_of: Callable[[str], int | None] | None = None) -> bool:
   """Raises WorkdirError if ``workdir`` is unusable or holds another config's original.
 
   Keys in ``ignore`` are not compared (a forget hash before the secret is known).
+  ``num_classes`` is this request's number of classes and ``classes_of(data_hash)`` the one under
+  which its arrays hash to ``data_hash`` (None: none does), so that a change of ``num_classes``
+  alone is named as such, not as other data.
 
   Returns:
     True if ``run.json`` predates data hashes (it has no ``data_hash``): the
@@ -139,6 +145,12 @@ def check(workdir: Path, fingerprint: dict, ignore: tuple = ()) -> bool:
     diff = sorted(k for k in set(saved) | set(fingerprint)
                   if k not in ignore and saved.get(k) != fingerprint.get(k))
     if diff == ["data_hash"]:
+      before = classes_of(saved["data_hash"]) if classes_of is not None else None
+      if before is not None:
+        raise WorkdirError(
+            f"work directory {workdir} holds a run with num_classes={before}, and this request "
+            f"has num_classes={num_classes} on the same data; set "
+            f"--config.num_classes={before} or use a new --workdir")
       raise WorkdirError(
           f"work directory {workdir} was made with other data: the dataset "
           f"{fingerprint.get('dataset')!r} now hashes to {fingerprint['data_hash']}, its "

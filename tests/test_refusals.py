@@ -384,6 +384,32 @@ REFUSALS = [
       ("audit.methods entry", "retrain_fraction=0.5", "steps=10")),
     A("audit-retrain-short-steps-beyond-int32", "retrain_short:steps=1000000000000",
       ("unlearn.steps=1000000000000", "int32")),
+    # Messages (issue 25, item 8): the flag at fault, the field and the fix, in clean words.
+    R("override-field-typo", ("--config.unlearn.lamda=0.1",),
+      ('bad flag --config.unlearn.lamda: unknown config field unlearn.lamda; did you mean "lam"?',),
+      fresh=True),
+    R("override-block-typo", ("--config.unlern.lam=0.1",),
+      ("bad flag --config.unlern.lam", "unknown config field unlern", 'did you mean "unlearn"?'),
+      fresh=True),
+    R("override-bad-value", ("--config.unlearn.lam=abc",),
+      ("bad value 'abc' for config field unlearn.lam: expected a float",), fresh=True),
+    R("override-bad-int", ("--config.train.epochs=two",),
+      ("bad value 'two' for config field train.epochs: expected an int",), fresh=True),
+    R("override-into-a-value", ("--config.unlearn.lam.x=1",),
+      ("--config.unlearn.lam.x", "unlearn.lam is a value, not a block"), fresh=True),
+    R("num-classes-changed", ("--config.num_classes=5",),
+      ("num_classes=4", "this request has num_classes=5", "--config.num_classes=4")),
+    A("audit-entry-hint-names-the-entry", "finetune", "lightweight:lam=0",
+      ("audit.methods[1].lam must be in (0, 1]", "e.g. audit.methods[1].lam=0.01")),
+    A("audit-entry-tol-hint-names-the-entry", "finetune:tol=0.1", ("audit.methods[0].tol=0",)),
+    # Lesser (issue 25, item 9).
+    R("stray-positional-argument", ("stray",), ("unexpected argument 'stray'", "takes only flags"),
+      fresh=True),
+    R("bn-mode-train-without-batch-norm", ("--config.unlearn.bn_mode=train",),
+      ("unlearn.bn_mode='train'", "no batch norm", "--config.unlearn.bn_mode=eval"),
+      error=ConfigError, fresh=True),
+    A("audit-bn-mode-train-without-batch-norm", "b=finetune:bn_mode=train",
+      ("no batch norm", "audit.methods[0].bn_mode=eval")),
 ]
 del R, A
 
@@ -1103,3 +1129,167 @@ def test_klom_sizes_grow_with_its_points_up_to_their_pools():
   rp = "audit.klom.remain_points"
   assert at(**{rp: 0}) < at(**{rp: 100}) < at(**{rp: 228}) == at(**{rp: 10**12})
   assert at(**{"audit.num_models": 64}) > at(**{"audit.num_models": 16})
+# === Messages and lesser checks (issue 25, items 8 and 9) ====================================
+# Override errors name the flag at fault in clean words; --set says a bad value is a bad value;
+# duplicate seeds, bn_mode on a model without batch norm, msteps beyond the epochs, a null of
+# too few permutations, paths with ~ and stray arguments. Rows above cover the CLI's refusals.
+
+
+@pytest.mark.parametrize("flag", ["--config.unlearn.lamda=0.1", "--config.unlern.lam=0.1",
+                                  "--config.unlearn.lam=abc"])
+def test_an_override_error_is_the_flags_in_clean_words(flag, tmp_path, capsys, no_work):
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  code = cli.main(["jaxunlearn", *tiny.cli_args(npz, tmp_path / "work", flag)])
+  line = _one_line(code, capsys.readouterr().err)
+  # No escaped repr of a KeyError, no blame on the config file, the flag named.
+  assert "\\" not in line and "\\n" not in line and "Did you mean" not in line, line
+  assert "config file" not in line and flag.split("=")[0].removeprefix("--config.") in line, line
+
+
+def test_a_misspelt_block_in_the_config_file_is_still_the_files(tmp_path, capsys, no_work):
+  # The same KeyError raised by get_config() itself is the file's, not a flag's.
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  args = _config_file("c.unlern.lam = 0.1")(tmp_path, npz)
+  code = cli.main(["jaxunlearn", *tiny.cli_args(npz, tmp_path / "work", *args)])
+  line = _one_line(code, capsys.readouterr().err)
+  assert "bad flag" not in line and "\\" not in line, line
+  assert ("cannot load the config file: its get_config() names an unknown config field "
+          "'unlern' (did you mean \"unlearn\"?)") in line, line
+
+
+@pytest.mark.parametrize("item, words", [
+    ("unlearn.lam=abc", ["--set unlearn.lam=abc", "bad value 'abc' for config field unlearn.lam",
+                         "expected a float"]),
+    ("train.epochs=2.5", ["bad value 2.5 for config field train.epochs", "expected an int"]),
+    ("unlearn.lamda=0.1", ["unknown config field 'unlearn.lamda'", 'did you mean "lam"?']),
+    ("unlern.lam=0.1", ["unknown config field 'unlern'", 'did you mean "unlearn"?']),
+    ("unlearn.lam.x=1", ["unlearn.lam is a value, not a block"]),
+])
+def test_set_says_a_bad_value_is_a_bad_value(item, words):
+  from experiments import common
+  with pytest.raises(ConfigError) as info:
+    common.load_config(str(tiny.CONFIG), [item])
+  for word in words:
+    assert word in str(info.value), (word, str(info.value))
+  if any("bad value" in w for w in words):
+    assert "unknown" not in str(info.value), str(info.value)
+
+
+def test_set_bad_value_through_a_script_is_one_line(tmp_path, capsys, monkeypatch, no_work):
+  from experiments import distributions
+  monkeypatch.setattr(sys, "argv", ["distributions.py"])
+  with pytest.raises(SystemExit) as e:
+    scripts.run(lambda: distributions.main(["--config", str(tiny.CONFIG), "--set",
+                                            "unlearn.lam=abc", "--out", str(tmp_path / "o")]))
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "bad value 'abc'" in err and "unknown" not in err, err
+
+
+def test_seeds_named_twice_are_refused(tmp_path, capsys, no_work):
+  from experiments import lambda_sweep
+  with pytest.raises(SystemExit) as e:
+    lambda_sweep.main(["--seeds", "0,1,0", "--out", str(tmp_path / "o")])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--seeds names 0 twice" in err and "0,1" in err, err
+  assert not (tmp_path / "o").exists()
+  assert scripts.int_list("--ns", unique=False)("1,1") == [1, 1]
+
+
+def test_msteps_beyond_the_epochs_is_one_note(tmp_path, capsys):
+  from jaxunlearn import request
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  for epochs, noted in ((1, True), (3, False)):
+    cfg = tiny.config(npz, unlearn__method="scrub", unlearn__epochs=epochs)
+    request.prepare(cfg, tmp_path / "work")          # validation only: nothing is written
+    notes = [x for x in capsys.readouterr().err.splitlines() if "msteps" in x]
+    assert len(notes) == noted, notes
+    if noted:
+      assert notes[0].startswith("jaxunlearn: note: scrub: unlearn.scrub.msteps=3 is more "
+                                 "than unlearn.epochs=1"), notes
+  assert not (tmp_path / "work").exists()
+
+
+def test_a_null_of_few_permutations_is_marked_and_noted(tmp_path, capsys):
+  from jaxunlearn import audits
+  from jaxunlearn.audits import ulira
+  rng = np.random.default_rng(0)
+  in_mask = rng.random((12, 10)) < 0.5
+  groups = np.arange(12) // 2
+  phi = rng.normal(size=in_mask.shape)
+  one = ulira.permutation_null(phi, in_mask, ~in_mask, groups=groups, permutations=1)
+  many = ulira.permutation_null(phi, in_mask, ~in_mask, groups=groups, permutations=100)
+  assert "1 permutation (fewer than 100)" in one["null_q99_warning"]
+  assert "null_q99_warning" not in many
+  row = {"balanced_acc": 0.5, "auc": 0.5, "accuracy_at_zero": 0.5, "tpr_at_1pct_fpr": 0.0,
+         "tpr_at_01pct_fpr": 0.0, "per_example_accuracy_median": 0.5,
+         "per_example_accuracy_q90": 0.5}
+  text = ulira.ULiRA().report({"few": {**row, **one}, "enough": {**row, **many}})
+  few, enough = (next(x for x in text.splitlines() if x.startswith(f"| {n} "))
+                 for n in ("few", "enough"))
+  assert few.count("(!)") == 2 and "(!)" not in enough
+  assert "(!) Warning: the null's q99 comes from 1 permutation" in text
+  # One note before any work, from the statistic's own check.
+  cfg = tiny.config(tmp_path / "tiny.npz", audit__ulira__null_permutations=1)
+  ulira.ULiRA().validate(cfg, audits.AuditInfo(n_forget=40, n_remain=150, num_classes=4,
+                                               labels=("finetune",)))
+  notes = capsys.readouterr().err.strip().splitlines()
+  assert len(notes) == 1 and notes[0].startswith("jaxunlearn: note: U-LiRA: the null's q99")
+
+
+def test_paths_with_a_tilde_are_the_home_folders(tmp_path, capsys, monkeypatch, no_work):
+  home, cwd = tmp_path / "home", tmp_path / "cwd"
+  home.mkdir()
+  cwd.mkdir()
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(cwd)
+  tiny.write_npz(home / "tiny.npz")
+  _file(home / "afile")
+  # The data load from ~/tiny.npz, then the work dir ~/afile is found to be a file.
+  code = cli.main(["jaxunlearn", "run", f"--config={tiny.CONFIG}", "--workdir=~/afile",
+                   "--config.dataset=npz:~/tiny.npz"])
+  line = _one_line(code, capsys.readouterr().err)
+  assert f"work directory {home / 'afile'} is a file" in line, line
+  code = cli.main(["jaxunlearn", "run", f"--config={tiny.CONFIG}", "--workdir=~/work",
+                   "--config.dataset=npz:~/tiny.npz", "--config.forget.mode=indices",
+                   "--config.forget.index_file=~/none.txt"])
+  line = _one_line(code, capsys.readouterr().err)
+  assert str(home / "none.txt") in line and "does not exist" in line, line
+  assert list(cwd.iterdir()) == []                   # no folder literally named ~
+  assert data.parse_name("npz:~/d.npz") == ("npz", str(home / "d.npz"))
+  assert scripts.out_dir()("~/out") == home / "out"
+
+
+def test_stray_arguments_are_refused_before_any_work(tmp_path, capsys, no_work):
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  # `--workdir DIR extra` and a value meant for a flag written apart from it.
+  for extra in (["extra"], ["--config.unlearn.lam", "0.1", "0.2"]):
+    code = cli.main(["jaxunlearn", *tiny.cli_args(npz, tmp_path / "work", *extra)])
+    line = _one_line(code, capsys.readouterr().err)
+    assert "unexpected argument" in line and "takes only flags" in line, line
+  assert not (tmp_path / "work").exists()
+
+
+def test_compare_methods_refuses_when_no_method_can_run(tmp_path, no_work):
+  from experiments import compare_methods
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  with pytest.raises(ConfigError, match="no method of --methods can run on this model.*ct"):
+    compare_methods.main(["--config", str(tiny.CONFIG), "--methods", "ct", "--no-bad-control",
+                          "--out", str(tmp_path / "o"), "--set", f"dataset=npz:{npz}"])
+  assert not (tmp_path / "o" / "work").exists()
+
+
+@pytest.mark.slow
+def test_compare_methods_gives_a_method_that_cannot_run_its_own_row(tmp_path):
+  import csv
+  from experiments import compare_methods
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  out = tmp_path / "out"
+  res = compare_methods.main(["--config", str(tiny.CONFIG), "--methods", "ct,finetune",
+                              "--no-bad-control", "--out", str(out), "--set",
+                              f"dataset=npz:{npz}", "--set", "eval.evaluators=('accuracy',)"])
+  rows = {r[0]: r for r in csv.reader((out / "compare_methods.csv").open())}
+  assert rows["ct"][1] == "not applicable" and rows["finetune"][1] not in ("", "n/a")
+  assert "convolution" in res["stats"]["ct"]["not_applicable"]
+  assert [r["label"] for r in res["runs"]] == ["ct", "finetune"]

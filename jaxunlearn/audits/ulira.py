@@ -55,6 +55,7 @@ median over examples of the smaller of the two observation counts is below
 from __future__ import annotations
 
 import math
+import sys
 
 import ml_collections
 import numpy as np
@@ -487,6 +488,17 @@ def permuted_masks(in_mask, out_mask, rng: np.random.Generator) -> tuple[np.ndar
   return new_in, labelled & ~new_in
 
 
+# A 99th percentile of fewer draws is (near) their maximum, no percentile: such a null is marked.
+MIN_NULL_PERMUTATIONS = 100
+
+
+def few_permutations(permutations: int, quantile: float = 0.99) -> str:
+  """The warning of a null's percentile drawn from too few permutations."""
+  return (f"the null's q{round(100 * quantile)} comes from {permutations} permutation"
+          f"{'s' if permutations != 1 else ''} (fewer than {MIN_NULL_PERMUTATIONS}): it is "
+          "not a percentile; raise audit.ulira.null_permutations to 100 or more")
+
+
 def permutation_null(phi, in_mask, out_mask, *, groups=None, permutations: int = 100,
                      seed: int = 0, quantile: float = 0.99) -> dict:
   """U-LiRA's figures when membership is shuffled within each example, ``permutations`` times.
@@ -506,7 +518,9 @@ def permutation_null(phi, in_mask, out_mask, *, groups=None, permutations: int =
     rep = ulira(phi, p_in, p_out, groups=groups)
     bal.append(rep["balanced_accuracy"])
     au.append(rep["auc"])
-  return {"null_permutations": int(permutations),
+  out = {} if int(permutations) >= MIN_NULL_PERMUTATIONS else {
+      "null_q99_warning": few_permutations(int(permutations), quantile)}
+  return {**out, "null_permutations": int(permutations),
           "null_balanced_acc_mean": float(np.mean(bal)),
           "null_balanced_acc_q99": float(np.quantile(bal, quantile)),
           "null_auc_mean": float(np.mean(au)), "null_auc_q99": float(np.quantile(au, quantile))}
@@ -705,6 +719,10 @@ class ULiRA(base.Statistic):
           f"examples leaves {n_in} IN and {n_out} OUT pairs to score (each example needs at "
           "least 2 IN and 2 OUT models of other originals); raise num_originals (e.g. 8) or "
           "forget_sets_per_original")
+    # Accepted, but said once: its rows are marked in audit.json and audit.md too.
+    if 0 < u.null_permutations < MIN_NULL_PERMUTATIONS:
+      print(f"jaxunlearn: note: U-LiRA: {few_permutations(int(u.null_permutations))}",
+            file=sys.stderr)
 
   def run(self, audit: base.Audit) -> dict:
     masks = game_masks(audit.cfg.audit.ulira, audit.n_audit, audit.seed)
@@ -749,16 +767,21 @@ class ULiRA(base.Statistic):
              "| population | balanced acc | null mean / q99 | AUC | null mean / q99 | "
              "acc at 0 | TPR @ 1% FPR | TPR @ 0.1% FPR | per-example acc median / q90 |",
              "|---|---|---|---|---|---|---|---|---|"]
+    warnings = []
     for name, e in section.items():
       if not isinstance(e, dict):
         continue
+      mark = " (!)" if e.get("null_q99_warning") else ""    # a q99 of too few permutations
+      warnings += [e["null_q99_warning"]] if mark and not warnings else []
       lines.append(
           f"| {name} | {fmt(e['balanced_acc'])} | "
-          f"{fmt(e.get('null_balanced_acc_mean'))} / {fmt(e.get('null_balanced_acc_q99'))} | "
-          f"{fmt(e['auc'])} | {fmt(e.get('null_auc_mean'))} / {fmt(e.get('null_auc_q99'))} | "
+          f"{fmt(e.get('null_balanced_acc_mean'))} / {fmt(e.get('null_balanced_acc_q99'))}{mark} | "
+          f"{fmt(e['auc'])} | {fmt(e.get('null_auc_mean'))} / {fmt(e.get('null_auc_q99'))}{mark} | "
           f"{fmt(e['accuracy_at_zero'])} | {fmt(e['tpr_at_1pct_fpr'])} | "
           f"{fmt(e['tpr_at_01pct_fpr'])} | "
           f"{fmt(e['per_example_accuracy_median'])} / {fmt(e['per_example_accuracy_q90'])} |")
+    if warnings:
+      lines += ["", f"(!) Warning: {warnings[0]}."]
     return "\n".join(lines)
 
   def summary(self, section: dict) -> str:
