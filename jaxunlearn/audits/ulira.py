@@ -703,6 +703,10 @@ class ULiRA(base.Statistic):
       raise ConfigError(f"audit.ulira.num_originals={u.num_originals}: U-LiRA attacks each "
                         "model with a fit on the models of other originals; raise "
                         "num_originals (e.g. 8)")
+    # Accepted, but said once: its rows are marked in audit.json and audit.md too.
+    if 0 < u.null_permutations < MIN_NULL_PERMUTATIONS:
+      print(f"jaxunlearn: note: U-LiRA: {few_permutations(int(u.null_permutations))}",
+            file=sys.stderr)
 
   def validate_drawn(self, cfg, info):
     # The game is fixed before any training: check that it can score IN and OUT pairs. It grows
@@ -719,10 +723,6 @@ class ULiRA(base.Statistic):
           f"examples leaves {n_in} IN and {n_out} OUT pairs to score (each example needs at "
           "least 2 IN and 2 OUT models of other originals); raise num_originals (e.g. 8) or "
           "forget_sets_per_original")
-    # Accepted, but said once: its rows are marked in audit.json and audit.md too.
-    if 0 < u.null_permutations < MIN_NULL_PERMUTATIONS:
-      print(f"jaxunlearn: note: U-LiRA: {few_permutations(int(u.null_permutations))}",
-            file=sys.stderr)
 
   def run(self, audit: base.Audit) -> dict:
     masks = game_masks(audit.cfg.audit.ulira, audit.n_audit, audit.seed)
