@@ -125,9 +125,11 @@ def get_config():
       "lightweight_paper=lightweight:lam=0.01,epochs=2,learning_rate=0.01,forget_batch_size=64,"
       "kl_reduction=sum",
       "finetune",
-      # a fresh model on D_r: retraining's 1,200 steps (20 epochs of |D_r| // 64 = 60 steps)
-      # at 12 rows per step drawn by loss, logits x 1.2 (0.1875 of retraining's examples)
-      "isr=importance_retrain:steps=1200,remain_batch_size=12,learning_rate=0.002")
+      # a fresh model on D_r: 0.1875 of retraining's examples, derived from the run's own
+      # schedule (here 20 epochs of |D_r| // 64 = 60 steps at 64 rows: 1,200 steps of 12 rows
+      # drawn by loss), logits x 1.2
+      "isr=importance_retrain:retrain_fraction=0.1875,remain_batch_size=12,"
+      "learning_rate=0.002")
   c.audit.ulira.num_originals = 16
   c.audit.ulira.forget_sets_per_original = 2
   c.audit.ulira.keep_fraction = 0.5
