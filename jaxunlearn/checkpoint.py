@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ _ITEM_NAMES = (_STATE_ITEM, _METADATA_ITEM)
 # append a timestamp.
 _ORBAX_TMP_SUFFIX = '.orbax-checkpoint-tmp'
 _HASH_CHUNK_BYTES = 1 << 20
+# About how many files a save writes (Orbax's metadata, manifests, commit markers, ours).
+_ORBAX_FILES = 16
 
 
 def save(
@@ -183,23 +186,52 @@ class _DropOrbaxErrors(logging.Filter):
     return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname)
 
 
+def _drop_closed_loop(previous):
+  """An unraisable hook that drops the ``Event loop is closed`` of a TensorStore callback that
+  comes after a failed save closed Orbax's event loop, and passes on everything else."""
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == 'Event loop is closed':
+      return
+    previous(unraisable)
+  hook.drops_closed_loop = True
+  return hook
+
+
 @contextlib.contextmanager
 def _quiet_orbax_errors():
   # Orbax logs through absl's logger; a filter there sees every record it logs.
   logger, drop = logging.getLogger('absl'), _DropOrbaxErrors()
   logger.addFilter(drop)
+  previous = sys.unraisablehook
+  if not getattr(previous, 'drops_closed_loop', False):
+    sys.unraisablehook = _drop_closed_loop(previous)
+  failed = False
   try:
     yield
+  except BaseException:
+    failed = True
+    raise
   finally:
     logger.removeFilter(drop)
+    # After a failure, late callbacks of the aborted writes may still arrive.
+    if not failed:
+      sys.unraisablehook = previous
 
 
-def _state_bytes(state: Any, metadata: dict[str, Any]) -> int:
-  """About the bytes a save of ``state`` writes (before Orbax's compression)."""
+def _state_bytes(path: Path, state: Any, metadata: dict[str, Any]) -> int:
+  """About the bytes a save of ``state`` takes on ``path``'s disk: the arrays (before Orbax's
+  compression), the metadata, and Orbax's small files at one disk block each."""
   arrays = sum(
       int(getattr(leaf, 'nbytes', 8)) for leaf in jax.tree.leaves(state)
   )
-  return arrays + len(json.dumps(metadata)) + 16 * 1024  # + Orbax's own small files
+  block = 4096
+  for p in (path, *path.parents):
+    if p.exists():
+      with contextlib.suppress(OSError):
+        block = os.statvfs(p).f_bsize
+      break
+  return arrays + len(json.dumps(metadata)) + _ORBAX_FILES * block
 
 
 def _save_error(
@@ -210,7 +242,7 @@ def _save_error(
     _remove_quietly(path)   # frees what was written before the failure
   if workdir_lib.error_number(error) is not None:
     return workdir_lib.write_error(
-        path, error, needed=_state_bytes(state, metadata), what='checkpoint'
+        path, error, needed=_state_bytes(path, state, metadata), what='checkpoint'
     )
   return CheckpointError(
       f'cannot save checkpoint {path}: {_one_line(error)}; check that the state'
