@@ -1112,3 +1112,37 @@ def test_a_real_full_disk_is_one_line_and_a_rerun_with_space_finishes(finished, 
     assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)]) == 0
     assert tiny.figures(json.loads((workdir / "results.json").read_text())) == \
         tiny.figures(json.loads(old))
+
+
+def test_every_writer_meets_a_real_full_disk_with_one_write_error(tmp_path):
+  """On a tiny full tmpfs (no pipeline): a checkpoint, a results file, a population's phi and a
+  plot each raise WriteError naming the path and leave nothing half-written behind."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  with _tmpfs(tmp_path / "disk", "256k") as disk:
+    earlier = disk / "results.json"
+    earlier.write_text('{"earlier": true}')
+    (disk / "filler").write_bytes(b"\0" * shutil.disk_usage(disk).free)
+    fig = plt.figure()
+    try:
+      writes = {
+          "checkpoint": (disk / "stage", lambda: checkpoint.save(
+              disk / "stage", {"w": np.arange(50_000, dtype=np.float32)})),
+          "results.json": (earlier, lambda: workdir_lib.atomic_write(earlier, "x" * 50_000)),
+          "phi": (disk / "phi" / "pop.npy", lambda: populations.save_phi(
+              disk / "phi", "pop", np.ones((4, 5000), np.float32))),
+          "plot": (disk / "plot.png", lambda: workdir_lib.save_figure(fig, disk / "plot.png")),
+      }
+      (disk / "phi").mkdir()
+      for name, (path, write) in writes.items():
+        with pytest.raises(WriteError) as info:
+          write()
+        message = str(info.value)
+        assert str(path) in message and "no space left" in message, (name, message)
+        assert len(message.splitlines()) == 1
+    finally:
+      plt.close(fig)
+    assert earlier.read_text() == '{"earlier": true}'     # the earlier file, whole
+    left = sorted(p.relative_to(disk).as_posix() for p in disk.rglob("*"))
+    assert left == ["filler", "phi", "results.json"], left   # no temporary or partial file
