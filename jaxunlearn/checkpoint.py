@@ -43,6 +43,8 @@ import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +166,7 @@ def _orbax_save(path: Path, state: Any, metadata: dict[str, Any]) -> bool:
   log records are dropped.
   """
   options = ocp.CheckpointManagerOptions(create=True, max_to_keep=1)
-  with _quiet_orbax_errors(), ocp.CheckpointManager(
+  with _quiet_orbax_errors(), _join_orbax_threads(), ocp.CheckpointManager(
       path, options=options, item_names=_ITEM_NAMES
   ) as manager:
     saved = manager.save(
@@ -184,6 +186,22 @@ class _DropOrbaxErrors(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname)
+
+
+@contextlib.contextmanager
+def _join_orbax_threads(timeout_s: float = 30.0):
+  """On a failure, waits for the operation threads Orbax started (its ``_SignalingThread``s):
+  a failed save raises while some of them still write, and its unfinished directory must not
+  be removed while files keep landing in it."""
+  before = set(threading.enumerate())
+  try:
+    yield
+  except BaseException:
+    deadline = time.monotonic() + timeout_s
+    for t in set(threading.enumerate()) - before:
+      if type(t).__name__ == '_SignalingThread' and t is not threading.current_thread():
+        t.join(max(0.0, deadline - time.monotonic()))
+    raise
 
 
 def _drop_closed_loop(previous):

@@ -254,9 +254,10 @@ def write_error(path, error: BaseException, needed: int | None = None, *,
     what = "over the disk quota" if code == errno.EDQUOT else "no space left on the device"
     need = f"it needs about {_size(needed)}" if needed else "it needs more space"
     have = f", {_size(free)} free there" if free is not None else ""
-    return WriteError(f"cannot write {path}: {what} ({need}{have}); free at least that much "
-                      "and rerun (finished stages are kept and reused), or use another "
-                      "--workdir")
+    short = needed - free if needed and free is not None and needed > free else None
+    fix = f"free at least {_size(short)}" if short else "free some space"
+    return WriteError(f"cannot write {path}: {what} ({need}{have}); {fix} and rerun (finished "
+                      "stages are kept and reused), or use another --workdir")
   reason = (os.strerror(code) if code else
             str(error).splitlines()[0] if str(error) else type(error).__name__)
   return WriteError(f"cannot write {path}: {reason}; check its permissions and free space, "

@@ -1146,3 +1146,17 @@ def test_every_writer_meets_a_real_full_disk_with_one_write_error(tmp_path):
     assert earlier.read_text() == '{"earlier": true}'     # the earlier file, whole
     left = sorted(p.relative_to(disk).as_posix() for p in disk.rglob("*"))
     assert left == ["filler", "phi", "results.json"], left   # no temporary or partial file
+
+
+def test_an_interrupted_run_puts_the_earlier_results_back(finished, tmp_path, capsys,
+                                                          monkeypatch):
+  npz, workdir = _private_copy(finished, tmp_path)
+  old = {name: (workdir / name).read_bytes() for name in ("results.json", "results.md")}
+
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(pipeline, "eval_inputs", interrupt)   # after every stage is restored
+  assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)]) == 130
+  assert "interrupted" in capsys.readouterr().err
+  assert {name: (workdir / name).read_bytes() for name in old} == old
+  assert not list(workdir.glob("*.previous.*"))
