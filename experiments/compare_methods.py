@@ -101,14 +101,16 @@ def main(argv=None) -> dict:
   factors = list(args.control_factors) if args.bad_control else []
   controls = [method_requests.control_label(f) for f in factors]
   labels = names + controls
-  from jaxunlearn import request
+  from jaxunlearn import request, stages
   from jaxunlearn.errors import NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   diverged = {label: 0 for label in per_row}
   for seed in common.seeds(args.seeds):
     cfg, specs = method_requests.seed_request(args, settings, seed, labels)
     have_references = False
-    with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs) as req:
+    # The stages every row loads are checked before anything changes.
+    with request.open_request(cfg, out / "work" / f"seed{seed}", methods=specs,
+                              restores=stages.run_stage_names) as req:
       for label in labels:
         try:
           r = run_row(req, label)
