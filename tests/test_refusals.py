@@ -945,7 +945,9 @@ def _read_only_mount(folder: Path):
   stop), by a read-only bind mount of it onto itself. Skips, saying why, where neither works."""
   if os.geteuid() != 0:
     folder.chmod(0o555)
-    return contextlib.ExitStack().callback(folder.chmod, 0o755)
+    stack = contextlib.ExitStack()
+    stack.callback(folder.chmod, 0o755)
+    return stack
   bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True,
                         text=True)
   if bind.returncode != 0:
