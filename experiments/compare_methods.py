@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
   controls = [method_requests.control_label(f) for f in factors]
   labels = names + controls
   from experiments import audit_methods
-  from jaxunlearn import request
+  from jaxunlearn import request, stages
   from jaxunlearn.errors import ConfigError, NonFiniteError
   runs, per_row = [], {label: [] for label in ["retrain", "original", *labels]}
   diverged = {label: 0 for label in per_row}
@@ -125,8 +125,10 @@ def main(argv=None) -> dict:
       not_applicable.setdefault(label, why)
       runs.append({"seed": seed, "label": label, "not_applicable": why})
     have_references = False
+    # The stages every row loads are checked before anything changes.
     with request.open_request(cfg, workdir,
-                              methods=[s for s in specs if s.label not in skipped]) as req:
+                              methods=[s for s in specs if s.label not in skipped],
+                              restores=stages.run_stage_names) as req:
       for label in labels:
         if label in skipped:
           continue

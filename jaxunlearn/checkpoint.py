@@ -36,10 +36,15 @@ was killed) is cleaned up by the next :func:`save`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +52,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxunlearn import workdir as workdir_lib
-from jaxunlearn.errors import CheckpointError
+from jaxunlearn.errors import CheckpointError, WriteError
 
-__all__ = ["save", "restore", "exists", "metadata", "MARKER_NAME"]
+__all__ = ["save", "restore", "verify", "exists", "metadata", "MARKER_NAME"]
 
 MARKER_NAME = 'COMPLETE.json'
 # The marker is first written under this prefix, then renamed, so a reader
@@ -66,6 +71,8 @@ _ITEM_NAMES = (_STATE_ITEM, _METADATA_ITEM)
 # append a timestamp.
 _ORBAX_TMP_SUFFIX = '.orbax-checkpoint-tmp'
 _HASH_CHUNK_BYTES = 1 << 20
+# About how many files a save writes (Orbax's metadata, manifests, commit markers, ours).
+_ORBAX_FILES = 16
 
 
 def save(
@@ -96,6 +103,9 @@ def save(
     CheckpointError: ``directory`` already holds a finished checkpoint and
       ``overwrite`` is False, or it is protected, or it holds files that are
       not a checkpoint, or ``state`` / ``metadata`` cannot be saved.
+    WriteError: the disk is full (or over quota, or refuses the write); the
+      message names the path and the space needed. The unfinished directory
+      is removed: no marker is written, so it never counts as finished.
   """
   path = _abs_path(directory)
   metadata = _check_metadata(metadata)
@@ -115,28 +125,12 @@ def save(
     _remove_unfinished_or_replaced(path)
   _sync_processes('jaxunlearn_checkpoint_prepare')
 
-  options = ocp.CheckpointManagerOptions(create=True, max_to_keep=1)
   try:
-    with ocp.CheckpointManager(
-        path, options=options, item_names=_ITEM_NAMES
-    ) as manager:
-      saved = manager.save(
-          _STEP,
-          args=ocp.args.Composite(**{
-              _STATE_ITEM: ocp.args.StandardSave(state),
-              _METADATA_ITEM: ocp.args.JsonSave(metadata),
-          }),
-      )
-      # The save is asynchronous; the marker must only describe files that
-      # Orbax has committed (renamed out of its tmp directory).
-      manager.wait_until_finished()
+    saved = _orbax_save(path, state, metadata)
   except CheckpointError:
     raise
   except Exception as e:  # Orbax raises many types; report them uniformly.
-    raise CheckpointError(
-        f'cannot save checkpoint {path}: {_one_line(e)}; check that the state'
-        ' holds only arrays or numbers and that the disk is writable'
-    ) from e
+    raise _save_error(path, e, state, metadata) from e
   if not saved or not (path / str(_STEP)).is_dir():
     raise CheckpointError(
         f'Orbax did not write checkpoint {path}; delete {path} and save again'
@@ -147,16 +141,138 @@ def save(
   # (after Orbax's own cross-process commit, which wait_until_finished has
   # awaited). The barrier makes exists() True everywhere on return.
   if jax.process_index() == 0:
-    _write_marker(
-        path,
-        {
-            'format': _MARKER_FORMAT,
-            'step': _STEP,
-            'protected': bool(protected),
-            'files': _checksum_tree(path),
-        },
-    )
+    try:
+      _write_marker(
+          path,
+          {
+              'format': _MARKER_FORMAT,
+              'step': _STEP,
+              'protected': bool(protected),
+              'files': _checksum_tree(path),
+          },
+      )
+    except WriteError:
+      # No marker: the stage is unfinished. Its files go now, freeing their space.
+      _remove_quietly(path)
+      raise
   _sync_processes('jaxunlearn_checkpoint_marker')
+
+
+def _orbax_save(path: Path, state: Any, metadata: dict[str, Any]) -> bool:
+  """Orbax writes step 0 of ``path`` and waits for its commit; returns Orbax's ``saved``.
+
+  Orbax logs a failure of its background threads (a full disk, say) before it
+  raises it here; :func:`save` reports the error itself in one line, so those
+  log records are dropped.
+  """
+  options = ocp.CheckpointManagerOptions(create=True, max_to_keep=1)
+  with _quiet_orbax_errors(), _join_orbax_threads(), ocp.CheckpointManager(
+      path, options=options, item_names=_ITEM_NAMES
+  ) as manager:
+    saved = manager.save(
+        _STEP,
+        args=ocp.args.Composite(**{
+            _STATE_ITEM: ocp.args.StandardSave(state),
+            _METADATA_ITEM: ocp.args.JsonSave(metadata),
+        }),
+    )
+    # The save is asynchronous; the marker must only describe files that
+    # Orbax has committed (renamed out of its tmp directory).
+    manager.wait_until_finished()
+  return saved
+
+
+class _DropOrbaxErrors(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname)
+
+
+@contextlib.contextmanager
+def _join_orbax_threads(timeout_s: float = 30.0):
+  """On a failure, waits for the operation threads Orbax started (its ``_SignalingThread``s):
+  a failed save raises while some of them still write, and its unfinished directory must not
+  be removed while files keep landing in it."""
+  before = set(threading.enumerate())
+  try:
+    yield
+  except BaseException:
+    deadline = time.monotonic() + timeout_s
+    for t in set(threading.enumerate()) - before:
+      if type(t).__name__ == '_SignalingThread' and t is not threading.current_thread():
+        t.join(max(0.0, deadline - time.monotonic()))
+    raise
+
+
+def _drop_closed_loop(previous):
+  """An unraisable hook that drops the ``Event loop is closed`` of a TensorStore callback that
+  comes after a failed save closed Orbax's event loop, and passes on everything else."""
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == 'Event loop is closed':
+      return
+    previous(unraisable)
+  hook.drops_closed_loop = True
+  return hook
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors():
+  # Orbax logs through absl's logger; a filter there sees every record it logs.
+  logger, drop = logging.getLogger('absl'), _DropOrbaxErrors()
+  logger.addFilter(drop)
+  previous = sys.unraisablehook
+  if not getattr(previous, 'drops_closed_loop', False):
+    sys.unraisablehook = _drop_closed_loop(previous)
+  failed = False
+  try:
+    yield
+  except BaseException:
+    failed = True
+    raise
+  finally:
+    logger.removeFilter(drop)
+    # After a failure, late callbacks of the aborted writes may still arrive.
+    if not failed:
+      sys.unraisablehook = previous
+
+
+def _state_bytes(path: Path, state: Any, metadata: dict[str, Any]) -> int:
+  """About the bytes a save of ``state`` takes on ``path``'s disk: the arrays (before Orbax's
+  compression), the metadata, and Orbax's small files at one disk block each."""
+  arrays = sum(
+      int(getattr(leaf, 'nbytes', 8)) for leaf in jax.tree.leaves(state)
+  )
+  block = 4096
+  for p in (path, *path.parents):
+    if p.exists():
+      with contextlib.suppress(OSError):
+        block = os.statvfs(p).f_bsize
+      break
+  return arrays + len(json.dumps(metadata)) + _ORBAX_FILES * block
+
+
+def _save_error(
+    path: Path, error: BaseException, state: Any, metadata: dict[str, Any]
+) -> Exception:
+  """The one-line error of a failed Orbax save; the unfinished stage is removed."""
+  if jax.process_index() == 0:
+    _remove_quietly(path)   # frees what was written before the failure
+  if workdir_lib.error_number(error) is not None:
+    return workdir_lib.write_error(
+        path, error, needed=_state_bytes(path, state, metadata), what='checkpoint'
+    )
+  return CheckpointError(
+      f'cannot save checkpoint {path}: {_one_line(error)}; check that the state'
+      ' holds only arrays or numbers'
+  )
+
+
+def _remove_quietly(path: Path) -> None:
+  """Removes an unfinished stage directory, if it can (the next save would anyway)."""
+  if (path / MARKER_NAME).exists():
+    return   # never a finished stage
+  shutil.rmtree(path, ignore_errors=True)
 
 
 def restore(
@@ -198,6 +314,19 @@ def restore(
       hint='pass a target with the structure and shapes of the saved state',
   )
   return restored[_STATE_ITEM], restored[_METADATA_ITEM]
+
+
+def verify(directory: str | os.PathLike[str]) -> None:
+  """Checks every file of the finished checkpoint ``directory`` against its marker.
+
+  What :func:`restore` checks before it loads, without loading: a caller can
+  refuse a damaged stage before it changes anything.
+
+  Raises:
+    CheckpointError: the checkpoint is missing, unfinished or corrupted.
+  """
+  path = _abs_path(directory)
+  _verify_files(path, _read_marker(path)['files'])
 
 
 def exists(directory: str | os.PathLike[str]) -> bool:

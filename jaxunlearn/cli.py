@@ -3,7 +3,8 @@
 Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
 ``--config.plugins='("my_module",)'`` imports a user's own plugins before the
 config file is read, so their config blocks accept overrides too. Bad input
-prints one line to stderr and exits with status 2.
+prints one line to stderr and exits with status 2; a failure during work (a
+full disk) prints one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def _list(kind: str) -> int:
   return 0
 
 
-def _error(message: str) -> int:
+def _error(message: str, status: int = 2) -> int:
   print(f"jaxunlearn: error: {message}", file=sys.stderr)
-  return 2
+  return status
 
 
 def main(argv=None) -> int:
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
   if fv.workdir is None:
     return _error(f"--workdir is required; jaxunlearn {command} --help")
 
-  from jaxunlearn import parallel
+  from jaxunlearn import parallel, workdir as workdir_lib
   try:
     # Multi-process JAX must start before anything touches a device.
     parallel.initialize_distributed(config)
@@ -199,7 +200,12 @@ def main(argv=None) -> int:
       from jaxunlearn import pipeline
       results = pipeline.run(config, fv.workdir, wait=fv.wait)
   except JaxUnlearnError as e:
-    return _error(str(e))
+    return _error(str(e), e.exit_status)
+  except OSError as e:
+    if workdir_lib.error_number(e) not in workdir_lib.NO_SPACE:
+      raise
+    # A full disk met by a write that does not report it itself: still one line.
+    return _error(str(workdir_lib.write_error(e.filename or fv.workdir, e)), 1)
   except KeyboardInterrupt:
     print("jaxunlearn: interrupted; finished stages are saved, rerun to resume",
           file=sys.stderr)

@@ -1,16 +1,18 @@
 """Exceptions raised for bad input.
 
 Every error a user can cause derives from :class:`JaxUnlearnError`, so the CLI
-prints its message as one line and exits non-zero, and API callers can catch a
+prints its message as one line and exits with the error's ``exit_status`` (2: a
+refusal before any work; 1: a failure during work), and API callers can catch a
 specific type.
 """
 
 __all__ = ["JaxUnlearnError", "ConfigError", "DataError", "SplitError", "CheckpointError",
-           "WorkdirError", "NonFiniteError"]
+           "WorkdirError", "NonFiniteError", "WriteError"]
 
 
 class JaxUnlearnError(ValueError):
   """Base class of every error caused by bad input or bad state on disk."""
+  exit_status = 2   # the command line's exit status: a refusal before any work
 
 
 class ConfigError(JaxUnlearnError):
@@ -35,3 +37,13 @@ class WorkdirError(JaxUnlearnError):
 
 class NonFiniteError(JaxUnlearnError):
   """A loss became NaN or infinite during a stage."""
+
+
+class WriteError(JaxUnlearnError):
+  """A file could not be written during work: the disk is full, over quota, or refuses writes.
+
+  The message names the path, and for a full disk the space the write needed
+  and the space free there. What was half-written is removed or left unfinished
+  (no completion marker), never taken for a finished stage.
+  """
+  exit_status = 1   # a failure during work, not a refusal of the input

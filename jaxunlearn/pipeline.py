@@ -30,8 +30,12 @@ def run(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
     workdir: where checkpoints and results go; finished stages there are reused.
     wait: if another run holds the work directory, wait for it instead of
       refusing.
+
+  Every finished stage the run will load is checked before earlier results
+  move aside; if the run fails, they are put back (:func:`jaxunlearn.request.open_request`).
   """
-  with request_lib.open_request(cfg, workdir, outputs=OUTPUTS, wait=wait) as req:
+  with request_lib.open_request(cfg, workdir, outputs=OUTPUTS, wait=wait,
+                                restores=stages.run_stage_names) as req:
     (label,) = req.plans
     results, sections = run_plan(req, label)
     results_lib.write_results(req, results, sections)

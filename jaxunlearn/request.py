@@ -13,10 +13,16 @@ Every entry point (``jaxunlearn run``, ``jaxunlearn audit``, tuning,
    plan (``run``'s own ``unlearn`` block, each ``audit.methods`` entry, each
    compared method: all checked as strictly, and traced once on abstract
    arrays), the evaluators, the transforms, and the caller's own ``checks``;
-2. takes the work directory's lock (process 0);
+2. takes the work directory's lock (process 0), and checks every file of
+   the finished stages it will load (the original and the caller's
+   ``restores``): a damaged one is refused before anything changes;
 3. claims the work directory: its secret, ``run.json`` (the one original it
    holds), and moves earlier ``outputs`` aside;
 4. restores the original model, or trains it.
+
+If anything fails after the claim (an error, a refusal found during work, a
+full disk, Ctrl-C), the earlier ``outputs`` are put back and any this request
+wrote are removed: a failed request never retires good results.
 
 Stage keys come from the stage's name (:meth:`Request.key`,
 :func:`jaxunlearn.stages.stage_key`), so no caller keeps track of a shared
@@ -28,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -44,7 +50,7 @@ from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
 from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
 
 __all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "original_fingerprint",
-           "check_model_input"]
+           "check_model_input", "previous_name"]
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
@@ -283,16 +289,28 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   return prepared
 
 
-def _claim(prep: Prepared, outputs: Iterable[str]) -> tuple[bytes, dict]:
+def previous_name(name: str) -> str:
+  """Where an earlier output moves while a request runs: ``results.json`` ->
+  ``results.previous.json``."""
+  stem, _, ext = name.rpartition(".")
+  return f"{stem}.previous.{ext}" if stem else f"{name}.previous"
+
+
+def _claim(prep: Prepared, outputs: Iterable[str]) -> tuple[bytes, dict, tuple]:
   """Under the lock: the secret, ``run.json``, and no stale ``outputs`` left looking current.
 
   Earlier ``outputs`` (e.g. ``results.json``) move to ``<stem>.previous.<ext>``.
+
+  Returns:
+    ``(secret, fingerprint, moved)``: ``moved`` names the outputs moved aside.
   """
   secret = workdir_lib.read_secret(prep.workdir)
   if secret is None:
     secret = workdir_lib.new_secret()
     if jax.process_index() == 0:
-      workdir_lib.write_secret(prep.workdir, secret)
+      with workdir_lib.writing(prep.workdir / workdir_lib.SECRET_NAME,
+                               workdir_lib.SECRET_BYTES):
+        workdir_lib.write_secret(prep.workdir, secret)
   fingerprint = original_fingerprint(prep.cfg, prep.splits, secret, prep.data_hash)
   # Again under the lock: another run may have claimed the work dir meanwhile.
   recorded = workdir_lib.check(prep.workdir, fingerprint)
@@ -304,18 +322,39 @@ def _claim(prep: Prepared, outputs: Iterable[str]) -> tuple[bytes, dict]:
       print(f"jaxunlearn: note: work directory {prep.workdir} was made before data hashes; its "
             f"data hash is now recorded as {prep.data_hash} (later runs must use this data)",
             file=sys.stderr)
-    for name in outputs:
-      path = prep.workdir / name
-      if path.exists():
-        stem, ext = name.split(".")
-        shutil.move(path, prep.workdir / f"{stem}.previous.{ext}")
-  return secret, fingerprint
+  moved = []
+  if jax.process_index() == 0:
+    try:
+      for name in outputs:
+        path = prep.workdir / name
+        if path.exists():
+          with workdir_lib.writing(path):
+            os.replace(path, prep.workdir / previous_name(name))
+          moved.append(name)
+    except BaseException:
+      _put_back(prep.workdir, moved, moved)
+      raise
+  return secret, fingerprint, tuple(moved)
+
+
+def _put_back(workdir: Path, outputs: Iterable[str], moved: Iterable[str]) -> None:
+  """After a failed request: the earlier ``outputs`` back in place; those it wrote removed."""
+  for name in outputs:
+    path = workdir / name
+    try:
+      if name in moved:
+        os.replace(workdir / previous_name(name), path)
+      elif path.exists():
+        path.unlink()
+    except OSError:
+      pass   # best effort: the request's own error is the one to report
 
 
 @contextlib.contextmanager
 def open_request(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                  outputs: Iterable[str] = (), wait: bool = False,
-                 checks: Iterable[Callable[[Prepared], None]] = ()):
+                 checks: Iterable[Callable[[Prepared], None]] = (),
+                 restores: Callable[[Prepared, bytes | None], Iterable[str]] | None = None):
   """Validates, locks, claims and restores or trains the original; yields a :class:`Request`.
 
   Args:
@@ -324,23 +363,40 @@ def open_request(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
     methods: the unlearning plans to make (default: the config's own
       ``unlearn`` block, labelled with its method's name).
     outputs: files this request writes; earlier ones are moved aside once the
-      request is valid and locked.
+      request is valid and locked, and put back if it fails.
     wait: wait for another run holding the work dir instead of refusing.
     checks: more ``check(prepared)`` calls (raising ConfigError) run before
       the lock, e.g. the audit's.
+    restores: ``restores(prepared, secret)`` names the stages besides the
+      original that the request will load (e.g.
+      :func:`jaxunlearn.stages.run_stage_names`); each finished one is checked
+      file by file before the claim.
 
   The lock is held until the ``with`` block ends.
   """
   prep = prepare(cfg, workdir, methods=methods, checks=checks)
-  prep.workdir.mkdir(parents=True, exist_ok=True)
+  outputs = tuple(outputs)
+  with workdir_lib.writing(prep.workdir):
+    prep.workdir.mkdir(parents=True, exist_ok=True)
   lock = workdir_lib.Lock(prep.workdir, wait=wait) if jax.process_index() == 0 \
       else contextlib.nullcontext()
   with lock:
-    secret, fingerprint = _claim(prep, outputs)
-    original = stages.train_stage(prep, "original", prep.splits.train_idx,
-                                  epochs=prep.cfg.train.epochs,
-                                  key=stages.stage_key(prep.cfg.seed, "original"), protected=True)
-    yield Request(prep, secret, fingerprint, original)
+    # Before the claim: a damaged stage is refused while nothing has changed.
+    names = ["original"]
+    if restores is not None:
+      names += restores(prep, workdir_lib.read_secret(prep.workdir))
+    stages.verify_finished(prep.cache, names)
+    secret, fingerprint, moved = _claim(prep, outputs)
+    try:
+      original = stages.train_stage(prep, "original", prep.splits.train_idx,
+                                    epochs=prep.cfg.train.epochs,
+                                    key=stages.stage_key(prep.cfg.seed, "original"),
+                                    protected=True)
+      yield Request(prep, secret, fingerprint, original)
+    except BaseException:
+      if jax.process_index() == 0:
+        _put_back(prep.workdir, outputs, moved)
+      raise
 
 
 __getattr__ = deprecation.module_getattr(__name__, {

@@ -1,7 +1,8 @@
 """Command-line plumbing of the scripts in ``experiments/`` and ``benchmarks/``.
 
 Bad input to a script ends the way it ends for ``jaxunlearn``: one line on
-stderr and exit status 2, never a traceback. A bug (anything that is not a
+stderr and exit status 2, never a traceback (a failure during work, such as a
+full disk: one line and exit status 1). A bug (anything that is not a
 :class:`~jaxunlearn.errors.JaxUnlearnError` or an argument error) still shows
 its traceback.
 
@@ -118,7 +119,13 @@ def run(main: Callable[[], object]) -> None:
     rc = main()
   except JaxUnlearnError as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(e.exit_status)
+  except OSError as e:
+    from jaxunlearn import workdir
+    if workdir.error_number(e) not in workdir.NO_SPACE:
+      raise
+    print(f"{prog}: error: {workdir.write_error(e.filename or '.', e)}", file=sys.stderr)
+    sys.exit(1)
   except KeyboardInterrupt:
     print(f"{prog}: interrupted; finished stages are saved, rerun to resume", file=sys.stderr)
     sys.exit(130)

@@ -40,7 +40,7 @@ from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
 from jaxunlearn.hashing import spec_hash
 
 __all__ = ["stage_key", "Trained", "StageCache", "abstract_variables", "peak_host_memory_mb",
-           "train_stage",
+           "train_stage", "run_stage_names", "verify_finished",
            "restore_stage", "retrain_stage", "find_reference", "reference_stage", "method_inputs",
            "unlearn_stage", "check_finite"]
 
@@ -222,8 +222,52 @@ def restore_stage(req, stage: str, reused: bool = False) -> Trained:
 
 def retrain_stage(req) -> Trained:
   """The model trained from scratch on D_r (the gold standard and the timing baseline)."""
-  return train_stage(req, f"retrain-{req.forget_hash()}", req.splits.remain_idx,
+  return train_stage(req, _retrain_name(req.forget_hash()), req.splits.remain_idx,
                      epochs=req.cfg.train.epochs, key=req.key("retrain"))
+
+
+def _retrain_name(forget_hash: str) -> str:
+  return f"retrain-{forget_hash}"
+
+
+def _reference_name(req, secret: bytes) -> str:
+  """The reference stage a request trains (D_s and the schedule in its name)."""
+  s, cfg = req.splits, req.cfg
+  return f"reference-{splits_lib.index_hash(s.reference_idx, secret)}-e{cfg.reference.epochs}"
+
+
+def _unlearned_name(forget_hash: str, plan, reference_stage: str | None) -> str:
+  return f"unlearned-{forget_hash}-{spec_hash({**plan.spec(), 'reference': reference_stage})}"
+
+
+def run_stage_names(prep, secret: bytes | None) -> list[str]:
+  """The model stages besides the original that a run of each of ``prep``'s plans loads when
+  they are finished (``retrain-*``, ``reference-*``, ``unlearned-*``), by name.
+
+  Args:
+    prep: the prepared request (:class:`jaxunlearn.request.Prepared`).
+    secret: the work dir's secret; None (a new work dir) names none.
+  """
+  if secret is None:
+    return []
+  fhash = splits_lib.index_hash(prep.splits.forget_idx, secret)
+  names = [_retrain_name(fhash)] if prep.cfg.retrain.enabled else []
+  for plan in prep.plans.values():
+    ref = None
+    if plan.needs_reference:
+      ref = (find_reference(prep) if prep.cfg.reference.reuse else None) \
+          or _reference_name(prep, secret)
+      names.append(ref)
+    names.append(_unlearned_name(fhash, plan, ref))
+  return list(dict.fromkeys(names))
+
+
+def verify_finished(cache: StageCache, names) -> None:
+  """Checks every file of each finished stage in ``names`` (unfinished ones are skipped):
+  raises CheckpointError for a damaged one, before anything loads it or changes the work dir."""
+  for name in names:
+    if cache.exists(name):
+      checkpoint.verify(cache.path(name))
 
 
 def find_reference(req) -> str | None:
@@ -264,7 +308,7 @@ def reference_stage(req) -> Trained:
   # reference model must never see D_f.
   _check_reference_avoids_forget(s.reference_idx, s.forget_idx)
   # The name carries D_s and the schedule: a reference of other epochs is another stage.
-  stage = f"reference-{splits_lib.index_hash(s.reference_idx, req.secret)}-e{cfg.reference.epochs}"
+  stage = _reference_name(req, req.secret)
   return train_stage(req, stage, s.reference_idx, epochs=cfg.reference.epochs,
                      key=req.key("reference"),
                      extra_meta={"reference_idx": s.reference_idx.tolist(),
@@ -297,8 +341,8 @@ def method_inputs(req, plan, original: Trained, reference: Trained | None):
 def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
   """The original after ``plan``'s unlearning run (cached by D_f and the plan's settings)."""
   original, s = req.original, req.splits
-  spec = {**plan.spec(), "reference": reference.stage if reference is not None else None}
-  stage = f"unlearned-{req.forget_hash()}-{spec_hash(spec)}"
+  stage = _unlearned_name(req.forget_hash(), plan,
+                         reference.stage if reference is not None else None)
 
   def build():
     # The forward passes that make the inputs (the reference on D_f, ...) are

@@ -11,6 +11,12 @@
   index lists without the work directory. See ``docs/guarantees.md``.
 * **One original.** ``run.json`` records what the original model depends on;
   a config that would train a different original is refused.
+* **Writes.** Every file of a run is written whole or not at all
+  (:func:`atomic_write`, :func:`save_figure`); a write that fails (a full
+  disk, a quota, permissions) raises :class:`~jaxunlearn.errors.WriteError`,
+  one line naming the path and, for a full disk, the space needed and free
+  (:func:`write_error`). The folders a run writes into are tried before any
+  work (:func:`check`).
 
 Internal to the library: :func:`jaxunlearn.request.open_request` takes the lock and
 claims the directory, so this module declares no public names.
@@ -18,18 +24,28 @@ claims the directory, so this module declares no public names.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import io
 import json
 import os
+import re
+import shutil
 import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from jaxunlearn.errors import WorkdirError
+from jaxunlearn.errors import WorkdirError, WriteError
 
 __all__ = []
+
+# Folders of a work directory that runs write into; each one present is tried before any work.
+WRITTEN_FOLDERS = ("checkpoints", "phi")
+# errno values that mean "no room": a full disk, or the user's quota.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 LOCK_NAME = ".lock"
 SECRET_NAME = "secret.key"
@@ -127,9 +143,21 @@ def check(workdir: Path, fingerprint: dict, ignore: tuple = (), *,
   if not probe.is_dir():
     raise WorkdirError(f"work directory {workdir} cannot be created: {probe} is a file; "
                        "choose another --workdir")
-  if not can_write(probe):
-    raise WorkdirError(f"work directory {workdir} is not writable ({probe} refuses new files); "
-                       "choose another --workdir")
+  problem = write_problem(probe)
+  if problem:
+    raise WorkdirError(f"work directory {workdir} is not writable ({probe} refuses new files: "
+                       f"{problem}); fix its permissions or free space, or choose another "
+                       "--workdir")
+  for name in WRITTEN_FOLDERS:
+    folder = workdir / name
+    if folder.exists() and not folder.is_dir():
+      raise WorkdirError(f"{folder} is a file, where runs keep their {name}; move it away or "
+                         "choose another --workdir")
+    problem = write_problem(folder) if folder.is_dir() else None
+    if problem:
+      raise WorkdirError(f"{folder} is not writable ({problem}), and runs save their {name} "
+                         f"there; fix its permissions (e.g. chmod -R u+w {folder}) or free "
+                         "space, or choose another --workdir")
   run_file = workdir / "run.json"
   if run_file.exists():
     try:
@@ -171,14 +199,90 @@ def can_write(directory: Path) -> bool:
   says yes to root (and to a process whose effective user differs) where a
   write would still fail.
   """
+  return write_problem(directory) is None
+
+
+def write_problem(directory: Path) -> str | None:
+  """Why no file can be created in ``directory`` (e.g. ``Permission denied``), or None."""
   if not os.access(directory, os.W_OK | os.X_OK):
-    return False
+    return "Permission denied" if os.access(directory, os.F_OK) else "No such directory"
   try:
     with tempfile.TemporaryFile(dir=directory, prefix=".jaxunlearn-probe-"):
       pass
-  except OSError:
-    return False
-  return True
+  except OSError as e:
+    return e.strerror or type(e).__name__
+  return None
+
+
+def _size(n: float) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB"):
+    if abs(n) < 1024 or unit == "GiB":
+      return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    n /= 1024
+  return f"{n:.1f} GiB"
+
+
+def free_bytes(path) -> int | None:
+  """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+  path = Path(os.path.abspath(path))
+  for p in (path, *path.parents):
+    if p.exists():
+      try:
+        return shutil.disk_usage(p).free
+      except OSError:
+        return None
+  return None
+
+
+def error_number(error: BaseException) -> int | None:
+  """The OS error number behind ``error``: an ``OSError``'s, or one named in the message of a
+  wrapped error (TensorStore, under Orbax, says ``[os_error_code='28']``), following causes."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error.errno
+    m = re.search(r"os_error_code='?(\d+)", str(error))
+    if m:
+      return int(m.group(1))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def write_error(path, error: BaseException, needed: int | None = None, *,
+                what: str = "") -> WriteError:
+  """The one-line :class:`WriteError` of a failed write of ``path``.
+
+  Args:
+    path: the file or folder being written.
+    error: what the write raised (an ``OSError``, or an error wrapping one).
+    needed: the bytes the write needed (its size), if known.
+    what: a word naming ``path`` in the message (``"checkpoint"``).
+  """
+  code = error_number(error)
+  free = free_bytes(path)
+  path = f"{what} {path}" if what else path
+  if code in NO_SPACE:
+    what = "over the disk quota" if code == errno.EDQUOT else "no space left on the device"
+    need = f"it needs about {_size(needed)}" if needed else "it needs more space"
+    have = f", {_size(free)} free there" if free is not None else ""
+    short = needed - free if needed and free is not None and needed > free else None
+    fix = f"free at least {_size(short)}" if short else "free some space"
+    return WriteError(f"cannot write {path}: {what} ({need}{have}); {fix} and rerun (finished "
+                      "stages are kept and reused), or use another --workdir")
+  reason = (os.strerror(code) if code else
+            str(error).splitlines()[0] if str(error) else type(error).__name__)
+  return WriteError(f"cannot write {path}: {reason}; check its permissions and free space, "
+                    "then rerun (finished stages are kept and reused)")
+
+
+@contextlib.contextmanager
+def writing(path, needed: int | None = None):
+  """Turns an ``OSError`` raised inside into :func:`write_error` of ``path``."""
+  try:
+    yield
+  except OSError as e:
+    raise write_error(path, e, needed) from e
 
 
 def atomic_write(path: Path, content, *, fsync: bool = False) -> None:
@@ -188,17 +292,39 @@ def atomic_write(path: Path, content, *, fsync: bool = False) -> None:
     path: the file.
     content: text, bytes, or ``write(f)`` writing to a binary file object.
     fsync: flush the data and the rename to disk before returning.
+
+  Raises:
+    WriteError: the file cannot be written (a full disk, permissions); the
+      earlier file, if any, is left as it was and no temporary file remains.
   """
   path = Path(path)
   tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-  with open(tmp, "wb") as f:
-    if isinstance(content, str):
-      f.write(content.encode("utf-8"))
-    elif isinstance(content, (bytes, bytearray)):
-      f.write(content)
-    else:
-      content(f)
-    if fsync:
-      f.flush()
-      os.fsync(f.fileno())
-  os.replace(tmp, path)
+  if isinstance(content, str):
+    content = content.encode("utf-8")
+  needed = len(content) if isinstance(content, (bytes, bytearray)) else None
+  try:
+    with open(tmp, "wb") as f:
+      if isinstance(content, (bytes, bytearray)):
+        f.write(content)
+      else:
+        content(f)
+        needed = f.tell()
+      if fsync:
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    if needed is None:
+      with contextlib.suppress(OSError):
+        needed = tmp.stat().st_size
+    with contextlib.suppress(OSError):
+      tmp.unlink()
+    raise write_error(path, e, needed) from e
+
+
+def save_figure(fig, path, **kwargs) -> None:
+  """Saves a matplotlib figure as :func:`atomic_write` does: rendered in memory, then written
+  whole or not at all (a PNG writer that meets a full disk fails inside the image library)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+  atomic_write(path, buf.getvalue())

@@ -16,11 +16,14 @@ hypothesis through the API.
 """
 
 import ast
+import contextlib
 import dataclasses
+import errno
 import gzip
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,9 +35,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from jaxunlearn import checkpoint, cli, data, pipeline, populations, scripts, splits, train
+from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.datasets import fashion_mnist as fashion_mnist_lib
-from jaxunlearn.errors import (ConfigError, DataError, JaxUnlearnError, SplitError,
-                               WorkdirError)
+from jaxunlearn.errors import (CheckpointError, ConfigError, DataError, JaxUnlearnError,
+                               SplitError, WorkdirError, WriteError)
 from tests.support import idx_files, tiny
 
 N = tiny.N_TRAIN
@@ -120,6 +124,20 @@ def _file(path: Path, mode=0o644, text="x") -> Path:
   path.write_text(text)
   path.chmod(mode)
   return path
+
+
+def _damaged(tmp, fin, stage: str) -> Path:
+  """A copy of the finished run whose ``stage`` checkpoint has one byte of its largest file
+  flipped (made once per test directory)."""
+  workdir = tmp / f"damaged-{stage}"
+  if not workdir.exists():
+    shutil.copytree(fin, workdir)
+    files = [p for p in (tiny.stage_dirs(workdir)[stage] / "0").rglob("*") if p.is_file()]
+    target = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    target.write_bytes(bytes(raw))
+  return workdir
 
 
 def _audit_specs(*specs):
@@ -410,6 +428,12 @@ REFUSALS = [
       error=ConfigError, fresh=True),
     A("audit-bn-mode-train-without-batch-norm", "b=finetune:bn_mode=train",
       ("no batch norm", "audit.methods[0].bn_mode=eval")),
+    # Issue 25, item 3: a damaged stage is refused before the earlier results move aside.
+    R("damaged-retrain-before-the-claim", (), ("corrupted", "retrain-", "delete"),
+      error=CheckpointError, workdir=lambda tmp, fin: _damaged(tmp, fin, "retrain")),
+    R("damaged-original-before-the-audit-claim", _audit_specs("finetune"),
+      ("corrupted", "original", "delete"), command="audit",
+      workdir=lambda tmp, fin: _damaged(tmp, fin, "original")),
 ]
 del R, A
 
@@ -1293,3 +1317,231 @@ def test_compare_methods_gives_a_method_that_cannot_run_its_own_row(tmp_path):
   assert rows["ct"][1] == "not applicable" and rows["finetune"][1] not in ("", "n/a")
   assert "convolution" in res["stats"]["ct"]["not_applicable"]
   assert [r["label"] for r in res["runs"]] == ["ct", "finetune"]
+# === Issue 25, items 3 and 6: good results are never retired; a full disk is one line ===========
+# A refusal leaves the work dir as it was (the damaged-* rows of REFUSALS); a failure during work
+# (a full disk: WriteError, exit 1) puts the earlier results back, and what it half-wrote is
+# never taken for a finished stage.
+
+
+def _read_only_mount(folder: Path):
+  """``folder`` made read-only for this process: by its mode, or, as root (whom modes do not
+  stop), by a read-only bind mount of it onto itself. Skips, saying why, where neither works."""
+  if os.geteuid() != 0:
+    folder.chmod(0o555)
+    stack = contextlib.ExitStack()
+    stack.callback(folder.chmod, 0o755)
+    return stack
+  bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True,
+                        text=True)
+  if bind.returncode != 0:
+    pytest.skip(f"cannot bind-mount {folder} read-only: {bind.stderr.strip() or bind.returncode}")
+  stack = contextlib.ExitStack()
+  stack.callback(subprocess.run, ["umount", str(folder)], check=True)
+  ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True,
+                      text=True)
+  if ro.returncode != 0:
+    stack.close()
+    pytest.skip(f"cannot remount {folder} read-only: {ro.stderr.strip()}")
+  return stack
+
+
+def test_an_unwritable_checkpoints_folder_is_refused_before_any_work(finished, tmp_path, capsys,
+                                                                    no_work):
+  npz, workdir = _private_copy(finished, tmp_path)
+  shutil.rmtree(tiny.stage_dirs(workdir)["unlearned"])   # a stage the run would have to save
+  folder = workdir / "checkpoints"
+  before = tiny.tree_snapshot(workdir)
+  with _read_only_mount(folder):
+    code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)])
+  line = _one_line(code, capsys.readouterr().err)
+  assert str(folder) in line and "not writable" in line and "permissions" in line, line
+  assert "only arrays" not in line
+  assert tiny.tree_snapshot(workdir) == before
+
+
+def _full_disk_at(monkeypatch, where: str, stage: str = "unlearned") -> None:
+  """Makes the write at ``where`` meet a full disk, after writing part of its file."""
+  def full(path):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+  if where == "checkpoint":
+    real = checkpoint._orbax_save
+
+    def orbax_save(path, state, metadata):
+      if path.name.startswith(stage):
+        real(path, state, metadata)    # Orbax's files are all there; the marker is not
+        raise full(path / "0")
+      return real(path, state, metadata)
+    monkeypatch.setattr(checkpoint, "_orbax_save", orbax_save)
+  elif where == "marker":
+    real_marker = checkpoint._write_marker
+
+    def write_marker(path, content):
+      if path.name.startswith(stage):
+        real_atomic(path / checkpoint.MARKER_NAME, half)
+      return real_marker(path, content)
+    monkeypatch.setattr(checkpoint, "_write_marker", write_marker)
+  real_atomic = workdir_lib.atomic_write
+
+  def half(f):
+    f.write(b"{half a file")
+    raise full(f.name)
+
+  if where == "results.md":
+    def atomic_write(path, content, **kwargs):
+      return real_atomic(path, half if Path(path).name == where else content, **kwargs)
+    monkeypatch.setattr(workdir_lib, "atomic_write", atomic_write)
+
+
+def _full_disk_run(finished, tmp_path, capsys, monkeypatch, where, *extra):
+  """A run that meets a full disk at ``where`` (for a stage's write, the unlearned stage is
+  removed first, so it has to be saved):
+  ``(npz, workdir, unlearned stage dir, earlier results, its one error line)``."""
+  npz, workdir = _private_copy(finished, tmp_path)
+  unlearned = tiny.stage_dirs(workdir)["unlearned"]
+  if where in ("checkpoint", "marker"):
+    shutil.rmtree(unlearned)
+  old = {name: (workdir / name).read_bytes() for name in ("results.json", "results.md")}
+  _full_disk_at(monkeypatch, where)
+  code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, *extra)])
+  err = capsys.readouterr().err
+  lines = [x for x in err.strip().splitlines() if not x.startswith("jaxunlearn: note:")]
+  assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+  return npz, workdir, unlearned, old, lines[0]
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "marker", "results.md"])
+def test_a_full_disk_is_one_line_and_retires_nothing(finished, tmp_path, capsys, monkeypatch,
+                                                     where):
+  """ENOSPC where a stage's files, its marker or results.md are written: one line naming the
+  path and the space needed, exit 1; the earlier results are back, and nothing half-written
+  is left, or looks finished."""
+  _, workdir, unlearned, old, line = _full_disk_run(
+      finished, tmp_path, capsys, monkeypatch, where, "--config.eval.evaluators=('accuracy',)")
+  target = workdir / "results.md" if where == "results.md" else unlearned
+  assert line.startswith("jaxunlearn: error: cannot write ") and str(target) in line, line
+  assert "no space left" in line and "it needs about" in line and "free there" in line, line
+  # The earlier results are back, whole; no temporary or previous file is left.
+  assert {name: (workdir / name).read_bytes() for name in old} == old
+  leftovers = [p.name for p in workdir.rglob("*") if ".tmp" in p.name or ".previous." in p.name]
+  assert leftovers == []
+  if where != "results.md":
+    # Half-written: never taken for finished (a rerun saves it anew), and its space is freed.
+    assert not checkpoint.exists(unlearned) and not unlearned.exists()
+
+
+@pytest.mark.slow
+def test_after_a_full_disk_a_rerun_ends_with_the_uninterrupted_figures(finished, tmp_path,
+                                                                       capsys, monkeypatch):
+  npz, workdir, unlearned, old, _ = _full_disk_run(finished, tmp_path, capsys, monkeypatch,
+                                                   "checkpoint")
+  monkeypatch.undo()
+  pipeline.run(tiny.config(npz), workdir)
+  assert checkpoint.exists(unlearned)
+  rerun = json.loads((workdir / "results.json").read_text())
+  assert tiny.figures(rerun) == tiny.figures(json.loads(old["results.json"]))
+
+
+def test_a_write_error_names_the_space_needed_and_free(tmp_path):
+  error = workdir_lib.write_error(tmp_path / "x.json", OSError(errno.EDQUOT, "quota"), 3 * 2**20)
+  assert isinstance(error, WriteError) and error.exit_status == 1
+  free = workdir_lib.free_bytes(tmp_path)
+  assert str(tmp_path / "x.json") in str(error) and "disk quota" in str(error)
+  assert "3.0 MiB" in str(error) and workdir_lib._size(free) + " free there" in str(error)
+  # TensorStore (under Orbax) names the OS error in its message only.
+  wrapped = ValueError("RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']")
+  assert workdir_lib.error_number(RuntimeError("save failed").with_traceback(None)) is None
+  assert workdir_lib.error_number(wrapped) == errno.ENOSPC
+  denied = workdir_lib.write_error(tmp_path, PermissionError(errno.EACCES, "denied"))
+  assert "Permission denied" in str(denied) and "permissions" in str(denied)
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, size: str):
+  """A tmpfs of ``size`` mounted on ``folder``; skips, printing why, where mounting is refused."""
+  folder.mkdir(parents=True)
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+  if mount.returncode != 0:
+    reason = f"cannot mount a tmpfs on {folder}: {mount.stderr.strip() or mount.returncode}"
+    print(reason)
+    pytest.skip(reason)
+  try:
+    yield folder
+  finally:
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_a_rerun_with_space_finishes(finished, tmp_path, capfd):
+  """On a small tmpfs, filled up to a few KiB: the unlearned stage cannot be saved. Orbax's
+  own error logs stay quiet, the line names the stage and the space, and once space is freed
+  the rerun ends with the figures of the uninterrupted run."""
+  npz, fin = finished
+  with _tmpfs(tmp_path / "disk", "2m") as disk:
+    workdir = Path(shutil.copytree(fin, disk / "work"))
+    unlearned = tiny.stage_dirs(workdir)["unlearned"]
+    shutil.rmtree(unlearned)
+    old = (workdir / "results.json").read_bytes()
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - 16 * 1024))
+    capfd.readouterr()
+    code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)])
+    err = capfd.readouterr().err
+    lines = [x for x in err.strip().splitlines() if not x.startswith("jaxunlearn: note:")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err   # Orbax kept quiet
+    assert str(unlearned) in lines[0] and "no space left" in lines[0], lines[0]
+    assert "it needs about" in lines[0] and "free there" in lines[0]
+    assert (workdir / "results.json").read_bytes() == old
+    assert not checkpoint.exists(unlearned)
+    filler.unlink()
+    assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)]) == 0
+    assert tiny.figures(json.loads((workdir / "results.json").read_text())) == \
+        tiny.figures(json.loads(old))
+
+
+def test_every_writer_meets_a_real_full_disk_with_one_write_error(tmp_path):
+  """On a tiny full tmpfs (no pipeline): a checkpoint, a results file, a population's phi and a
+  plot each raise WriteError naming the path and leave nothing half-written behind."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  with _tmpfs(tmp_path / "disk", "256k") as disk:
+    earlier = disk / "results.json"
+    earlier.write_text('{"earlier": true}')
+    (disk / "filler").write_bytes(b"\0" * shutil.disk_usage(disk).free)
+    fig = plt.figure()
+    try:
+      writes = {
+          "checkpoint": (disk / "stage", lambda: checkpoint.save(
+              disk / "stage", {"w": np.arange(50_000, dtype=np.float32)})),
+          "results.json": (earlier, lambda: workdir_lib.atomic_write(earlier, "x" * 50_000)),
+          "phi": (disk / "phi" / "pop.npy", lambda: populations.save_phi(
+              disk / "phi", "pop", np.ones((4, 5000), np.float32))),
+          "plot": (disk / "plot.png", lambda: workdir_lib.save_figure(fig, disk / "plot.png")),
+      }
+      (disk / "phi").mkdir()
+      for name, (path, write) in writes.items():
+        with pytest.raises(WriteError) as info:
+          write()
+        message = str(info.value)
+        assert str(path) in message and "no space left" in message, (name, message)
+        assert len(message.splitlines()) == 1
+    finally:
+      plt.close(fig)
+    assert earlier.read_text() == '{"earlier": true}'     # the earlier file, whole
+    left = sorted(p.relative_to(disk).as_posix() for p in disk.rglob("*"))
+    assert left == ["filler", "phi", "results.json"], left   # no temporary or partial file
+
+
+def test_an_interrupted_run_puts_the_earlier_results_back(finished, tmp_path, capsys,
+                                                          monkeypatch):
+  npz, workdir = _private_copy(finished, tmp_path)
+  old = {name: (workdir / name).read_bytes() for name in ("results.json", "results.md")}
+
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(pipeline, "eval_inputs", interrupt)   # after every stage is restored
+  assert cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir)]) == 130
+  assert "interrupted" in capsys.readouterr().err
+  assert {name: (workdir / name).read_bytes() for name in old} == old
+  assert not list(workdir.glob("*.previous.*"))

@@ -56,7 +56,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxunlearn import report
+from jaxunlearn import report, workdir as workdir_lib
 from jaxunlearn.audits import base
 from jaxunlearn.errors import ConfigError
 
@@ -489,8 +489,10 @@ def plot_epsilon(path, section: dict, setting: str) -> None:
     row[0].set_ylabel("examples of D_f")
   fig.suptitle(f"{setting}: per-example epsilon, N={first['n_models_unlearned']}", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  try:
+    workdir_lib.save_figure(fig, path, dpi=90)   # whole or not at all
+  finally:
+    plt.close(fig)
 
 
 def plot_phi(path, section: dict, audit: base.Audit, examples: int) -> None:
@@ -534,5 +536,7 @@ def plot_phi(path, section: dict, audit: base.Audit, examples: int) -> None:
   fig.suptitle(f"{audit.cfg.setting}: phi of single forget examples, gray = retrained models",
                fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  try:
+    workdir_lib.save_figure(fig, path, dpi=90)   # whole or not at all
+  finally:
+    plt.close(fig)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxunlearn import divergences, metrics
+from jaxunlearn import divergences, metrics, workdir as workdir_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.evaluators import base
 
@@ -71,5 +71,7 @@ def plot_phi(phis: dict, path, title: str = "") -> None:
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  try:
+    workdir_lib.save_figure(fig, path, dpi=100)   # whole or not at all
+  finally:
+    plt.close(fig)
