@@ -23,6 +23,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 
+# One folder for runs the whole session shares (tests/support/tiny.shared_dir): made here in
+# the controlling process, inherited by pytest-xdist's workers through the environment.
+if "JAXUNLEARN_TEST_SHARED" not in os.environ:
+  _SHARED = tempfile.mkdtemp(prefix="jaxunlearn-test-shared-")
+  atexit.register(shutil.rmtree, _SHARED, True)
+  os.environ["JAXUNLEARN_TEST_SHARED"] = _SHARED
+
 import sys
 
 import pytest

@@ -104,7 +104,11 @@ def run_cli(npz_path, workdir, *extra, timeout=120, env=None) -> subprocess.Comp
 
 
 def tree_snapshot(root) -> dict:
-  """``{relative path: (size, sha256)}`` of every file under ``root`` (None if absent)."""
+  """``{relative path: (size, sha256)}`` of every file under ``root`` (None if absent).
+
+  The work dir's lock file is recorded as present only: taking the lock writes the holder's
+  process id into it, which is no state of the work dir.
+  """
   import hashlib
   root = Path(root)
   if not root.exists():
@@ -114,6 +118,8 @@ def tree_snapshot(root) -> dict:
     rel = p.relative_to(root).as_posix()
     if p.is_dir():
       snap[rel + "/"] = None
+    elif rel == ".lock":
+      snap[rel] = "lock"
     else:
       snap[rel] = (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
   return snap
@@ -156,21 +162,52 @@ def scratch_dir(name: str) -> Path:
 
 
 _FINISHED = {}
+# A folder the whole test session shares (tests/conftest.py makes it in the controlling
+# process; pytest-xdist's workers inherit it): a shared run is made by the first worker that
+# asks for it and read by the others.
+SHARED_ENV = "JAXUNLEARN_TEST_SHARED"
+
+
+def shared_dir(name: str, build) -> Path:
+  """``build(folder)`` once per test session (once per process without a shared folder).
+
+  The first process to ask builds under a file lock; the others wait for it and reuse the
+  folder. A build that failed or was killed is redone (a ``DONE`` file marks a finished one).
+  """
+  root = os.environ.get(SHARED_ENV)
+  if not root or not Path(root).is_dir():
+    folder = scratch_dir(name)
+    build(folder)
+    return folder
+  import fcntl
+  import shutil
+  folder = Path(root) / name
+  with open(Path(root) / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (folder / "DONE").exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir(parents=True)
+      build(folder)
+      (folder / "DONE").write_text("finished\n")
+  return folder
 
 
 def finished_run(seed: int = 0):
-  """A finished in-process ``pipeline.run`` of the tiny config, made once per process.
+  """A finished ``pipeline.run`` of the tiny config, made once per test session.
 
-  Returns ``(npz_path, workdir, results)``. Callers must not modify ``workdir``
-  (copy it with ``shutil.copytree`` first).
+  Returns ``(npz_path, workdir, results)``, ``results`` as read back from
+  ``results.json``. Callers must not modify ``workdir`` (copy it with
+  ``shutil.copytree`` first).
   """
   if seed not in _FINISHED:
-    from jaxunlearn import pipeline
-    root = scratch_dir(f"finished-{seed}")
-    npz = write_npz(root / "tiny.npz")
-    workdir = root / "work"
-    results = pipeline.run(config(npz, seed=seed), workdir)
-    _FINISHED[seed] = (npz, workdir, results)
+    import json
+
+    def build(root):
+      from jaxunlearn import pipeline
+      pipeline.run(config(write_npz(root / "tiny.npz"), seed=seed), root / "work")
+    root = shared_dir(f"finished-{seed}", build)
+    results = json.loads((root / "work" / "results.json").read_text())
+    _FINISHED[seed] = (root / "tiny.npz", root / "work", results)
   return _FINISHED[seed]
 
 
@@ -185,16 +222,20 @@ _AUDITED = {}
 
 
 def finished_audit():
-  """One uninterrupted tiny audit per process: ``(npz_path, workdir, results)``.
+  """One uninterrupted tiny audit per test session: ``(npz_path, workdir, results)``,
+  ``results`` as read back from ``audit.json``.
 
   Made with :data:`AUDIT_OVERRIDES`; callers must not modify ``workdir``.
   """
   if "run" not in _AUDITED:
-    from jaxunlearn import auditor
-    root = scratch_dir("audit")
-    npz = write_npz(root / "tiny.npz")
-    results = auditor.run_audit(config(npz, **AUDIT_OVERRIDES), root / "work")
-    _AUDITED["run"] = (npz, root / "work", results)
+    import json
+
+    def build(root):
+      from jaxunlearn import auditor
+      auditor.run_audit(config(write_npz(root / "tiny.npz"), **AUDIT_OVERRIDES), root / "work")
+    root = shared_dir("audit", build)
+    results = json.loads((root / "work" / "audit.json").read_text())
+    _AUDITED["run"] = (root / "tiny.npz", root / "work", results)
   return _AUDITED["run"]
 
 
