@@ -229,3 +229,24 @@ def test_attribute_command_writes_scores(setup, tmp_path):
   assert int(first[0]) == store.rows[0] and int(first[3]) + int(first[4]) == K
   np.testing.assert_allclose(float(first[2]), attribution.memorisation(store)[0], rtol=1e-5)
   assert json.loads((tmp_path / "attribution.json").read_text())["cost"] == store.meta["cost"]
+
+
+def test_attribute_command_refuses_over_memory_in_one_line(prepared, tmp_path, capsys,
+                                                           monkeypatch):
+  from experiments import attribute
+  from jaxunlearn import scripts
+  prep, _ = prepared
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("work started before the refusal")
+  monkeypatch.setattr(pops, "run_population", refuse)
+  monkeypatch.setattr(pops, "available_host_bytes", lambda: (10**5, "available host memory"))
+  npz = prep.cfg.dataset.partition(":")[2]
+  argv = [f"--config={tiny.CONFIG}", f"--workdir={tmp_path / 'work'}", f"--out={tmp_path / 'o'}",
+          f"--set=dataset='npz:{npz}'", "--num-models=64"]
+  with pytest.raises(SystemExit) as e:
+    scripts.run(lambda: attribute.main(argv))
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "num_models (--num-models)=64" in err, err
+  assert not (tmp_path / "work" / attribution.NAME).exists() and not (tmp_path / "o").exists()
