@@ -76,13 +76,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import cost as cost_lib, hashing, models, parallel, populations as pops
+from jaxunlearn import cost as cost_lib, hashing, models, populations as pops
 from jaxunlearn import splits as splits_lib, stages, train as train_lib, workdir as workdir_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
 
-__all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "key_spec",
-           "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
+__all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
+           "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION"]
 
 NAME = "attribution"
@@ -197,6 +197,8 @@ def store_key(prep, settings: Settings) -> str:
 
 
 def store_dir(prep, settings: Settings) -> Path:
+  """The store's folder: ``<root>/<store_key>``, ``root`` being ``settings.root`` or
+  ``WORKDIR/attribution``."""
   root = Path(settings.root).expanduser() if settings.root else Path(prep.workdir) / NAME
   return root / store_key(prep, settings)
 
@@ -557,9 +559,10 @@ def effect_of(store: Store, forget_idx, points=None, *, heldout: bool = False,
   n_in = keep_f.sum(0)
   short = (n_in == 0) | (n_in == store.num_models)
   if short.any():
-    raise ConfigError(f"{int(short.sum())} forget rows (e.g. row {int(store.rows[f_pos[short][0]])}) "
-                      f"have no IN or no OUT model among {store.num_models}; raise attribution "
-                      "num_models (--num-models)")
+    example = int(store.rows[f_pos[short][0]])
+    raise ConfigError(f"{int(short.sum())} forget rows (e.g. row {example}) have no IN or no OUT "
+                      f"model among {store.num_models}; raise attribution num_models "
+                      "(--num-models)")
   c = _contrast(keep_f)
   values = store.logits(heldout) if on == "logits" else store.phi(heldout)
   if points is not None:
