@@ -44,7 +44,11 @@ attribution's own ``seed`` (not the run's): every request that forgets a
 subset of one training set shares one store, across seeds' work dirs too when
 ``root`` is shared. A transform that depends on the forget set (label flips,
 backdoors) changes the training data, so such benchmarks get one store per
-forget set: there the precompute is paid per request, not shared.
+forget set: there the precompute is paid per request, not shared (no fixed
+transformed superset is built). Break-even: a shared store costs ``K p`` =
+32 retrainings once, so a method that spends a fraction ``f`` of retraining
+per request pays it back after ``32 / (1 - f)`` requests (33 at f = 0.02); a
+store per forget set never pays back against retraining.
 
 **Effects of a forget set** (:func:`effect_of`) come from the stored values and
 masks when asked, never from a matrix over pairs of examples. The estimator
