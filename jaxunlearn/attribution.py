@@ -1,0 +1,584 @@
+"""Attribution: K models on random halves of a training set, and what each example does.
+
+A population of ``K`` models, each trained from scratch with the config's
+``train`` recipe on a random keep-mask of the training rows (a fraction
+``p`` of them), through the population service
+(:func:`jaxunlearn.populations.run_population`: one vmapped call per chunk,
+member ``k`` keyed ``fold_in(key, k)``). It stores, under
+``<root>/<key>/`` (``root`` is ``WORKDIR/attribution`` unless given):
+
+* ``pop-attribution-<hash>-c<i>.npz``: chunk ``i``'s members' logits on every
+  training row (``logits`` ``[k, n, C]``) and on the test split
+  (``heldout_logits`` ``[k, m, C]``), and phi (the logit-scaled confidence,
+  :mod:`jaxunlearn.audits.phi`) on both; each written when its chunk is done
+  (temporary file, then rename), so a killed build resumes from the finished
+  chunks;
+* ``masks.npz``: ``keep`` ``[K, n]`` (model ``k`` trained on row ``j``), the
+  training rows' dataset indices ``rows``, their labels, the test labels;
+* ``estimates.npz``: per training row the IN and OUT mean and standard
+  deviation (``ddof=1``; NaN below 2 models) of phi and the IN and OUT counts
+  (they add to K); per test example the mean and standard deviation over all K;
+* ``attribution.json``: what the store depends on, its sizes and its one-off
+  cost in examples; written last, so its presence says the store is whole.
+
+**K and p.** ``p = 0.5`` gives each example as many IN as OUT models on
+average, which makes a difference of IN and OUT means least noisy for a given
+K (its variance goes as ``1 / (p K) + 1 / ((1 - p) K)``, smallest at 0.5).
+``K = 64`` gives each example about 32 OUT (and 32 IN) models, enough for a
+mean whose standard error is under a fifth of the spread between models and
+a standard deviation within about 13 % (``1 / sqrt(2 (32 - 1))``); the
+chance that an example has fewer than 20 models on either side is about
+3 %. Fewer models (e.g. 16) still give the means, noisily.
+
+**Cost at 60,000 images** (Fashion-MNIST, 10 classes, 20 epochs): 64 models x
+20 epochs x 30,000 kept rows = 3.84e7 examples, 32 retrainings' worth
+(retraining: 20 x 60,000 = 1.2e6), paid once per training set. Logits: 64 x
+(60,000 + 10,000) x 10 float32 = 179 MB (phi adds a tenth), masks 3.8 MB.
+Both are checked against available memory before anything trains
+(:func:`check_memory`), with one chunk's training working set.
+
+**Keyed by** the data the models see (the dataset's content hash, the training
+rows, and the transformed arrays' own hash when a data transform applies), the
+model (name, arguments, implementation), the ``train`` recipe, K, p and the
+attribution's own ``seed`` (not the run's): every request that forgets a
+subset of one training set shares one store, across seeds' work dirs too when
+``root`` is shared. A transform that depends on the forget set (label flips,
+backdoors) changes the training data, so such benchmarks get one store per
+forget set: there the precompute is paid per request, not shared (no fixed
+transformed superset is built). Break-even: a shared store costs ``K p`` =
+32 retrainings once, so a method that spends a fraction ``f`` of retraining
+per request pays it back after ``32 / (1 - f)`` requests (33 at f = 0.02); a
+store per forget set never pays back against retraining.
+
+**Effects of a forget set** (:func:`effect_of`) come from the stored values and
+masks when asked, never from a matrix over pairs of examples. The estimator
+is a linear datamodel whose coefficients are Feldman-Zhang differences of
+means: for a forget row ``i`` and a point ``j``, ``theta_ij = mean(v_j | i
+OUT) - mean(v_j | i IN)``; removing D_f changes ``v_j`` by ``sum_{i in D_f}
+theta_ij``. No model leaves out all of D_f, so this sums one-at-a-time effects
+(additivity assumed). The sum collapses to one weight per model,
+``c_k = sum_i [(1 - keep_ki) / n_out_i - keep_ki / n_in_i]``, and the effect is
+``c @ v[:, points]``: ``O(K (|D_f| + |points|))`` work and memory. Its noise
+grows with ``|D_f|``: for an unaffected point it is about ``sd_j * sqrt(sum_k
+c_k^2)``, near ``2 sd_j sqrt(|D_f| / K)`` at p = 0.5 (returned with
+``with_error``); a point outside D_f needs ``K`` well above ``4 |D_f|`` to show
+an effect above its noise.
+
+**Memorisation** (:func:`memorisation`) is Feldman's: IN mean phi minus OUT mean
+phi, per training row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import cost as cost_lib, hashing, models, populations as pops
+from jaxunlearn import splits as splits_lib, stages, train as train_lib, workdir as workdir_lib
+from jaxunlearn.audits import phi as phi_lib
+from jaxunlearn.errors import ConfigError
+
+__all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
+           "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
+           "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION"]
+
+NAME = "attribution"
+DEFAULT_NUM_MODELS = 64
+DEFAULT_KEEP_FRACTION = 0.5
+META = "attribution.json"
+_MASKS_SEED = 0x41545452
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How the attribution population is drawn and run.
+
+  Attributes:
+    num_models: K, the models (at least 2).
+    keep_fraction: p, the share of the training rows each model trains on, in (0, 1).
+    seed: the masks' and the members' seed (the attribution's own, not the run's, so seeds'
+      work dirs can share one store).
+    chunk_size: members per compiled call and per saved chunk (0: ``audit.chunk_size``).
+    memory_fraction: share of the available memory it may take (0: ``audit.memory_fraction``).
+    root: where stores live (``""``: ``WORKDIR/attribution``); a shared folder lets work
+      dirs of other seeds reuse a store.
+  """
+  num_models: int = DEFAULT_NUM_MODELS
+  keep_fraction: float = DEFAULT_KEEP_FRACTION
+  seed: int = 0
+  chunk_size: int = 0
+  memory_fraction: float = 0.0
+  root: str = ""
+
+
+# What a refusal calls each setting: the field and the command's flag.
+FLAGS = {"num_models": "--num-models", "keep_fraction": "--keep-fraction", "seed": "--seed",
+         "chunk_size": "--chunk-size", "memory_fraction": "--memory-fraction"}
+
+
+def _field(name: str) -> str:
+  return f"attribution {name} ({FLAGS[name]})"
+
+
+def _resolved(prep, settings: Settings) -> tuple[int, float]:
+  cfg = prep.cfg
+  chunk = int(settings.chunk_size) or int(cfg.audit.chunk_size)
+  fraction = float(settings.memory_fraction) or float(cfg.audit.memory_fraction)
+  return chunk, fraction
+
+
+def check(prep, settings: Settings) -> None:
+  """Refuses settings that cannot make a store, in one line naming the field."""
+  for name in ("num_models", "seed", "chunk_size"):
+    value = getattr(settings, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ConfigError(f"{_field(name)} must be a whole number, got {value!r}")
+  if settings.num_models < 2:
+    raise ConfigError(f"{_field('num_models')}={settings.num_models}: IN and OUT estimates need "
+                      f"at least 2 models; use e.g. {DEFAULT_NUM_MODELS}")
+  if not 0 < float(settings.keep_fraction) < 1:
+    raise ConfigError(f"{_field('keep_fraction')}={settings.keep_fraction} must lie in (0, 1); "
+                      f"use e.g. {DEFAULT_KEEP_FRACTION}")
+  if settings.chunk_size < 0:
+    raise ConfigError(f"{_field('chunk_size')}={settings.chunk_size} must be >= 0 (0: "
+                      "audit.chunk_size)")
+  if not 0 <= float(settings.memory_fraction) <= 1:
+    raise ConfigError(f"{_field('memory_fraction')}={settings.memory_fraction} must lie in "
+                      "[0, 1] (0: audit.memory_fraction)")
+  n = int(prep.splits.train_idx.size)
+  n_keep = int(round(settings.keep_fraction * n))
+  if not 1 <= n_keep < n:
+    raise ConfigError(f"{_field('keep_fraction')}={settings.keep_fraction} keeps {n_keep} of "
+                      f"{n} training rows; each model needs at least 1 and must leave 1 out")
+
+
+# --- the key ---------------------------------------------------------------------------------
+
+
+def _array_hash(*arrays) -> str:
+  h = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+  return h.hexdigest()[:16]
+
+
+def key_spec(prep, settings: Settings) -> dict:
+  """What a store depends on (JSON-able): the data the models see, the model, the ``train``
+  recipe, K, p and the seed. ``prep`` is a :class:`jaxunlearn.request.Prepared` or a
+  :class:`jaxunlearn.request.Request`."""
+  cfg = prep.cfg
+  base = getattr(prep, "prep", prep)
+  rows = prep.splits.train_idx
+  data = {"data_hash": base.data_hash, "train_rows": splits_lib.index_hash(rows),
+          "num_classes": int(prep.data.num_classes)}
+  if tuple(prep.transforms):
+    # A transform changes the arrays (and may depend on the forget set): key on what it made.
+    data["transformed"] = _array_hash(prep.x_train, prep.y_train)
+  model = {"name": cfg.model, "kwargs": cfg.model_kwargs.to_dict()}
+  impl = models.implementation(cfg.model)
+  if impl is not None:
+    model["implementation"] = impl
+  recipe = cfg.train.to_dict()
+  recipe.pop("driver", None)    # how the original is driven, not what it computes
+  return json.loads(json.dumps({
+      "kind": NAME, "data": data, "model": model, "train": recipe,
+      "num_models": int(settings.num_models), "keep_fraction": float(settings.keep_fraction),
+      "seed": int(settings.seed)}, default=str))
+
+
+def store_key(prep, settings: Settings) -> str:
+  """The store's name: :func:`jaxunlearn.hashing.spec_hash` of :func:`key_spec`."""
+  return hashing.spec_hash(key_spec(prep, settings))
+
+
+def store_dir(prep, settings: Settings) -> Path:
+  """The store's folder: ``<root>/<store_key>``, ``root`` being ``settings.root`` or
+  ``WORKDIR/attribution``."""
+  root = Path(settings.root).expanduser() if settings.root else Path(prep.workdir) / NAME
+  return root / store_key(prep, settings)
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+def memory_bytes(*, num_models: int, n_train: int, n_heldout: int, num_classes: int) -> int:
+  """Host bytes of a store at work: the logits and phi of every model on every training and
+  held-out example (float32, held twice while the chunks are joined), the masks, and the
+  float64 temporaries of the IN/OUT estimates (about three ``[K, n]`` arrays)."""
+  k, n, m = int(num_models), int(n_train), int(n_heldout)
+  values = k * (n + m) * (int(num_classes) + 1) * 4
+  return int(2 * values + k * n + 3 * 8 * k * n)
+
+
+def _gib(b: float) -> str:
+  return f"{b / 2**30:.2f} GiB"
+
+
+def check_memory(prep, settings: Settings) -> None:
+  """Refuses, before anything is trained, a store over ``memory_fraction`` of the available
+  host memory (its logits: K x (n_train + n_heldout) x num_classes floats) or a chunk whose
+  training working set is over that share of the device's, naming the field and a value
+  that fits."""
+  chunk, fraction = _resolved(prep, settings)
+  k = int(settings.num_models)
+  n = int(prep.splits.train_idx.size)
+  m = int(np.shape(prep.data.y_test)[0])
+  c = int(prep.data.num_classes)
+  host_limit, host_where = pops.memory_limit_bytes(fraction, host=True)
+  need = memory_bytes(num_models=k, n_train=n, n_heldout=m, num_classes=c)
+  if need > host_limit:
+    per_model = memory_bytes(num_models=1, n_train=n, n_heldout=m, num_classes=c)
+    fit = int(host_limit // per_model)
+    hint = (f"set num_models<={fit}" if fit >= 2 else
+            "no K >= 2 fits: free memory or raise memory_fraction")
+    raise ConfigError(
+        f"{_field('num_models')}={k} needs ~{_gib(need)} for its logits ({k} x ({n} + {m}) x "
+        f"{c} float32 and their estimates), over {_gib(host_limit)} ({fraction:g} of "
+        f"{host_where}); {hint}")
+  abstract = stages.abstract_variables(prep.model, prep.cfg.train, prep.data.input_shape)
+  param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
+  n_keep = int(round(settings.keep_fraction * n))
+  example_bytes = 4 * int(np.prod(prep.data.input_shape))
+
+  shared = (n + m + int(prep.x_train.shape[0])) * example_bytes
+
+  def working(chunk_size):
+    # Per member of a chunk: parameters, gradients and optimizer state (about five copies),
+    # the rows it gathers, its record; once: the inputs every member reads.
+    size = pops.balanced_chunk(k, chunk_size)
+    return size * (5 * param_bytes + n_keep * example_bytes + (n + m) * (c + 1) * 4) + shared
+
+  dev_limit, dev_where = pops.memory_limit_bytes(fraction)
+  if working(chunk) > dev_limit:
+    fit = next((s for s in range(min(chunk, k), 0, -1) if working(s) <= dev_limit), None)
+    hint = f"set chunk_size<={fit}" if fit else f"lower num_models (now {k})"
+    raise ConfigError(
+        f"{_field('chunk_size')}={chunk} needs ~{_gib(working(chunk))} to train a chunk of "
+        f"models on {n_keep} rows each, over {_gib(dev_limit)} ({fraction:g} of {dev_where}); "
+        f"{hint}")
+
+
+# --- masks and the population ----------------------------------------------------------------
+
+
+def draw_masks(n: int, num_models: int, keep_fraction: float, seed: int) -> np.ndarray:
+  """``keep`` ``[K, n]`` bool: each model keeps ``round(p n)`` rows drawn without replacement,
+  independently of the others (an example's IN count is binomial, mean ``p K``)."""
+  n_keep = int(round(keep_fraction * n))
+  rng = np.random.default_rng([int(seed), _MASKS_SEED])
+  keep = np.zeros((int(num_models), int(n)), bool)
+  for k in range(int(num_models)):
+    keep[k, rng.permutation(n)[:n_keep]] = True
+  return keep
+
+
+def _batched_logits(apply_fn, params, x, batch: int):
+  """``apply_fn(params, x)`` in batches of ``batch`` rows (``lax.map``), so a chunk of models
+  never holds activations for every row at once."""
+  n = x.shape[0]
+  b = max(1, min(int(batch), n))
+  nb = -(-n // b)
+  pad = nb * b - n
+  if pad:
+    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+  z = jax.lax.map(lambda xb: apply_fn(params, xb), x.reshape(nb, b, *x.shape[1:]))
+  return z.reshape(nb * b, -1)[:n]
+
+
+def attribution_member(model, optimizer, input_shape, *, epochs: int, batch_size: int,
+                       eval_batch_size: int):
+  """``member(key, rows, x_all, y_all, x_points, y_points, x_held, y_held) -> record``: one
+  model trained from scratch on ``x_all[rows]``, its logits and phi on every training point
+  and on the held-out examples."""
+  train = train_lib.make_train_fn(model, optimizer, input_shape, epochs=epochs,
+                                  batch_size=batch_size)
+
+  def member(key, rows, x_all, y_all, x_points, y_points, x_held, y_held):
+    state, _ = train(key, x_all[rows], y_all[rows])
+    apply_fn = train_lib.eval_apply_fn(model, state.batch_stats)
+    z = _batched_logits(apply_fn, state.params, x_points, eval_batch_size).astype(jnp.float32)
+    zh = _batched_logits(apply_fn, state.params, x_held, eval_batch_size).astype(jnp.float32)
+    return {"phi": phi_lib.logit_confidence(z, y_points), "logits": z,
+            "heldout_phi": phi_lib.logit_confidence(zh, y_held), "heldout_logits": zh}
+  return member
+
+
+class _NpzChunks:
+  """The population service's chunk cache (``load_or_build``), as ``.npz`` files in one
+  folder: a chunk is restored when its file exists, else built and written atomically."""
+
+  def __init__(self, directory: Path):
+    self.directory = Path(directory)
+
+  def path(self, stage: str) -> Path:
+    return self.directory / f"{stage}.npz"
+
+  def load_or_build(self, stage, build, abstract, *, protected=False, check=None):
+    del abstract, protected
+    path = self.path(stage)
+    if path.exists():
+      with np.load(path) as f:
+        return {k: f[k] for k in f.files}, {}, True
+    tree, meta = build()
+    if check is not None:
+      check(tree)
+    self.directory.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+      workdir_lib.atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v)
+                                                              for k, v in tree.items()}))
+    return tree, meta, False
+
+
+# --- estimates -------------------------------------------------------------------------------
+
+
+def _masked_stats(values: np.ndarray, mask: np.ndarray) -> tuple:
+  """Column count, mean and sample standard deviation (ddof=1) of ``values`` where ``mask``."""
+  values = np.asarray(values, np.float64)
+  count = mask.sum(0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean = np.where(mask, values, 0.0).sum(0) / count
+    ss = np.where(mask, (values - mean) ** 2, 0.0).sum(0)
+    sd = np.where(count >= 2, np.sqrt(ss / (count - 1)), np.nan)
+  return count.astype(np.int64), np.where(count >= 1, mean, np.nan), sd
+
+
+def estimates(phi: np.ndarray, keep: np.ndarray) -> dict:
+  """Per-example IN and OUT statistics of phi ``[K, n]`` under ``keep`` ``[K, n]``:
+  ``in_mean``, ``in_std``, ``in_count``, ``out_mean``, ``out_std``, ``out_count`` (means NaN
+  without a model on that side, standard deviations with fewer than 2)."""
+  keep = np.asarray(keep, bool)
+  if np.shape(phi) != keep.shape:
+    raise ConfigError(f"phi {np.shape(phi)} and keep {keep.shape} must have one shape [K, n]")
+  out = {}
+  for side, mask in (("in", keep), ("out", ~keep)):
+    count, mean, sd = _masked_stats(phi, mask)
+    out[f"{side}_mean"], out[f"{side}_std"], out[f"{side}_count"] = mean, sd, count
+  return out
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+  """A finished attribution store (read with :func:`load`; built with :func:`build`).
+
+  Attributes:
+    path: its folder.
+    meta: ``attribution.json``.
+    keep: ``[K, n]`` bool, model ``k`` trained on training point ``j``.
+    rows: ``[n]`` the training points' dataset row indices (sorted).
+    labels: ``[n]`` their labels as trained on; ``heldout_labels``: ``[m]`` the test labels.
+    estimates: ``in_mean``, ``in_std``, ``in_count``, ``out_mean``, ``out_std``,
+      ``out_count`` (``[n]``), ``heldout_mean``, ``heldout_std`` (``[m]``).
+  """
+  path: Path
+  meta: dict
+  keep: np.ndarray
+  rows: np.ndarray
+  labels: np.ndarray
+  heldout_labels: np.ndarray
+  estimates: dict
+
+  @property
+  def num_models(self) -> int:
+    return int(self.keep.shape[0])
+
+  def _chunks(self, name: str) -> np.ndarray:
+    parts = []
+    for file in self.meta["chunks"]:
+      with np.load(self.path / file) as f:
+        parts.append(f[name])
+    return np.concatenate(parts)
+
+  def phi(self, heldout: bool = False) -> np.ndarray:
+    """``[K, n]`` phi of every model on every training point (``heldout``: ``[K, m]``)."""
+    return self._chunks("heldout_phi" if heldout else "phi")
+
+  def logits(self, heldout: bool = False) -> np.ndarray:
+    """``[K, n, C]`` logits on every training point (``heldout``: ``[K, m, C]``)."""
+    return self._chunks("heldout_logits" if heldout else "logits")
+
+  def positions(self, idx) -> np.ndarray:
+    """The store positions of dataset rows ``idx`` (refused if not training rows)."""
+    idx = np.asarray(idx, np.int64).ravel()
+    pos = np.searchsorted(self.rows, idx)
+    ok = (pos < self.rows.size) & (self.rows[np.minimum(pos, self.rows.size - 1)] == idx)
+    if not ok.all():
+      raise ConfigError(f"rows {idx[~ok][:5].tolist()} are not training rows of this store "
+                        f"({self.rows.size} rows; held-out rows have no IN models)")
+    return pos
+
+
+def load(path) -> Store:
+  """The store in ``path`` (a folder with ``attribution.json``)."""
+  path = Path(path)
+  if not (path / META).is_file():
+    raise ConfigError(f"{path} holds no finished attribution store ({META} missing); build it "
+                      "with experiments/attribute.py or attribution.build")
+  meta = json.loads((path / META).read_text())
+  with np.load(path / "masks.npz") as f:
+    masks = {k: f[k] for k in f.files}
+  with np.load(path / "estimates.npz") as f:
+    est = {k: f[k] for k in f.files}
+  return Store(path, meta, masks["keep"], masks["rows"], masks["labels"],
+               masks["heldout_labels"], est)
+
+
+def build(prep, settings: Settings | None = None, *, progress: bool | None = None) -> Store:
+  """The attribution store of ``prep``'s training set: loaded when finished, else trained
+  chunk by chunk (finished chunks restored) and written.
+
+  Args:
+    prep: a :class:`jaxunlearn.request.Prepared` or :class:`jaxunlearn.request.Request`.
+    settings: K, p, seed, chunk size, memory share and root (:class:`Settings`).
+    progress: a progress bar over chunks (default: ``report.progress``).
+
+  Raises:
+    ConfigError: bad settings, or a size over memory (before any training).
+  """
+  settings = settings or Settings()
+  check(prep, settings)
+  directory = store_dir(prep, settings)
+  if (directory / META).is_file():
+    return load(directory)
+  check_memory(prep, settings)
+  cfg = prep.cfg
+  chunk, _ = _resolved(prep, settings)
+  spec = key_spec(prep, settings)
+  rows = np.asarray(prep.splits.train_idx)
+  n = int(rows.size)
+  keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
+  n_keep = int(keep[0].sum())
+  member_rows = np.stack([rows[k] for k in keep])
+  epochs, batch = int(cfg.train.epochs), min(int(cfg.train.batch_size), n_keep)
+  eval_batch = int(cfg.eval.batch_size)
+  model, shape = prep.model, tuple(prep.data.input_shape)
+  recipe = json.dumps(spec["train"], sort_keys=True)
+  impl = models.implementation(cfg.model)
+  member = pops.cached_member(
+      (NAME, repr(model), json.dumps(impl, sort_keys=True, default=str), shape, recipe, n_keep,
+       eval_batch),
+      lambda: attribution_member(model, train_lib.optimizer_for_rows(cfg.train, n_keep, epochs),
+                                 shape, epochs=epochs, batch_size=batch,
+                                 eval_batch_size=eval_batch))
+  x_all, y_all = jnp.asarray(prep.x_train), jnp.asarray(prep.y_train)
+  x_test, y_test = jnp.asarray(prep.data.x_test), jnp.asarray(prep.data.y_test)
+  abstract = stages.abstract_variables(model, cfg.train, shape)
+  pop = pops.Population(
+      name=NAME, size=int(settings.num_models), member=member,
+      mapped=(jnp.asarray(member_rows, jnp.int32),),
+      shared=(x_all, y_all, x_all[rows], y_all[rows], x_test, y_test), spec=spec,
+      driver=pops.resolve_driver(cfg.audit.driver, abstract["params"], prep.mesh))
+  t0 = time.perf_counter()
+  cache = _NpzChunks(directory)
+  out = pops.run_population(pop, stages.stage_key(settings.seed, NAME), cache, n_audit=n,
+                            chunk_size=chunk, mesh=prep.mesh,
+                            progress=cfg.report.progress if progress is None else progress)
+  chunk_used = pops.balanced_chunk(pop.size, chunk)
+  n_chunks = -(-pop.size // chunk_used)
+  labels, heldout_labels = np.asarray(prep.y_train)[rows], np.asarray(prep.data.y_test)
+  est = estimates(out["phi"], keep)
+  held = np.asarray(out["heldout_phi"], np.float64)
+  est["heldout_mean"], est["heldout_std"] = held.mean(0), held.std(0, ddof=1)
+  per_model = cost_lib.training_cost(n_keep, epochs, batch)
+  meta = {
+      "key": directory.name, "spec": spec, "num_models": int(settings.num_models),
+      "keep_fraction": float(settings.keep_fraction), "kept_rows": n_keep, "n_train": n,
+      "n_heldout": int(heldout_labels.size), "heldout": "test split",
+      "num_classes": int(prep.data.num_classes), "chunk_size": chunk_used,
+      "chunks": [cache.path(pops.member_stage(pop, c, chunk_used)).name
+                 for c in range(n_chunks)],
+      "chunks_reused": int(out["chunks_reused"]),
+      "cost": {"one_off_examples": per_model * int(settings.num_models),
+               "per_model_examples": per_model,
+               "retrain_examples": cost_lib.training_cost(n, epochs, min(int(cfg.train.batch_size),
+                                                                         n)),
+               "what": "K x train.epochs x kept rows (whole batches), paid once per store"},
+      "time_s": time.perf_counter() - t0,
+      "estimator": "effect_of: sum over D_f of differences of means (OUT - IN) per point",
+  }
+  if jax.process_index() == 0:
+    directory.mkdir(parents=True, exist_ok=True)
+    workdir_lib.atomic_write(directory / "masks.npz", lambda f: np.savez(
+        f, keep=keep, rows=rows, labels=labels, heldout_labels=heldout_labels))
+    workdir_lib.atomic_write(directory / "estimates.npz", lambda f: np.savez(f, **est))
+    workdir_lib.atomic_write(directory / META, json.dumps(meta, indent=2))
+  return Store(directory, meta, keep, rows, labels, heldout_labels, est)
+
+
+# --- products --------------------------------------------------------------------------------
+
+
+def memorisation(store: Store) -> np.ndarray:
+  """``[n]`` Feldman's memorisation of each training point: IN mean phi minus OUT mean phi
+  (NaN where a side has no model)."""
+  return np.asarray(store.estimates["in_mean"] - store.estimates["out_mean"], np.float64)
+
+
+def _contrast(keep_f: np.ndarray) -> np.ndarray:
+  """``[K]`` weights ``c_k = sum_i [(1 - keep_ki) / n_out_i - keep_ki / n_in_i]``."""
+  keep_f = np.asarray(keep_f, np.float64)
+  n_in = keep_f.sum(0)
+  n_out = keep_f.shape[0] - n_in
+  return ((1 - keep_f) / n_out - keep_f / n_in).sum(1)
+
+
+def effect_of(store: Store, forget_idx, points=None, *, heldout: bool = False,
+              on: str = "phi", with_error: bool = False):
+  """The estimated change in each point's phi (or logits) when ``forget_idx`` is removed.
+
+  The sum over the forget rows of each one's difference of means, OUT minus IN (the module
+  docstring), computed as one weight per model: never a matrix over pairs.
+
+  Args:
+    store: the store.
+    forget_idx: dataset rows of D_f (training rows of the store).
+    points: dataset rows to estimate on (training rows; with ``heldout``, test-split indices);
+      default: all.
+    heldout: the points are test examples (no model trained on them).
+    on: ``"phi"`` (``[P]``) or ``"logits"`` (``[P, C]``, per class).
+    with_error: also return the standard error, ``sqrt(sum_k c_k^2)`` times each point's
+      standard deviation over the models.
+
+  Raises:
+    ConfigError: a row is not a training row, or a forget row has no IN or no OUT model.
+  """
+  if on not in ("phi", "logits"):
+    raise ConfigError(f"on must be 'phi' or 'logits', got {on!r}")
+  f_pos = store.positions(forget_idx)
+  if f_pos.size == 0:
+    raise ConfigError("forget_idx is empty; name at least one training row")
+  keep_f = store.keep[:, f_pos]
+  n_in = keep_f.sum(0)
+  short = (n_in == 0) | (n_in == store.num_models)
+  if short.any():
+    example = int(store.rows[f_pos[short][0]])
+    raise ConfigError(f"{int(short.sum())} forget rows (e.g. row {example}) have no IN or no OUT "
+                      f"model among {store.num_models}; raise attribution num_models "
+                      "(--num-models)")
+  c = _contrast(keep_f)
+  values = store.logits(heldout) if on == "logits" else store.phi(heldout)
+  if points is not None:
+    if heldout:
+      p = np.asarray(points, np.int64).ravel()
+      if p.size and (p.min() < 0 or p.max() >= values.shape[1]):
+        raise ConfigError(f"held-out points must lie in [0, {values.shape[1]})")
+    else:
+      p = store.positions(points)
+    values = values[:, p]
+  values = np.asarray(values, np.float64)
+  effect = np.tensordot(c, values, axes=(0, 0))
+  if not with_error:
+    return effect
+  return effect, np.sqrt(np.sum(c ** 2)) * values.std(0, ddof=1)
