@@ -434,6 +434,17 @@ REFUSALS = [
     R("damaged-original-before-the-audit-claim", _audit_specs("finetune"),
       ("corrupted", "original", "delete"), command="audit",
       workdir=lambda tmp, fin: _damaged(tmp, fin, "original")),
+    # Issue 25, item 10 / issue 24: the generic output temperature (unlearn.output_temperature).
+    R("output-temperature-zero", ("--config.unlearn.output_temperature=0",),
+      ("unlearn.output_temperature", "> 0"), error=ConfigError, fresh=True),
+    R("output-temperature-too-large", ("--config.unlearn.output_temperature=1000",),
+      ("unlearn.output_temperature=1000", "(0, 100]"), error=ConfigError, fresh=True),
+    R("output-temperature-beside-a-methods-own",
+      ("--config.unlearn.method=importance_retrain", "--config.unlearn.output_temperature=1.2"),
+      ("scales its output", "unlearn.importance_retrain.temperature instead"), error=ConfigError,
+      fresh=True),
+    A("audit-output-temperature-nan", "t=finetune:output_temperature=nan",
+      ("output_temperature", "t=finetune")),
 ]
 del R, A
 
