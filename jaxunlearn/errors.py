@@ -6,7 +6,7 @@ specific type.
 """
 
 __all__ = ["JaxUnlearnError", "ConfigError", "DataError", "SplitError", "CheckpointError",
-           "WorkdirError", "NonFiniteError"]
+           "WorkdirError", "NonFiniteError", "PluginError"]
 
 
 class JaxUnlearnError(ValueError):
@@ -35,3 +35,21 @@ class WorkdirError(JaxUnlearnError):
 
 class NonFiniteError(JaxUnlearnError):
   """A loss became NaN or infinite during a stage."""
+
+
+class PluginError(JaxUnlearnError):
+  """A plugin (method, evaluator, audit statistic, dataset, model or transform) raised.
+
+  Its message names the plugin, where it is defined and the exception; the
+  exception itself is ``__cause__``. A plugin that raises a
+  :class:`JaxUnlearnError` on purpose (a refusal) is not wrapped.
+
+  Attributes:
+    kind: what the plugin is ("unlearning method", "evaluator", ...).
+    name: the name it is registered under.
+    where: ``module.qualname`` of its class or function.
+  """
+
+  def __init__(self, message: str, *, kind: str = "", name: str = "", where: str = ""):
+    super().__init__(message)
+    self.kind, self.name, self.where = kind, name, where

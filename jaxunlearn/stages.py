@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import checkpoint, splits as splits_lib, train as train_lib
+from jaxunlearn import checkpoint, registry, splits as splits_lib, train as train_lib
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
 from jaxunlearn.hashing import spec_hash  # noqa: F401  (re-exported for old callers)
@@ -99,12 +99,14 @@ class StageCache:
       ``(tree, meta, reused)``.
     """
     if self.exists(stage):
-      tree, meta = checkpoint.restore(self.path(stage), abstract())
+      with registry.library_call():
+        tree, meta = checkpoint.restore(self.path(stage), abstract())
       return tree, meta, True
     tree, meta = build()
     _check_structure(stage, tree, abstract())
     (check or (lambda t: check_finite(stage, t)))(tree)
-    checkpoint.save(self.path(stage), tree, {"stage": stage, **meta}, protected=protected)
+    with registry.library_call():
+      checkpoint.save(self.path(stage), tree, {"stage": stage, **meta}, protected=protected)
     return tree, meta, False
 
   def model(self, stage: str, build: Callable[[], tuple[Any, Any, dict]], abstract_variables,
@@ -297,12 +299,13 @@ def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
     t0 = time.perf_counter()
     inputs = jax.block_until_ready(method_inputs(req, plan, original, reference))
     inputs_s = time.perf_counter() - t0
-    fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
-                      batch_stats=original.batch_stats, n_forget=s.n_forget,
-                      n_remain=int(s.remain_idx.size), mesh=req.mesh)
-    result = unlearn_lib.unlearn(fn, original.params, inputs, plan.hparam_arrays(),
-                                 key=req.key("unlearn"), mesh=req.mesh,
-                                 progress=req.cfg.report.progress)
+    with registry.guard("unlearning method", plan.name, plan.method, "its run"):
+      fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
+                        batch_stats=original.batch_stats, n_forget=s.n_forget,
+                        n_remain=int(s.remain_idx.size), mesh=req.mesh)
+      result = unlearn_lib.unlearn(fn, original.params, inputs, plan.hparam_arrays(),
+                                   key=req.key("unlearn"), mesh=req.mesh,
+                                   progress=req.cfg.report.progress)
     meta = {"time_s": result.run_s + inputs_s, "inputs_s": inputs_s,
             "peak_host_memory_mb": peak_host_memory_mb(),
             "compile_s": result.compile_s, "epochs": len(result.history),
