@@ -45,7 +45,8 @@ def main_help() -> str:
            "baselines), with membership-inference, backdoor and per-example audits.", "",
            "commands:"]
   lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-  lines += ["", "jaxunlearn COMMAND --help says more about a command.", "",
+  lines += ["", "jaxunlearn COMMAND --help says more about a command; --debug prints the "
+            "traceback of an error (e.g. of a plugin that raises).", "",
             "examples:",
             "  jaxunlearn run --config configs/quick.py --workdir runs/quick",
             "  jaxunlearn audit --config configs/quick_audit.py --workdir runs/quick_audit",
@@ -143,13 +144,13 @@ def _interrupted() -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv if argv is None else argv)
+  debug = "--debug" in argv[1:]
+  argv = argv[:1] + [a for a in argv[1:] if a != "--debug"]
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(main_help() if len(argv) >= 2 else USAGE, file=sys.stdout if len(argv) >= 2
           else sys.stderr)
     return 0 if len(argv) >= 2 else 2
   command = argv[1]
-  debug = "--debug" in argv[2:]
-  argv = [a for a in argv if a != "--debug"]
   if command not in COMMANDS:
     return _error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)} "
                   "(jaxunlearn --help)")
