@@ -319,6 +319,8 @@ def audit_summary_line(r: dict) -> str:
 
 
 def entry() -> None:
+  from jaxunlearn import scripts
+  scripts.interrupt_once()
   try:
     code = main()
   except KeyboardInterrupt:   # outside the work (e.g. while jax is imported)
@@ -327,7 +329,6 @@ def entry() -> None:
     # Ending the interpreter normally after an interrupt can crash (a segmentation fault)
     # while JAX/XLA or Orbax threads still run: flush and end the process at once. The work
     # directory's lock is released and every finished stage saved by now.
-    from jaxunlearn import scripts
     scripts.exit_now(130)
   sys.exit(code)
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -129,6 +131,24 @@ def exit_now(code: int) -> None:
   os._exit(code)
 
 
+def _first_interrupt(signum, frame):
+  # The first Ctrl-C interrupts; a second one while the work unwinds (the lock released, the
+  # line printed) is ignored instead of cutting that short with a traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  raise KeyboardInterrupt
+
+
+def interrupt_once() -> Callable[[], None]:
+  """Makes a second Ctrl-C, while the first one's interrupt unwinds, be ignored (where Python
+  handles SIGINT, in the main thread); returns the function that puts the old handler back."""
+  previous = signal.getsignal(signal.SIGINT)
+  if previous is not signal.default_int_handler or \
+      threading.current_thread() is not threading.main_thread():
+    return lambda: None
+  signal.signal(signal.SIGINT, _first_interrupt)
+  return lambda: signal.signal(signal.SIGINT, previous)
+
+
 def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
   """Runs a script's ``main`` (``main(argv)`` when ``argv`` is given, else ``main()`` on
   ``sys.argv``): bad input is one line and exit 2, a plugin that raises one line and exit 1,
@@ -144,6 +164,7 @@ def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
       traceback.print_exception(e, file=sys.stderr)
     print(f"{prog}: error: {text}", file=sys.stderr)
 
+  restore = interrupt_once()
   try:
     rc = main() if argv is None else main(argv)
   except PluginError as e:
@@ -155,6 +176,8 @@ def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
   except KeyboardInterrupt:
     print(f"{prog}: interrupted; finished stages are saved, rerun to resume", file=sys.stderr)
     exit_now(130)
+  finally:
+    restore()
   if isinstance(rc, int) and not isinstance(rc, bool) and rc:
     sys.exit(rc)
 

@@ -24,7 +24,10 @@ return new values; they never change it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -105,7 +108,7 @@ class StageCache:
     tree, meta = build()
     _check_structure(stage, tree, abstract())
     (check or (lambda t: check_finite(stage, t)))(tree)
-    with registry.library_call():
+    with registry.library_call(), interrupts_deferred():
       checkpoint.save(self.path(stage), tree, {"stage": stage, **meta}, protected=protected)
     return tree, meta, False
 
@@ -129,6 +132,28 @@ class StageCache:
     bs = tree.get("batch_stats") or {}
     return Trained(tree["params"], bs, make_apply(bs), {"stage": stage, **meta}, stage,
                    bool(reused(meta)) if reused is not None else False)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+  """Ctrl-C (SIGINT) inside waits for the block to end, then interrupts as it would have.
+
+  A checkpoint being written finishes (Orbax's threads included) instead of being cut
+  off mid-write: the interrupt then leaves a finished stage, never Orbax's own traceback.
+  Only in the main thread and where Python handles SIGINT (not where it is ignored).
+  """
+  previous = signal.getsignal(signal.SIGINT)
+  if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    yield
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    previous(signal.SIGINT, received[0])
 
 
 def _check_structure(stage: str, tree, abstract) -> None:

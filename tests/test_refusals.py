@@ -1267,6 +1267,46 @@ def test_an_interrupt_ends_the_process_at_once_with_130(capsys, monkeypatch):
   assert len(err) == 2 and all(line.endswith("rerun to resume") for line in err)
 
 
+def _sigint_self():
+  import signal
+  import time
+  os.kill(os.getpid(), signal.SIGINT)
+  time.sleep(0.05)          # the handler runs at the next bytecode boundary
+
+
+@pytest.fixture
+def python_sigint():
+  """SIGINT handled as in a program Python runs (pytest or a job control shell may differ)."""
+  import signal
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(python_sigint):
+  import signal
+  from jaxunlearn import stages
+  saved = []
+  with pytest.raises(KeyboardInterrupt):
+    with stages.interrupts_deferred():
+      _sigint_self()
+      saved.append("the save went on")
+  assert saved == ["the save went on"]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_does_not_cut_the_unwinding_short(python_sigint):
+  import signal
+  restore = scripts.interrupt_once()
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      _sigint_self()
+    _sigint_self()                       # ignored: no second KeyboardInterrupt
+  finally:
+    restore()
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.slow
 def test_sigint_during_a_real_audit_exits_130_without_a_crash(tmp_path):
   import signal
