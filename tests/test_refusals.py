@@ -1225,6 +1225,15 @@ def test_lenet5_on_images_too_small_names_the_minimum_size():
 # --- interrupts (25.7) ---
 
 
+@pytest.fixture
+def python_sigint():
+  """SIGINT handled as in a program Python runs (pytest or a job control shell may differ)."""
+  import signal
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
 def test_an_interrupt_during_an_audit_exits_130_with_the_resume_line(finished, tmp_path,
                                                                      capsys, monkeypatch):
   from jaxunlearn import workdir as workdir_lib
@@ -1244,7 +1253,7 @@ def test_an_interrupt_during_an_audit_exits_130_with_the_resume_line(finished, t
     pass
 
 
-def test_an_interrupt_ends_the_process_at_once_with_130(capsys, monkeypatch):
+def test_an_interrupt_ends_the_process_at_once_with_130(capsys, monkeypatch, python_sigint):
   """The command line and the scripts end with exit_now(130): no interpreter shutdown while
   JAX or Orbax threads may still run (a segmentation fault in 5 of 11 tries before)."""
   ended = []
@@ -1272,15 +1281,6 @@ def _sigint_self():
   import time
   os.kill(os.getpid(), signal.SIGINT)
   time.sleep(0.05)          # the handler runs at the next bytecode boundary
-
-
-@pytest.fixture
-def python_sigint():
-  """SIGINT handled as in a program Python runs (pytest or a job control shell may differ)."""
-  import signal
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  yield
-  signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(python_sigint):
