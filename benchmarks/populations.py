@@ -52,7 +52,7 @@ def parse_args(argv=None):
   p = scripts.parser(__doc__.split("\n")[0])
   p.add_argument("--epochs", type=int, default=2)
   p.add_argument("--batch-size", type=int, default=64)
-  p.add_argument("--out", default="",
+  p.add_argument("--out", default="", type=scripts.out_dir(optional=True),
                  help="folder for populations.{json,md} (shadows.{json,md} with --shadows)")
   members = p.add_argument_group("audit members (the default)")
   members.add_argument("--models", type=scripts.name_list("--models"), default="mlp")

@@ -130,7 +130,8 @@ def main(argv=None) -> int:
   # The scan on every count, so that the rows compare one driver (with
   # 'auto', one CPU device would take the loop and several the scan).
   parser.add_argument("--driver", default="scan", choices=["auto", "loop", "scan"])
-  parser.add_argument("--out", default="", help="folder for scaling.json and scaling.md")
+  parser.add_argument("--out", default="", type=scripts.out_dir(optional=True),
+                      help="folder for scaling.json and scaling.md")
   parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   for flag in ("batch", "examples", "epochs"):

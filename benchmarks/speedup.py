@@ -94,7 +94,7 @@ def parse_args(argv=None):
   p.add_argument("--quick", action="store_true",
                  help="configs/quick.py's schedule: reference 50 epochs, unlearning 5 epochs "
                       "in forget batches of 8, lam 0.2, lr 0.02")
-  p.add_argument("--out", default="",
+  p.add_argument("--out", default="", type=scripts.out_dir(optional=True),
                  help="folder for speedup.{json,md} (speedup_modes.{json,md} with --modes)")
   p.add_argument("--config", default="",
                  help="take data, model and schedule from this config file (side by side); "

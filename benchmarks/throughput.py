@@ -90,7 +90,8 @@ def parse_args(argv=None):
   p.add_argument("--no_compile_cache", action="store_true",
                  help="do not enable JAX's persistent compilation cache (each epoch call recompiles)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", default="", help="folder for throughput.json and throughput.md")
+  p.add_argument("--out", default="", type=scripts.out_dir(optional=True),
+                 help="folder for throughput.json and throughput.md")
   args = p.parse_args(argv)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   unknown = [m for m in args.models if m not in KIND]

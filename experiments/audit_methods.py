@@ -64,6 +64,17 @@ def not_applicable(prep, spec) -> str | None:
   return None
 
 
+def check_statistics(cfg) -> None:
+  """The table needs a statistic that trains the retrain population (``epsilon`` or ``klom``);
+  refused before any work otherwise."""
+  from jaxunlearn.errors import ConfigError
+  have = tuple(cfg.audit.statistics)
+  if not set(have) & {"epsilon", "klom"}:
+    raise ConfigError(f"--audit: audit.statistics={have!r} has no statistic that trains the "
+                      "retrain population the table compares against; include 'epsilon' (e.g. "
+                      "--set \"audit.statistics=('epsilon', 'ulira')\") or drop the --set")
+
+
 def run_seed(args, settings, seed: int, labels: list[str], out: Path) -> dict:
   """The audit and the timed runs of every applicable method of one seed."""
   from jaxunlearn import auditor, pipeline, request
@@ -134,6 +145,8 @@ def row(seed_result: dict, label: str) -> dict:
 def main_audit(args, settings, labels: list[str]) -> dict:
   """The ``--audit`` table: every method, both protocols, U-LiRA, time."""
   out = Path(args.out)
+  cfg0 = common.load_config(args.config, args.set)
+  check_statistics(cfg0)
   results = []
   for seed in common.seeds(args.seeds):
     res = run_seed(args, settings, seed, labels, out)
@@ -155,7 +168,6 @@ def main_audit(args, settings, labels: list[str]) -> dict:
     table.append([{ORACLE: "oracle (retrain vs retrain)", NONE: "none (no unlearning)"}.get(
         label, label), *cells, f"{diverged}/{len(results)}"])
   header = ["method", *COLUMNS, "diverged"]
-  cfg0 = common.load_config(args.config, args.set)
   note = (f"Seeds {','.join(map(str, common.seeds(args.seeds)))}; mean ± std over seeds. `{args.config}`"
           + (f" with {' '.join(args.set)}" if args.set else "")
           + f"; N = {cfg0.audit.num_models} models per epsilon population; U-LiRA: "

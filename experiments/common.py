@@ -52,14 +52,22 @@ def base_parser(description: str, default_config: str) -> argparse.ArgumentParse
 
 def load_config(path: str, overrides=()):
   """Loads ``get_config()`` from a config file and applies ``FIELD=VALUE`` overrides."""
+  from jaxunlearn import config as config_lib
   from jaxunlearn.errors import ConfigError
   spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path} defines no get_config(); a config file returns a "
-                      "ConfigDict from get_config() (see configs/quick.py)")
-  cfg = module.get_config()
+  try:
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {path} defines no get_config(); a config file returns a "
+                        "ConfigDict from get_config() (see configs/quick.py)")
+    cfg = module.get_config()
+  except SystemExit as e:
+    # A config file is user code; sys.exit() in it must not end the script with status 0.
+    raise ConfigError(f"the config file {path} called sys.exit({e.code!r}) while it was "
+                      "loaded; get_config() must return a ConfigDict (see configs/quick.py)"
+                      ) from None
+  config_lib.check_loaded(cfg, f"the config file {path}")
   for item in overrides:
     field, _, raw = item.partition("=")
     set_field(cfg, field, parse_value(raw))

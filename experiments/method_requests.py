@@ -11,15 +11,28 @@ learning rate. ``tune_methods.py`` reads the same settings files.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from experiments import common
 
 
 def load_settings(path: str):
   """The settings module at ``path`` (``apply(cfg, method)``, optional ``SELECTION_SEED``)."""
+  from jaxunlearn.errors import ConfigError
+  if not Path(path).is_file():
+    raise ConfigError(f"--settings {path} is not a file; give a settings module such as "
+                      "configs/quick_methods.py")
   spec = importlib.util.spec_from_file_location("method_settings", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    # The settings file is user code: it may fail to be parsed or run.
+    raise ConfigError(f"cannot load the settings file {path}: {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}") from e
+  if not callable(getattr(module, "apply", None)):
+    raise ConfigError(f"the settings file {path} defines no apply(cfg, method); see "
+                      "configs/quick_methods.py")
   return module
 
 

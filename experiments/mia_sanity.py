@@ -35,7 +35,6 @@ and wins on balanced accuracy by rejecting more non-members.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import platform
@@ -52,8 +51,9 @@ from jaxunlearn import results, scripts
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--out", required=True, help="folder for mia_sanity.json / .md")
+  p = scripts.parser(__doc__.split("\n")[0])
+  p.add_argument("--out", required=True, type=scripts.out_dir(),
+                 help="folder for mia_sanity.json / .md")
   p.add_argument("--n-target", type=int, default=200, help="target training set size")
   p.add_argument("--n-forget", type=int, default=100, help="|D_f|, drawn from the target's set")
   p.add_argument("--epochs", type=int, default=100)

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from jaxunlearn import audits, config as config_lib, deprecation, plan as plan_lib, plugins
-from jaxunlearn import populations as pops
+from jaxunlearn import populations as pops, registry
 from jaxunlearn import request as request_lib, results as results_lib, splits as splits_lib
 from jaxunlearn import stages, train as train_lib
 from jaxunlearn.config import resolve_seed
@@ -71,12 +71,16 @@ def check(prep: request_lib.Prepared) -> None:
   info = audit_info(prep)
   statistics = audits.selected(prep.cfg)
   for name in statistics:
-    audits.get(name)().validate(prep.cfg, info)
+    st = audits.get(name)()
+    with registry.guard("audit statistic", name, st, "validate"):
+      st.validate(prep.cfg, info)
   # An outside record field without source or version is refused here, not at its first chunk.
   audits.RECORD.schema(audits.record_fields(statistics))
   check_memory(prep, statistics, info)
   for name in statistics:
-    audits.get(name)().validate_drawn(prep.cfg, info)
+    st = audits.get(name)()
+    with registry.guard("audit statistic", name, st, "validate_drawn"):
+      st.validate_drawn(prep.cfg, info)
 
 
 def audit_info(prep: request_lib.Prepared) -> audits.AuditInfo:
@@ -134,8 +138,11 @@ def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo 
   n_fields = len(audits.record_fields(statistics))
   abstract = stages.abstract_variables(prep.model, cfg.train, prep.data.input_shape)
   param_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))
-  sizes = {kind: size for name in statistics
-           for kind, size in audits.get(name)().population_sizes(cfg).items()}
+  sizes = {}
+  for name in statistics:
+    st = audits.get(name)()
+    with registry.guard("audit statistic", name, st, "population_sizes"):
+      sizes.update(st.population_sizes(cfg))
   needs_ref = any(p.needs_reference for p in prep.plans.values())
   pools = {"remain": info.n_remain, "test": info.n_test}
   recorded = info.n_forget + sum(min(size, pools[source]) for source, size in
@@ -277,7 +284,12 @@ class Auditor(audits.Audit):
   def audit(self) -> dict[str, dict]:
     """Runs every statistic of ``audit.statistics``, in order, on this audit's populations
     (a population asked for twice is trained once): ``{statistic: its section}``."""
-    return {name: audits.get(name)().run(self) for name in self.statistics}
+    sections = {}
+    for name in self.statistics:
+      st = audits.get(name)()
+      with registry.guard("audit statistic", name, st, "run"):
+        sections[name] = st.run(self)
+    return sections
 
   def population(self, name: str) -> dict:
     return self.records[name]
@@ -322,13 +334,16 @@ class Auditor(audits.Audit):
       population's name (:meth:`population`).
     """
     t0 = time.perf_counter()
-    out = pops.run_population(pop, self.key(pop.name), self.req.cache,
-                              n_audit=self.n_audit, chunk_size=self.cfg.audit.chunk_size,
-                              mesh=self.req.mesh, progress=self.cfg.report.progress)
-    self.times[pop.name] = {"time_s": time.perf_counter() - t0,
-                            "chunks_reused": int(out.pop("chunks_reused"))}
-    self.records[pop.name] = out
-    self._save(pop.name, out, dict(masks or {}))
+    # Library work a statistic asks for: what fails here is not blamed on the statistic (a
+    # method's own failure inside a member is named by the member's guard, unlearn_population).
+    with registry.library_call():
+      out = pops.run_population(pop, self.key(pop.name), self.req.cache,
+                                n_audit=self.n_audit, chunk_size=self.cfg.audit.chunk_size,
+                                mesh=self.req.mesh, progress=self.cfg.report.progress)
+      self.times[pop.name] = {"time_s": time.perf_counter() - t0,
+                              "chunks_reused": int(out.pop("chunks_reused"))}
+      self.records[pop.name] = out
+      self._save(pop.name, out, dict(masks or {}))
     return out
 
   def train_population(self, name: str, rows: np.ndarray, *, keep_params: bool = False,
@@ -419,10 +434,11 @@ class Auditor(audits.Audit):
                           json.dumps(spec, sort_keys=True),
                           json.dumps(cfg.train.to_dict(), sort_keys=True), n_forget, n_remain,
                           json.dumps(pops.record_schema(dict(fields)))),
-                         lambda: pops.unlearn_member(req.model, req.data.input_shape, plan,
-                                                     n_forget=n_forget, n_remain=n_remain,
-                                                     reference=reference,
-                                                     fields=dict(fields)))
+                         lambda: _guarded_member(
+                             plan, pops.unlearn_member(req.model, req.data.input_shape, plan,
+                                                       n_forget=n_forget, n_remain=n_remain,
+                                                       reference=reference,
+                                                       fields=dict(fields))))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
     rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
     pop = pops.Population(
@@ -435,6 +451,14 @@ class Auditor(audits.Audit):
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
         fields=fields, driver=self.driver, probes=self.probes)
     return self.run(pop, masks)
+
+
+def _guarded_member(plan, member):
+  """``member`` with the plan's method named in what its trace raises (:func:`registry.guard`)."""
+  def guarded(*args):
+    with registry.guard("unlearning method", plan.name, plan.method, "a population's run"):
+      return member(*args)
+  return guarded
 
 
 def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) -> dict:
@@ -462,7 +486,9 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
     if jax.process_index() == 0:
       figures = {}
       for name in auditor.statistics:
-        figures.update(audits.get(name)().plot(sections[name], auditor, req.workdir))
+        st = audits.get(name)()
+        with registry.guard("audit statistic", name, st, "plot"):
+          figures.update(st.plot(sections[name], auditor, req.workdir))
       results["figures"] = figures
       results_lib.write_audit(req, results)
     return results

@@ -4,7 +4,9 @@ Overrides use ml_collections syntax, e.g. ``--config.unlearn.lam=0.001``.
 ``--config.plugins='("my_module",)'`` imports a user's own plugins before the
 config file is read, so their config blocks accept overrides too. Bad input
 prints one line to stderr and exits with status 2; a failure during work (a
-full disk) prints one line and exits with status 1.
+full disk) one line and status 1; a plugin that raises
+(:class:`~jaxunlearn.errors.PluginError`) one line and status 1; an interrupt
+the line to resume and status 130. ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 
 from absl import flags
 from ml_collections import config_flags
+
+from jaxunlearn import config as config_lib
 
 __all__ = ["main", "entry", "COMMANDS"]
 
@@ -43,7 +48,8 @@ def main_help() -> str:
            "baselines), with membership-inference, backdoor and per-example audits.", "",
            "commands:"]
   lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-  lines += ["", "jaxunlearn COMMAND --help says more about a command.", "",
+  lines += ["", "jaxunlearn COMMAND --help says more about a command; --debug prints the "
+            "traceback of an error (e.g. of a plugin that raises).", "",
             "examples:",
             "  jaxunlearn run --config configs/quick.py --workdir runs/quick",
             "  jaxunlearn audit --config configs/quick_audit.py --workdir runs/quick_audit",
@@ -67,7 +73,9 @@ def command_help(command: str) -> str:
     lines += ["  --workdir DIR        checkpoints and results; finished stages there are reused",
               "  --wait               if another run holds the work dir, wait instead of "
               "refusing"]
-  lines += ["  --config.FIELD=VALUE override a config field, e.g. --config.unlearn.lam=0.01,",
+  lines += ["  --debug              on an error, print its traceback too (e.g. of a plugin that "
+            "raises)",
+            "  --config.FIELD=VALUE override a config field, e.g. --config.unlearn.lam=0.01,",
             "                       --config.forget.classes='(3,)'; "
             "`jaxunlearn config --config FILE` lists every field",
             "  --config.plugins='(\"my_module\",)'  import your own plugins first "
@@ -119,13 +127,29 @@ def _list(kind: str) -> int:
   return 0
 
 
-def _error(message: str, status: int = 2) -> int:
+def _error(message: str, error: BaseException | None = None, debug: bool = False, *,
+           status: int = 2) -> int:
+  if debug and error is not None:
+    traceback.print_exception(error, file=sys.stderr)
   print(f"jaxunlearn: error: {message}", file=sys.stderr)
   return status
 
 
+def _failure(error: BaseException, debug: bool) -> int:
+  """A plugin that raised: one line naming it (the traceback too with ``--debug``), status 1."""
+  _error(f"{error}" + ("" if debug else "; --debug shows the traceback"), error, debug)
+  return 1
+
+
+def _interrupted() -> int:
+  print("jaxunlearn: interrupted; finished stages are saved, rerun to resume", file=sys.stderr)
+  return 130
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv if argv is None else argv)
+  debug = "--debug" in argv[1:]
+  argv = argv[:1] + [a for a in argv[1:] if a != "--debug"]
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(main_help() if len(argv) >= 2 else USAGE, file=sys.stdout if len(argv) >= 2
           else sys.stderr)
@@ -139,12 +163,14 @@ def main(argv=None) -> int:
     print(command_help(command))
     return 0
   from jaxunlearn import plugins
-  from jaxunlearn.errors import JaxUnlearnError
+  from jaxunlearn.errors import JaxUnlearnError, PluginError
   try:
     plugins.import_modules(_plugin_modules(rest))
     rest = [plugins.rename_flag(a) for a in rest]
+  except PluginError as e:
+    return _failure(e, debug)
   except JaxUnlearnError as e:
-    return _error(str(e))
+    return _error(str(e), e, debug)
   if command in LISTS:
     unknown = [a for a in rest if not a.startswith("--config.plugins=")]
     if unknown:
@@ -152,11 +178,27 @@ def main(argv=None) -> int:
     return _list(command)
   flag_argv = [argv[0], *(_expand_user(a) for a in rest)]
   fv = _define_flags(flag_argv)
+  from absl import logging as absl_logging
+  verbosity = absl_logging.get_verbosity()
+  # ml_collections logs a warning of its own for get_config() returning None: one line is ours.
+  absl_logging.set_verbosity(absl_logging.ERROR)
   try:
     leftover = fv(flag_argv)[1:]
     config = fv.config
     if config is not None:
+      config_lib.check_loaded(config, f"the config file {_config_path(flag_argv)}")
       config.to_dict()  # A config file that failed to load raises only when read.
+    elif fv["config"].present:
+      config_lib.check_loaded(None, f"the config file {_config_path(flag_argv)}")
+  except SystemExit as e:
+    # A config file is user code; sys.exit() in it must not end the program with status 0.
+    return _error(f"the config file {_config_path(flag_argv)} called sys.exit({e.code!r}) "
+                  "while it was loaded; get_config() must return a ConfigDict (see "
+                  "configs/quick.py)", e, debug)
+  except PluginError as e:
+    return _failure(e, debug)
+  except JaxUnlearnError as e:
+    return _error(str(e), e, debug)
   except flags.IllegalFlagValueError as e:
     return _error(_bad_value(fv, e, command))
   except flags.Error as e:
@@ -177,7 +219,9 @@ def main(argv=None) -> int:
     return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
   except Exception as e:  # pylint: disable=broad-except
     # The config file is user code: it may fail to be found, parsed or run.
-    return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}")
+    return _error(f"cannot load the config file: {type(e).__name__}: {_last_line(e)}", e, debug)
+  finally:
+    absl_logging.set_verbosity(verbosity)
   if leftover:
     return _error(f"unexpected argument {leftover[0]!r}: jaxunlearn {command} takes only flags "
                   f"(--config FILE, --workdir DIR, --config.FIELD=VALUE); write flags with "
@@ -185,7 +229,7 @@ def main(argv=None) -> int:
   if config is None:
     return _error(f"--config is required; jaxunlearn {command} --help")
   if command == "config":
-    return _print_config(config)
+    return _print_config(config, debug)
   if fv.workdir is None:
     return _error(f"--workdir is required; jaxunlearn {command} --help")
 
@@ -199,33 +243,49 @@ def main(argv=None) -> int:
     else:
       from jaxunlearn import pipeline
       results = pipeline.run(config, fv.workdir, wait=fv.wait)
+  except PluginError as e:
+    return _failure(e, debug)
   except JaxUnlearnError as e:
-    return _error(str(e), e.exit_status)
+    return _error(str(e), e, debug, status=e.exit_status)
   except OSError as e:
     if workdir_lib.error_number(e) not in workdir_lib.NO_SPACE:
       raise
     # A full disk met by a write that does not report it itself: still one line.
-    return _error(str(workdir_lib.write_error(e.filename or fv.workdir, e)), 1)
+    return _error(str(workdir_lib.write_error(e.filename or fv.workdir, e)), e, debug, status=1)
   except KeyboardInterrupt:
-    print("jaxunlearn: interrupted; finished stages are saved, rerun to resume",
-          file=sys.stderr)
-    return 130
+    return _interrupted()
+  try:
+    summary = audit_summary_line(results) if command == "audit" else summary_line(results)
+  except PluginError as e:
+    return _failure(e, debug)
   if command == "audit":
-    print(audit_summary_line(results))
+    print(summary)
     print(f"results: {fv.workdir}/audit.json, {fv.workdir}/audit.md")
     return 0
-  print(summary_line(results))
+  print(summary)
   print(f"results: {fv.workdir}/results.json, {fv.workdir}/results.md")
   return 0
 
 
-def _print_config(config) -> int:
+def _config_path(flag_argv: list[str]) -> str:
+  """The ``--config`` file named on the command line."""
+  for i, arg in enumerate(flag_argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(flag_argv):
+      return flag_argv[i + 1]
+  return "?"
+
+
+def _print_config(config, debug: bool = False) -> int:
   from jaxunlearn import plugins
-  from jaxunlearn.errors import JaxUnlearnError
+  from jaxunlearn.errors import JaxUnlearnError, PluginError
   try:
     cfg = plugins.check_config(config)
+  except PluginError as e:
+    return _failure(e, debug)
   except JaxUnlearnError as e:
-    return _error(str(e))
+    return _error(str(e), e, debug)
   rows = plugins.describe(cfg)
   width = max(len(n) for n, _, _ in rows)
   for name, value, doc in rows:
@@ -306,12 +366,14 @@ def _last_line(error: BaseException) -> str:
 
 def summary_line(r: dict) -> str:
   """One line: each evaluator's summary (accuracy first), the speedup, replaced built-ins."""
-  from jaxunlearn import evaluators
+  from jaxunlearn import evaluators, registry
   parts = []
   for name in r.get("evaluators", []):
     key = evaluators.section_name(name) if name in evaluators.names() else name
     if key in r and name in evaluators.names():
-      text = evaluators.get(name)().summary(r[key])
+      ev = evaluators.get(name)()
+      with registry.guard("evaluator", name, ev, "summary"):
+        text = ev.summary(r[key])
       if text:
         parts.append(text)
     if name == "accuracy" and "speedup" in r:
@@ -325,11 +387,13 @@ def summary_line(r: dict) -> str:
 
 def audit_summary_line(r: dict) -> str:
   """One line: each statistic's summary (F of each epsilon population, U-LiRA's accuracies)."""
-  from jaxunlearn import audits
+  from jaxunlearn import audits, registry
   parts = []
   for name in r.get("statistics", []):
     if name in audits.names() and name in r:
-      text = audits.get(name)().summary(r[name])
+      st = audits.get(name)()
+      with registry.guard("audit statistic", name, st, "summary"):
+        text = st.summary(r[name])
       if text:
         parts.append(text)
   if r.get("replaced"):
@@ -339,7 +403,18 @@ def audit_summary_line(r: dict) -> str:
 
 
 def entry() -> None:
-  sys.exit(main())
+  from jaxunlearn import scripts
+  scripts.interrupt_once()
+  try:
+    code = main()
+  except KeyboardInterrupt:   # outside the work (e.g. while jax is imported)
+    code = _interrupted()
+  if code == 130:
+    # Ending the interpreter normally after an interrupt can crash (a segmentation fault)
+    # while JAX/XLA or Orbax threads still run: flush and end the process at once. The work
+    # directory's lock is released and every finished stage saved by now.
+    scripts.exit_now(130)
+  sys.exit(code)
 
 
 if __name__ == "__main__":

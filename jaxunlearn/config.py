@@ -25,7 +25,8 @@ from jaxunlearn.errors import ConfigError
 
 __all__ = ["base_config", "describe", "Field", "SCHEMA", "FIELDS", "RENAMED", "UNLEARN_FIELDS",
            "REFERENCE_SOURCES", "STOP_RULES", "check_schema", "check_unlearn_block", "check_field",
-           "check_value", "resolve_seed", "resolve_size", "flat_items", "mutable_copy"]
+           "check_value", "resolve_seed", "resolve_size", "flat_items", "mutable_copy",
+           "check_loaded", "check_core"]
 
 
 class Field(NamedTuple):
@@ -211,6 +212,52 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+_BUILD_ON = ("start get_config() from jaxunlearn.plugins.default_config() and change fields, "
+             "as configs/quick.py does")
+
+
+def check_loaded(value, source: str = "the config file") -> ml_collections.ConfigDict:
+  """What a config file's ``get_config()`` returned: a ConfigDict with every core block.
+
+  Raises:
+    ConfigError: ``value`` is None, not a ConfigDict, or lacks core blocks or fields
+      (:func:`check_core`), naming what and how to build on ``configs/quick.py``.
+  """
+  if value is None:
+    raise ConfigError(f"{source}: get_config() returned None (a missing return?); it must "
+                      f"return a ConfigDict: {_BUILD_ON}")
+  if not isinstance(value, ml_collections.ConfigDict):
+    raise ConfigError(f"{source}: get_config() returned a {type(value).__name__}, not an "
+                      f"ml_collections.ConfigDict; {_BUILD_ON}")
+  check_core(value, source)
+  return value
+
+
+def check_core(cfg, source: str = "the config") -> None:
+  """Raises ConfigError naming the core blocks (and fields) of :data:`SCHEMA` that ``cfg``
+  lacks: a config built by hand instead of on ``default_config()``."""
+  def has(path: str) -> bool:
+    node = cfg
+    for part in path.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        return False
+      node = node[part]
+    return True
+
+  missing = [path for path, _ in SCHEMA if not has(path)]
+  if not missing:
+    return
+  blocks = sorted({p.split(".")[0] for p in missing if "." in p and not has(p.split(".")[0])})
+  fields = [p for p in missing if p.split(".")[0] not in blocks]
+  parts = []
+  if blocks:
+    parts.append(f"the core block{'s' if len(blocks) > 1 else ''} {', '.join(blocks)}")
+  if fields:
+    shown = ", ".join(fields[:6]) + (f" and {len(fields) - 6} more" if len(fields) > 6 else "")
+    parts.append(f"the core field{'s' if len(fields) > 1 else ''} {shown}")
+  raise ConfigError(f"{source} lacks {' and '.join(parts)}; {_BUILD_ON}")
+
+
 def resolve_seed(value: int, cfg) -> int:
   """A seed field where -1 means ``cfg.seed``."""
   return int(value) if value >= 0 else int(cfg.seed)
@@ -320,6 +367,7 @@ def check_schema(cfg: ml_collections.ConfigDict,
   Raises:
     ConfigError: naming the first bad field and how to fix it.
   """
+  check_core(cfg)
   known = dict(flat_items(defaults if defaults is not None else base_config()))
   for name, value in flat_items(cfg):
     if name not in known:

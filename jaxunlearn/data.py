@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from jaxunlearn.errors import DataError
-from jaxunlearn.registry import Registry
+from jaxunlearn.registry import Registry, guard
 
 __all__ = ["Dataset", "Source", "register", "get", "names", "usage", "parse_name", "load",
            "from_arrays", "content_hash", "classes_with_hash", "read_tfds", "TfdsArrays",
@@ -218,8 +218,9 @@ def load(name: str, *, data_dir: str | None = None, num_classes: int = 0,
       or the arrays are malformed.
   """
   head, argument = parse_name(name)
-  dataset = _REGISTRY.get(head)(Source(head, argument, data_dir, int(num_classes),
-                                       float(input_scale)))
+  loader = _REGISTRY.get(head)
+  with guard("dataset", head, loader, "load"):
+    dataset = loader(Source(head, argument, data_dir, int(num_classes), float(input_scale)))
   if not isinstance(dataset, Dataset):
     raise DataError(f"dataset loader {head!r} returned {type(dataset).__name__}, not a "
                     "Dataset; build it with jaxunlearn.data.from_arrays(...)")

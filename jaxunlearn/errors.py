@@ -7,7 +7,7 @@ specific type.
 """
 
 __all__ = ["JaxUnlearnError", "ConfigError", "DataError", "SplitError", "CheckpointError",
-           "WorkdirError", "NonFiniteError", "WriteError"]
+           "WorkdirError", "NonFiniteError", "WriteError", "PluginError"]
 
 
 class JaxUnlearnError(ValueError):
@@ -47,3 +47,22 @@ class WriteError(JaxUnlearnError):
   (no completion marker), never taken for a finished stage.
   """
   exit_status = 1   # a failure during work, not a refusal of the input
+
+class PluginError(JaxUnlearnError):
+  """A plugin (method, evaluator, audit statistic, dataset, model or transform) raised.
+
+  Its message names the plugin, where it is defined and the exception; the
+  exception itself is ``__cause__``. A plugin that raises a
+  :class:`JaxUnlearnError` on purpose (a refusal) is not wrapped.
+
+  Attributes:
+    kind: what the plugin is ("unlearning method", "evaluator", ...).
+    name: the name it is registered under.
+    where: ``module.qualname`` of its class or function.
+  """
+
+  exit_status = 1   # a failure during work: the input was fine, the plugin's code was not
+
+  def __init__(self, message: str, *, kind: str = "", name: str = "", where: str = ""):
+    super().__init__(message)
+    self.kind, self.name, self.where = kind, name, where

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxunlearn.errors import ConfigError, DataError
-from jaxunlearn.registry import Registry
+from jaxunlearn.registry import Registry, guard
 
 __all__ = [
     "MODELS",
@@ -172,11 +172,12 @@ def get_model(name: str, /, num_classes: int, **kwargs) -> nn.Module:
           f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
           f"its arguments are: {options}")
   kwargs = _normalise_kwargs(kwargs)
-  try:
-    return factory(num_classes=num_classes, **kwargs)
-  except TypeError as e:  # A plain-function factory with a wrong keyword.
-    raise ConfigError(f"model {name!r} rejected its arguments: {e}; check "
-                      "the model's keyword arguments") from None
+  with guard("model", name, factory, "construction"):
+    try:
+      return factory(num_classes=num_classes, **kwargs)
+    except TypeError as e:  # A plain-function factory with a wrong keyword.
+      raise ConfigError(f"model {name!r} rejected its arguments: {e}; check "
+                        "the model's keyword arguments") from None
 
 
 def init_variables(model: nn.Module, key, input_shape) -> tuple[Any, Any]:
@@ -291,6 +292,9 @@ class LeNet5(nn.Module):
   """
 
   uses_batch_norm: ClassVar[bool] = False
+  # SAME 5x5 conv, 2x2 pool, VALID 5x5 conv, 2x2 pool: 12x12 is the smallest input that
+  # leaves a 1x1 feature map (smaller ones leave none, and the Dense layer no inputs).
+  min_size: ClassVar[int] = 12
 
   num_classes: int
   dtype: Any = jnp.float32
@@ -303,6 +307,11 @@ class LeNet5(nn.Module):
   def __call__(self, x, train: bool = False):
     del train  # No batch norm or dropout; kept for a uniform signature.
     _check_images("LeNet5", x)
+    if min(x.shape[1:3]) < self.min_size:
+      raise DataError(
+          f"model 'lenet5' (LeNet-5) cannot take inputs of shape {tuple(x.shape[1:])}: it "
+          f"needs images of at least {self.min_size}x{self.min_size} pixels; use "
+          "--config.model=mlp for smaller inputs")
     x = jnp.asarray(x, self.dtype)
     x = nn.relu(nn.Conv(6, (5, 5), padding="SAME", dtype=self.dtype)(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))

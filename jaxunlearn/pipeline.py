@@ -15,7 +15,7 @@ import dataclasses
 import ml_collections
 
 from jaxunlearn import deprecation, evaluators, request as request_lib, results as results_lib
-from jaxunlearn import stages, train as train_lib
+from jaxunlearn import registry, stages, train as train_lib
 
 __all__ = ["run", "run_plan", "eval_inputs", "OUTPUTS"]
 
@@ -64,10 +64,12 @@ def run_plan(req: request_lib.Request, label: str) -> tuple[dict, list]:
     ev = evaluators.get(name)()
     # A replaced or outside evaluator caches its stages apart from the built-in's.
     cache = req.cache.scoped(evaluators.implementation(name))
-    section = ev.evaluate(dataclasses.replace(inputs, key=req.key(f"evaluator/{name}"),
-                                              cache=cache))
+    with registry.guard("evaluator", name, ev, "evaluate"):
+      section = ev.evaluate(dataclasses.replace(inputs, key=req.key(f"evaluator/{name}"),
+                                                cache=cache))
+      report = ev.report(section)
     results[evaluators.section_name(name)] = section
-    sections.append((ev.title or name, ev.report(section)))
+    sections.append((ev.title or name, report))
   return results, sections
 
 

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import config as config_lib, cost as cost_lib, methods, models, stop as stop_lib
+from jaxunlearn import config as config_lib, cost as cost_lib, methods, models, registry
+from jaxunlearn import stop as stop_lib
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError
 
@@ -409,7 +410,8 @@ def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape
     return out["params"] if fn.bn_train else out
 
   try:
-    out = jax.eval_shape(run, params, batch_stats, inputs, jax.random.key(0), hp)
+    with registry.guard("unlearning method", plan.name, plan.method, "a trace of its run"):
+      out = jax.eval_shape(run, params, batch_stats, inputs, jax.random.key(0), hp)
   except ConfigError as e:
     raise ConfigError(f"{plan.label}: {e}" if plan.label not in str(e) else str(e)) from None
   temperature = float(plan.block.get("output_temperature", 1.0))

@@ -62,17 +62,20 @@ def blocks() -> list[tuple[str, ml_collections.ConfigDict, dict]]:
   out = []
   for name in evaluators.names():
     ev = evaluators.get(name)()
-    block = ev.config()
+    with registry.guard("evaluator", name, ev, "config"):
+      block = ev.config()
     if block is not None:
       out.append((name, block, dict(getattr(ev, "field_docs", {}))))
   for name in transforms.names():
     t = transforms.get(name)()
-    block = t.config()
+    with registry.guard("data transform", name, t, "config"):
+      block = t.config()
     if block is not None:
       out.append((name, block, dict(t.field_docs)))
   for name in audits.names():
     st = audits.get(name)()
-    block = st.config()
+    with registry.guard("audit statistic", name, st, "config"):
+      block = st.config()
     if block is not None:
       out.append((f"audit.{name}", block, dict(st.field_docs)))
   for name in methods.names():
@@ -193,6 +196,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not isinstance(plugin_modules, (tuple, list, str)):
     raise ConfigError(f"config.plugins must be a tuple of module names, got {plugin_modules!r}")
   import_modules(plugin_modules)
+  config_lib.check_core(cfg)
   if not isinstance(cfg, ml_collections.FrozenConfigDict):
     cfg = copy.deepcopy(cfg)
     apply_renames(cfg)

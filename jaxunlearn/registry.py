@@ -26,6 +26,7 @@ Internal to the library: a plugin registers through its package's ``register``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import sys
@@ -33,7 +34,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Callable
 
-from jaxunlearn.errors import ConfigError
+from jaxunlearn.errors import ConfigError, JaxUnlearnError, PluginError
 
 __all__ = []
 
@@ -140,6 +141,61 @@ def implementation(obj: Any, what: str = "plugin") -> dict:
             "e.g. a class attribute version = \"1\" (change it whenever its results change)")
       out["source"] = digest
   return out
+
+def _first_line(error: BaseException) -> str:
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  text = lines[0] if lines else ""
+  return text if len(text) <= 300 else text[:297] + "..."
+
+
+@contextlib.contextmanager
+def guard(kind: str, name: str, plugin: Any, action: str):
+  """A call into a plugin: what it raises becomes a :class:`PluginError` naming it.
+
+  The orchestration wraps its calls into plugins (a method traced or run, an
+  evaluator, a statistic, a dataset loader, a model's first call, a transform)
+  in this, so a bug in a plugin is one line on the command line, and a typed
+  error with the original exception as ``__cause__`` through the API. A
+  :class:`JaxUnlearnError` (a plugin refusing bad input on purpose) and
+  ``KeyboardInterrupt`` pass through unchanged; so does a ``PluginError`` of a
+  plugin called inside this one (the innermost plugin is named).
+
+  Args:
+    kind: what the plugin is, e.g. "unlearning method".
+    name: its registered name.
+    plugin: the plugin (class, instance or function), for its module.
+    action: what was being done, e.g. "evaluate".
+  """
+  try:
+    yield
+  except JaxUnlearnError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if getattr(e, _LIBRARY_MARK, False):
+      raise       # raised by library code the plugin called back into (a save, a population)
+    # A plugin is user code: anything may go wrong in it.
+    # A class or function names itself; an instance is named by its class.
+    where = qualified_name(plugin if hasattr(plugin, "__qualname__") else type(plugin))
+    raise PluginError(f"{kind} {name!r} ({where}) failed in {action}: {type(e).__name__}: "
+                      f"{_first_line(e)}", kind=kind, name=name, where=where) from e
+
+
+_LIBRARY_MARK = "_jaxunlearn_raised_by_the_library"
+
+
+@contextlib.contextmanager
+def library_call():
+  """Library code that a plugin calls back into (saving a stage, running a population): what
+  it raises is not blamed on the plugin by :func:`guard` (it keeps its traceback)."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, JaxUnlearnError):
+      try:
+        setattr(e, _LIBRARY_MARK, True)
+      except AttributeError:
+        pass
+    raise
 
 
 class Registry:

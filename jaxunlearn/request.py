@@ -45,9 +45,10 @@ import ml_collections
 import numpy as np
 
 from jaxunlearn import config as config_lib, data as data_lib, deprecation, evaluators, models
-from jaxunlearn import parallel, plan as plan_lib, plugins, splits as splits_lib, stages
+from jaxunlearn import parallel, plan as plan_lib, plugins, registry, splits as splits_lib
+from jaxunlearn import stages
 from jaxunlearn import train as train_lib, transforms, workdir as workdir_lib
-from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, WorkdirError
+from jaxunlearn.errors import ConfigError, DataError, JaxUnlearnError, PluginError, WorkdirError
 
 __all__ = ["open_request", "Request", "MethodSpec", "Prepared", "prepare", "original_fingerprint",
            "check_model_input", "previous_name"]
@@ -166,14 +167,29 @@ def _with_implementation(fingerprint: dict, implementation: dict | None) -> dict
                                                      "implementation": implementation}
 
 
-def check_model_input(model, name: str, input_shape) -> None:
-  """Raises DataError unless ``model`` can be initialised on inputs of ``input_shape``."""
+def check_model_input(model, name: str, input_shape, factory=None) -> None:
+  """Raises DataError unless ``model`` can be initialised on inputs of ``input_shape``.
+
+  The model's first call: a model registered from outside the package (``factory``) that
+  raises gets a :class:`~jaxunlearn.errors.PluginError` naming it; a built-in one that
+  cannot take the inputs a DataError.
+  """
   try:
     jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False),
                    jax.random.key(0))
+  except DataError as e:
+    if f"'{name}'" in str(e):
+      raise
+    raise DataError(f"model '{name}': {e}") from e
   except JaxUnlearnError:
     raise
   except Exception as e:  # pylint: disable=broad-except
+    if factory is not None and not registry.qualified_name(factory).startswith("jaxunlearn."):
+      raise PluginError(f"model {name!r} ({registry.qualified_name(factory)}) failed in its "
+                        f"first call, on inputs of shape {tuple(input_shape)}: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                        kind="model", name=name,
+                        where=registry.qualified_name(factory)) from e
     # Flax / XLA shape errors are long and of many types; report one line.
     raise DataError(f"model '{name}' cannot take inputs of shape {tuple(input_shape)} "
                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
@@ -224,7 +240,7 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
   data = data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None,
                        num_classes=cfg.num_classes, input_scale=cfg.input_scale)
   model = models.get_model(cfg.model, data.num_classes, **cfg.model_kwargs.to_dict())
-  check_model_input(model, cfg.model, data.input_shape)
+  check_model_input(model, cfg.model, data.input_shape, factory=models.MODELS.get(cfg.model))
   n = data.n_train
   splits = splits_lib.make_splits(
       n, data.y_train, seed=config_lib.resolve_seed(cfg.forget.seed, cfg), mode=cfg.forget.mode,
@@ -260,9 +276,12 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                              input_shape=tuple(data.input_shape), n_forget=splits.n_forget)
   names = tuple(evaluators.selected(cfg))
   for name in names:
-    evaluators.get(name)().validate(frozen, info)
-  for t in transforms.active(cfg).values():
-    t.validate(frozen, data.num_classes, tuple(data.input_shape))
+    ev = evaluators.get(name)()
+    with registry.guard("evaluator", name, ev, "validate"):
+      ev.validate(frozen, info)
+  for name, t in transforms.active(cfg).items():
+    with registry.guard("data transform", name, t, "validate"):
+      t.validate(frozen, data.num_classes, tuple(data.input_shape))
   x_train, y_train, applied = transforms.apply_all(frozen, data.x_train, data.y_train,
                                                    splits.forget_idx, data.num_classes)
   prepared = Prepared(frozen, workdir, data, _read_only(x_train), _read_only(y_train),

@@ -1,8 +1,11 @@
 """Command-line plumbing of the scripts in ``experiments/`` and ``benchmarks/``.
 
 Bad input to a script ends the way it ends for ``jaxunlearn``: one line on
-stderr and exit status 2, never a traceback (a failure during work, such as a
-full disk: one line and exit status 1). A bug (anything that is not a
+stderr and exit status 2, never a traceback; a failure during work (a full
+disk) one line and status 1; a plugin that raises
+(:class:`~jaxunlearn.errors.PluginError`) one line and status 1; an interrupt
+the line to resume and status 130. Every script takes ``--debug``, which adds
+the traceback. A bug (anything that is not a
 :class:`~jaxunlearn.errors.JaxUnlearnError` or an argument error) still shows
 its traceback.
 
@@ -17,14 +20,18 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Callable
 
-from jaxunlearn.errors import ConfigError, JaxUnlearnError
+from jaxunlearn.errors import ConfigError, JaxUnlearnError, PluginError
 
 __all__ = ["parser", "OneLineParser", "run", "out_dir", "int_list", "float_list", "name_list",
-           "unknown_field", "bad_value"]
+           "unknown_field", "bad_value", "exit_now"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,7 +43,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser(description: str) -> OneLineParser:
-  return OneLineParser(description=description)
+  """A script's argument parser: errors in one line (exit 2), and ``--debug``."""
+  p = OneLineParser(description=description)
+  p.add_argument("--debug", action="store_true",
+                 help="on an error, print its traceback too (e.g. of a plugin that raises)")
+  return p
 
 
 def int_list(flag: str, *, allow_empty: bool = False,
@@ -91,11 +102,17 @@ def name_list(flag: str) -> Callable[[str], list[str]]:
   return parse
 
 
-def out_dir(flag: str = "--out") -> Callable[[str], Path]:
-  """An argparse type: a directory the script can create and write into."""
+def out_dir(flag: str = "--out", *, optional: bool = False) -> Callable[[str], Path]:
+  """An argparse type: a directory the script can create and write into.
+
+  With ``optional``, an empty value is ``""`` (the script writes no files), so a flag
+  with ``default=""`` is checked before any work, not at the first write.
+  """
   def parse(text: str) -> Path:
     from jaxunlearn import workdir
     if not str(text).strip():
+      if optional:
+        return ""
       raise argparse.ArgumentTypeError(f"{flag} is empty; name an output folder")
     path = Path(text).expanduser()   # --out=~/x: the home folder's, as a shell reads it
     if path.exists() and not path.is_dir():
@@ -109,26 +126,74 @@ def out_dir(flag: str = "--out") -> Callable[[str], Path]:
   return parse
 
 
-def run(main: Callable[[], object]) -> None:
-  """Runs a script's ``main``: bad input is one line and exit 2, a bug shows its traceback.
+def exit_now(code: int) -> None:
+  """Flushes stdout and stderr and ends the process at once with ``code``.
+
+  After an interrupt, ending the interpreter normally can crash (a segmentation
+  fault) while JAX/XLA or Orbax threads still run; this skips the interpreter's
+  clean-up. Call it only once the work is unwound (locks released).
+  """
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except Exception:  # pylint: disable=broad-except
+      pass
+  os._exit(code)
+
+
+def _first_interrupt(signum, frame):
+  # The first Ctrl-C interrupts; a second one while the work unwinds (the lock released, the
+  # line printed) is ignored instead of cutting that short with a traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  raise KeyboardInterrupt
+
+
+def interrupt_once() -> Callable[[], None]:
+  """Makes a second Ctrl-C, while the first one's interrupt unwinds, be ignored (where Python
+  handles SIGINT, in the main thread); returns the function that puts the old handler back."""
+  previous = signal.getsignal(signal.SIGINT)
+  if previous is not signal.default_int_handler or \
+      threading.current_thread() is not threading.main_thread():
+    return lambda: None
+  signal.signal(signal.SIGINT, _first_interrupt)
+  return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
+  """Runs a script's ``main`` (``main(argv)`` when ``argv`` is given, else ``main()`` on
+  ``sys.argv``): bad input is one line and exit 2, a plugin that raises one line and exit 1,
+  an interrupt exit 130, a bug shows its traceback. ``--debug`` prints every traceback.
 
   A nonzero integer returned by ``main`` is the exit status.
   """
   prog = Path(sys.argv[0]).name
+  debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+
+  def error(e: BaseException, text: str) -> None:
+    if debug:
+      traceback.print_exception(e, file=sys.stderr)
+    print(f"{prog}: error: {text}", file=sys.stderr)
+
+  restore = interrupt_once()
   try:
-    rc = main()
+    rc = main() if argv is None else main(argv)
+  except PluginError as e:
+    error(e, f"{e}" + ("" if debug else "; --debug shows the traceback"))
+    sys.exit(1)
   except JaxUnlearnError as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
+    error(e, str(e))
     sys.exit(e.exit_status)
   except OSError as e:
     from jaxunlearn import workdir
     if workdir.error_number(e) not in workdir.NO_SPACE:
       raise
-    print(f"{prog}: error: {workdir.write_error(e.filename or '.', e)}", file=sys.stderr)
+    error(e, str(workdir.write_error(e.filename or '.', e)))
     sys.exit(1)
   except KeyboardInterrupt:
     print(f"{prog}: interrupted; finished stages are saved, rerun to resume", file=sys.stderr)
-    sys.exit(130)
+    exit_now(130)
+  finally:
+    restore()
   if isinstance(rc, int) and not isinstance(rc, bool) and rc:
     sys.exit(rc)
 

@@ -24,7 +24,10 @@ return new values; they never change it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -34,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn import checkpoint, splits as splits_lib, train as train_lib
+from jaxunlearn import checkpoint, registry, splits as splits_lib, train as train_lib
 from jaxunlearn import unlearn as unlearn_lib
 from jaxunlearn.errors import ConfigError, NonFiniteError, SplitError
 from jaxunlearn.hashing import spec_hash
@@ -109,12 +112,14 @@ class StageCache:
       ``(tree, meta, reused)``.
     """
     if self.exists(stage):
-      tree, meta = checkpoint.restore(self.path(stage), abstract())
+      with registry.library_call():
+        tree, meta = checkpoint.restore(self.path(stage), abstract())
       return tree, meta, True
     tree, meta = build()
     _check_structure(stage, tree, abstract())
     (check or (lambda t: check_finite(stage, t)))(tree)
-    checkpoint.save(self.path(stage), tree, {"stage": stage, **meta}, protected=protected)
+    with registry.library_call(), interrupts_deferred():
+      checkpoint.save(self.path(stage), tree, {"stage": stage, **meta}, protected=protected)
     return tree, meta, False
 
   def model(self, stage: str, build: Callable[[], tuple[Any, Any, dict]], abstract_variables,
@@ -137,6 +142,28 @@ class StageCache:
     bs = tree.get("batch_stats") or {}
     return Trained(tree["params"], bs, make_apply(bs), {"stage": stage, **meta}, stage,
                    bool(reused(meta)) if reused is not None else False)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+  """Ctrl-C (SIGINT) inside waits for the block to end, then interrupts as it would have.
+
+  A checkpoint being written finishes (Orbax's threads included) instead of being cut
+  off mid-write: the interrupt then leaves a finished stage, never Orbax's own traceback.
+  Only in the main thread and where Python handles SIGINT (not where it is ignored).
+  """
+  previous = signal.getsignal(signal.SIGINT)
+  if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    yield
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    previous(signal.SIGINT, received[0])
 
 
 def _check_structure(stage: str, tree, abstract) -> None:
@@ -351,12 +378,13 @@ def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
     t0 = time.perf_counter()
     inputs = jax.block_until_ready(method_inputs(req, plan, original, reference))
     inputs_s = time.perf_counter() - t0
-    fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
-                      batch_stats=original.batch_stats, n_forget=s.n_forget,
-                      n_remain=int(s.remain_idx.size), mesh=req.mesh)
-    result = unlearn_lib.unlearn(fn, original.params, inputs, plan.hparam_arrays(),
-                                 key=req.key("unlearn"), mesh=req.mesh,
-                                 progress=req.cfg.report.progress)
+    with registry.guard("unlearning method", plan.name, plan.method, "its run"):
+      fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
+                        batch_stats=original.batch_stats, n_forget=s.n_forget,
+                        n_remain=int(s.remain_idx.size), mesh=req.mesh)
+      result = unlearn_lib.unlearn(fn, original.params, inputs, plan.hparam_arrays(),
+                                   key=req.key("unlearn"), mesh=req.mesh,
+                                   progress=req.cfg.report.progress)
     meta = {"time_s": result.run_s + inputs_s, "inputs_s": inputs_s,
             "peak_host_memory_mb": peak_host_memory_mb(),
             "compile_s": result.compile_s, "epochs": len(result.history),

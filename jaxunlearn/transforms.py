@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxunlearn import config as config_lib, triggers
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.registry import Registry
+from jaxunlearn.registry import Registry, guard
 
 __all__ = ["Transform", "register", "get", "names", "active", "apply_all", "Backdoor", "LabelFlip",
            "label_flip"]
@@ -71,7 +71,8 @@ def apply_all(cfg, x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray,
   """Applies every enabled transform; returns ``(x, y, names)`` (inputs are not modified)."""
   applied = []
   for name, t in active(cfg).items():
-    x, y = t.apply(x, y, forget_idx, cfg, num_classes)
+    with guard("data transform", name, t, "apply"):
+      x, y = t.apply(x, y, forget_idx, cfg, num_classes)
     applied.append(name)
   return x, y, applied
 

@@ -445,6 +445,8 @@ REFUSALS = [
       fresh=True),
     A("audit-output-temperature-nan", "t=finetune:output_temperature=nan",
       ("output_temperature", "t=finetune")),
+    R("lenet5-on-images-too-small", _config_file("c.model = 'lenet5'"),
+      ("lenet5", "(8, 8, 1)", "at least 12x12"), fresh=True),
 ]
 del R, A
 
@@ -627,21 +629,6 @@ def test_a_plugin_that_changes_parameter_shapes_is_refused_before_training(
   line = _one_line(code, capsys.readouterr().err)
   assert "widen" in line and "structure or shape" in line, line
   assert tiny.tree_snapshot(workdir) == before
-
-
-def test_a_bug_in_a_plugin_still_shows_its_traceback(finished, tmp_path, monkeypatch):
-  (tmp_path / "buggy_plugin.py").write_text(
-      "from jaxunlearn import methods\n"
-      "@methods.register('buggy')\n"
-      "class Buggy(methods.Method):\n"
-      "  inputs = ('x_remain', 'y_remain')\n"
-      "  def loss(self, params, apply_fn, batch, hp, extra):\n"
-      "    raise RuntimeError('a bug in the plugin')\n")
-  monkeypatch.syspath_prepend(str(tmp_path))
-  npz, workdir = _private_copy(finished, tmp_path)
-  with pytest.raises(RuntimeError, match="a bug in the plugin"):
-    cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir, "--config.plugins=('buggy_plugin',)",
-                                            "--config.unlearn.method=buggy")])
 
 
 SCRIPT = {
@@ -1556,3 +1543,444 @@ def test_an_interrupted_run_puts_the_earlier_results_back(finished, tmp_path, ca
   assert "interrupted" in capsys.readouterr().err
   assert {name: (workdir / name).read_bytes() for name in old} == old
   assert not list(workdir.glob("*.previous.*"))
+# plugin errors and one-liners (issue 25.4, 25.5, 25.7) ========================================
+# A plugin that raises is a PluginError naming it (one line and exit 1 on the command line, the
+# traceback with --debug); a config file that returns no usable config, the scripts' own bad
+# input and a model too big for its images are one line before any work; an interrupt ends with
+# exit 130 and the line to resume.
+
+
+@pytest.fixture
+def registered():
+  """``registered(registry_module, name, plugin)``: registers a plugin for one test only."""
+  from jaxunlearn import audits, evaluators, methods, models, transforms
+  registries = {"method": (methods, methods.base._REGISTRY),
+                "evaluator": (evaluators, evaluators.base._REGISTRY),
+                "statistic": (audits, audits.base._REGISTRY), "dataset": (data, data._REGISTRY),
+                "model": (models, models._REGISTRY),
+                "transform": (transforms, transforms._REGISTRY)}
+  added = []
+
+  def register(kind, name, plugin):
+    package, reg = registries[kind]
+    package.register(name)(plugin)
+    added.append((reg, name))
+    return plugin
+
+  yield register
+  for reg, name in added:
+    reg._plugins.pop(name, None)
+
+
+class _Boom(RuntimeError):
+  pass
+
+
+def _boom(*args, **kwargs):
+  raise _Boom("the plugin's own bug")
+
+
+def _plugin_case(kind, register):
+  """Registers a plugin of ``kind`` that raises, and returns the config overrides using it."""
+  import flax.linen as nn
+  from jaxunlearn import audits, evaluators, methods, transforms
+  if kind == "method":
+    register("method", "boom_method", type("BoomMethod", (methods.get("finetune"),),
+                                           {"loss": _boom}))
+    return {"unlearn__method": "boom_method"}
+  if kind == "evaluator":
+    register("evaluator", "boom_eval", type("BoomEvaluator", (evaluators.Evaluator,),
+                                            {"evaluate": _boom}))
+    return {"eval__evaluators": ("boom_eval",)}
+  if kind == "statistic":
+    register("statistic", "boom_stat", type("BoomStatistic", (audits.Statistic,),
+                                            {"run": _boom}))
+    return {"audit__statistics": ("boom_stat",), "audit__methods": ("finetune",),
+            "audit__num_models": 2}
+  if kind == "dataset":
+    register("dataset", "boom_data", lambda source: _boom())
+    return {"dataset": "boom_data"}
+  if kind == "model":
+    class BoomModel(nn.Module):
+      num_classes: int
+
+      @nn.compact
+      def __call__(self, x, train=False):
+        _boom()
+    register("model", "boom_model", BoomModel)
+    return {"model": "boom_model", "model_kwargs": type(tiny.config("x").model_kwargs)()}
+  assert kind == "transform"
+  register("transform", "boom_transform", type(
+      "BoomTransform", (transforms.Transform,), {"enabled": lambda self, cfg: True,
+                                                 "apply": _boom}))
+  return {}
+
+
+# (kind, what runs it, the name the error gives); the evaluator and the statistic fail during
+# work, after the finished run's stages are restored, the others before any.
+PLUGIN_KINDS = [("method", "run", "unlearning method 'boom_method'"),
+                ("evaluator", "run", "evaluator 'boom_eval'"),
+                ("statistic", "audit", "audit statistic 'boom_stat'"),
+                ("dataset", "run", "dataset 'boom_data'"),
+                ("model", "run", "model 'boom_model'"),
+                ("transform", "run", "data transform 'boom_transform'")]
+
+
+@pytest.mark.parametrize("kind,command,named", PLUGIN_KINDS, ids=[k[0] for k in PLUGIN_KINDS])
+def test_a_plugin_that_raises_is_a_plugin_error_naming_it(kind, command, named, registered,
+                                                          finished, tmp_path, monkeypatch):
+  from jaxunlearn import auditor
+  from jaxunlearn.errors import PluginError
+  npz, workdir = _private_copy(finished, tmp_path)
+  overrides = _plugin_case(kind, registered)
+  dataset = overrides.pop("dataset", None)
+  cfg = tiny.config(npz, **overrides)
+  if dataset:
+    cfg.dataset = dataset
+  # Nothing is trained: the plugin fails before any work, or after the restored stages.
+  def refuse(*args, **kwargs):
+    raise AssertionError("trained")
+  monkeypatch.setattr(train, "fit", refuse)
+  monkeypatch.setattr(populations, "run_population", refuse)
+  run = auditor.run_audit if command == "audit" else pipeline.run
+  with pytest.raises(PluginError) as info:
+    run(cfg, workdir)
+  e = info.value
+  assert isinstance(e, JaxUnlearnError)
+  assert isinstance(e.__cause__, _Boom) and str(e.__cause__) == "the plugin's own bug"
+  text = str(e)
+  assert named in text and f"({__name__}." in text and "_Boom" in text, text
+  assert "the plugin's own bug" in text and len(text.splitlines()) == 1
+  assert e.where.startswith(f"{__name__}.")
+
+
+def test_a_refusal_raised_by_a_plugin_passes_unchanged(registered, finished, tmp_path,
+                                                       no_work):
+  from jaxunlearn import methods
+  def validate(self, hp):
+    raise ConfigError("unlearn.careful.level must be > 0; set it with --config...")
+  registered("method", "careful", type("Careful", (methods.get("finetune"),),
+                                       {"validate": validate}))
+  npz, _ = finished
+  with pytest.raises(ConfigError, match="unlearn.careful.level") as info:
+    pipeline.run(tiny.config(npz, unlearn__method="careful"), tmp_path / "work")
+  assert type(info.value) is ConfigError
+
+
+def _buggy_plugin(tmp_path, monkeypatch):
+  (tmp_path / "buggy_plugin.py").write_text(
+      "from jaxunlearn import methods\n"
+      "@methods.register('buggy')\n"
+      "class Buggy(methods.Method):\n"
+      "  inputs = ('x_remain', 'y_remain')\n"
+      "  def loss(self, params, apply_fn, batch, hp, extra):\n"
+      "    raise RuntimeError('a bug in the plugin')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  return ("--config.plugins=('buggy_plugin',)", "--config.unlearn.method=buggy")
+
+
+def test_a_bug_in_a_plugin_is_one_line_and_its_traceback_with_debug(finished, tmp_path,
+                                                                   monkeypatch, capsys):
+  extra = _buggy_plugin(tmp_path, monkeypatch)
+  npz, workdir = _private_copy(finished, tmp_path)
+  before = tiny.tree_snapshot(workdir)
+  args = tiny.cli_args(npz, workdir, *extra)
+  assert cli.main(["jaxunlearn", *args]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+  for word in ("unlearning method 'buggy'", "buggy_plugin.Buggy", "RuntimeError",
+               "a bug in the plugin", "--debug"):
+    assert word in err, (word, err)
+  assert cli.main(["jaxunlearn", *args, "--debug"]) == 1
+  err = capsys.readouterr().err
+  assert "Traceback" in err and "buggy_plugin.py" in err and "raise RuntimeError" in err
+  assert err.strip().splitlines()[-1].startswith("jaxunlearn: error: unlearning method 'buggy'")
+  assert tiny.tree_snapshot(workdir) == before      # found by the trace, before any work
+
+
+def test_a_plugin_failing_during_work_exits_1_in_one_line(registered, finished, tmp_path,
+                                                          capsys):
+  from jaxunlearn import evaluators
+  registered("evaluator", "boom_eval", type("BoomEvaluator", (evaluators.Evaluator,),
+                                            {"evaluate": _boom}))
+  npz, workdir = _private_copy(finished, tmp_path)
+  code = cli.main(["jaxunlearn", *tiny.cli_args(npz, workdir,
+                                                "--config.eval.evaluators=('boom_eval',)")])
+  err = capsys.readouterr().err.strip()
+  assert code == 1 and len(err.splitlines()) == 1, err
+  assert "evaluator 'boom_eval'" in err and "_Boom: the plugin's own bug" in err
+
+
+def test_scripts_end_a_plugin_error_in_one_line_and_show_it_with_debug(capsys, monkeypatch):
+  from jaxunlearn.errors import PluginError
+
+  def main(argv=None):
+    try:
+      _boom()
+    except _Boom as e:
+      raise PluginError("evaluator 'x' (m.X) failed in evaluate: _Boom: bug") from e
+  monkeypatch.setattr(sys, "argv", ["script.py"])
+  with pytest.raises(SystemExit) as e:
+    scripts.run(main)
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 1 and len(err.splitlines()) == 1 and "evaluator 'x'" in err, err
+  with pytest.raises(SystemExit) as e:
+    scripts.run(main, ["--debug"])
+  err = capsys.readouterr().err
+  assert e.value.code == 1 and "Traceback" in err and "_boom" in err
+
+
+# --- config files that return no usable config (25.5) ---
+
+
+def _config_returning(body: str):
+  def setup(tmp):
+    path = tmp / "odd_config.py"
+    path.write_text(f"import sys\nimport ml_collections\n\n\ndef get_config():\n  {body}\n")
+    return path
+  return setup
+
+
+CONFIG_RESULTS = {
+    "a dict": ("return {'dataset': 'mnist5k'}", ("returned a dict", "configs/quick.py")),
+    "None": ("return None", ("returned None", "configs/quick.py")),
+    "missing core blocks": ("c = ml_collections.ConfigDict()\n  c.dataset = 'mnist5k'\n"
+                            "  c.model = 'mlp'\n  return c",
+                            ("lacks the core blocks", "forget", "unlearn", "configs/quick.py")),
+    "sys.exit()": ("sys.exit()", ("sys.exit(None)", "get_config() must return")),
+    "sys.exit(0)": ("sys.exit(0)", ("sys.exit(0)",)),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_RESULTS), ids=list(CONFIG_RESULTS))
+@pytest.mark.parametrize("command", ["run", "config"])
+def test_a_config_file_without_a_usable_config_is_one_line(case, command, tmp_path, capsys,
+                                                           no_work):
+  body, words = CONFIG_RESULTS[case]
+  path = _config_returning(body)(tmp_path)
+  argv = ["jaxunlearn", command, f"--config={path}"]
+  if command == "run":
+    argv.append(f"--workdir={tmp_path / 'work'}")
+  line = _one_line(cli.main(argv), capsys.readouterr().err)
+  for word in words:
+    assert word in line, (word, line)
+  assert not (tmp_path / "work").exists()
+
+
+def test_the_api_names_the_missing_core_blocks():
+  import ml_collections
+  from jaxunlearn import plugins
+  cfg = ml_collections.ConfigDict({"dataset": "mnist5k", "model": "mlp"})
+  with pytest.raises(ConfigError, match="lacks the core blocks .*forget.*default_config"):
+    plugins.check_config(cfg)
+  cfg = plugins.default_config()
+  del cfg.train["epochs"]
+  with pytest.raises(ConfigError, match="lacks the core field train.epochs"):
+    plugins.check_config(cfg)
+
+
+@pytest.mark.parametrize("case", ["a dict", "sys.exit(0)", "missing core blocks"])
+def test_the_scripts_refuse_a_config_without_a_usable_config(case, tmp_path, capsys,
+                                                            monkeypatch, no_work):
+  from experiments import compare_methods
+  path = _config_returning(CONFIG_RESULTS[case][0])(tmp_path)
+  monkeypatch.setattr(sys, "argv", ["compare_methods.py"])
+  with pytest.raises(SystemExit) as e:
+    scripts.run(compare_methods.main, ["--config", str(path), "--methods", "finetune",
+                                       "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1, err
+  assert CONFIG_RESULTS[case][1][0] in err
+
+
+# --- the scripts' own bad input (25.5) ---
+
+
+def _script_error(main, argv, capsys, monkeypatch) -> str:
+  monkeypatch.setattr(sys, "argv", ["script.py"])
+  with pytest.raises(SystemExit) as e:
+    scripts.run(main, argv)
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+  return err
+
+
+def test_compare_methods_audit_without_a_retrain_statistic_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch, no_work):
+  from experiments import compare_methods
+  err = _script_error(compare_methods.main,
+                      ["--config", str(tiny.CONFIG), "--methods", "finetune", "--audit",
+                       "--set", "audit.statistics=()", "--out", str(tmp_path / "out")],
+                      capsys, monkeypatch)
+  assert "audit.statistics=()" in err and "epsilon" in err
+  assert not (tmp_path / "out" / "work").exists()
+
+
+@pytest.mark.parametrize("settings,words", [("missing.py", ("--settings", "is not a file")),
+                                            ("broken.py", ("cannot load the settings file",)),
+                                            ("no_apply.py", ("defines no apply",))])
+def test_compare_methods_refuses_a_bad_settings_file(settings, words, tmp_path, capsys,
+                                                     monkeypatch, no_work):
+  from experiments import compare_methods
+  (tmp_path / "broken.py").write_text("def apply(c, method:\n")
+  (tmp_path / "no_apply.py").write_text("X = 1\n")
+  err = _script_error(compare_methods.main,
+                      ["--config", str(tiny.CONFIG), "--methods", "finetune", "--settings",
+                       str(tmp_path / settings), "--out", str(tmp_path / "out")],
+                      capsys, monkeypatch)
+  for word in words:
+    assert word in err, (word, err)
+
+
+def test_speedup_refuses_an_out_file_before_any_work(tmp_path, capsys, monkeypatch):
+  from benchmarks import speedup
+  monkeypatch.setattr(speedup, "measure", lambda args: pytest.fail("measured"))
+  (tmp_path / "FILE").write_text("x")
+  err = _script_error(speedup.main, ["--out", str(tmp_path / "FILE")], capsys, monkeypatch)
+  assert "--out" in err and "is a file" in err
+
+
+def _script_mains():
+  root = tiny.REPO_ROOT
+  return [p for d in ("benchmarks", "experiments") for p in sorted((root / d).glob("*.py"))
+          if 'if __name__ == "__main__":' in p.read_text()]
+
+
+@pytest.mark.parametrize("path", _script_mains(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_takes_debug_and_refuses_a_bad_flag_in_one_line(path, tmp_path, capsys,
+                                                                     monkeypatch):
+  import importlib
+  module = importlib.import_module(f"{path.parent.name}.{path.stem}")
+  err = _script_error(module.main, ["--debug", "--out", str(tmp_path / "out"),
+                                    "--no-such-flag"], capsys, monkeypatch)
+  assert "unrecognized arguments" in err and "--no-such-flag" in err and "--debug" not in err
+
+
+def test_lenet5_on_images_too_small_names_the_minimum_size():
+  import jax
+  import jax.numpy as jnp
+  from jaxunlearn import models
+  model = models.get_model("lenet5", 10)
+  for size in (8, 11):
+    with pytest.raises(DataError, match=rf"lenet5.*\({size}, {size}, 1\).*at least 12x12"):
+      jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 1))), jax.random.key(0))
+  shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 12, 12, 1))), jax.random.key(0))
+  assert shapes["params"]["Dense_0"]["kernel"].shape == (16, 120)
+
+
+# --- interrupts (25.7) ---
+
+
+@pytest.fixture
+def python_sigint():
+  """SIGINT handled as in a program Python runs (pytest or a job control shell may differ)."""
+  import signal
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_during_an_audit_exits_130_with_the_resume_line(finished, tmp_path,
+                                                                     capsys, monkeypatch):
+  from jaxunlearn import workdir as workdir_lib
+  npz, workdir = _private_copy(finished, tmp_path)
+
+  def interrupted(*args, **kwargs):      # the pause point before a population's first chunk
+    raise KeyboardInterrupt
+  monkeypatch.setattr(populations, "run_population", interrupted)
+  code = cli.main(["jaxunlearn", "audit", f"--config={tiny.CONFIG}", f"--workdir={workdir}",
+                   f"--config.dataset=npz:{npz}", "--config.audit.num_models=2",
+                   "--config.audit.methods=('finetune',)",
+                   "--config.audit.statistics=('epsilon',)"])
+  err = capsys.readouterr().err.strip()
+  assert code == 130 and err.splitlines()[-1].endswith("rerun to resume"), err
+  assert "Traceback" not in err
+  with workdir_lib.Lock(workdir):        # released: a rerun can take it
+    pass
+
+
+def test_an_interrupt_ends_the_process_at_once_with_130(capsys, monkeypatch, python_sigint):
+  """The command line and the scripts end with exit_now(130): no interpreter shutdown while
+  JAX or Orbax threads may still run (a segmentation fault in 5 of 11 tries before)."""
+  ended = []
+
+  def exit_now(code):
+    ended.append(code)
+    raise SystemExit(code)
+  monkeypatch.setattr(scripts, "exit_now", exit_now)
+
+  def interrupted(argv=None):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(cli, "main", interrupted)
+  with pytest.raises(SystemExit):
+    cli.entry()
+  monkeypatch.setattr(sys, "argv", ["script.py"])
+  with pytest.raises(SystemExit):
+    scripts.run(interrupted)
+  assert ended == [130, 130]
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 2 and all(line.endswith("rerun to resume") for line in err)
+
+
+def _sigint_self():
+  import signal
+  import time
+  os.kill(os.getpid(), signal.SIGINT)
+  time.sleep(0.05)          # the handler runs at the next bytecode boundary
+
+
+def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(python_sigint):
+  import signal
+  from jaxunlearn import stages
+  saved = []
+  with pytest.raises(KeyboardInterrupt):
+    with stages.interrupts_deferred():
+      _sigint_self()
+      saved.append("the save went on")
+  assert saved == ["the save went on"]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_does_not_cut_the_unwinding_short(python_sigint):
+  import signal
+  restore = scripts.interrupt_once()
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      _sigint_self()
+    _sigint_self()                       # ignored: no second KeyboardInterrupt
+  finally:
+    restore()
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_sigint_during_a_real_audit_exits_130_without_a_crash(tmp_path):
+  import signal
+  import subprocess
+  import time
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  flag = tmp_path / "paused"
+  env = tiny.subprocess_env(JAXUNLEARN_TEST_PAUSE="population:retrain",
+                            JAXUNLEARN_TEST_PAUSE_FILE=str(flag))
+  env["PYTHONPATH"] = os.pathsep.join([str(tiny.KILLPOINT_DIR), env["PYTHONPATH"]])
+  cmd = tiny.cli_command() + [
+      "audit", f"--config={tiny.CONFIG}", f"--workdir={tmp_path / 'work'}",
+      f"--config.dataset=npz:{npz}", "--config.audit.num_models=4",
+      "--config.audit.chunk_size=2", "--config.audit.methods=('finetune',)",
+      "--config.audit.statistics=('epsilon',)"]
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=tiny.REPO_ROOT)
+  try:
+    deadline = time.monotonic() + 180
+    while not flag.exists():
+      if proc.poll() is not None or time.monotonic() > deadline:
+        pytest.fail(f"audit never reached the pause point:\n{proc.communicate()[1]}")
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 130, (proc.returncode, err[-2000:])
+  assert err.strip().splitlines()[-1].endswith("rerun to resume") and "Traceback" not in err

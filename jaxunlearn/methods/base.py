@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.registry import Registry
+from jaxunlearn.registry import Registry, guard
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
 __all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
@@ -328,7 +328,8 @@ def resolve_hparams(name: str, unlearn_cfg) -> dict[str, float]:
   """
   cls = get(name)
   hp = _from_config(cls, cls.hparams, unlearn_cfg, name)
-  cls().validate(hp)
+  with guard("unlearning method", name, cls, "validate"):
+    cls().validate(hp)
   return hp
 
 
@@ -340,7 +341,8 @@ def resolve_method(name: str, unlearn_cfg) -> Method:
     if value not in cls.options[opt]:
       field = f"unlearn.{opt}" if opt in cls.shared_hparams else f"unlearn.{name}.{opt}"
       raise ConfigError(f"{field} must be one of {cls.options[opt]}, got {value!r}")
-  return cls(**opts)
+  with guard("unlearning method", name, cls, "construction"):
+    return cls(**opts)
 
 
 # --- losses shared by methods ---------------------------------------------------
