@@ -51,9 +51,9 @@ def summary(store, scores, command: str) -> dict:
 def main(argv=None) -> dict:
   from jaxunlearn import attribution, request as request_lib, scripts
   p = scripts.parser(__doc__.split("\n")[0])
-  p.add_argument("--config", required=True, type=common._config_file,
+  p.add_argument("--config", type=common._config_file,
                  help="config file (configs/*.py)")
-  p.add_argument("--workdir", required=True, help="the run's work dir (the store lives under it "
+  p.add_argument("--workdir", help="the run's work dir (the store lives under it "
                  "unless --root)")
   p.add_argument("--out", required=True, type=scripts.out_dir(), help="output folder")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -70,6 +70,9 @@ def main(argv=None) -> dict:
   p.add_argument("--root", default="", help="folder of stores shared by work dirs "
                  "(default: WORKDIR/attribution)")
   args = p.parse_args(argv)
+  missing = [flag for flag in ("config", "workdir") if getattr(args, flag) is None]
+  if missing:
+    p.error(f"the following arguments are required: --{', --'.join(missing)}")
   cfg = common.load_config(args.config, args.set)
   settings = attribution.Settings(num_models=args.num_models, keep_fraction=args.keep_fraction,
                                   seed=args.seed, chunk_size=args.chunk_size,

@@ -143,7 +143,8 @@ def run(args) -> dict:
       for k, v in m.items():
         figures[name][f"{kind}.{k}"] = v
   return {
-      "args": vars(args), "figures": figures,
+      "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+      "figures": figures,
       "shadows": {"num_shadows": args.num_shadows, "driver": train_lib.resolve_driver(args.shadow_driver),
                   "train_s": shadows.time_s,
                   "compile_s": shadows.compile_s, "test_acc": shadow_acc},

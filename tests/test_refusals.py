@@ -38,7 +38,7 @@ from jaxunlearn import checkpoint, cli, data, pipeline, populations, scripts, sp
 from jaxunlearn import workdir as workdir_lib
 from jaxunlearn.datasets import fashion_mnist as fashion_mnist_lib
 from jaxunlearn.errors import (CheckpointError, ConfigError, DataError, JaxUnlearnError,
-                               SplitError, WorkdirError, WriteError)
+                               PluginError, SplitError, WorkdirError, WriteError)
 from tests.support import idx_files, tiny
 
 N = tiny.N_TRAIN
@@ -1108,9 +1108,11 @@ def test_sizes_are_checked_before_ulira_draws_its_game(tmp_path, monkeypatch):
     prep = _audit_prep(tmp_path / field, **{f"audit__ulira__{field}": 10**8})
     with pytest.raises(ConfigError, match=rf"lower audit\.ulira\.{field} or audit\.chunk_size"):
       auditor.check(prep)
-  # Within the sizes, the game is drawn (and checked) before anything is written.
-  with pytest.raises(AssertionError, match="game was drawn"):
+  # Within the sizes, the game is drawn (and checked) before anything is written; the statistic
+  # is a plugin, so what it raises comes back as a PluginError naming it, the cause kept.
+  with pytest.raises(PluginError, match="game was drawn") as e:
     auditor.check(_audit_prep(tmp_path / "small"))
+  assert isinstance(e.value.__cause__, AssertionError)
 
 
 def test_the_null_permutations_named_fit_the_work_limit(tmp_path):
