@@ -87,7 +87,8 @@ from jaxunlearn.errors import ConfigError
 
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
-           "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION"]
+           "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
+           "FORGET_RATES"]
 
 NAME = "attribution"
 DEFAULT_NUM_MODELS = 64
@@ -109,6 +110,10 @@ class Settings:
     memory_fraction: share of the available memory it may take (0: ``audit.memory_fraction``).
     root: where stores live (``""``: ``WORKDIR/attribution``); a shared folder lets work
       dirs of other seeds reuse a store.
+    forget_rate: ``""`` (every row kept with probability p) or ``"uniform"``: the request's
+      D_f rows are kept at a rate of the model's own, spread evenly over (0, 1) across the
+      models (:func:`draw_rate_masks`), so that some models hold almost none of D_f; read
+      with :func:`count_zero`. Such a store belongs to one forget set.
   """
   num_models: int = DEFAULT_NUM_MODELS
   keep_fraction: float = DEFAULT_KEEP_FRACTION
@@ -116,11 +121,14 @@ class Settings:
   chunk_size: int = 0
   memory_fraction: float = 0.0
   root: str = ""
+  forget_rate: str = ""
 
 
 # What a refusal calls each setting: the field and the command's flag.
 FLAGS = {"num_models": "--num-models", "keep_fraction": "--keep-fraction", "seed": "--seed",
-         "chunk_size": "--chunk-size", "memory_fraction": "--memory-fraction"}
+         "chunk_size": "--chunk-size", "memory_fraction": "--memory-fraction",
+         "forget_rate": "--forget-rate"}
+FORGET_RATES = ("", "uniform")
 
 
 def _field(name: str) -> str:
@@ -157,6 +165,16 @@ def check(prep, settings: Settings) -> None:
   if not 1 <= n_keep < n:
     raise ConfigError(f"{_field('keep_fraction')}={settings.keep_fraction} keeps {n_keep} of "
                       f"{n} training rows; each model needs at least 1 and must leave 1 out")
+  if settings.forget_rate not in FORGET_RATES:
+    raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r}: use one of "
+                      f"{FORGET_RATES} ('' keeps every row at keep_fraction)")
+  if settings.forget_rate:
+    n_f = int(prep.splits.n_forget)
+    if not 1 <= n_f <= min(n_keep, n - n_keep):
+      raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r} keeps 0 to all "
+                        f"{n_f} rows of D_f per model beside the others: it needs 1 <= |D_f| <= "
+                        f"min(kept rows {n_keep}, left-out rows {n - n_keep}); lower "
+                        "forget.size or move keep_fraction toward 0.5")
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -189,10 +207,13 @@ def key_spec(prep, settings: Settings) -> dict:
     model["implementation"] = impl
   recipe = cfg.train.to_dict()
   recipe.pop("driver", None)    # how the original is driven, not what it computes
-  return json.loads(json.dumps({
-      "kind": NAME, "data": data, "model": model, "train": recipe,
-      "num_models": int(settings.num_models), "keep_fraction": float(settings.keep_fraction),
-      "seed": int(settings.seed)}, default=str))
+  spec = {"kind": NAME, "data": data, "model": model, "train": recipe,
+          "num_models": int(settings.num_models), "keep_fraction": float(settings.keep_fraction),
+          "seed": int(settings.seed)}
+  if settings.forget_rate:     # only when set: unchanged keys for every other store
+    spec["forget_rate"] = settings.forget_rate
+    spec["forget_rows"] = splits_lib.index_hash(prep.splits.forget_idx)
+  return json.loads(json.dumps(spec, default=str))
 
 
 def store_key(prep, settings: Settings) -> str:
@@ -278,6 +299,27 @@ def draw_masks(n: int, num_models: int, keep_fraction: float, seed: int) -> np.n
   keep = np.zeros((int(num_models), int(n)), bool)
   for k in range(int(num_models)):
     keep[k, rng.permutation(n)[:n_keep]] = True
+  return keep
+
+
+def draw_rate_masks(n: int, forget_pos, num_models: int, keep_fraction: float,
+                    seed: int) -> np.ndarray:
+  """``keep`` ``[K, n]`` with D_f (positions ``forget_pos``) kept at a per-model rate.
+
+  Model ``k`` keeps ``round(q_k |D_f|)`` rows of D_f, ``q_k`` the models' evenly spread rates
+  ``(k + 1/2) / K`` in a shuffled order, and the rest of its ``round(p n)`` rows from the other
+  rows; every model keeps the same number of rows (one shape for the vmapped population).
+  """
+  forget_pos = np.asarray(forget_pos, np.int64)
+  n_keep, n_f, k_models = int(round(keep_fraction * n)), int(forget_pos.size), int(num_models)
+  others = np.setdiff1d(np.arange(int(n)), forget_pos)
+  rng = np.random.default_rng([int(seed), _MASKS_SEED, 1])
+  rates = rng.permutation((np.arange(k_models) + 0.5) / k_models)
+  keep = np.zeros((k_models, int(n)), bool)
+  for k in range(k_models):
+    m = min(int(round(rates[k] * n_f)), n_keep)
+    keep[k, rng.permutation(forget_pos)[:m]] = True
+    keep[k, rng.permutation(others)[:n_keep - m]] = True
   return keep
 
 
@@ -458,7 +500,11 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   spec = key_spec(prep, settings)
   rows = np.asarray(prep.splits.train_idx)
   n = int(rows.size)
-  keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
+  if settings.forget_rate:
+    keep = draw_rate_masks(n, np.searchsorted(rows, prep.splits.forget_idx),
+                           settings.num_models, settings.keep_fraction, settings.seed)
+  else:
+    keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
   n_keep = int(keep[0].sum())
   member_rows = np.stack([rows[k] for k in keep])
   epochs, batch = int(cfg.train.epochs), min(int(cfg.train.batch_size), n_keep)
@@ -495,6 +541,7 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   meta = {
       "key": directory.name, "spec": spec, "num_models": int(settings.num_models),
       "keep_fraction": float(settings.keep_fraction), "kept_rows": n_keep, "n_train": n,
+      "forget_rate": settings.forget_rate,
       "n_heldout": int(heldout_labels.size), "heldout": "test split",
       "num_classes": int(prep.data.num_classes), "chunk_size": chunk_used,
       "chunks": [cache.path(pops.member_stage(pop, c, chunk_used)).name
@@ -524,6 +571,47 @@ def memorisation(store: Store) -> np.ndarray:
   """``[n]`` Feldman's memorisation of each training point: IN mean phi minus OUT mean phi
   (NaN where a side has no model)."""
   return np.asarray(store.estimates["in_mean"] - store.estimates["out_mean"], np.float64)
+
+
+def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
+               degree: int = 1) -> dict:
+  """Each D_f row's phi at "trained on none of D_f", by regression over the store's models.
+
+  No store model leaves out all of D_f, and on a memorised or backdoored set D_f's rows teach
+  each other, so a row's OUT mean is not what a model retrained without D_f gives it. With
+  D_f kept at a per-model rate (``Settings.forget_rate="uniform"``), each row ``i``'s phi over
+  the K models is fitted by least squares on its own membership and the share of the other
+  D_f rows the model kept, ``phi_ik ~ a_i + b_i in_ik + c_i share_-i,k``, and read at
+  ``in = share = 0``: ``mean = a_i``; ``std`` is the fit's residual standard deviation (the
+  spread of models around it), ``slope_share`` is ``c_i``. ``degree=2`` adds ``share^2``
+  (a curved effect of the others).
+
+  Args:
+    store: a built store.
+    forget_idx: D_f's dataset rows.
+    values: ``[K, n]`` per-model values to fit instead of phi (e.g. one logit column).
+  """
+  pos = store.positions(forget_idx)
+  keep_f = np.asarray(store.keep[:, pos], np.float64)
+  v = np.asarray(store.phi() if values is None else values, np.float64)[:, pos]
+  k_models, m = keep_f.shape
+  if degree not in (1, 2):
+    raise ConfigError(f"count_zero degree={degree!r}: use 1 (linear in the others' share) or 2")
+  n_coef = 2 + degree
+  if k_models < n_coef + 1 or m < 2:
+    raise ConfigError(f"count_zero needs at least {n_coef + 1} models and 2 rows of D_f, got "
+                      f"{k_models} and {m}")
+  total = keep_f.sum(1)
+  mean, sd, slope = np.empty(m), np.empty(m), np.empty(m)
+  for j in range(m):
+    own = keep_f[:, j]
+    share = (total - own) / (m - 1)
+    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
+    coef, *_ = np.linalg.lstsq(x, v[:, j], rcond=None)
+    resid = v[:, j] - x @ coef
+    mean[j], slope[j] = coef[0], coef[2]
+    sd[j] = np.sqrt(resid @ resid / max(k_models - n_coef, 1))
+  return {"mean": mean, "std": sd, "slope_share": slope}
 
 
 def _contrast(keep_f: np.ndarray) -> np.ndarray:

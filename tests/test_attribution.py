@@ -250,3 +250,51 @@ def test_attribute_command_refuses_over_memory_in_one_line(prepared, tmp_path, c
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "num_models (--num-models)=64" in err, err
   assert not (tmp_path / "work" / attribution.NAME).exists() and not (tmp_path / "o").exists()
+
+
+# --- D_f at a per-model rate, read at "none of D_f" (attribution.count_zero) ----------------
+
+
+def test_rate_masks_spread_dfs_share_over_the_models_and_keep_one_size():
+  forget = np.array([3, 7, 11, 15, 19, 23, 27, 31])
+  keep = attribution.draw_rate_masks(40, forget, num_models=8, keep_fraction=0.5, seed=1)
+  assert keep.shape == (8, 40) and set(keep.sum(1)) == {20}       # one shape for the vmap
+  # Rates (k + 1/2) / 8 of 8 rows: 0.5, 1.5, ... 7.5 rounded half to even -> each model keeps
+  # a different count, from almost none of D_f to almost all of it.
+  counts = sorted(keep[:, forget].sum(1).tolist())
+  assert counts == sorted(int(round((k + 0.5) / 8 * 8)) for k in range(8))
+  assert counts[0] == 0 and counts[-1] == 8
+  np.testing.assert_array_equal(
+      keep, attribution.draw_rate_masks(40, forget, num_models=8, keep_fraction=0.5, seed=1))
+
+
+def test_count_zero_reads_the_fit_at_no_membership_by_hand(tmp_path):
+  # 8 models, D_f = rows 10, 20, 30 of the store; phi = 2 + 3 own - 6 share of the others.
+  keep = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1],
+                   [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0]], bool)
+  rows = np.array([10, 20, 30])
+  share = (keep.sum(1, keepdims=True) - keep) / 2.0
+  phi = 2.0 + 3.0 * keep - 6.0 * share
+  store = attribution.Store(tmp_path, {"chunks": []}, keep, rows, np.zeros(3, int),
+                            np.zeros(1, int), attribution.estimates(phi, keep))
+  zero = attribution.count_zero(store, [10, 20, 30], values=phi)
+  np.testing.assert_allclose(zero["mean"], [2.0, 2.0, 2.0], atol=1e-12)
+  np.testing.assert_allclose(zero["slope_share"], [-6.0] * 3, atol=1e-12)
+  np.testing.assert_allclose(zero["std"], [0.0] * 3, atol=1e-12)
+  # The OUT mean is not it: OUT models still hold a share of the others (mean phi below 2).
+  assert np.all(store.estimates["out_mean"] < 2.0 - 1.0)
+  with pytest.raises(ConfigError, match="at least 4 models"):
+    attribution.count_zero(attribution.Store(tmp_path, {}, keep[:3], rows, rows, rows, {}),
+                           [10, 20], values=phi[:3])
+
+
+def test_a_rate_store_belongs_to_its_forget_set(prepared, tmp_path):
+  prep, settings = prepared
+  import dataclasses
+  rate = dataclasses.replace(settings, forget_rate="uniform")
+  assert attribution.store_key(prep, rate) != attribution.store_key(prep, settings)
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  other = request_lib.prepare(tiny.config(npz, forget__seed=5), tmp_path / "w5")
+  assert attribution.store_key(other, rate) != attribution.store_key(prep, rate)
+  with pytest.raises(ConfigError, match="forget_rate"):
+    attribution.check(prep, dataclasses.replace(settings, forget_rate="gaussian"))

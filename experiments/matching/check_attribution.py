@@ -73,7 +73,8 @@ def markdown(r: dict) -> str:
   return "\n".join([
       f"# Attribution OUT estimates against retraining on D_f ({r['config']}, seed {r['seed']})",
       "", f"Store: K = {r['num_models']} models at keep fraction {r['keep_fraction']} "
-      f"({r['store_cost_in_retrainings']:.1f} retrainings, one-off); retrain population: "
+      f"({r['store_cost_in_retrainings']:.1f} retrainings, one-off; D_f kept at "
+      f"{'a per-model rate' if r['forget_rate'] else 'the same rate'}); retrain population: "
       f"N = {r['n_retrain']} models on D_r. |D_f| = {r['n_forget']}.", "", *rows, "",
       f"`{r['command']}`; {r['machine']}; {r['date']}."])
 
@@ -86,6 +87,10 @@ def main(argv=None) -> dict:
   p.add_argument("--seed", type=int, default=100,
                  help="run and forget seed (default: the selection seed, 100)")
   p.add_argument("--num-models", type=int, default=attribution.DEFAULT_NUM_MODELS)
+  p.add_argument("--keep-fraction", type=float, default=attribution.DEFAULT_KEEP_FRACTION)
+  p.add_argument("--forget-rate", default="", choices=("", "uniform"),
+                 help="'uniform': the store keeps D_f at a per-model rate, and the count-0 "
+                      "regression (attribution.count_zero) is compared too")
   p.add_argument("--workdir", required=True)
   p.add_argument("--out", required=True, type=scripts.out_dir())
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -96,8 +101,11 @@ def main(argv=None) -> dict:
   with request.open_request(cfg, args.workdir, methods=[], checks=(auditor.check,)) as req:
     audit = auditor.Auditor(req)
     retrain = np.asarray(audit.train_population(RETRAIN, audit.remain_rows)["phi"])
-    store = attribution.build(req.prep, attribution.Settings(num_models=args.num_models))
+    store = attribution.build(req.prep, attribution.Settings(num_models=args.num_models,
+                                                             keep_fraction=args.keep_fraction,
+                                                             forget_rate=args.forget_rate))
     pos = store.positions(req.splits.forget_idx)
+    forget_idx = np.asarray(req.splits.forget_idx)
   est = store.estimates
   comparisons = {
       "OUT mean (models without the example)": compare(est["out_mean"][pos], est["out_std"][pos],
@@ -105,8 +113,15 @@ def main(argv=None) -> dict:
       "IN mean (models with it; the original's side)": compare(est["in_mean"][pos],
                                                                est["in_std"][pos], retrain),
   }
+  if args.forget_rate:
+    zero = attribution.count_zero(store, forget_idx)
+    comparisons["count-0 regression (own and others' membership at 0)"] = compare(
+        zero["mean"], zero["std"], retrain)
+    zero2 = attribution.count_zero(store, forget_idx, degree=2)
+    comparisons["count-0 regression, quadratic in the others' share"] = compare(
+        zero2["mean"], zero2["std"], retrain)
   meta = store.meta
-  r = {"config": args.config, "seed": args.seed, "num_models": store.num_models,
+  r = {"forget_rate": args.forget_rate,"config": args.config, "seed": args.seed, "num_models": store.num_models,
        "keep_fraction": meta["keep_fraction"], "n_forget": int(pos.size),
        "n_retrain": int(retrain.shape[0]),
        "store_cost_in_retrainings": meta["cost"]["one_off_examples"]

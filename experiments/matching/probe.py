@@ -23,7 +23,10 @@ MSE(D_r) on raw logits over all classes. Targets on D_f (``MODE``): 0, the
 starting model's logits plus the attribution estimate mean_OUT - mean_IN plus
 ``NOISE`` x an OUT model's residual drawn per example and run; 1, the OUT mean
 plus the same residual; 2 (oracle matching, an upper bound, not a method), one
-random ``retrainz`` model's logits per run. Printed per variant: the cost in
+random ``retrainz`` model's logits per run; 3 (with ``--forget-rate uniform``),
+the count-0 fit (each example's logits regressed over the K models on its own
+membership and the share of the other D_f rows kept, quadratic, read at none of
+D_f) plus ``NOISE`` x one model's residual of that fit. Printed per variant: the cost in
 examples as a fraction of retraining's, and per protocol relative F, phi
 median, spread ratio and test accuracy. Every variant tried and its figures:
 ``experiments/matching/README.md``.
@@ -50,6 +53,9 @@ def main(argv=None) -> None:
   p.add_argument("--N", type=int, default=32)
   p.add_argument("--variants", default="")
   p.add_argument("--calib", type=int, default=1)
+  p.add_argument("--forget-rate", default="", choices=("", "uniform"),
+                 help="'uniform': D_f kept at a per-model rate (attribution.draw_rate_masks), "
+                      "which MODE 3's count-0 targets need")
   args = p.parse_args(argv)
 
   from experiments.quality import lab  # noqa
@@ -78,16 +84,25 @@ def main(argv=None) -> None:
     train_rows = np.asarray(aud.train_rows)
     rng = np.random.default_rng(1234)
     n_keep = int(round(args.keep * train_rows.size))
-    masks = np.stack([np.sort(rng.choice(train_rows.size, n_keep, replace=False)) for _ in range(args.K)])
+    if args.forget_rate:
+      from jaxunlearn import attribution
+      pos0 = {r: i for i, r in enumerate(train_rows)}
+      keep_rate = attribution.draw_rate_masks(
+          train_rows.size, np.array([pos0[r] for r in np.asarray(aud.forget_rows)]), args.K,
+          args.keep, 1234)
+      masks = np.stack([np.flatnonzero(k) for k in keep_rate])
+    else:
+      masks = np.stack([np.sort(rng.choice(train_rows.size, n_keep, replace=False)) for _ in range(args.K)])
     rows = train_rows[masks]
     opt = train_lib.optimizer_for_rows(cfg.train, n_keep, cfg.train.epochs)
     member = pops.train_member(req.model, opt, req.data.input_shape, epochs=int(cfg.train.epochs),
                                batch_size=int(cfg.train.batch_size), fields=FIELDS, keep_params=bool(args.calib))
-    pop = pops.Population(name=f"attr{args.K}k{args.keep}", size=args.K, member=member,
+    pop = pops.Population(name=f"attr{args.K}k{args.keep}{args.forget_rate}", size=args.K, member=member,
                           mapped=(jnp.asarray(rows, jnp.int32),),
                           shared=(aud.x_all, aud.y_all, aud.data),
                           spec={"proto": "attr", "K": args.K, "keep": args.keep, "seed": args.seed,
-                                "fp": req.fingerprint},
+                                "fp": req.fingerprint,
+                                **({"forget_rate": args.forget_rate} if args.forget_rate else {})},
                           fields=tuple(sorted(FIELDS.items())), driver="vmap", keep_params=bool(args.calib),
                           abstract_params=(req.abstract_variables()["params"], req.abstract_variables()["batch_stats"]) if args.calib else None)
     t0 = time.time()
@@ -141,10 +156,26 @@ def main(argv=None) -> None:
     out_tab = np.stack([np.resize(o, n_out_max) for o in out_idx], 1)   # [n_out_max, n_f]
     out_count = np.array([len(o) for o in out_idx])
     resid = Z - mean_out[None]    # [K, n_f, C]
+    # MODE 3's teacher: each D_f example's logits fitted over the K models on its own membership
+    # and the share of the other D_f rows kept (quadratic), read at none of D_f (count 0); the
+    # per-run draw adds a model's residual of that fit. Needs --forget-rate uniform.
+    zero = np.zeros_like(mean_out)
+    zero_resid = np.zeros_like(Z)
+    total = in_mask.sum(1)
+    for j in range(forget_rows.size):
+      own = in_mask[:, j].astype(float)
+      share = (total - own) / max(forget_rows.size - 1, 1)
+      xj = np.stack([np.ones(args.K), own, share, share ** 2], 1)
+      coef, *_ = np.linalg.lstsq(xj, Z[:, j, :], rcond=None)
+      zero[j] = coef[0]
+      zero_resid[:, j] = Z[:, j, :] - xj @ coef
+    t0_phi = np.asarray(phi_lib.logit_confidence(jnp.asarray(zero), aud.data.y_audit))
+    print("count-0 phi vs retrain: corr %.3f mean err/std %.3f" % (
+        np.corrcoef(t0_phi, r_mean)[0, 1], np.mean((t0_phi - r_mean) / r_std)))
 
     def make_member(steps, lr, bf, br, wf, noise, mode=0.0, model=req.model):
       x_f = aud.data.x_audit
-      def member(key, params, batch_stats, x_all, y_all, data, r_rows, delta_j, resid_j, out_tab_j, out_count_j, mean_out_j, zr_j):
+      def member(key, params, batch_stats, x_all, y_all, data, r_rows, delta_j, resid_j, out_tab_j, out_count_j, mean_out_j, zr_j, zero_j, zero_resid_j):
         ap = train_lib.eval_apply_fn(model, batch_stats)
         z0f = ap(params, x_f)
         kn, kr = jax.random.split(key)
@@ -153,7 +184,12 @@ def main(argv=None) -> None:
         kidx = out_tab_j[pick, jnp.arange(x_f.shape[0])]
         eps = resid_j[kidx, jnp.arange(x_f.shape[0])]
         kk = jax.random.randint(jax.random.fold_in(kn, 7), (), 0, zr_j.shape[0])
-        target = jnp.where(mode == 2, zr_j[kk], mode * (mean_out_j + noise * eps) + (1 - mode) * (z0f + delta_j + noise * eps))
+        pick_all = jax.random.randint(jax.random.fold_in(kn, 11), (x_f.shape[0],), 0, zero_resid_j.shape[0])
+        eps0 = zero_resid_j[pick_all, jnp.arange(x_f.shape[0])]
+        if mode == 3:
+          target = zero_j + noise * eps0
+        else:
+          target = jnp.where(mode == 2, zr_j[kk], mode * (mean_out_j + noise * eps) + (1 - mode) * (z0f + delta_j + noise * eps))
         x_r = x_all[r_rows]
         tx = optax.adam(lr)
         st = tx.init(params)
@@ -187,7 +223,8 @@ def main(argv=None) -> None:
       rem = jnp.asarray(aud.remain_rows, jnp.int32)
       shared_tail = (aud.x_all, aud.y_all, aud.data, rem, jnp.asarray(delta, jnp.float32),
                      jnp.asarray(resid, jnp.float32), jnp.asarray(out_tab, jnp.int32),
-                     jnp.asarray(out_count, jnp.int32), jnp.asarray(mean_out, jnp.float32), jnp.asarray(ZR, jnp.float32))
+                     jnp.asarray(out_count, jnp.int32), jnp.asarray(mean_out, jnp.float32), jnp.asarray(ZR, jnp.float32),
+                     jnp.asarray(zero, jnp.float32), jnp.asarray(zero_resid, jnp.float32))
       row = {"v": v, "cost_frac": steps * (bf + br) / (cfg.train.epochs * aud.remain_rows.size)}
       for proto in ("single", "per_seed"):
         if proto == "single":
