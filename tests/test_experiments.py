@@ -145,3 +145,17 @@ def test_speedup_side_by_side_takes_its_schedule_from_a_config():
   with pytest.raises(ConfigError, match="--quick"):
     speedup.parse_args(["--quick", "--config", "configs/fmnist_mlp.py"])
   assert speedup.parse_args(["--modes", "--out", "x"]).config == "configs/quick.py"
+
+
+def test_check_attribution_scores_an_estimate_in_retrainings_stds():
+  from experiments.matching import check_attribution
+  # Two retrained models: means 1, 12, 0; stds (ddof 1) sqrt 2, 2 sqrt 2, sqrt 2.
+  retrain = np.array([[0.0, 10.0, -1.0], [2.0, 14.0, 1.0]])
+  sd = np.sqrt(2.0) * np.array([1.0, 2.0, 1.0])
+  est = np.array([1.0, 12.0, 0.0]) + np.array([1.0, 1.0, -1.0]) * sd   # +1, +1, -1 sd off
+  c = check_attribution.compare(est, 2 * sd, retrain)
+  assert c["n_examples"] == 3 and c["bias_in_retrain_sd"] == pytest.approx(1 / 3)
+  assert c["median_abs_error_in_retrain_sd"] == pytest.approx(1.0)
+  assert c["share_within_one_sd"] == pytest.approx(1.0) and c["sd_ratio_median"] == pytest.approx(2)
+  nan = check_attribution.compare(np.array([np.nan, 12.0, 0.0]), 2 * sd, retrain)
+  assert nan["n_examples"] == 2 and nan["n_unscored"] == 1
