@@ -1,7 +1,7 @@
 """Probe: per-example logit matching toward a population teacher, on quick_audit's MLP.
 
     python experiments/matching/probe.py --seed 100 --forget flip --K 64 --keep 0.8 \
-        --variants "STEPS,LR,FORGET_ROWS,REMAIN_ROWS,FORGET_WEIGHT,NOISE,MODE;..."
+        --variants "STEPS,LR,FORGET_ROWS,REMAIN_ROWS,FORGET_WEIGHT,NOISE,MODE[,RLOSS];..."
 
 The research record of the first look at the Datamodel Matching idea (issue:
 forgetting like retraining at a fiftieth of its cost), on the selection seed
@@ -19,7 +19,8 @@ Each variant is a fine-tune of the original (single protocol) or of ``none``'s
 member i (per-seed protocol): Adam, ``STEPS`` steps, each on ``FORGET_ROWS``
 rows of D_f drawn uniformly toward their targets and ``REMAIN_ROWS`` rows of
 D_r toward the starting model's own logits, loss ``FORGET_WEIGHT`` x MSE(D_f) +
-MSE(D_r) on raw logits over all classes. Targets on D_f (``MODE``): 0, the
+MSE(D_r) on raw logits over all classes (``RLOSS`` 1: the D_r term is instead the
+cross-entropy on D_r's labels). Targets on D_f (``MODE``): 0, the
 starting model's logits plus the attribution estimate mean_OUT - mean_IN plus
 ``NOISE`` x an OUT model's residual drawn per example and run; 1, the OUT mean
 plus the same residual; 2 (oracle matching, an upper bound, not a method), one
@@ -173,7 +174,7 @@ def main(argv=None) -> None:
     print("count-0 phi vs retrain: corr %.3f mean err/std %.3f" % (
         np.corrcoef(t0_phi, r_mean)[0, 1], np.mean((t0_phi - r_mean) / r_std)))
 
-    def make_member(steps, lr, bf, br, wf, noise, mode=0.0, model=req.model):
+    def make_member(steps, lr, bf, br, wf, noise, mode=0.0, rloss=0, model=req.model):
       x_f = aud.data.x_audit
       def member(key, params, batch_stats, x_all, y_all, data, r_rows, delta_j, resid_j, out_tab_j, out_count_j, mean_out_j, zr_j, zero_j, zero_resid_j):
         ap = train_lib.eval_apply_fn(model, batch_stats)
@@ -190,7 +191,7 @@ def main(argv=None) -> None:
           target = zero_j + noise * eps0
         else:
           target = jnp.where(mode == 2, zr_j[kk], mode * (mean_out_j + noise * eps) + (1 - mode) * (z0f + delta_j + noise * eps))
-        x_r = x_all[r_rows]
+        x_r, y_r = x_all[r_rows], y_all[r_rows]
         tx = optax.adam(lr)
         st = tx.init(params)
         def step(carry, i):
@@ -203,7 +204,10 @@ def main(argv=None) -> None:
           zr0 = ap(params, xr)
           def loss(pp):
             lf = jnp.mean(jnp.sum((ap(pp, x_f[fi]) - target[fi]) ** 2, -1))
-            lr_ = jnp.mean(jnp.sum((ap(pp, xr) - zr0) ** 2, -1))
+            if rloss == 1:     # cross-entropy on D_r's labels: learn D_r, as retraining does
+              lr_ = optax.softmax_cross_entropy_with_integer_labels(ap(pp, xr), y_r[ri]).mean()
+            else:              # the starting model's own logits on D_r
+              lr_ = jnp.mean(jnp.sum((ap(pp, xr) - zr0) ** 2, -1))
             return wf * lf + lr_
           g = jax.grad(loss)(prm)
           up, st = tx.update(g, st, prm)
@@ -217,9 +221,10 @@ def main(argv=None) -> None:
       parts = v.split(",")
       steps, lr, bf, br, wf, noise = parts[:6]
       mode = float(parts[6]) if len(parts) > 6 else 0.0
+      rloss = int(parts[7]) if len(parts) > 7 else 0
       steps, bf, br = int(steps), int(bf), int(br)
       lr, wf, noise = float(lr), float(wf), float(noise)
-      m = make_member(steps, lr, bf, br, wf, noise, mode)
+      m = make_member(steps, lr, bf, br, wf, noise, mode, rloss)
       rem = jnp.asarray(aud.remain_rows, jnp.int32)
       shared_tail = (aud.x_all, aud.y_all, aud.data, rem, jnp.asarray(delta, jnp.float32),
                      jnp.asarray(resid, jnp.float32), jnp.asarray(out_tab, jnp.int32),
