@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -122,11 +121,7 @@ def test_sigkill_during_populations_then_rerun_gives_the_same_phi(tmp_path):
     proc = subprocess.Popen(_audit_cli(npz, workdir), env=env, stdout=out,
                             stderr=subprocess.STDOUT, cwd=tiny.REPO_ROOT)
   try:
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-      if proc.poll() is not None or time.monotonic() > deadline:
-        pytest.fail(f"audit never reached the pause point:\n{log.read_text()}")
-      time.sleep(0.05)
+    tiny.wait_for_pause(proc, flag, what="jaxunlearn audit", output=log.read_text)
     os.kill(proc.pid, signal.SIGKILL)
   finally:
     if proc.poll() is None:

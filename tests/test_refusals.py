@@ -1959,7 +1959,6 @@ def test_a_second_ctrl_c_does_not_cut_the_unwinding_short(python_sigint):
 def test_sigint_during_a_real_audit_exits_130_without_a_crash(tmp_path):
   import signal
   import subprocess
-  import time
   npz = tiny.write_npz(tmp_path / "tiny.npz")
   flag = tmp_path / "paused"
   env = tiny.subprocess_env(JAXUNLEARN_TEST_PAUSE="population:retrain",
@@ -1973,11 +1972,8 @@ def test_sigint_during_a_real_audit_exits_130_without_a_crash(tmp_path):
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, cwd=tiny.REPO_ROOT)
   try:
-    deadline = time.monotonic() + 180
-    while not flag.exists():
-      if proc.poll() is not None or time.monotonic() > deadline:
-        pytest.fail(f"audit never reached the pause point:\n{proc.communicate()[1]}")
-      time.sleep(0.05)
+    tiny.wait_for_pause(proc, flag, what="jaxunlearn audit", timeout=180,
+                        output=lambda: proc.communicate()[1])
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
   finally:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import jax
@@ -33,14 +32,8 @@ def _run_until_paused(npz, workdir, point, scratch) -> str:
     proc = subprocess.Popen(tiny.cli_command() + tiny.cli_args(npz, workdir), env=env,
                             stdout=out, stderr=subprocess.STDOUT, cwd=tiny.REPO_ROOT)
   try:
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-      if proc.poll() is not None:
-        pytest.fail(f"jaxunlearn run exited ({proc.returncode}) before reaching {point}:\n"
-                    f"{log.read_text()}")
-      if time.monotonic() > deadline:
-        pytest.fail(f"jaxunlearn run never reached pause point {point}:\n{log.read_text()}")
-      time.sleep(0.02)
+    tiny.wait_for_pause(proc, flag, what=f"jaxunlearn run (pause point {point})",
+                        output=log.read_text)
     os.kill(proc.pid, signal.SIGKILL)
   finally:
     if proc.poll() is None:

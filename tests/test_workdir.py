@@ -31,11 +31,8 @@ def test_two_runs_on_one_workdir_second_refuses_naming_the_holder_first_finishes
         npz, workdir, "--config.eval.evaluators=()"), env=env,
                              stdout=out, stderr=subprocess.STDOUT, cwd=tiny.REPO_ROOT)
   try:
-    deadline = time.monotonic() + 120
-    while not paused.exists():      # the first run holds the lock, mid-way through its stages
-      assert first.poll() is None, log.read_text()
-      assert time.monotonic() < deadline, log.read_text()
-      time.sleep(0.05)
+    # The first run holds the lock, mid-way through its stages.
+    tiny.wait_for_pause(first, paused, what="the first jaxunlearn run", output=log.read_text)
     second = tiny.run_cli(npz, workdir, "--config.eval.evaluators=()", timeout=60)
     assert second.returncode == 2
     err = second.stderr.strip()

@@ -96,6 +96,26 @@ def subprocess_env(**extra) -> dict:
   return env
 
 
+def wait_for_pause(proc: subprocess.Popen, flag, *, what: str, output, timeout: float = 120
+                   ) -> None:
+  """Waits until ``proc`` writes its pause-point ``flag`` file (tests/killpoint/).
+
+  Fails the test, with ``output()`` (the process's log), if it exits first or is not there
+  within ``timeout`` seconds (then it is killed first, so reading its output cannot hang).
+  """
+  import time
+  import pytest
+  deadline = time.monotonic() + timeout
+  while not Path(flag).exists():
+    if proc.poll() is not None:
+      pytest.fail(f"{what} exited ({proc.returncode}) before its pause point:\n{output()}")
+    if time.monotonic() > deadline:
+      proc.kill()
+      proc.wait(timeout=30)
+      pytest.fail(f"{what} never reached its pause point in {timeout} s:\n{output()}")
+    time.sleep(0.02)
+
+
 def run_cli(npz_path, workdir, *extra, timeout=120, env=None) -> subprocess.CompletedProcess:
   """Runs ``jaxunlearn run`` in a subprocess and returns the finished process."""
   return subprocess.run(cli_command() + cli_args(npz_path, workdir, *extra),
