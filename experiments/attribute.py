@@ -67,6 +67,9 @@ def main(argv=None) -> dict:
                  help="models per compiled call and saved chunk (0: audit.chunk_size)")
   p.add_argument("--memory-fraction", type=float, default=0.0,
                  help="share of available memory (0: audit.memory_fraction)")
+  p.add_argument("--forget-rate", default="", choices=attribution.FORGET_RATES,
+                 help="'uniform': keep D_f at a per-model rate (read with attribution.count_zero; "
+                      "the store then belongs to the forget set)")
   p.add_argument("--root", default="", help="folder of stores shared by work dirs "
                  "(default: WORKDIR/attribution)")
   args = p.parse_args(argv)
@@ -76,7 +79,8 @@ def main(argv=None) -> dict:
   cfg = common.load_config(args.config, args.set)
   settings = attribution.Settings(num_models=args.num_models, keep_fraction=args.keep_fraction,
                                   seed=args.seed, chunk_size=args.chunk_size,
-                                  memory_fraction=args.memory_fraction, root=args.root)
+                                  memory_fraction=args.memory_fraction, root=args.root,
+                                  forget_rate=args.forget_rate)
   prep = request_lib.prepare(cfg, args.workdir)
   store = attribution.build(prep, settings)
   scores = attribution.memorisation(store)
