@@ -88,7 +88,7 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES"]
+           "FORGET_RATES", "teacher", "teacher_settings", "check_teacher", "request_teacher"]
 
 NAME = "attribution"
 DEFAULT_NUM_MODELS = 64
@@ -612,6 +612,95 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
     mean[j], slope[j] = coef[0], coef[2]
     sd[j] = np.sqrt(resid @ resid / max(k_models - n_coef, 1))
   return {"mean": mean, "std": sd, "slope_share": slope}
+
+
+def teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, np.ndarray]:
+  """Per-example target logits on D_f at "trained on none of D_f", and the models around them.
+
+  :func:`count_zero` on every logit at once: row ``i``'s ``C`` logits over the K models are
+  fitted by least squares on its own membership and the share of the other D_f rows each model
+  kept (and that share squared, ``degree=2``), and read at ``in = share = 0``. The residuals
+  (each model's logits minus the fit at its own membership and share) are the spread of models
+  around the fit: a run that adds one model's residual per example (``matching``'s ``noise``)
+  draws a target as a retrained model would land, not the mean of them.
+
+  Args:
+    store: a store whose D_f rows are kept at a per-model rate (``forget_rate="uniform"``).
+    forget_idx: D_f's dataset rows.
+    degree: 1 (linear in the others' share) or 2.
+
+  Returns:
+    ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
+  """
+  if degree not in (1, 2):
+    raise ConfigError(f"teacher degree={degree!r}: use 1 (linear in the others' share) or 2")
+  if store.meta.get("forget_rate", "") != "uniform":
+    raise ConfigError(f"the attribution store {store.path.name} keeps every row at one rate, so "
+                      "no model holds little of D_f and a fit at none of it is a long "
+                      "extrapolation; build it with forget_rate='uniform' (--forget-rate uniform)")
+  pos = store.positions(forget_idx)
+  keep_f = np.asarray(store.keep[:, pos], np.float64)
+  k_models, m = keep_f.shape
+  n_coef = 2 + degree
+  if k_models < n_coef + 1 or m < 2:
+    raise ConfigError(f"a teacher fit needs at least {n_coef + 1} models and 2 rows of D_f, got "
+                      f"{k_models} and {m}; raise the store's num_models")
+  z = np.asarray(store.logits(), np.float64)[:, pos, :]          # [K, m, C]
+  total = keep_f.sum(1)
+  target = np.empty(z.shape[1:])
+  resid = np.empty_like(z)
+  for j in range(m):
+    own = keep_f[:, j]
+    share = (total - own) / (m - 1)
+    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
+    coef, *_ = np.linalg.lstsq(x, z[:, j, :], rcond=None)       # [n_coef, C]
+    target[j] = coef[0]
+    resid[:, j] = z[:, j, :] - x @ coef
+  return target.astype(np.float32), resid.astype(np.float32)
+
+
+def teacher_settings(prep, plan) -> tuple[Settings, int]:
+  """The store settings and fit degree a plan's teacher uses (its method's ``teacher_spec``):
+  D_f at a per-model rate, the attribution's default seed, stores under
+  ``WORKDIR/attribution``."""
+  spec = plan.method.teacher_spec()
+  return Settings(num_models=int(spec["num_models"]), keep_fraction=float(spec["keep_fraction"]),
+                  forget_rate="uniform"), int(spec.get("degree", 2))
+
+
+def check_teacher(prep, plan) -> None:
+  """Refuses, before any work, a teacher store that cannot be built for this request: its
+  settings (:func:`check`, e.g. |D_f| beside the kept rows) and its memory."""
+  settings, degree = teacher_settings(prep, plan)
+  where = f"{plan.label}: method {plan.name!r}'s teacher store"
+  try:
+    check(prep, settings)
+    check_memory(prep, settings)
+    if settings.num_models < 3 + degree:
+      raise ConfigError(f"{settings.num_models} models cannot fit {3 + degree - 1} "
+                        f"coefficients per row; use teacher_models >= {3 + degree}")
+  except ConfigError as e:
+    raise ConfigError(f"{where}: {e}") from None
+
+
+def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple, dict]:
+  """``((target, residuals), info)``: the teacher of ``plan``'s method for ``prep``'s D_f
+  (:func:`teacher` on the store :func:`build` makes or loads), and what it cost.
+
+  ``info`` names the store and its one-off cost in examples beside retraining's; with a
+  forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
+  to this forget set, so that cost is paid per forget set (``per_forget_set``)."""
+  settings, degree = teacher_settings(prep, plan)
+  store = build(prep, settings, progress=progress)
+  target, resid = teacher(store, prep.splits.forget_idx, degree=degree)
+  cost = store.meta["cost"]
+  info = {"store": store.meta["key"], "num_models": store.num_models,
+          "keep_fraction": float(store.meta["keep_fraction"]), "degree": degree,
+          "one_off_examples": int(cost["one_off_examples"]),
+          "retrain_examples": int(cost["retrain_examples"]),
+          "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),
+          "per_forget_set": True}
+  return (target, resid), info
 
 
 def _contrast(keep_f: np.ndarray) -> np.ndarray:

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxunlearn import audits, config as config_lib, deprecation, plan as plan_lib, plugins
+from jaxunlearn import attribution, audits, config as config_lib, deprecation, plan as plan_lib
+from jaxunlearn import plugins
 from jaxunlearn import populations as pops, registry
 from jaxunlearn import request as request_lib, results as results_lib, splits as splits_lib
 from jaxunlearn import stages, train as train_lib
@@ -70,6 +71,15 @@ def check(prep: request_lib.Prepared) -> None:
   memory and work (:func:`check_memory`), then what draws with those sizes (U-LiRA's game)."""
   info = audit_info(prep)
   statistics = audits.selected(prep.cfg)
+  per_member = [n for n in statistics if getattr(audits.get(n), "forgets_per_member", False)]
+  teacher = [p.label for p in prep.plans.values() if p.needs_teacher]
+  if per_member and teacher:
+    keep = tuple(n for n in statistics if n not in per_member)
+    raise ConfigError(
+        f"audit.methods {teacher[0]!r} ({prep.plans[teacher[0]].name}) reads a teacher fitted "
+        f"to the request's whole D_f, and audit statistic {per_member[0]!r} forgets a different "
+        "subset of D_f per member; audit it without that statistic "
+        f"(--config.audit.statistics=\"{keep!r}\") or leave the method out of audit.methods")
   for name in statistics:
     st = audits.get(name)()
     with registry.guard("audit statistic", name, st, "validate"):
@@ -273,6 +283,7 @@ class Auditor(audits.Audit):
                       "seed": self.seed}
     self.records: dict[str, dict] = {}
     self.times: dict[str, dict] = {}
+    self.teachers: dict[str, dict] = {}     # label -> its teacher store and one-off cost
     self.driver = pops.resolve_driver(cfg.audit.driver, req.original.params, req.mesh)
     if cfg.report.progress and jax.process_index() == 0:
       why = {"loop": "one model at a time: XLA:CPU runs a vmapped conv net slower",
@@ -441,6 +452,16 @@ class Auditor(audits.Audit):
                                                        fields=dict(fields))))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
     rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
+    if plan.needs_teacher:
+      # One teacher for the request's D_f: every member must forget exactly that set.
+      rows = np.asarray(f_rows).reshape(-1, n_forget)
+      if not (rows == np.asarray(s.forget_idx)[None]).all():
+        raise ConfigError(f"{label}: method {plan.name!r} reads a teacher fitted to the "
+                          "request's D_f and this population forgets other rows per member")
+      teacher, info = attribution.request_teacher(req, plan, progress=False)
+      self.teachers[label] = info
+      rest = rest + (tuple(jnp.asarray(t) for t in teacher),)
+      spec = {**spec, "teacher": info["store"]}
     pop = pops.Population(
         name=name, size=int(np.shape(f_rows)[0]) if per_member else cfg.audit.num_models,
         member=member, mapped=args if per_member else (),
@@ -482,7 +503,8 @@ def run_audit(cfg: ml_collections.ConfigDict, workdir, *, wait: bool = False) ->
     sections = auditor.audit()
     results = results_lib.audit_summary(req, auditor.statistics, sections,
                                         populations=auditor.times, driver=auditor.driver,
-                                        time_s=time.perf_counter() - t_start)
+                                        time_s=time.perf_counter() - t_start,
+                                        teachers=auditor.teachers)
     if jax.process_index() == 0:
       figures = {}
       for name in auditor.statistics:

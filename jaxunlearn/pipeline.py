@@ -14,7 +14,8 @@ import dataclasses
 
 import ml_collections
 
-from jaxunlearn import deprecation, evaluators, request as request_lib, results as results_lib
+from jaxunlearn import attribution, deprecation, evaluators, request as request_lib
+from jaxunlearn import results as results_lib
 from jaxunlearn import registry, stages, train as train_lib
 
 __all__ = ["run", "run_plan", "eval_inputs", "OUTPUTS"]
@@ -56,7 +57,9 @@ def run_plan(req: request_lib.Request, label: str) -> tuple[dict, list]:
   reference = stages.reference_stage(req) if plan.needs_reference else None
   if reference is not None:
     models["reference"] = reference
-  models["unlearned"] = stages.unlearn_stage(req, plan, reference)
+  teacher = (lambda: attribution.request_teacher(req, plan, progress=req.cfg.report.progress)) \
+      if plan.needs_teacher else None
+  models["unlearned"] = stages.unlearn_stage(req, plan, reference, teacher)
   results = results_lib.summarize(req, plan, models)
   inputs = eval_inputs(req, models)
   sections = []

@@ -85,6 +85,11 @@ class UnlearnPlan:
     return "ref_probs" in self.needs
 
   @property
+  def needs_teacher(self) -> bool:
+    """Per-example targets on D_f from an attribution store (:func:`jaxunlearn.attribution.teacher`)."""
+    return "teacher_target" in self.needs
+
+  @property
   def needs_heldout(self) -> bool:
     return bool(self.needs & {"x_heldout", "y_heldout"})
 
@@ -123,7 +128,8 @@ class UnlearnPlan:
     steps = int(u.get("steps", 0))
     if u.get("retrain_fraction", 0.0):
       steps = retrain_steps(float(u.retrain_fraction), n_remain, *self.retrain_schedule,
-                            int(u.remain_batch_size))
+                            self.method.step_cost(int(u.forget_batch_size),
+                                                  int(u.remain_batch_size)))
     return {"epochs": int(u.epochs), "forget_batch_size": int(u.forget_batch_size),
             "remain_batch_size": int(u.remain_batch_size), "steps": steps}
 
@@ -151,7 +157,8 @@ class UnlearnPlan:
 
   def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
                    original_logits: Callable | None = None,
-                   reference_probs: Callable | None = None) -> methods.Inputs:
+                   reference_probs: Callable | None = None,
+                   teacher=()) -> methods.Inputs:
     """The input arrays the run needs, and only those.
 
     Works on host arrays and inside a traced population member alike.
@@ -161,6 +168,8 @@ class UnlearnPlan:
       heldout: ``(x, y)`` held-out examples of D_f's classes, or ``()``.
       original_logits: ``original_logits(x) -> logits`` of the original model.
       reference_probs: ``reference_probs(x) -> softmax`` of the reference model.
+      teacher: ``(target [n_f, C], residuals [K, n_f, C])`` for methods that read a teacher
+        (:func:`jaxunlearn.attribution.teacher`), or ``()``.
     """
     want = self.needs
     fields = {"x_forget": x_forget, "y_forget": y_forget, "x_remain": x_remain,
@@ -180,12 +189,21 @@ class UnlearnPlan:
                           "D_f's classes; keep some out of training with "
                           "--config.holdout.size=0.05 (a fraction or a count)")
       fields["x_heldout"], fields["y_heldout"] = heldout
+    if self.needs_teacher:
+      if len(teacher) != 2:
+        raise ConfigError(f"{self.label}: method {self.name!r} needs per-example targets on "
+                          "D_f from an attribution store (attribution.teacher); the caller "
+                          "gave none")
+      fields["teacher_target"], fields["teacher_residuals"] = teacher
     return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
 
 
 def retrain_steps(fraction: float, n_remain: int, train_epochs: int, train_batch_size: int,
-                  remain_batch_size: int) -> int:
+                  remain_batch_size: float) -> int:
   """Steps of ``remain_batch_size`` rows that process ``fraction`` of retraining's examples.
+
+  ``remain_batch_size`` is what one step costs in examples (:meth:`Method.step_cost`: the
+  remain rows, or e.g. forget plus remain rows and forward passes for ``matching``).
 
   Retraining on ``n_remain`` rows processes ``train_epochs * floor(n_remain / B) * B``
   examples (``B = min(train_batch_size, n_remain)``, :func:`jaxunlearn.cost.retrain_cost`);
@@ -194,7 +212,10 @@ def retrain_steps(fraction: float, n_remain: int, train_epochs: int, train_batch
   64 rows per step is 114 steps (7,296 examples), at 12 rows per step 608.
   """
   retrain = cost_lib.retrain_cost(n_remain, train_epochs, train_batch_size)
-  return max(1, int(round(fraction * retrain / int(remain_batch_size))))
+  per_step = float(remain_batch_size)
+  if not per_step > 0:
+    raise ConfigError(f"a step must cost a positive number of examples, got {per_step!r}")
+  return max(1, int(round(fraction * retrain / per_step)))
 
 
 def make_plan(label: str, block, *, where: str = "", train=None, fields: str = "") -> UnlearnPlan:
@@ -398,7 +419,10 @@ def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape
             "orig_logits_forget": spec((n_forget, num_classes)),
             "orig_logits_remain": spec((n_remain, num_classes)),
             "x_heldout": spec((max(n_heldout, 1), *input_shape)),
-            "y_heldout": spec((max(n_heldout, 1),), jnp.int32)}
+            "y_heldout": spec((max(n_heldout, 1),), jnp.int32),
+            # a stand-in store of 8 models: the trace only needs the shapes' ranks
+            "teacher_target": spec((n_forget, num_classes)),
+            "teacher_residuals": spec((8, n_forget, num_classes))}
   inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in plan.needs})
   hp = {k: spec(()) for k in plan.hparams}
 

@@ -423,14 +423,15 @@ class ReferenceSettings:
 def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                    reference: ReferenceSettings | None = None,
                    fields: dict | None = None) -> Callable:
-  """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, reference, data)
-  -> record``.
+  """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, reference, data,
+  teacher=()) -> record``.
 
   One whole unlearning run of ``plan`` (:class:`jaxunlearn.plan.UnlearnPlan`)
   from ``params`` with D_f = ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A
   method that uses a reference model gets it as ``reference.mode`` says
   (:class:`ReferenceSettings`). ``heldout`` is ``(x, y)`` or ``()`` for methods
-  that ask for held-out examples.
+  that ask for held-out examples; ``teacher`` is ``(target, residuals)`` for methods that read
+  one (the same D_f for every member: :func:`jaxunlearn.attribution.request_teacher`).
   """
   ref_train = None
   if plan.needs_reference:
@@ -443,7 +444,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                                           batch_size=min(reference.batch_size, reference.size))
 
   def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, ref_arg,
-             data: EvalData):
+             data: EvalData, teacher=()):
     apply_fn = train_lib.eval_apply_fn(model, batch_stats)
     ref_key, run_key = jax.random.split(key)
     x_f, x_r = x_all[f_rows], x_all[r_rows]
@@ -462,7 +463,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
     inputs = plan.build_inputs(x_forget=x_f, y_forget=y_all[f_rows], x_remain=x_r,
                                y_remain=y_all[r_rows], heldout=heldout,
                                original_logits=lambda x: apply_fn(params, x),
-                               reference_probs=reference_probs)
+                               reference_probs=reference_probs, teacher=teacher)
     run = plan.make_fn(apply_fn, model=model, input_shape=input_shape, batch_stats=batch_stats,
                        n_forget=n_forget, n_remain=n_remain)
     new, _ = run(params, inputs, run_key, plan.hparam_arrays())

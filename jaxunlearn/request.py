@@ -296,6 +296,9 @@ def prepare(cfg, workdir, *, methods: Iterable[MethodSpec] | None = None,
                             input_shape=data.input_shape, n_forget=splits.n_forget,
                             n_remain=int(splits.remain_idx.size),
                             num_classes=data.num_classes, n_heldout=int(heldout.size))
+    if p.needs_teacher:         # its attribution store's sizes, before anything trains
+      from jaxunlearn import attribution
+      attribution.check_teacher(prepared, p)
   for check in checks:
     check(prepared)
   secret = workdir_lib.read_secret(workdir) if workdir.is_dir() else None

@@ -148,8 +148,16 @@ def summarize(req, plan, models: dict) -> dict:
   }
   if reused_ref_s is not None:
     results["reference_time_s_when_trained"] = reused_ref_s
+  teacher = unlearned.meta.get("teacher")
+  if teacher:
+    # The teacher's store (the attribution population) belongs to this forget set: its build
+    # is this request's cost, as an unreused reference's is (speedup_amortized leaves it out).
+    results["teacher"] = teacher
+    time_s["teacher"] = float(teacher["time_s"])
+    results["unlearn_cost"]["teacher_one_off_examples"] = int(teacher["one_off_examples"])
   if "retrain" in time_s:
-    results["speedup"] = time_s["retrain"] / (time_s.get("reference", 0.0) + time_s["unlearn"])
+    results["speedup"] = time_s["retrain"] / (time_s.get("reference", 0.0)
+                                              + time_s.get("teacher", 0.0) + time_s["unlearn"])
     results["speedup_amortized"] = time_s["retrain"] / time_s["unlearn"]
   if cfg.report.save_forget_indices:
     results["forget_idx"] = s.forget_idx.tolist()
@@ -183,7 +191,7 @@ def method_settings(req, plan) -> dict:
 
 
 def audit_summary(req, statistics, sections: dict, *, populations: dict, driver: str,
-                  time_s: float) -> dict:
+                  time_s: float, teachers: dict | None = None) -> dict:
   """An audit's record (``audit.json`` before its figures).
 
   Args:
@@ -193,9 +201,12 @@ def audit_summary(req, statistics, sections: dict, *, populations: dict, driver:
     populations: each population's ``{"time_s", "chunks_reused"}``.
     driver: the population driver (``loop`` or ``vmap``).
     time_s: the audit's wall time.
+    teachers: per method label that read a teacher, its store and one-off cost
+      (:func:`jaxunlearn.attribution.request_teacher`); recorded only when there are some.
   """
   s = req.splits
-  return {
+  extra = {"teachers": teachers} if teachers else {}
+  return {**extra,
       "setting": req.cfg.setting, "dataset": req.cfg.dataset, "model": req.cfg.model,
       "data_source": req.data.source,
       "n_forget": int(s.n_forget), "n_remain": int(s.remain_idx.size),

@@ -349,8 +349,9 @@ def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
                      "never see D_f")
 
 
-def method_inputs(req, plan, original: Trained, reference: Trained | None):
-  """The arrays ``plan``'s run needs (and only those), from the request's data.
+def method_inputs(req, plan, original: Trained, reference: Trained | None, teacher=()):
+  """The arrays ``plan``'s run needs (and only those), from the request's data
+  (``teacher``: ``(target, residuals)`` for a method that reads one).
 
   Returns:
     the plan's :class:`jaxunlearn.methods.Inputs`.
@@ -362,21 +363,36 @@ def method_inputs(req, plan, original: Trained, reference: Trained | None):
       heldout=req.heldout(),
       original_logits=lambda x: train_lib.predict(original.apply_fn, original.params, x, bs),
       reference_probs=None if reference is None else lambda x: jax.nn.softmax(jnp.asarray(
-          train_lib.predict(reference.apply_fn, reference.params, x, bs)), -1))
+          train_lib.predict(reference.apply_fn, reference.params, x, bs)), -1),
+      teacher=teacher)
 
 
-def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
-  """The original after ``plan``'s unlearning run (cached by D_f and the plan's settings)."""
+def unlearn_stage(req, plan, reference: Trained | None,
+                  teacher: Callable[[], tuple] | None = None) -> Trained:
+  """The original after ``plan``'s unlearning run (cached by D_f and the plan's settings).
+
+  ``teacher``, for a plan that reads one: ``teacher() -> ((target, residuals), info)``
+  (:func:`jaxunlearn.attribution.request_teacher`), called only when the stage is built."""
   original, s = req.original, req.splits
   stage = _unlearned_name(req.forget_hash(), plan,
                          reference.stage if reference is not None else None)
+  teacher_fn = teacher
 
   def build():
+    teacher, teacher_info = (), None
+    if plan.needs_teacher:
+      if teacher_fn is None:
+        raise ConfigError(f"{plan.label}: method {plan.name!r} reads a teacher and the caller "
+                          "gave none (stages.unlearn_stage's teacher)")
+      # The one-off precompute (an attribution store), timed and costed on its own.
+      t0 = time.perf_counter()
+      teacher, teacher_info = teacher_fn()
+      teacher_info = {**teacher_info, "time_s": time.perf_counter() - t0}
     # The forward passes that make the inputs (the reference on D_f, ...) are
     # unlearning work: timed, after a first call that compiles them.
-    jax.block_until_ready(method_inputs(req, plan, original, reference))
+    jax.block_until_ready(method_inputs(req, plan, original, reference, teacher))
     t0 = time.perf_counter()
-    inputs = jax.block_until_ready(method_inputs(req, plan, original, reference))
+    inputs = jax.block_until_ready(method_inputs(req, plan, original, reference, teacher))
     inputs_s = time.perf_counter() - t0
     with registry.guard("unlearning method", plan.name, plan.method, "its run"):
       fn = plan.make_fn(original.apply_fn, model=req.model, input_shape=req.data.input_shape,
@@ -393,7 +409,8 @@ def unlearn_stage(req, plan, reference: Trained | None) -> Trained:
             "summary": result.summary, "method": plan.name,
             "hparams": {k: v for k, v in plan.hparams.items() if k != "learning_rate"},
             "reference": reference.stage if reference is not None else None,
-            "bn_mode": plan.block.bn_mode}
+            "bn_mode": plan.block.bn_mode,
+            **({"teacher": teacher_info} if teacher_info is not None else {})}
     # bn_mode=eval: batch statistics stay the original's, unlearning moves weights only.
     stats = original.batch_stats if result.batch_stats is None else result.batch_stats
     return result.params, stats, meta

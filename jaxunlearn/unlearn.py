@@ -323,6 +323,8 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
               if getattr(inputs, f) is not None}
     fields.update({f: getattr(inputs, f)[rr] for f in base.REMAIN_ROWS
                    if getattr(inputs, f) is not None})
+    if method.reads_forget_index:   # a per-example state of the method's (e.g. run targets)
+      fields["forget_index"] = fr
     if mesh is not None:
       fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
     progress = (e * steps + i).astype(jnp.float32) / total

@@ -77,6 +77,7 @@ HAND = {   # (method, hp): hand count on FORGET_EPOCHS or REMAIN_EPOCHS, per epo
     ("scrub_r", ()): 88 * (1 + F) + (2 * 10 + 6) * F,   # + D_f error each epoch, held-out once
     ("importance_retrain", ()): 14 * 8,             # its own 8 rows drawn by loss per step
     ("retrain_short", ()): 14 * 8,                  # 8 uniform rows of D_r per step
+    ("matching", ()): 14 * (4 + 8 + 8 * F),         # 4 + 8 rows, the original on the 8
 }
 
 

@@ -447,6 +447,20 @@ REFUSALS = [
       ("output_temperature", "t=finetune")),
     R("lenet5-on-images-too-small", _config_file("c.model = 'lenet5'"),
       ("lenet5", "(8, 8, 1)", "at least 12x12"), fresh=True),
+    # Issue 24: matching and its teacher store, refused before any model trains.
+    R("matching-teacher-store-cannot-leave-d-f-out",
+      ("--config.unlearn.method=matching", "--config.unlearn.matching.teacher_keep=0.95",
+       "--config.forget.size=20"),
+      ("method 'matching'", "teacher store", "|D_f|", "lower forget.size"), error=ConfigError,
+      fresh=True),
+    R("matching-teacher-models-not-an-option",
+      ("--config.unlearn.method=matching", "--config.unlearn.matching.teacher_models=7"),
+      ("teacher_models", "(64, 16, 32, 128)"), error=ConfigError, fresh=True),
+    R("matching-in-ulira", ("--config.audit.num_models=4",
+                            "--config.audit.statistics=('epsilon','ulira')",
+                            "--config.audit.methods=('m=matching',)"),
+      ("reads a teacher fitted", "'ulira'", "--config.audit.statistics"), command="audit"),
+    A("audit-matching-negative-noise", "m=matching:noise=-1", ("noise", "m=matching")),
 ]
 del R, A
 

@@ -215,6 +215,9 @@ class Statistic:
   title: str = ""
   record: Mapping[str, RecordField] = {}   # fields every population member records
   field_docs: Mapping[str, str] = {}       # descriptions of its config block's fields
+  # True: its unlearned members forget subsets of D_f that differ per member (a method that
+  # reads a teacher fitted to the request's whole D_f cannot run in it).
+  forgets_per_member: bool = False
 
   def config(self) -> ml_collections.ConfigDict | None:
     """Defaults of its block ``audit.<name>`` (None: no block)."""

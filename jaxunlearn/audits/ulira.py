@@ -637,6 +637,7 @@ class ULiRA(base.Statistic):
   on what is left; about 0.5) and ``identity_control`` (no unlearning).
   """
   title = "U-LiRA (per-example likelihood-ratio attack)"
+  forgets_per_member = True
   field_docs = {
       "num_originals": "M originals, each on D_r and a random keep_fraction of D_f",
       "forget_sets_per_original": "K unlearning runs per original, each with its own forget set",

@@ -12,7 +12,7 @@ from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  
                                      kl_per_example, names,
                                      register, resolve_hparams, resolve_method, with_defaults)
 from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # noqa: F401,E402
-                                importance_retrain, l1_sparse, lightweight, msg,
+                                importance_retrain, l1_sparse, lightweight, matching, msg,
                                 neggrad_plus, random_label, random_reinit, reset_distill,
                                 retrain_short, salun, scrub, scrub_r, ssd)  # (built-ins register)
 

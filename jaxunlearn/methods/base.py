@@ -63,6 +63,8 @@ INPUTS = (
     "orig_logits_forget",            # the original model's logits on D_f
     "orig_logits_remain",            # the original model's logits on D_r
     "x_heldout", "y_heldout",        # held-out examples of D_f's classes
+    "teacher_target",                # [n_f, C] per-example target logits on D_f (a teacher)
+    "teacher_residuals",             # [K, n_f, C] the teacher's per-model residuals, to draw
 )
 FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
 REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
@@ -83,6 +85,8 @@ class Inputs(NamedTuple):
   x_heldout: Any = None
   y_heldout: Any = None
   forget_target_loss: Any = None   # per-example target losses on D_f (calibrated stop)
+  teacher_target: Any = None       # [n_f, C] target logits on D_f (attribution.teacher)
+  teacher_residuals: Any = None    # [K, n_f, C] the teacher fit's residuals, one per model
 
 
 class Batch(NamedTuple):
@@ -96,6 +100,7 @@ class Batch(NamedTuple):
   orig_logits_remain: Any = None
   epoch: Any = None          # int32 scalar, 0-based
   progress: Any = None       # float32 scalar, step / total steps, in [0, 1)
+  forget_index: Any = None   # int32 [forget batch]: the step's rows' positions in D_f
 
 
 class RunShape(NamedTuple):
@@ -190,6 +195,9 @@ class Method:
   epoch_over: str = "forget"
   description: str = ""
   uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
+  # True: each step's Batch carries forget_index, the positions in D_f of its forget rows (for
+  # a method's own per-example state, e.g. targets drawn once per run).
+  reads_forget_index: bool = False
   search_space: Mapping[str, tuple] = {}
   """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
   ``learning_rate`` and the method's hyperparameters, at most
@@ -209,6 +217,24 @@ class Method:
   @property
   def needs_reference(self) -> bool:
     return "ref_probs" in self.inputs
+
+  @property
+  def needs_teacher(self) -> bool:
+    """Reads per-example targets from an attribution store (``teacher_*`` inputs)."""
+    return "teacher_target" in self.inputs
+
+  def teacher_spec(self) -> dict:
+    """For a method whose ``inputs`` read a teacher (``teacher_target``): its attribution
+    store and fit, ``{"num_models", "keep_fraction", "degree"}``
+    (:func:`jaxunlearn.attribution.request_teacher`)."""
+    raise NotImplementedError(f"{type(self).__name__} reads a teacher and does not say which "
+                              "store makes it (define teacher_spec)")
+
+  def step_cost(self, forget_batch_size: int, remain_batch_size: int) -> float:
+    """What one step costs in examples, for ``unlearn.retrain_fraction``'s step count
+    (:func:`jaxunlearn.plan.retrain_steps`); default: its remain rows."""
+    del forget_batch_size
+    return float(remain_batch_size)
 
   def validate(self, hp: Mapping[str, float]) -> None:
     """Raises ConfigError for a bad hyperparameter value (default: finite numbers)."""

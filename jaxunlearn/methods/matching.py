@@ -1,0 +1,121 @@
+"""Matching: fine-tune the original toward per-example logits a retrained model would give.
+
+The Datamodel Matching idea (Georgiev et al., "Attribute-to-Delete", ICLR 2025) on our
+populations, with the paper's reference replaced by a teacher built for D_f:
+
+* **The teacher** (:func:`jaxunlearn.attribution.teacher`) comes from an attribution store of
+  ``teacher_models`` models trained on ``teacher_keep`` of the training rows, with D_f kept at
+  a per-model rate: each D_f row's ten logits are fitted over the models on its own membership
+  and the share of the rest of D_f each kept (quadratic), and read at "none of D_f". It is the
+  logits a model retrained without D_f would give on average; the fit's residuals say how such
+  models spread around it.
+* **A run's target** on D_f row ``i`` is ``target_i + noise * residual_{k_i, i}``, ``k_i``
+  drawn once per run and row from the run's key: each run lands as one retrained model would,
+  so a population of runs keeps retraining's spread (the single protocol, where every run
+  starts from the same original, needs this; ``noise=0`` gives every run the mean).
+* **Steps** (``epoch_over="steps"``: ``unlearn.steps`` or ``unlearn.retrain_fraction``):
+  each takes the driver's ``forget_batch_size`` rows of D_f and ``remain_batch_size`` rows
+  of D_r, and a step of the unlearn block's optimizer on
+  ``forget_weight * mean_rows sum_c (z_ic - target_ic)^2 + anchor``, raw logits over all
+  classes (log space: no saturation). The anchor keeps the rest: the same squared error
+  toward the original's own logits on the D_r rows (``anchor="logits"``, the original is
+  kept frozen in the run's state) or the cross-entropy on D_r's labels (``"labels"``).
+
+Cost per step: ``forget_batch_size + remain_batch_size`` examples, plus a third of
+``remain_batch_size`` for the original's forward pass on the anchor rows (``"logits"``).
+The store is the request's one-off cost, recorded with the unlearned stage
+(``teacher``: its key and ``one_off_examples``); with a label-flip or backdoor transform
+the training data change with D_f, so such a store belongs to one forget set
+(:mod:`jaxunlearn.attribution`).
+
+The method reads the request's D_f as a whole: U-LiRA, which forgets a different subset per
+member, cannot give it a teacher and refuses it before any work.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxunlearn.methods import base, helpers
+
+NAME = "matching"
+TEACHER_MODELS = (64, 16, 32, 128)
+TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5)
+TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw
+
+
+@base.register(NAME)
+class Matching(base.Method):
+  """Logit matching toward a per-example teacher on D_f, anchored on D_r."""
+  description = ("fine-tunes the original's logits on D_f toward an attribution teacher's "
+                 "(a retrained model's, drawn per run), anchored on D_r")
+  inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals")
+  hparams = {"forget_weight": 30.0, "noise": 0.8}
+  options = {"anchor": ("logits", "labels"), "teacher_models": TEACHER_MODELS,
+             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear")}
+  hparam_docs = {
+      "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
+      "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
+      "anchor": "what keeps D_r: 'logits' (the original's own) or 'labels' (cross-entropy)",
+      "teacher_models": "models in the teacher's attribution store (its one-off cost)",
+      "teacher_keep": "share of the training rows each store model trains on",
+      "teacher_fit": "the fit over the store's models read at none of D_f"}
+  epoch_over = "steps"
+  reads_forget_index = True
+  search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
+                  "forget_weight": (10.0, 30.0, 100.0)}
+
+  def validate(self, hp):
+    super().validate(hp)
+    helpers.validate_range(hp, "forget_weight", 0.0, 1e6, low_open=True, method=NAME)
+    helpers.validate_range(hp, "noise", 0.0, 10.0, method=NAME)
+
+  def teacher_spec(self):
+    o = self.opts
+    return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
+            "degree": 1 if o["teacher_fit"] == "linear" else 2}
+
+  def step_cost(self, forget_batch_size, remain_batch_size):
+    anchor = base.FORWARD_ONLY * remain_batch_size if self.opts["anchor"] == "logits" else 0.0
+    return float(forget_batch_size + remain_batch_size) + anchor
+
+  def cost(self, shape, hp):
+    del hp
+    steps = shape.epochs * shape.steps_per_epoch
+    return float(steps) * self.step_cost(shape.forget_batch_size, shape.remain_batch_size)
+
+  def make(self, env):
+    hp, inputs = env.hparams, env.inputs
+    anchor = self.opts["anchor"]
+
+    def init(params):
+      target, resid = inputs.teacher_target, inputs.teacher_residuals
+      n_f = target.shape[0]
+      pick = jax.random.randint(jax.random.fold_in(env.key, TAG_DRAW), (n_f,), 0,
+                                resid.shape[0])
+      run_target = target + hp["noise"] * resid[pick, jnp.arange(n_f)]
+      return base.UnlearnState(jnp.zeros((), jnp.int32), params, env.optimizer.init(params),
+                               (params, run_target))
+
+    def step(state, batch):
+      original, run_target = state.extra
+      t_f = run_target[batch.forget_index]
+      z0_r = jax.lax.stop_gradient(env.apply_fn(original, batch.x_remain)) \
+          if anchor == "logits" else None
+
+      def loss_fn(params):
+        forget = jnp.mean(jnp.sum((env.apply_fn(params, batch.x_forget) - t_f) ** 2, -1))
+        z_r = env.apply_fn(params, batch.x_remain)
+        if anchor == "logits":
+          keep = jnp.mean(jnp.sum((z_r - z0_r) ** 2, -1))
+        else:
+          keep = base.cross_entropy(z_r, batch.y_remain)
+        return hp["forget_weight"] * forget + keep, (forget, keep)
+      (loss, (forget, keep)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      updates, opt_state = env.optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
+          {"loss": loss, "forget_loss": forget, "anchor_loss": keep}
+    return base.UpdateRule(init, step)

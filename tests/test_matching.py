@@ -1,0 +1,217 @@
+"""matching: its update rule by hand on a linear model, the teacher fit by hand, the per-run
+draw, its cost and step count, and a whole run and audit on the tiny data."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxunlearn import attribution, methods, plan as plan_lib, unlearn
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.methods import base, matching
+from tests.support.linear_toy import linear, linear_params, np_ce
+
+RNG = np.random.default_rng(3)
+X_F = RNG.normal(size=(2, 2)).astype(np.float32)
+X_R = RNG.normal(size=(2, 2)).astype(np.float32)
+Y_R = np.array([0, 2], np.int32)
+TARGET = np.array([[2.0, -1.0, 0.5], [-0.5, 1.5, 0.0]], np.float32)
+# Every model's residual of row j is the same, so the per-run draw cannot matter by hand.
+RESID = np.broadcast_to(np.array([[0.4, -0.2, 0.0], [0.0, 0.6, -0.6]], np.float32),
+                        (3, 2, 3)).copy()
+
+
+def run(steps=3, noise=0.5, weight=4.0, lr=0.1, anchor="logits", resid=RESID, key=0):
+  fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor), linear, epochs=1, n_forget=2,
+                               n_remain=2, forget_batch_size=2, remain_batch_size=2, steps=steps)
+  inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
+                          y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
+                          teacher_residuals=jnp.asarray(resid))
+  hp = unlearn.default_hparams("matching", lr, forget_weight=weight, noise=noise)
+  return fn(linear_params(), inputs, jax.random.key(key), hp)
+
+
+def test_update_rule_by_hand():
+  # Three full-batch SGD steps on weight x mean_i sum_c (z_i - t_i)^2 + mean_r sum_c
+  # (z_r - z0_r)^2, t = TARGET + 0.5 x RESID, z0 the original's logits. The driver walks D_f in
+  # a fresh permutation each step: the targets must follow their rows (forget_index).
+  params, metrics = run()
+  assert metrics["loss"].shape == (1, 3)
+  w0 = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b0 = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  w, b = w0.copy(), b0.copy()
+  t = TARGET + 0.5 * RESID[0]
+  z0 = X_R @ w0 + b0
+  for _ in range(3):
+    g_f = 4.0 * 2 * (X_F @ w + b - t) / 2
+    g_r = 2 * (X_R @ w + b - z0) / 2
+    w = w - 0.1 * (X_F.T @ g_f + X_R.T @ g_r)
+    b = b - 0.1 * (g_f.sum(0) + g_r.sum(0))
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(params["Dense_0"]["bias"], b, rtol=1e-5, atol=1e-5)
+  # The first step's anchor term is zero: the model starts at the original.
+  assert float(metrics["anchor_loss"][0, 0]) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_labels_anchor_by_hand():
+  params, _ = run(steps=1, anchor="labels", noise=0.0)
+  w = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  g_f = 4.0 * 2 * (X_F @ w + b - TARGET) / 2
+  z = X_R @ w + b
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  g_r = (p - np.eye(3)[Y_R]) / 2
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * (X_F.T @ g_f + X_R.T @ g_r),
+                             rtol=1e-5, atol=1e-5)
+  assert np_ce(z, Y_R) > 0     # the anchor had something to pull on
+
+
+def test_each_run_draws_one_models_residual_per_row():
+  # Residuals differ per model: a run with lr = 0 keeps the parameters, so read the drawn
+  # targets through the forget loss of step 0 against the same loss by hand for each pick.
+  resid = RNG.normal(size=(5, 2, 3)).astype(np.float32)
+  z_f = X_F @ np.asarray(linear_params()["Dense_0"]["kernel"]) + np.asarray(
+      linear_params()["Dense_0"]["bias"])
+  options = {(a, b): np.mean(np.sum((z_f - (TARGET + np.stack([resid[a, 0], resid[b, 1]])))
+                                    ** 2, -1)) for a in range(5) for b in range(5)}
+  seen = set()
+  for key in range(12):
+    _, metrics = run(steps=1, lr=0.0, noise=1.0, resid=resid, key=key)
+    loss = float(metrics["forget_loss"][0, 0])
+    match = [ab for ab, v in options.items() if abs(v - loss) < 1e-4 * max(1.0, abs(v))]
+    assert match, loss
+    seen.add(match[0])
+  assert len(seen) > 3        # the draw moves with the run's key
+
+
+def test_noise_zero_targets_the_fit_itself():
+  _, m0 = run(steps=1, lr=0.0, noise=0.0, resid=RNG.normal(size=(5, 2, 3)).astype(np.float32))
+  z_f = X_F @ np.asarray(linear_params()["Dense_0"]["kernel"]) + np.asarray(
+      linear_params()["Dense_0"]["bias"])
+  assert float(m0["forget_loss"][0, 0]) == pytest.approx(
+      np.mean(np.sum((z_f - TARGET) ** 2, -1)), rel=1e-5)
+
+
+def test_cost_and_derived_steps():
+  m = matching.Matching()
+  assert m.step_cost(32, 8) == pytest.approx(32 + 8 + 8 / 3)
+  assert matching.Matching(anchor="labels").step_cost(32, 8) == 40.0
+  shape = base.RunShape(n_forget=100, n_remain=3900, forget_batch_size=32, remain_batch_size=8,
+                        epochs=1, steps_per_epoch=90)
+  assert m.cost(shape, {}) == pytest.approx(90 * (40 + 8 / 3))
+  # retrain_fraction divides retraining's examples by a whole step's cost, not the remain rows:
+  # 0.05 x 20 x 60 x 64 = 3,840 examples -> 90 steps of 42.67.
+  assert plan_lib.retrain_steps(0.05, 3900, 20, 64, m.step_cost(32, 8)) == 90
+  assert plan_lib.retrain_steps(0.05, 3900, 20, 64, 64) == 60     # a remain-only method
+  with pytest.raises(ConfigError, match="positive"):
+    plan_lib.retrain_steps(0.05, 3900, 20, 64, 0)
+
+
+def test_inputs_without_a_teacher_are_refused():
+  import ml_collections
+  block = ml_collections.ConfigDict({**_block(), "method": "matching"})
+  p = plan_lib.make_plan("m", block)
+  assert p.needs_teacher and not p.needs_reference
+  with pytest.raises(ConfigError, match="needs per-example targets on D_f"):
+    p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R, y_remain=Y_R)
+
+
+def _block():
+  from jaxunlearn import plugins
+  return plugins.default_config().unlearn.to_dict()
+
+
+def _store(tmp_path, keep, logits, forget_rate="uniform"):
+  np.savez(tmp_path / "c0.npz", logits=logits)
+  meta = {"key": "k", "chunks": ["c0.npz"], "forget_rate": forget_rate}
+  k, n = keep.shape
+  return attribution.Store(tmp_path, meta, keep, np.arange(n), np.zeros(n, np.int32),
+                           np.zeros(1, np.int32), {})
+
+
+def test_teacher_fit_by_hand(tmp_path):
+  # Logits exactly quadratic in the others' share plus an own-membership step: the fit reads
+  # the intercept back and leaves zero residuals; rows outside D_f are never read.
+  rng = np.random.default_rng(0)
+  k_models, n, forget = 16, 6, np.array([1, 3, 4])
+  keep = rng.random((k_models, n)) < 0.5
+  total = keep[:, forget].sum(1)
+  a = rng.normal(size=(3, 3))
+  logits = rng.normal(size=(k_models, n, 3))
+  for j, row in enumerate(forget):
+    own = keep[:, row].astype(float)
+    share = (total - own) / 2
+    logits[:, row] = a[j] + np.outer(own, [1.0, -2.0, 0.5]) + np.outer(share, [3.0, 0.0, -1.0]) \
+        + np.outer(share ** 2, [-1.0, 2.0, 0.0])
+  target, resid = attribution.teacher(_store(tmp_path, keep, logits), forget)
+  np.testing.assert_allclose(target, a, atol=1e-4)
+  np.testing.assert_allclose(resid, 0.0, atol=1e-4)
+  assert target.dtype == np.float32 and resid.shape == (k_models, 3, 3)
+  # A linear fit cannot follow the curve: its intercept moves and residuals appear.
+  lin, lin_resid = attribution.teacher(_store(tmp_path, keep, logits), forget, degree=1)
+  assert np.abs(lin_resid).max() > 1e-2
+  # Noise: residuals are what the fit leaves, orthogonal to its columns (they sum to 0).
+  noisy = logits + rng.normal(size=logits.shape)
+  _, r = attribution.teacher(_store(tmp_path, keep, noisy), forget)
+  np.testing.assert_allclose(r.sum(0), 0.0, atol=1e-4)
+
+
+def test_teacher_refusals(tmp_path):
+  keep = np.ones((16, 4), bool)
+  logits = np.zeros((16, 4, 3))
+  with pytest.raises(ConfigError, match="forget_rate='uniform'"):
+    attribution.teacher(_store(tmp_path, keep, logits, forget_rate=""), [0, 1])
+  with pytest.raises(ConfigError, match="degree"):
+    attribution.teacher(_store(tmp_path, keep, logits), [0, 1], degree=3)
+  with pytest.raises(ConfigError, match="at least 5 models"):
+    attribution.teacher(_store(tmp_path, keep[:4], logits[:4]), [0, 1])
+  with pytest.raises(ConfigError, match="not training rows"):
+    attribution.teacher(_store(tmp_path, keep, logits), [0, 9])
+
+
+def test_bad_hyperparameters_are_refused():
+  with pytest.raises(ConfigError, match="forget_weight"):
+    unlearn.default_hparams("matching", 0.01, forget_weight=0.0)
+  with pytest.raises(ConfigError, match="noise"):
+    unlearn.default_hparams("matching", 0.01, noise=-1.0)
+  with pytest.raises(ConfigError, match="teacher_models"):
+    matching.Matching(teacher_models=7)
+
+
+@pytest.fixture(scope="module")
+def tiny_matching_run(tmp_path_factory):
+  from jaxunlearn import pipeline
+  from tests.support import tiny
+  tmp = tmp_path_factory.mktemp("matching")
+  npz = tiny.write_npz(tmp / "tiny.npz")
+  cfg = tiny.config(npz, unlearn__method="matching", unlearn__retrain_fraction=0.2,
+                    unlearn__optimizer="adam", unlearn__learning_rate=0.01)
+  cfg.unlearn.matching.teacher_models = 16
+  cfg.unlearn.matching.teacher_keep = 0.9
+  results = pipeline.run(cfg, tmp / "work")
+  return tmp / "work", results
+
+
+def test_a_run_records_its_teacher(tiny_matching_run):
+  work, results = tiny_matching_run
+  stores = list((work / "attribution").iterdir())
+  assert len(stores) == 1 and (stores[0] / "attribution.json").is_file()
+  info = json.loads((stores[0] / "attribution.json").read_text())
+  assert info["num_models"] == 16 and info["forget_rate"] == "uniform"
+  assert info["keep_fraction"] == 0.9
+  t = results["teacher"]
+  assert t["store"] == stores[0].name and t["num_models"] == 16 and t["degree"] == 2
+  assert t["one_off_examples"] == info["cost"]["one_off_examples"] > 0
+  assert results["unlearn_cost"]["teacher_one_off_examples"] == t["one_off_examples"]
+  # The per-request speedup pays for the store; the amortised one does not.
+  ts = results["time_s"]
+  assert results["speedup"] == pytest.approx(ts["retrain"] / (ts["teacher"] + ts["unlearn"]))
+  assert results["speedup_amortized"] > results["speedup"]
+  # 0.2 of retraining's examples (2 epochs x 7 batches x 32 = 448: 89.6) in whole steps of
+  # 4 forget + 16 remain rows + 16/3 for the anchor's forward pass: round(3.54) = 4 steps.
+  cost = results["unlearn_cost"]
+  assert cost["retrain_cost_examples"] == 448
+  assert cost["cost_examples"] == pytest.approx(4 * (4 + 16 + 16 / 3))
