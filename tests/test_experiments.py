@@ -159,3 +159,43 @@ def test_check_attribution_scores_an_estimate_in_retrainings_stds():
   assert c["share_within_one_sd"] == pytest.approx(1.0) and c["sd_ratio_median"] == pytest.approx(2)
   nan = check_attribution.compare(np.array([np.nan, 12.0, 0.0]), 2 * sd, retrain)
   assert nan["n_examples"] == 2 and nan["n_unscored"] == 1
+
+
+def test_matching_selection_grids_and_objective():
+  import re
+  from experiments.matching import selection
+  fams = selection.candidates()
+  labels = [label for fam in fams.values() for label in fam]
+  assert len(labels) == len(set(labels))
+  assert all(re.fullmatch(r"[A-Za-z0-9_]+", label) for label in labels)   # audit.methods labels
+  base = selection.candidates(widened=False)
+  assert {len(f) for f in base.values()} == {9}                            # the same budget
+  assert len(fams["matching@0.05"]) == 9 + len(selection.WIDENED["matching@0.05"])
+  assert "noise=1," in fams["matching@0.05"]["m0p05_lr0p01_w100_n1"]
+  assert fams["matching@0.05"]["m0p05_lr0p01_w100_o1p2"].endswith(",output_temperature=1.2")
+  single, per_seed = {"relative_f": 0.4, "test_acc": 0.92}, {"relative_f": 0.6}
+  assert selection.objective(single, per_seed, 0.93, 0.02) == pytest.approx(0.5)
+  assert selection.objective({**single, "test_acc": 0.90}, per_seed, 0.93, 0.02) is None
+
+
+def test_matching_report_means_and_stds_over_seeds():
+  from experiments.matching import report
+  rows = report.rows_from({"chosen": {"matching@0.05": {"entry": "matching:x=1"}}})
+  assert rows == {"matching_5": "matching:x=1", **report.SHIPPED}
+  one = {"matching_5": "matching:x=1"}
+
+  def run(f, acc, entries=one):
+    return {"oracle_f": 0.2, "klom_floor_p95_forget": 3.0, "klom_floor_median_forget": 1.0,
+            "retrain_test_acc": 0.94, "rows_entries": entries,
+            "rows": {"matching_5": {"relative_f_single": f, "relative_f_per_seed": f + 0.1,
+                                    "test_acc_minus_retrain": acc, "cost_fraction": 0.05,
+                                    "teacher": {"one_off_retrainings": 61.0}}}}
+  record = {"runs": {"flip0": run(0.4, -0.01), "flip1": run(0.6, -0.03),
+                     "flip2": run(0.9, 0.0, {"other": "entry"})}}   # another selection's run
+  s = report.summarise(record, one, ["flip"], [0, 1, 2])["flip"]
+  assert s["seeds"] == 2
+  assert s["matching_5"]["relative_f_single"] == pytest.approx([0.5, np.std([0.4, 0.6], ddof=1)])
+  assert s["matching_5"]["test_acc_minus_retrain"][0] == pytest.approx(-0.02)
+  assert s["matching_5"]["teacher_one_off_retrainings"] == 61.0
+  md = report.markdown({"flip": s}, one, ["flip"], [0, 1, 2], 32)
+  assert "| matching_5 | 0.050 + store 61x once | 0.50 ± 0.14 |" in md

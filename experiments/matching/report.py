@@ -4,9 +4,9 @@
         --out out/matching_report
 
 For each seed and forget set (quick_audit's MLP on mnist5k, N = 32, ``epsilon`` and
-``klom``), one audit runs every row of :data:`ROWS` as a plan of one request: the settings
-``experiments/matching/selection.py`` chose on the selection seed (never reported here), and
-``importance_retrain`` as ``configs/quick_audit.py`` ships it. Per row and set, each figure is
+``klom``), one audit runs every row as a plan of one request: each family's setting
+``experiments/matching/selection.py`` chose on the selection seed (``--selection``, never
+reported here), and ``importance_retrain`` as ``configs/quick_audit.py`` ships it. Per row and set, each figure is
 the mean and standard deviation over seeds:
 
 * relative F in both protocols (the oracle, a second retrain population scored against the
@@ -33,22 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from jaxunlearn import scripts  # noqa: E402
 
-MATCH_FIXED = ("optimizer=adam,forget_batch_size=32,remain_batch_size=8,noise=0.8,"
-               "teacher_models=64,teacher_keep=0.95")
-# Chosen on seed 100's memorised set (experiments/matching/README.md, "The fair benchmark").
-ROWS = {
-    "rs_10": "retrain_short:retrain_fraction=0.1,remain_batch_size=64,learning_rate=0.01,"
-             "temperature=1.2",
-    "rs_20": "retrain_short:retrain_fraction=0.2,remain_batch_size=64,learning_rate=0.003,"
-             "temperature=1.5",
-    "rs_50": "retrain_short:retrain_fraction=0.5,remain_batch_size=64,learning_rate=0.003,"
-             "temperature=1",
-    "isr": "importance_retrain:retrain_fraction=0.1875,remain_batch_size=12,learning_rate=0.002",
-    "matching_5": f"matching:retrain_fraction=0.05,learning_rate=0.01,forget_weight=100,"
-                  f"{MATCH_FIXED}",
-    "matching_2": f"matching:retrain_fraction=0.02,learning_rate=0.01,forget_weight=30,"
-                  f"{MATCH_FIXED}",
-}
+# Beside the selected rows: importance_retrain as configs/quick_audit.py ships it (chosen on
+# seed 100 earlier, by experiments/quality).
+SHIPPED = {"isr": "importance_retrain:retrain_fraction=0.1875,remain_batch_size=12,"
+                  "learning_rate=0.002"}
+LABELS = {"retrain_short@0.1": "rs_10", "retrain_short@0.2": "rs_20", "retrain_short@0.5": "rs_50",
+          "retrain_short@0.05": "rs_5", "matching@0.05": "matching_5",
+          "matching@0.02": "matching_2"}
+
+
+def rows_from(selection: dict) -> dict:
+  """``{label: entry}``: each family's chosen entry (``selection.py``'s ``chosen``), then
+  :data:`SHIPPED`."""
+  out = {}
+  for family, chosen in selection["chosen"].items():
+    out[LABELS.get(family, family.replace("@", "_").replace(".", "p"))] = chosen["entry"]
+  return {**out, **SHIPPED}
+
+
 FIGURES = ("relative_f_single", "relative_f_per_seed", "klom_p95_forget", "klom_median_forget",
            "klom_p95_retain", "klom_p95_heldout", "test_acc_minus_retrain", "cost_fraction")
 
@@ -85,6 +87,8 @@ def main(argv=None) -> dict:
   p = scripts.parser(__doc__.splitlines()[0])
   p.add_argument("--seeds", default="0,1,2,3,4")
   p.add_argument("--forget", default="flip,random,backdoor")
+  p.add_argument("--selection", default="out/matching_select/flip100/select.json",
+                 help="selection.py's select.json: the chosen setting of each family")
   p.add_argument("--rows", default="", help="comma-separated row labels (default: all)")
   p.add_argument("--num-models", type=int, default=32)
   p.add_argument("--root", default="runs/matching_report")
@@ -96,7 +100,10 @@ def main(argv=None) -> dict:
   if 100 in seeds:
     raise SystemExit("--seeds: 100 is the selection seed; report on others (e.g. 0,1,2,3,4)")
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
-  rows = {k: v for k, v in ROWS.items()
+  selection = json.loads(Path(args.selection).read_text())
+  if selection.get("seed") in seeds:
+    raise SystemExit(f"--seeds: {selection['seed']} chose the settings; report on others")
+  rows = {k: v for k, v in rows_from(selection).items()
           if not args.rows or k in [r.strip() for r in args.rows.split(",")]}
   out_dir = Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +112,8 @@ def main(argv=None) -> dict:
   for forget in sets:
     for seed in seeds:
       key = f"{forget}{seed}"
+      if record["runs"].get(key, {}).get("rows_entries") == rows:
+        continue          # done (a rerun after an interruption picks up here)
       cfg = lab.make_config(seed, forget, holdout=0, n_models=args.num_models)
       cfg.audit.statistics = ("epsilon", "klom")
       cfg.audit.methods = tuple(f"{k}={v}" for k, v in rows.items())
@@ -122,6 +131,7 @@ def main(argv=None) -> dict:
               train_batch_size=int(cfg.train.batch_size), reference_source="remain",
               n_reference=0, reference_epochs=0)
           fig["rows"][label]["cost_fraction"] = c["fraction_of_retrain"]
+      fig["rows_entries"] = rows
       record["runs"][key] = fig
       path.write_text(json.dumps(record, indent=2))
       print(key, json.dumps({k: (round(v["relative_f_single"], 3),
@@ -139,7 +149,9 @@ def main(argv=None) -> dict:
 def summarise(record: dict, rows, sets, seeds) -> dict:
   out = {}
   for forget in sets:
-    runs = [record["runs"][f"{forget}{s}"] for s in seeds if f"{forget}{s}" in record["runs"]]
+    # Only runs of these very rows (a run kept from another selection is left out).
+    runs = [record["runs"][f"{forget}{s}"] for s in seeds if f"{forget}{s}" in record["runs"]
+            and record["runs"][f"{forget}{s}"].get("rows_entries") == dict(rows)]
     if not runs:
       continue
     entry = {"seeds": len(runs)}

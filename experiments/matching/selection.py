@@ -55,6 +55,22 @@ WIDENED = {
     "retrain_short@0.2": [(1e-3, t) for t in TEMPERATURES] + [(lr, 2.0) for lr in LRS],
     "matching@0.05": [(lr, 300.0) for lr in LRS],
 }
+# Round 3: round 2 left every choice inside its grid, but short retraining's figures lie on a
+# ridge (a lower rate wants a higher temperature: rs@0.5 (1e-3, 1.5) 0.36, (3e-3, 1.0) 0.38,
+# (3e-3, 1.2) 0.28), which a grid of thirds can miss: the rate between, 2e-3, at 1.1-1.3.
+WIDENED["retrain_short@0.5"] += [(2e-3, t) for t in (1.1, 1.2, 1.3)]
+WIDENED["retrain_short@0.2"] += [(2e-3, t) for t in (1.1, 1.2, 1.3)]
+# Round 4: round 3 found a sharp peak on that ridge (rs@0.5 at (2e-3, 1.2): 0.69; 1.1: 0.29,
+# 1.3: 0.49). Every family then gets the same kind of look around its choice: the short
+# retrainings the temperatures of issue 24's rule (1, 1.1, 1.2, 1.3, 1.5) not yet tried next to
+# theirs; matching the residual's scale (noise) beside 0.8 and the generic output temperature
+# (unlearn.output_temperature, the same rule's values) at its choice.
+WIDENED["retrain_short@0.5"] += [(3e-3, 1.1), (3e-3, 1.3), (2e-3, 1.0), (2e-3, 1.5)]
+WIDENED["retrain_short@0.2"] += [(2e-3, 1.5), (3e-3, 1.3), (3e-3, 1.1)]
+WIDENED["retrain_short@0.1"] = [(1e-2, 1.1), (1e-2, 1.3), (5e-3, 1.2), (5e-3, 1.5)]
+WIDENED["matching@0.05"] += [(1e-2, 100.0, {"noise": n}) for n in (0.7, 0.9, 1.0)] + \
+    [(1e-2, 100.0, {"output_temperature": t}) for t in (1.1, 1.2)]
+WIDENED["matching@0.02"] = [(1e-2, 30.0, {"noise": n}) for n in (0.7, 1.0)]
 
 
 def candidates(rs_fractions=RS_FRACTIONS, match_fractions=MATCH_FRACTIONS,
@@ -74,10 +90,16 @@ def candidates(rs_fractions=RS_FRACTIONS, match_fractions=MATCH_FRACTIONS,
     name = f"matching@{f:g}"
     fam = out.setdefault(name, {})
     grid = [(lr, w) for lr in LRS for w in WEIGHTS]
-    for lr, w in grid + (WIDENED.get(name, []) if widened else []):
-      fam[f"m{_tag(f)}_lr{_tag(lr)}_w{_tag(w)}"] = (
+    for lr, w, *extra in grid + (WIDENED.get(name, []) if widened else []):
+      extra = extra[0] if extra else {}
+      fixed = MATCH_FIXED
+      if "noise" in extra:
+        fixed = fixed.replace("noise=0.8", f"noise={extra['noise']:g}")
+      more = "".join(f",{k}={v:g}" for k, v in extra.items() if k != "noise")
+      tag = "".join(f"_{k[0]}{_tag(v)}" for k, v in extra.items())
+      fam[f"m{_tag(f)}_lr{_tag(lr)}_w{_tag(w)}{tag}"] = (
           f"matching:retrain_fraction={f:g},learning_rate={lr:g},forget_weight={w:g},"
-          f"{MATCH_FIXED}")
+          f"{fixed}{more}")
   return out
 
 
@@ -96,7 +118,7 @@ def main(argv=None) -> dict:
   p.add_argument("--max-acc-drop", type=float, default=0.02)
   p.add_argument("--families", default="", help="comma-separated family names (default: all)")
   p.add_argument("--round", type=int, default=2, choices=(1, 2),
-                 help="1: the 9-point grids; 2: with the points beyond round 1's edges")
+                 help="1: the 9-point grids; 2: with the widened points (WIDENED: rounds 2 and 3)")
   p.add_argument("--workdir", default="")
   p.add_argument("--out", default="out/matching_select")
   args = p.parse_args(argv)
