@@ -677,8 +677,8 @@ def check_teacher(prep, plan) -> None:
     check(prep, settings)
     check_memory(prep, settings)
     if settings.num_models < 3 + degree:
-      raise ConfigError(f"{settings.num_models} models cannot fit {3 + degree - 1} "
-                        f"coefficients per row; use teacher_models >= {3 + degree}")
+      raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
+                        f"{2 + degree} coefficients per row; use teacher_models >= {3 + degree}")
   except ConfigError as e:
     raise ConfigError(f"{where}: {e}") from None
 

@@ -377,8 +377,8 @@ def summary_line(r: dict) -> str:
       if text:
         parts.append(text)
     if name == "accuracy" and "speedup" in r:
-      parts.append(f"speedup={r['speedup']:.2f}x (reused reference: "
-                   f"{r['speedup_amortized']:.1f}x)")
+      once = "teacher store built" if "teacher" in r else "reused reference"
+      parts.append(f"speedup={r['speedup']:.2f}x ({once}: {r['speedup_amortized']:.1f}x)")
   if r.get("replaced"):
     parts.append("replaced built-ins: " + ", ".join(f"{k} by {v}"
                                                     for k, v in r["replaced"].items()))

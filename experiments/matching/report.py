@@ -67,6 +67,15 @@ def seed_figures(res: dict, rows) -> dict:
          "klom_floor_p95_forget": _klom(klom, "oracle", "forget", "p95"),
          "klom_floor_median_forget": _klom(klom, "oracle", "forget", "median"),
          "retrain_test_acc": retrain_acc, "rows": {}}
+  # Doing nothing (the originals): one population, the same in both protocols' terms.
+  none = eps["single"]["none"]
+  out["rows"]["none"] = {
+      "relative_f_single": none["relative_f"], "relative_f_per_seed": none["relative_f"],
+      "klom_p95_forget": _klom(klom, "none", "forget", "p95"),
+      "klom_median_forget": _klom(klom, "none", "forget", "median"),
+      "klom_p95_retain": _klom(klom, "none", "remain", "p95"),
+      "klom_p95_heldout": _klom(klom, "none", "heldout", "p95"),
+      "test_acc_minus_retrain": none["test_acc"] - retrain_acc, "cost_fraction": 0.0}
   for label in rows:
     s, q = eps["single"][label], eps["per_seed"][label]
     m = res["methods"][label]
@@ -112,7 +121,11 @@ def main(argv=None) -> dict:
   for forget in sets:
     for seed in seeds:
       key = f"{forget}{seed}"
-      if record["runs"].get(key, {}).get("rows_entries") == rows:
+      done = record["runs"].get(key, {})
+      if done.get("rows_entries") == rows:
+        if "none" not in done["rows"]:     # recorded before the none row: read its audit again
+          res = json.loads((Path(args.root) / key / "audit.json").read_text())
+          done["rows"]["none"] = seed_figures(res, rows)["rows"]["none"]
         continue          # done (a rerun after an interruption picks up here)
       cfg = lab.make_config(seed, forget, holdout=0, n_models=args.num_models)
       cfg.audit.statistics = ("epsilon", "klom")
@@ -137,10 +150,11 @@ def main(argv=None) -> dict:
       print(key, json.dumps({k: (round(v["relative_f_single"], 3),
                                  round(v["relative_f_per_seed"], 3)) for k, v in
                              fig["rows"].items()}), f"{fig['wall_s']:.0f} s", flush=True)
-  summary = summarise(record, rows, sets, seeds)
+  table_rows = {"none": "the originals (no unlearning)", **rows}
+  summary = summarise(record, table_rows, sets, seeds)
   record["summary"] = summary
   path.write_text(json.dumps(record, indent=2))
-  md = markdown(summary, rows, sets, seeds, args.num_models)
+  md = markdown(summary, table_rows, sets, seeds, args.num_models)
   (out_dir / "report.md").write_text(md)
   print(md)
   return record
@@ -151,7 +165,8 @@ def summarise(record: dict, rows, sets, seeds) -> dict:
   for forget in sets:
     # Only runs of these very rows (a run kept from another selection is left out).
     runs = [record["runs"][f"{forget}{s}"] for s in seeds if f"{forget}{s}" in record["runs"]
-            and record["runs"][f"{forget}{s}"].get("rows_entries") == dict(rows)]
+            and record["runs"][f"{forget}{s}"].get("rows_entries")
+            == {k: v for k, v in rows.items() if k != "none"}]
     if not runs:
       continue
     entry = {"seeds": len(runs)}
