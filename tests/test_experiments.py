@@ -198,4 +198,4 @@ def test_matching_report_means_and_stds_over_seeds():
   assert s["matching_5"]["test_acc_minus_retrain"][0] == pytest.approx(-0.02)
   assert s["matching_5"]["teacher_one_off_retrainings"] == 61.0
   md = report.markdown({"flip": s}, one, ["flip"], [0, 1, 2], 32)
-  assert "| matching_5 | 0.050 + store 61x once | 0.50 ± 0.14 |" in md
+  assert "| matching_5 | 0.050 + store 61x | 0.50 ± 0.14 |" in md
