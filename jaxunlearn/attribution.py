@@ -113,7 +113,9 @@ class Settings:
     forget_rate: ``""`` (every row kept with probability p) or ``"uniform"``: the request's
       D_f rows are kept at a rate of the model's own, spread evenly over (0, 1) across the
       models (:func:`draw_rate_masks`), so that some models hold almost none of D_f; read
-      with :func:`count_zero`. Such a store belongs to one forget set.
+      with :func:`count_zero`. ``"zero"``: rates ``(k / (K - 1))^2``, so that several
+      models hold none of D_f at all and many hold a few rows (for sets where one row
+      already teaches much, e.g. a backdoor). Such a store belongs to one forget set.
   """
   num_models: int = DEFAULT_NUM_MODELS
   keep_fraction: float = DEFAULT_KEEP_FRACTION
@@ -128,7 +130,7 @@ class Settings:
 FLAGS = {"num_models": "--num-models", "keep_fraction": "--keep-fraction", "seed": "--seed",
          "chunk_size": "--chunk-size", "memory_fraction": "--memory-fraction",
          "forget_rate": "--forget-rate"}
-FORGET_RATES = ("", "uniform")
+FORGET_RATES = ("", "uniform", "zero")
 
 
 def _field(name: str) -> str:
@@ -303,18 +305,23 @@ def draw_masks(n: int, num_models: int, keep_fraction: float, seed: int) -> np.n
 
 
 def draw_rate_masks(n: int, forget_pos, num_models: int, keep_fraction: float,
-                    seed: int) -> np.ndarray:
+                    seed: int, rates: str = "uniform") -> np.ndarray:
   """``keep`` ``[K, n]`` with D_f (positions ``forget_pos``) kept at a per-model rate.
 
   Model ``k`` keeps ``round(q_k |D_f|)`` rows of D_f, ``q_k`` the models' evenly spread rates
-  ``(k + 1/2) / K`` in a shuffled order, and the rest of its ``round(p n)`` rows from the other
-  rows; every model keeps the same number of rows (one shape for the vmapped population).
+  ``(k + 1/2) / K`` (``rates="zero"``: ``(k / (K - 1))^2``, several exactly 0) in a shuffled
+  order, and the rest of its ``round(p n)`` rows from the other rows; every model keeps the same
+  number of rows (one shape for the vmapped population).
   """
   forget_pos = np.asarray(forget_pos, np.int64)
   n_keep, n_f, k_models = int(round(keep_fraction * n)), int(forget_pos.size), int(num_models)
   others = np.setdiff1d(np.arange(int(n)), forget_pos)
   rng = np.random.default_rng([int(seed), _MASKS_SEED, 1])
-  rates = rng.permutation((np.arange(k_models) + 0.5) / k_models)
+  if rates not in ("uniform", "zero"):
+    raise ConfigError(f"rates={rates!r}: use 'uniform' or 'zero'")
+  grid = (np.arange(k_models) + 0.5) / k_models if rates == "uniform" else \
+      (np.arange(k_models) / max(k_models - 1, 1)) ** 2
+  rates = rng.permutation(grid)
   keep = np.zeros((k_models, int(n)), bool)
   for k in range(k_models):
     m = min(int(round(rates[k] * n_f)), n_keep)
@@ -502,7 +509,8 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   n = int(rows.size)
   if settings.forget_rate:
     keep = draw_rate_masks(n, np.searchsorted(rows, prep.splits.forget_idx),
-                           settings.num_models, settings.keep_fraction, settings.seed)
+                           settings.num_models, settings.keep_fraction, settings.seed,
+                           rates=settings.forget_rate)
   else:
     keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
   n_keep = int(keep[0].sum())
@@ -614,7 +622,8 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
   return {"mean": mean, "std": sd, "slope_share": slope}
 
 
-def teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def teacher(store: Store, forget_idx, *, degree: int = 2,
+            step: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Per-example target logits on D_f at "trained on none of D_f", and the models around them.
 
   :func:`count_zero` on every logit at once: row ``i``'s ``C`` logits over the K models are
@@ -628,20 +637,27 @@ def teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, n
     store: a store whose D_f rows are kept at a per-model rate (``forget_rate="uniform"``).
     forget_idx: D_f's dataset rows.
     degree: 1 (linear in the others' share) or 2.
+    step: add an indicator of "kept any other D_f row", so the fit can jump between none and
+      one (a backdoor is taught by a single triggered image); needs models that kept none of
+      D_f (``forget_rate="zero"``).
 
   Returns:
     ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
   """
   if degree not in (1, 2):
     raise ConfigError(f"teacher degree={degree!r}: use 1 (linear in the others' share) or 2")
-  if store.meta.get("forget_rate", "") != "uniform":
+  rate = store.meta.get("forget_rate", "")
+  if rate not in ("uniform", "zero"):
     raise ConfigError(f"the attribution store {store.path.name} keeps every row at one rate, so "
                       "no model holds little of D_f and a fit at none of it is a long "
                       "extrapolation; build it with forget_rate='uniform' (--forget-rate uniform)")
   pos = store.positions(forget_idx)
   keep_f = np.asarray(store.keep[:, pos], np.float64)
   k_models, m = keep_f.shape
-  n_coef = 2 + degree
+  if step and not (keep_f.sum(1) == 0).any():
+    raise ConfigError(f"a step fit needs store models that kept none of D_f, and "
+                      f"{store.path.name} has none; build it with forget_rate='zero'")
+  n_coef = 2 + degree + int(step)
   if k_models < n_coef + 1 or m < 2:
     raise ConfigError(f"a teacher fit needs at least {n_coef + 1} models and 2 rows of D_f, got "
                       f"{k_models} and {m}; raise the store's num_models")
@@ -652,7 +668,8 @@ def teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, n
   for j in range(m):
     own = keep_f[:, j]
     share = (total - own) / (m - 1)
-    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
+    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else []),
+                  *([(total - own > 0).astype(float)] if step else [])], 1)
     coef, *_ = np.linalg.lstsq(x, z[:, j, :], rcond=None)       # [n_coef, C]
     target[j] = coef[0]
     resid[:, j] = z[:, j, :] - x @ coef
@@ -665,7 +682,7 @@ def teacher_settings(prep, plan) -> tuple[Settings, int]:
   ``WORKDIR/attribution``."""
   spec = plan.method.teacher_spec()
   return Settings(num_models=int(spec["num_models"]), keep_fraction=float(spec["keep_fraction"]),
-                  forget_rate="uniform"), int(spec.get("degree", 2))
+                  forget_rate=str(spec.get("rates", "uniform"))), int(spec.get("degree", 2))
 
 
 def check_teacher(prep, plan) -> None:
@@ -680,7 +697,13 @@ def check_teacher(prep, plan) -> None:
       raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
                         f"{2 + degree} coefficients per row; use teacher_models >= {3 + degree}")
   except ConfigError as e:
-    raise ConfigError(f"{where}: {e}") from None
+    # Name the method's own fields, not the store command's flags.
+    message = str(e).replace(f"{_field('forget_rate')}={settings.forget_rate!r}",
+                             "a per-model rate on D_f")
+    for setting, option in plan.method.teacher_spec().get("fields", {}).items():
+      message = message.replace(_field(setting), f"unlearn.{plan.name}.{option}")
+      message = message.replace(f" {setting} ", f" unlearn.{plan.name}.{option} ")
+    raise ConfigError(f"{where}: {message}") from None
 
 
 def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple, dict]:
@@ -691,11 +714,13 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
   to this forget set, so that cost is paid per forget set (``per_forget_set``)."""
   settings, degree = teacher_settings(prep, plan)
+  step = bool(plan.method.teacher_spec().get("step", False))
   store = build(prep, settings, progress=progress)
-  target, resid = teacher(store, prep.splits.forget_idx, degree=degree)
+  target, resid = teacher(store, prep.splits.forget_idx, degree=degree, step=step)
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]), "degree": degree,
+          **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),
           "retrain_examples": int(cost["retrain_examples"]),
           "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),

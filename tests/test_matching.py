@@ -215,3 +215,38 @@ def test_a_run_records_its_teacher(tiny_matching_run):
   cost = results["unlearn_cost"]
   assert cost["retrain_cost_examples"] == 448
   assert cost["cost_examples"] == pytest.approx(4 * (4 + 16 + 16 / 3))
+
+
+def test_zero_rates_and_the_step_fit_by_hand(tmp_path):
+  # rates="zero": (k / (K - 1))^2, so several models keep none of D_f.
+  keep = attribution.draw_rate_masks(200, np.arange(20), 16, 0.5, 0, rates="zero")
+  counts = keep[:, :20].sum(1)
+  assert (counts == 0).sum() >= 3 and keep.sum(1).tolist() == [100] * 16
+  assert sorted(counts.tolist()) == sorted(
+      [int(round(((k / 15) ** 2) * 20)) for k in range(16)])
+  with pytest.raises(ConfigError, match="rates"):
+    attribution.draw_rate_masks(200, np.arange(20), 16, 0.5, 0, rates="half")
+  # Logits that jump by 8 as soon as any other D_f row is kept, then rise smoothly: the step
+  # fit reads the jump off and lands on the none-kept level; the quadratic alone cannot.
+  rng = np.random.default_rng(1)
+  forget = np.arange(20)
+  k_models = keep.shape[0]
+  total = keep[:, forget].sum(1)
+  a = rng.normal(size=(20, 3))
+  logits = np.zeros((k_models, 200, 3))
+  for j in forget:
+    own = keep[:, j].astype(float)
+    share = (total - own) / 19
+    logits[:, j] = a[j] + np.outer(own, [1.0, 0.0, -1.0]) + np.outer(share, [2.0, 1.0, 0.0]) \
+        + np.outer((total - own > 0).astype(float), [8.0, -8.0, 0.0])
+  st = _store(tmp_path, keep, logits, forget_rate="zero")
+  target, resid = attribution.teacher(st, forget, step=True)
+  np.testing.assert_allclose(target, a, atol=1e-4)
+  np.testing.assert_allclose(resid, 0.0, atol=1e-4)
+  quad, _ = attribution.teacher(st, forget)
+  assert np.abs(quad - a).max() > 1.0
+  with pytest.raises(ConfigError, match="forget_rate='zero'"):
+    attribution.teacher(_store(tmp_path, np.ones((16, 200), bool), logits), forget, step=True)
+  spec = matching.Matching(teacher_fit="step").teacher_spec()
+  assert {k: spec[k] for k in ("num_models", "keep_fraction", "degree", "step", "rates")} == {
+      "num_models": 64, "keep_fraction": 0.95, "degree": 2, "step": True, "rates": "zero"}

@@ -54,14 +54,16 @@ class Matching(base.Method):
   inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals")
   hparams = {"forget_weight": 30.0, "noise": 0.8}
   options = {"anchor": ("logits", "labels"), "teacher_models": TEACHER_MODELS,
-             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear")}
+             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
       "anchor": "what keeps D_r: 'logits' (the original's own) or 'labels' (cross-entropy)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
       "teacher_keep": "share of the training rows each store model trains on",
-      "teacher_fit": "the fit over the store's models read at none of D_f"}
+      "teacher_fit": "the fit over the store's models read at none of D_f ('step': quadratic "
+                     "plus a jump between none and one other D_f row kept, on a store whose "
+                     "rates put several models at none of D_f)"}
   epoch_over = "steps"
   reads_forget_index = True
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
@@ -74,8 +76,11 @@ class Matching(base.Method):
 
   def teacher_spec(self):
     o = self.opts
+    step = o["teacher_fit"] == "step"
     return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
-            "degree": 1 if o["teacher_fit"] == "linear" else 2}
+            "degree": 1 if o["teacher_fit"] == "linear" else 2, "step": step,
+            "rates": "zero" if step else "uniform",
+            "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
   def step_cost(self, forget_batch_size, remain_batch_size):
     anchor = base.FORWARD_ONLY * remain_batch_size if self.opts["anchor"] == "logits" else 0.0
