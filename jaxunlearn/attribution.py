@@ -689,7 +689,7 @@ def check_teacher(prep, plan) -> None:
   """Refuses, before any work, a teacher store that cannot be built for this request: its
   settings (:func:`check`, e.g. |D_f| beside the kept rows) and its memory."""
   settings, degree = teacher_settings(prep, plan)
-  where = f"{plan.label}: method {plan.name!r}'s teacher store"
+  where = f"{plan.label}: the teacher store of method {plan.name!r}"
   try:
     check(prep, settings)
     check_memory(prep, settings)

@@ -101,6 +101,8 @@ def main(argv=None) -> dict:
   p.add_argument("--selection", default="out/matching_select/flip100/select.json",
                  help="selection.py's select.json: the chosen setting of each family")
   p.add_argument("--rows", default="", help="comma-separated row labels (default: all)")
+  p.add_argument("--extra", action="append", default=[], metavar="LABEL=ENTRY",
+                 help="a row beside the selected ones (an audit.methods entry), repeatable")
   p.add_argument("--num-models", type=int, default=32)
   p.add_argument("--root", default="runs/matching_report")
   p.add_argument("--out", default="out/matching_report")
@@ -114,7 +116,8 @@ def main(argv=None) -> dict:
   selection = json.loads(Path(args.selection).read_text())
   if selection.get("seed") in seeds:
     raise SystemExit(f"--seeds: {selection['seed']} chose the settings; report on others")
-  rows = {k: v for k, v in rows_from(selection).items()
+  extra = dict(e.split("=", 1) for e in args.extra)
+  rows = {k: v for k, v in {**rows_from(selection), **extra}.items()
           if not args.rows or k in [r.strip() for r in args.rows.split(",")]}
   out_dir = Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
