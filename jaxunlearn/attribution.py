@@ -582,7 +582,7 @@ def memorisation(store: Store) -> np.ndarray:
 
 
 def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
-               degree: int = 1) -> dict:
+               degree: int = 1, step: bool = False) -> dict:
   """Each D_f row's phi at "trained on none of D_f", by regression over the store's models.
 
   No store model leaves out all of D_f, and on a memorised or backdoored set D_f's rows teach
@@ -592,7 +592,8 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
   D_f rows the model kept, ``phi_ik ~ a_i + b_i in_ik + c_i share_-i,k``, and read at
   ``in = share = 0``: ``mean = a_i``; ``std`` is the fit's residual standard deviation (the
   spread of models around it), ``slope_share`` is ``c_i``. ``degree=2`` adds ``share^2``
-  (a curved effect of the others).
+  (a curved effect of the others); ``step=True`` an indicator of "kept any other D_f row"
+  (as :func:`teacher`'s; needs models that kept none of D_f, ``forget_rate="zero"``).
 
   Args:
     store: a built store.
@@ -605,16 +606,20 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
   k_models, m = keep_f.shape
   if degree not in (1, 2):
     raise ConfigError(f"count_zero degree={degree!r}: use 1 (linear in the others' share) or 2")
-  n_coef = 2 + degree
+  n_coef = 2 + degree + int(step)
   if k_models < n_coef + 1 or m < 2:
     raise ConfigError(f"count_zero needs at least {n_coef + 1} models and 2 rows of D_f, got "
                       f"{k_models} and {m}")
+  if step and not (keep_f.sum(1) == 0).any():
+    raise ConfigError(f"a step fit needs store models that kept none of D_f, and "
+                      f"{store.path.name} has none; build it with forget_rate='zero'")
   total = keep_f.sum(1)
   mean, sd, slope = np.empty(m), np.empty(m), np.empty(m)
   for j in range(m):
     own = keep_f[:, j]
     share = (total - own) / (m - 1)
-    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
+    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else []),
+                  *([(total - own > 0).astype(float)] if step else [])], 1)
     coef, *_ = np.linalg.lstsq(x, v[:, j], rcond=None)
     resid = v[:, j] - x @ coef
     mean[j], slope[j] = coef[0], coef[2]

@@ -245,6 +245,9 @@ def test_zero_rates_and_the_step_fit_by_hand(tmp_path):
   np.testing.assert_allclose(resid, 0.0, atol=1e-4)
   quad, _ = attribution.teacher(st, forget)
   assert np.abs(quad - a).max() > 1.0
+  # count_zero reads one value the same way (check_attribution.py's step row).
+  cz = attribution.count_zero(st, forget, values=logits[..., 0], degree=2, step=True)
+  np.testing.assert_allclose(cz["mean"], a[:, 0], atol=1e-6)
   with pytest.raises(ConfigError, match="forget_rate='zero'"):
     attribution.teacher(_store(tmp_path, np.ones((16, 200), bool), logits), forget, step=True)
   spec = matching.Matching(teacher_fit="step").teacher_spec()

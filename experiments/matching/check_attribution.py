@@ -88,9 +88,10 @@ def main(argv=None) -> dict:
                  help="run and forget seed (default: the selection seed, 100)")
   p.add_argument("--num-models", type=int, default=attribution.DEFAULT_NUM_MODELS)
   p.add_argument("--keep-fraction", type=float, default=attribution.DEFAULT_KEEP_FRACTION)
-  p.add_argument("--forget-rate", default="", choices=("", "uniform"),
+  p.add_argument("--forget-rate", default="", choices=attribution.FORGET_RATES,
                  help="'uniform': the store keeps D_f at a per-model rate, and the count-0 "
-                      "regression (attribution.count_zero) is compared too")
+                      "regression (attribution.count_zero) is compared too; 'zero': rates with "
+                      "several models at none of D_f, and the step fit too")
   p.add_argument("--workdir", required=True)
   p.add_argument("--out", required=True, type=scripts.out_dir())
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -120,6 +121,10 @@ def main(argv=None) -> dict:
     zero2 = attribution.count_zero(store, forget_idx, degree=2)
     comparisons["count-0 regression, quadratic in the others' share"] = compare(
         zero2["mean"], zero2["std"], retrain)
+  if args.forget_rate == "zero":
+    step = attribution.count_zero(store, forget_idx, degree=2, step=True)
+    comparisons["count-0 regression, quadratic and a step at none (matching's step)"] = compare(
+        step["mean"], step["std"], retrain)
   meta = store.meta
   r = {"forget_rate": args.forget_rate,"config": args.config, "seed": args.seed, "num_models": store.num_models,
        "keep_fraction": meta["keep_fraction"], "n_forget": int(pos.size),
