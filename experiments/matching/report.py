@@ -113,6 +113,9 @@ def main(argv=None) -> dict:
   if 100 in seeds:
     raise SystemExit("--seeds: 100 is the selection seed; report on others (e.g. 0,1,2,3,4)")
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
+  if not Path(args.selection).is_file():
+    raise SystemExit(f"--selection {args.selection}: no such file; run "
+                     "experiments/matching/selection.py first (its select.json)")
   selection = json.loads(Path(args.selection).read_text())
   if selection.get("seed") in seeds:
     raise SystemExit(f"--seeds: {selection['seed']} chose the settings; report on others")

@@ -1,6 +1,6 @@
 """Selection on seed 100: matching and short retraining, the same budget of settings each.
 
-    python experiments/matching/selection.py --seed 100 --forget flip --out out/matching_select
+    python experiments/matching/selection.py --seed 100 --forget flip    # -> out/matching_select/flip100
 
 The fair benchmark's selection step (issue: forgetting like retraining at a fiftieth of its
 cost). On the selection seed and its own forget set (never reported), one audit
@@ -120,7 +120,9 @@ def main(argv=None) -> dict:
   p.add_argument("--round", type=int, default=2, choices=(1, 2),
                  help="1: the 9-point grids; 2: with the widened points (WIDENED: rounds 2 and 3)")
   p.add_argument("--workdir", default="")
-  p.add_argument("--out", default="out/matching_select")
+  p.add_argument("--out", default="",
+                 help="output folder (default: out/matching_select/<forget><seed>, where "
+                      "report.py reads the memorised set's choice)")
   args = p.parse_args(argv)
   from experiments.quality import lab
   from jaxunlearn import auditor
@@ -161,7 +163,7 @@ def main(argv=None) -> dict:
          "klom_floor_p95_forget": klom.get("single", {}).get("oracle", {}).get("forget", {})
          .get("p95"), "wall_s": wall, "rows": rows, "chosen": chosen,
          "teachers": res.get("teachers", {})}
-  d = Path(args.out)
+  d = Path(args.out or f"out/matching_select/{args.forget}{args.seed}")
   d.mkdir(parents=True, exist_ok=True)
   (d / "select.json").write_text(json.dumps(out, indent=2))
   lines = [f"# Selection: seed {args.seed}, {args.forget} set, N = {args.num_models}", "",
