@@ -581,6 +581,32 @@ def memorisation(store: Store) -> np.ndarray:
   return np.asarray(store.estimates["in_mean"] - store.estimates["out_mean"], np.float64)
 
 
+def _count_zero_fit(store: Store, forget_idx, degree: int, step: bool, what: str):
+  """D_f's store positions, its keep matrix ``[K, m]`` and each row's design matrix: the
+  checks and columns :func:`count_zero` and :func:`teacher` share (intercept, own membership,
+  the others' share, its square with ``degree=2``, "kept any other" with ``step``)."""
+  if degree not in (1, 2):
+    raise ConfigError(f"{what} degree={degree!r}: use 1 (linear in the others' share) or 2")
+  pos = store.positions(forget_idx)
+  keep_f = np.asarray(store.keep[:, pos], np.float64)
+  k_models, m = keep_f.shape
+  n_coef = 2 + degree + int(step)
+  if k_models < n_coef + 1 or m < 2:
+    raise ConfigError(f"{what} needs at least {n_coef + 1} models and 2 rows of D_f, got "
+                      f"{k_models} and {m}; raise the store's num_models")
+  if step and not (keep_f.sum(1) == 0).any():
+    raise ConfigError(f"a step fit needs store models that kept none of D_f, and "
+                      f"{store.path.name} has none; build it with forget_rate='zero'")
+  total = keep_f.sum(1)
+
+  def design(j):
+    own = keep_f[:, j]
+    share = (total - own) / (m - 1)
+    return np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else []),
+                     *([(total - own > 0).astype(float)] if step else [])], 1)
+  return pos, keep_f, design
+
+
 def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
                degree: int = 1, step: bool = False) -> dict:
   """Each D_f row's phi at "trained on none of D_f", by regression over the store's models.
@@ -600,26 +626,13 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
     forget_idx: D_f's dataset rows.
     values: ``[K, n]`` per-model values to fit instead of phi (e.g. one logit column).
   """
-  pos = store.positions(forget_idx)
-  keep_f = np.asarray(store.keep[:, pos], np.float64)
+  pos, keep_f, design = _count_zero_fit(store, forget_idx, degree, step, "count_zero")
   v = np.asarray(store.phi() if values is None else values, np.float64)[:, pos]
   k_models, m = keep_f.shape
-  if degree not in (1, 2):
-    raise ConfigError(f"count_zero degree={degree!r}: use 1 (linear in the others' share) or 2")
   n_coef = 2 + degree + int(step)
-  if k_models < n_coef + 1 or m < 2:
-    raise ConfigError(f"count_zero needs at least {n_coef + 1} models and 2 rows of D_f, got "
-                      f"{k_models} and {m}")
-  if step and not (keep_f.sum(1) == 0).any():
-    raise ConfigError(f"a step fit needs store models that kept none of D_f, and "
-                      f"{store.path.name} has none; build it with forget_rate='zero'")
-  total = keep_f.sum(1)
   mean, sd, slope = np.empty(m), np.empty(m), np.empty(m)
   for j in range(m):
-    own = keep_f[:, j]
-    share = (total - own) / (m - 1)
-    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else []),
-                  *([(total - own > 0).astype(float)] if step else [])], 1)
+    x = design(j)
     coef, *_ = np.linalg.lstsq(x, v[:, j], rcond=None)
     resid = v[:, j] - x @ coef
     mean[j], slope[j] = coef[0], coef[2]
@@ -649,58 +662,45 @@ def teacher(store: Store, forget_idx, *, degree: int = 2,
   Returns:
     ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
   """
-  if degree not in (1, 2):
-    raise ConfigError(f"teacher degree={degree!r}: use 1 (linear in the others' share) or 2")
   rate = store.meta.get("forget_rate", "")
   if rate not in ("uniform", "zero"):
     raise ConfigError(f"the attribution store {store.path.name} keeps every row at one rate, so "
                       "no model holds little of D_f and a fit at none of it is a long "
                       "extrapolation; build it with forget_rate='uniform' (--forget-rate uniform)")
-  pos = store.positions(forget_idx)
-  keep_f = np.asarray(store.keep[:, pos], np.float64)
-  k_models, m = keep_f.shape
-  if step and not (keep_f.sum(1) == 0).any():
-    raise ConfigError(f"a step fit needs store models that kept none of D_f, and "
-                      f"{store.path.name} has none; build it with forget_rate='zero'")
-  n_coef = 2 + degree + int(step)
-  if k_models < n_coef + 1 or m < 2:
-    raise ConfigError(f"a teacher fit needs at least {n_coef + 1} models and 2 rows of D_f, got "
-                      f"{k_models} and {m}; raise the store's num_models")
+  pos, _, design = _count_zero_fit(store, forget_idx, degree, step, "a teacher fit")
   z = np.asarray(store.logits(), np.float64)[:, pos, :]          # [K, m, C]
-  total = keep_f.sum(1)
   target = np.empty(z.shape[1:])
   resid = np.empty_like(z)
-  for j in range(m):
-    own = keep_f[:, j]
-    share = (total - own) / (m - 1)
-    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else []),
-                  *([(total - own > 0).astype(float)] if step else [])], 1)
+  for j in range(z.shape[1]):
+    x = design(j)
     coef, *_ = np.linalg.lstsq(x, z[:, j, :], rcond=None)       # [n_coef, C]
     target[j] = coef[0]
     resid[:, j] = z[:, j, :] - x @ coef
   return target.astype(np.float32), resid.astype(np.float32)
 
 
-def teacher_settings(prep, plan) -> tuple[Settings, int]:
-  """The store settings and fit degree a plan's teacher uses (its method's ``teacher_spec``):
+def teacher_settings(prep, plan) -> tuple[Settings, int, bool]:
+  """The store settings, fit degree and step a plan's teacher uses (``teacher_spec``):
   D_f at a per-model rate, the attribution's default seed, stores under
   ``WORKDIR/attribution``."""
   spec = plan.method.teacher_spec()
   return Settings(num_models=int(spec["num_models"]), keep_fraction=float(spec["keep_fraction"]),
-                  forget_rate=str(spec.get("rates", "uniform"))), int(spec.get("degree", 2))
+                  forget_rate=str(spec.get("rates", "uniform"))), int(spec.get("degree", 2)), \
+      bool(spec.get("step", False))
 
 
 def check_teacher(prep, plan) -> None:
   """Refuses, before any work, a teacher store that cannot be built for this request: its
   settings (:func:`check`, e.g. |D_f| beside the kept rows) and its memory."""
-  settings, degree = teacher_settings(prep, plan)
+  settings, degree, step = teacher_settings(prep, plan)
   where = f"{plan.label}: the teacher store of method {plan.name!r}"
   try:
     check(prep, settings)
     check_memory(prep, settings)
-    if settings.num_models < 3 + degree:
+    n_coef = 2 + degree + int(step)
+    if settings.num_models < n_coef + 1:
       raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
-                        f"{2 + degree} coefficients per row; use teacher_models >= {3 + degree}")
+                        f"{n_coef} coefficients per row; use teacher_models >= {n_coef + 1}")
   except ConfigError as e:
     # Name the method's own fields, not the store command's flags.
     message = str(e).replace(f"{_field('forget_rate')}={settings.forget_rate!r}",
@@ -718,8 +718,7 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   ``info`` names the store and its one-off cost in examples beside retraining's; with a
   forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
   to this forget set, so that cost is paid per forget set (``per_forget_set``)."""
-  settings, degree = teacher_settings(prep, plan)
-  step = bool(plan.method.teacher_spec().get("step", False))
+  settings, degree, step = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
   target, resid = teacher(store, prep.splits.forget_idx, degree=degree, step=step)
   cost = store.meta["cost"]

@@ -199,3 +199,11 @@ def test_matching_report_means_and_stds_over_seeds():
   assert s["matching_5"]["teacher_one_off_retrainings"] == 61.0
   md = report.markdown({"flip": s}, one, ["flip"], [0, 1, 2], 32)
   assert "| matching_5 | 0.050 + store 61x | 0.50 ± 0.14 |" in md
+
+
+def test_matching_report_refuses_bad_flags_in_one_line():
+  from experiments.matching import report
+  for argv, words in ((["--forget", "flips"], "unknown set"),
+                      (["--extra", "no_entry"], "LABEL=ENTRY")):
+    with pytest.raises(SystemExit, match=words):
+      report.main(argv)

@@ -253,3 +253,15 @@ def test_zero_rates_and_the_step_fit_by_hand(tmp_path):
   spec = matching.Matching(teacher_fit="step").teacher_spec()
   assert {k: spec[k] for k in ("num_models", "keep_fraction", "degree", "step", "rates")} == {
       "num_models": 64, "keep_fraction": 0.95, "degree": 2, "step": True, "rates": "zero"}
+
+
+def test_a_plugin_asking_for_half_a_teacher_is_refused():
+  class Half(methods.Method):
+    inputs = ("x_forget", "teacher_target")
+  with pytest.raises(ConfigError, match="teacher_target and teacher_residuals together"):
+    methods.register("half_teacher_toy")(Half)
+
+  class NoSpec(methods.Method):
+    inputs = ("x_forget", "teacher_target", "teacher_residuals")
+  with pytest.raises(ConfigError, match="define its teacher_spec"):
+    NoSpec().teacher_spec()

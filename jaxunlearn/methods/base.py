@@ -227,8 +227,8 @@ class Method:
     """For a method whose ``inputs`` read a teacher (``teacher_target``): its attribution
     store and fit, ``{"num_models", "keep_fraction", "degree"}``
     (:func:`jaxunlearn.attribution.request_teacher`)."""
-    raise NotImplementedError(f"{type(self).__name__} reads a teacher and does not say which "
-                              "store makes it (define teacher_spec)")
+    raise ConfigError(f"method {type(self).__name__} reads a teacher and does not say which "
+                      "store makes it: define its teacher_spec()")
 
   def step_cost(self, forget_batch_size: int, remain_batch_size: int) -> float:
     """What one step costs in examples, for ``unlearn.retrain_fraction``'s step count
@@ -312,6 +312,10 @@ def _check_method(name: str, cls: type) -> None:
       raise ConfigError(f"method {name!r} asks for unknown input {field!r}; use some of {INPUTS}")
   if cls.epoch_over not in EPOCH_UNITS:
     raise ConfigError(f"method {name!r}: epoch_over must be one of {EPOCH_UNITS}")
+  teacher = {"teacher_target", "teacher_residuals"} & set(cls.inputs)
+  if len(teacher) == 1:
+    raise ConfigError(f"method {name!r} asks for {teacher.pop()!r} alone; a teacher is "
+                      "teacher_target and teacher_residuals together")
 
 
 _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_method)
