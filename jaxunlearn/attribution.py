@@ -679,6 +679,56 @@ def teacher(store: Store, forget_idx, *, degree: int = 2,
   return target.astype(np.float32), resid.astype(np.float32)
 
 
+def retain_teacher(store: Store, forget_idx, remain_idx, *, degree: int = 2, step: bool = False,
+                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-example target logits on D_r rows as a model retrained without D_f would give them.
+
+  The retain side of :func:`teacher`: each D_r row's ``C`` logits over the K models are fitted
+  by least squares on the row's own membership and on the share of D_f each model kept (its
+  square with ``degree=2``, "kept any of D_f" with ``step``), and read at ``in = 1`` (the row is
+  trained on, as retraining trains on it) and ``share = 0``. The original's own logits on D_r
+  still carry D_f's influence (a label-flipped D_f costs accuracy on clean rows too); these do
+  not. The residuals are the models' spread around the fit, which a run draws from.
+
+  Rows are fitted ``chunk`` at a time (batched pseudo-inverses), so memory stays at
+  ``chunk * K * (C + 5)`` floats beside the store's logits.
+
+  Args:
+    store: a store whose D_f rows are kept at a per-model rate (as :func:`teacher`'s).
+    forget_idx: D_f's dataset rows.
+    remain_idx: the D_r rows to fit (dataset rows; training rows of the store).
+    degree, step: as :func:`teacher`'s.
+
+  Returns:
+    ``(target [n_r, C], residuals [K, n_r, C])``, float32, rows in ``remain_idx``'s order.
+  """
+  _, keep_f, _ = _count_zero_fit(store, forget_idx, degree, step, "a retain teacher fit")
+  r_pos = store.positions(remain_idx)
+  f_pos = store.positions(forget_idx)
+  if np.isin(r_pos, f_pos).any():
+    raise ConfigError("retain_teacher: remain_idx and forget_idx share rows; D_r must not "
+                      "hold any row of D_f")
+  k_models, m = keep_f.shape
+  share = keep_f.sum(1) / m
+  cols = [share, *([share ** 2] if degree == 2 else []),
+          *([(keep_f.sum(1) > 0).astype(float)] if step else [])]
+  z_all = np.asarray(store.logits(), np.float64)                  # [K, n, C]
+  keep = np.asarray(store.keep, np.float64)
+  target = np.empty((r_pos.size, z_all.shape[-1]), np.float32)
+  resid = np.empty((k_models, r_pos.size, z_all.shape[-1]), np.float32)
+  at = np.array([1.0, 1.0] + [0.0] * len(cols))                  # in = 1, share = 0
+  for lo in range(0, r_pos.size, chunk):
+    pos = r_pos[lo:lo + chunk]
+    own = keep[:, pos].T                                           # [b, K]
+    x = np.stack([np.ones_like(own), own, *(np.broadcast_to(c, own.shape) for c in cols)],
+                 -1)                                               # [b, K, p]
+    z = np.moveaxis(z_all[:, pos, :], 0, 1)                        # [b, K, C]
+    coef = np.linalg.pinv(x) @ z                                   # [b, p, C]
+    target[lo:lo + chunk] = np.einsum("p,bpc->bc", at, coef)
+    resid[:, lo:lo + chunk] = np.moveaxis(z - x @ coef, 1, 0)
+  return target, resid
+
+
 def teacher_settings(prep, plan) -> tuple[Settings, int, bool]:
   """The store settings, fit degree and step a plan's teacher uses (``teacher_spec``):
   D_f at a per-model rate, the attribution's default seed, stores under
@@ -713,7 +763,9 @@ def check_teacher(prep, plan) -> None:
 
 def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple, dict]:
   """``((target, residuals), info)``: the teacher of ``plan``'s method for ``prep``'s D_f
-  (:func:`teacher` on the store :func:`build` makes or loads), and what it cost.
+  (:func:`teacher` on the store :func:`build` makes or loads), and what it cost. A plan that
+  reads a retain teacher too gets ``(target, residuals, remain_target, remain_residuals)``
+  (:func:`retain_teacher` on D_r, from the same store).
 
   ``info`` names the store and its one-off cost in examples beside retraining's; with a
   forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
@@ -721,6 +773,10 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   settings, degree, step = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
   target, resid = teacher(store, prep.splits.forget_idx, degree=degree, step=step)
+  out = (target, resid)
+  if plan.needs_retain_teacher:
+    out += retain_teacher(store, prep.splits.forget_idx, prep.splits.remain_idx, degree=degree,
+                          step=step)
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]), "degree": degree,
@@ -729,7 +785,7 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
           "retrain_examples": int(cost["retrain_examples"]),
           "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),
           "per_forget_set": True}
-  return (target, resid), info
+  return out, info
 
 
 def _contrast(keep_f: np.ndarray) -> np.ndarray:

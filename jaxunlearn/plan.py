@@ -90,6 +90,11 @@ class UnlearnPlan:
     return "teacher_target" in self.needs
 
   @property
+  def needs_retain_teacher(self) -> bool:
+    """Per-example targets on D_r too (:func:`jaxunlearn.attribution.retain_teacher`)."""
+    return "teacher_remain_target" in self.needs
+
+  @property
   def needs_heldout(self) -> bool:
     return bool(self.needs & {"x_heldout", "y_heldout"})
 
@@ -169,7 +174,8 @@ class UnlearnPlan:
       original_logits: ``original_logits(x) -> logits`` of the original model.
       reference_probs: ``reference_probs(x) -> softmax`` of the reference model.
       teacher: ``(target [n_f, C], residuals [K, n_f, C])`` for methods that read a teacher
-        (:func:`jaxunlearn.attribution.teacher`), or ``()``.
+        (:func:`jaxunlearn.attribution.teacher`), then ``(remain_target [n_r, C],
+        remain_residuals [K, n_r, C])`` for those that read one on D_r too, or ``()``.
     """
     want = self.needs
     fields = {"x_forget": x_forget, "y_forget": y_forget, "x_remain": x_remain,
@@ -190,11 +196,15 @@ class UnlearnPlan:
                           "--config.holdout.size=0.05 (a fraction or a count)")
       fields["x_heldout"], fields["y_heldout"] = heldout
     if self.needs_teacher:
-      if len(teacher) != 2:
+      want_n = 4 if self.needs_retain_teacher else 2
+      if len(teacher) < want_n:
         raise ConfigError(f"{self.label}: method {self.name!r} needs per-example targets on "
-                          "D_f from an attribution store (attribution.teacher); the caller "
-                          "gave none")
-      fields["teacher_target"], fields["teacher_residuals"] = teacher
+                          f"D_f{' and D_r' if want_n == 4 else ''} from an attribution store "
+                          "(attribution.request_teacher); the caller gave "
+                          f"{len(teacher) or 'none'} of {want_n} arrays")
+      fields["teacher_target"], fields["teacher_residuals"] = teacher[:2]
+      if self.needs_retain_teacher:
+        fields["teacher_remain_target"], fields["teacher_remain_residuals"] = teacher[2:4]
     return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
 
 
@@ -284,7 +294,7 @@ def _make_plan(label: str, block, *, where: str = "", train=None) -> UnlearnPlan
                         "train=cfg.train))")
     schedule = (int(train.epochs), int(train.batch_size))
   stop = stop_lib.resolve(block)
-  needs = set(method.inputs)
+  needs = set(method.used_inputs())
   if stop == "calibrated":
     needs |= set(stop_lib.CALIBRATION_INPUTS)
   if stop == "kl_tol" and "ref_probs" not in needs:
@@ -422,7 +432,9 @@ def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape
             "y_heldout": spec((max(n_heldout, 1),), jnp.int32),
             # a stand-in store of 8 models: the trace only needs the shapes' ranks
             "teacher_target": spec((n_forget, num_classes)),
-            "teacher_residuals": spec((8, n_forget, num_classes))}
+            "teacher_residuals": spec((8, n_forget, num_classes)),
+            "teacher_remain_target": spec((n_remain, num_classes)),
+            "teacher_remain_residuals": spec((8, n_remain, num_classes))}
   inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in plan.needs})
   hp = {k: spec(()) for k in plan.hparams}
 

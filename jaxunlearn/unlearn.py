@@ -324,7 +324,7 @@ def make_unlearn_fn(method, apply_fn: Callable, *, epochs: int, n_forget: int, n
     fields.update({f: getattr(inputs, f)[rr] for f in base.REMAIN_ROWS
                    if getattr(inputs, f) is not None})
     if method.reads_forget_index:   # a per-example state of the method's (e.g. run targets)
-      fields["forget_index"] = fr
+      fields["forget_index"], fields["remain_index"] = fr, rr
     if mesh is not None:
       fields = {k: parallel.shard_batch(v, mesh) for k, v in fields.items()}
     progress = (e * steps + i).astype(jnp.float32) / total

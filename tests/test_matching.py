@@ -265,3 +265,94 @@ def test_a_plugin_asking_for_half_a_teacher_is_refused():
     inputs = ("x_forget", "teacher_target", "teacher_residuals")
   with pytest.raises(ConfigError, match="define its teacher_spec"):
     NoSpec().teacher_spec()
+
+
+# --- anchor="teacher": the store's fit on D_r, drawn per run ---------------------------------
+
+R_TARGET = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 0.5]], np.float32)
+R_RESID = RNG.normal(size=(4, 2, 3)).astype(np.float32)
+
+
+def test_teacher_anchor_update_rule_by_hand():
+  # One full-batch SGD step on weight x forget error + mean_r sum_c (z_r - a_r)^2, with a_r =
+  # R_TARGET + noise x one model's residual per D_r row; RESID is the same for every model, so
+  # only the D_r draw moves with the key. Read it back from step 0's anchor loss, then check the
+  # step by hand with the pick found. The driver walks D_r in a fresh permutation each step:
+  # the anchors must follow their rows (remain_index).
+  fn = unlearn.make_unlearn_fn(matching.Matching(anchor="teacher"), linear, epochs=1,
+                               n_forget=2, n_remain=2, forget_batch_size=2,
+                               remain_batch_size=2, steps=1)
+  inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
+                          y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
+                          teacher_residuals=jnp.asarray(RESID),
+                          teacher_remain_target=jnp.asarray(R_TARGET),
+                          teacher_remain_residuals=jnp.asarray(R_RESID))
+  w0 = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b0 = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  z_r = X_R @ w0 + b0
+  seen = set()
+  for key in range(8):
+    hp = unlearn.default_hparams("matching", 0.1, forget_weight=4.0, noise=0.5)
+    params, metrics = fn(linear_params(), inputs, jax.random.key(key), hp)
+    loss = float(metrics["anchor_loss"][0, 0])
+    picks = [(a, b) for a in range(4) for b in range(4)
+             if abs(np.mean(np.sum((z_r - R_TARGET - 0.5 * np.stack([R_RESID[a, 0],
+                                                                      R_RESID[b, 1]])) ** 2, -1))
+                    - loss) < 1e-4 * max(1.0, loss)]
+    assert picks, loss
+    a = R_TARGET + 0.5 * np.stack([R_RESID[picks[0][0], 0], R_RESID[picks[0][1], 1]])
+    t = TARGET + 0.5 * RESID[0]
+    g_f = 4.0 * 2 * (X_F @ w0 + b0 - t) / 2
+    g_r = 2 * (z_r - a) / 2
+    np.testing.assert_allclose(params["Dense_0"]["kernel"], w0 - 0.1 * (X_F.T @ g_f + X_R.T @ g_r),
+                               rtol=1e-4, atol=1e-5)
+    seen.add(picks[0])
+  assert len(seen) > 2           # each run draws its own anchors
+  m = matching.Matching(anchor="teacher")
+  assert m.step_cost(32, 8) == 40.0    # no forward pass of the original
+  assert "teacher_remain_target" not in matching.Matching().used_inputs()
+
+
+def test_retain_teacher_fit_by_hand(tmp_path):
+  # D_r logits = a_r + own x u + share x v + share^2 x w: read at in = 1, share = 0 the fit
+  # gives a_r + u with zero residuals, whatever the share each model kept.
+  rng = np.random.default_rng(5)
+  k_models, n, forget = 24, 10, np.array([0, 2, 5, 7])
+  keep = attribution.draw_rate_masks(n, forget, k_models, 0.7, 0)
+  keep[:3, 1] = False                       # row 1: in and out models both
+  share = keep[:, forget].sum(1) / forget.size
+  logits = rng.normal(size=(k_models, n, 3))
+  remain = np.array([9, 1, 3, 4])           # any order: the fit follows it
+  a = rng.normal(size=(remain.size, 3))
+  u = np.array([0.5, -1.0, 2.0])
+  for j, row in enumerate(remain):
+    own = keep[:, row].astype(float)
+    logits[:, row] = a[j] + np.outer(own, u) + np.outer(share, [2.0, 0.0, -3.0]) \
+        + np.outer(share ** 2, [0.0, 1.0, 1.0])
+  st = _store(tmp_path, keep, logits)
+  target, resid = attribution.retain_teacher(st, forget, remain, chunk=3)
+  np.testing.assert_allclose(target, a + u, atol=1e-4)
+  np.testing.assert_allclose(resid, 0.0, atol=1e-4)
+  assert target.shape == (4, 3) and resid.shape == (k_models, 4, 3)
+  with pytest.raises(ConfigError, match="share rows"):
+    attribution.retain_teacher(st, forget, np.array([1, 2]))
+
+
+def test_teacher_anchor_needs_the_retain_arrays():
+  import ml_collections
+  block = ml_collections.ConfigDict({**_block(), "method": "matching"})
+  block.matching.anchor = "teacher"
+  p = plan_lib.make_plan("m", block)
+  assert p.needs_retain_teacher
+  two = (TARGET, RESID)
+  with pytest.raises(ConfigError, match="gave 2 of 4 arrays"):
+    p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R, y_remain=Y_R,
+                   teacher=two)
+  got = p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R,
+                       y_remain=Y_R, teacher=two + (R_TARGET, R_RESID))
+  np.testing.assert_array_equal(got.teacher_remain_target, R_TARGET)
+
+  class RemainOnly(methods.Method):
+    inputs = ("x_forget", "teacher_remain_target", "teacher_remain_residuals")
+  with pytest.raises(ConfigError, match="without one on D_f"):
+    methods.register("remain_teacher_toy")(RemainOnly)

@@ -42,7 +42,10 @@ def mlp():
 def test_every_builtin_makes_a_plan_that_needs_the_methods_inputs(name):
   p = plan.make_plan("mine", block(name))
   assert p.label == "mine" and p.name == name and p.stop == "epochs"
-  assert p.needs == frozenset(methods.get(name).inputs)
+  # What the method reads at its default options (matching's D_r teacher only with its
+  # anchor="teacher").
+  assert p.needs == frozenset(methods.get(name)().used_inputs())
+  assert p.needs <= frozenset(methods.get(name).inputs)
   assert p.needs_reference == ("ref_probs" in p.needs)
   assert p.needs_heldout == bool(p.needs & {"x_heldout", "y_heldout"})
   assert isinstance(p.block, ml_collections.FrozenConfigDict)

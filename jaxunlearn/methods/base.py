@@ -65,6 +65,8 @@ INPUTS = (
     "x_heldout", "y_heldout",        # held-out examples of D_f's classes
     "teacher_target",                # [n_f, C] per-example target logits on D_f (a teacher)
     "teacher_residuals",             # [K, n_f, C] the teacher's per-model residuals, to draw
+    "teacher_remain_target",         # [n_r, C] the teacher's target logits on D_r
+    "teacher_remain_residuals",      # [K, n_r, C] its per-model residuals on D_r
 )
 FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
 REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
@@ -87,6 +89,8 @@ class Inputs(NamedTuple):
   forget_target_loss: Any = None   # per-example target losses on D_f (calibrated stop)
   teacher_target: Any = None       # [n_f, C] target logits on D_f (attribution.teacher)
   teacher_residuals: Any = None    # [K, n_f, C] the teacher fit's residuals, one per model
+  teacher_remain_target: Any = None     # [n_r, C] target logits on D_r (attribution.retain_teacher)
+  teacher_remain_residuals: Any = None  # [K, n_r, C] that fit's residuals
 
 
 class Batch(NamedTuple):
@@ -101,6 +105,7 @@ class Batch(NamedTuple):
   epoch: Any = None          # int32 scalar, 0-based
   progress: Any = None       # float32 scalar, step / total steps, in [0, 1)
   forget_index: Any = None   # int32 [forget batch]: the step's rows' positions in D_f
+  remain_index: Any = None   # int32 [remain batch]: the step's rows' positions in D_r
 
 
 class RunShape(NamedTuple):
@@ -195,8 +200,8 @@ class Method:
   epoch_over: str = "forget"
   description: str = ""
   uses_learning_rate: bool = True    # False: no gradient step (e.g. SSD); tuning ignores the rate
-  # True: each step's Batch carries forget_index, the positions in D_f of its forget rows (for
-  # a method's own per-example state, e.g. targets drawn once per run).
+  # True: each step's Batch carries forget_index and remain_index, the positions in D_f and D_r
+  # of its rows (for a method's own per-example state, e.g. targets drawn once per run).
   reads_forget_index: bool = False
   search_space: Mapping[str, tuple] = {}
   """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
@@ -213,6 +218,11 @@ class Method:
       if value not in self.options[name]:
         raise ConfigError(f"option {name!r} must be one of {self.options[name]}, got {value!r}")
     self.opts = {name: options.get(name, allowed[0]) for name, allowed in self.options.items()}
+
+  def used_inputs(self) -> tuple:
+    """The inputs this instance reads with its options: :attr:`inputs` (a method whose options
+    leave some unread overrides this, so no run builds them)."""
+    return tuple(self.inputs)
 
   @property
   def needs_reference(self) -> bool:
@@ -312,10 +322,15 @@ def _check_method(name: str, cls: type) -> None:
       raise ConfigError(f"method {name!r} asks for unknown input {field!r}; use some of {INPUTS}")
   if cls.epoch_over not in EPOCH_UNITS:
     raise ConfigError(f"method {name!r}: epoch_over must be one of {EPOCH_UNITS}")
-  teacher = {"teacher_target", "teacher_residuals"} & set(cls.inputs)
-  if len(teacher) == 1:
-    raise ConfigError(f"method {name!r} asks for {teacher.pop()!r} alone; a teacher is "
-                      "teacher_target and teacher_residuals together")
+  for pair in (("teacher_target", "teacher_residuals"),
+               ("teacher_remain_target", "teacher_remain_residuals")):
+    teacher = set(pair) & set(cls.inputs)
+    if len(teacher) == 1:
+      raise ConfigError(f"method {name!r} asks for {teacher.pop()!r} alone; a teacher is "
+                        f"{pair[0]} and {pair[1]} together")
+  if "teacher_remain_target" in cls.inputs and "teacher_target" not in cls.inputs:
+    raise ConfigError(f"method {name!r} asks for a teacher on D_r without one on D_f; the "
+                      "store's fit is D_f's, so add teacher_target and teacher_residuals")
 
 
 _REGISTRY = Registry("unlearning method", Method, "unlearn.method", _check_method)

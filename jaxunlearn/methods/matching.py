@@ -19,10 +19,16 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   ``forget_weight * mean_rows sum_c (z_ic - target_ic)^2 + anchor``, raw logits over all
   classes (log space: no saturation). The anchor keeps the rest: the same squared error
   toward the original's own logits on the D_r rows (``anchor="logits"``, the original is
-  kept frozen in the run's state) or the cross-entropy on D_r's labels (``"labels"``).
+  kept frozen in the run's state), the cross-entropy on D_r's labels (``"labels"``), or the
+  squared error toward the store's own fit on D_r read at none of D_f
+  (``"teacher"``, :func:`jaxunlearn.attribution.retain_teacher`), with a residual drawn per
+  run and row as on D_f: the original's logits on D_r still carry D_f's influence (a
+  label-flipped D_f costs accuracy on clean rows), and every run anchored on them agrees
+  with every other on D_r, where retrained models do not.
 
 Cost per step: ``forget_batch_size + remain_batch_size`` examples, plus a third of
 ``remain_batch_size`` for the original's forward pass on the anchor rows (``"logits"``).
+The retain teacher's fit is numpy over the store's logits, part of the teacher's time.
 The store is the request's one-off cost, recorded with the unlearned stage
 (``teacher``: its key and ``one_off_examples``); with a label-flip or backdoor transform
 the training data change with D_f, so such a store belongs to one forget set
@@ -43,7 +49,8 @@ from jaxunlearn.methods import base, helpers
 NAME = "matching"
 TEACHER_MODELS = (64, 16, 32, 128)
 TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5)
-TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw
+TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw on D_f
+TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
 
 
 @base.register(NAME)
@@ -51,14 +58,16 @@ class Matching(base.Method):
   """Logit matching toward a per-example teacher on D_f, anchored on D_r."""
   description = ("fine-tunes the original's logits on D_f toward an attribution teacher's "
                  "(a retrained model's, drawn per run), anchored on D_r")
-  inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals")
+  inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals",
+            "teacher_remain_target", "teacher_remain_residuals")
   hparams = {"forget_weight": 30.0, "noise": 0.8}
-  options = {"anchor": ("logits", "labels"), "teacher_models": TEACHER_MODELS,
+  options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
              "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
-      "anchor": "what keeps D_r: 'logits' (the original's own) or 'labels' (cross-entropy)",
+      "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
+                "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
       "teacher_keep": "share of the training rows each store model trains on",
       "teacher_fit": "the fit over the store's models read at none of D_f ('step': quadratic "
@@ -82,6 +91,11 @@ class Matching(base.Method):
             "rates": "zero" if step else "uniform",
             "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
+  def used_inputs(self):
+    if self.opts["anchor"] == "teacher":
+      return tuple(self.inputs)
+    return tuple(f for f in self.inputs if not f.startswith("teacher_remain_"))
+
   def step_cost(self, forget_batch_size, remain_batch_size):
     anchor = base.FORWARD_ONLY * remain_batch_size if self.opts["anchor"] == "logits" else 0.0
     return float(forget_batch_size + remain_batch_size) + anchor
@@ -95,17 +109,21 @@ class Matching(base.Method):
     hp, inputs = env.hparams, env.inputs
     anchor = self.opts["anchor"]
 
+    def draw(target, resid, tag):
+      """The run's targets: the fit plus ``noise`` times one model's residual per row."""
+      n = target.shape[0]
+      pick = jax.random.randint(jax.random.fold_in(env.key, tag), (n,), 0, resid.shape[0])
+      return target + hp["noise"] * resid[pick, jnp.arange(n)]
+
     def init(params):
-      target, resid = inputs.teacher_target, inputs.teacher_residuals
-      n_f = target.shape[0]
-      pick = jax.random.randint(jax.random.fold_in(env.key, TAG_DRAW), (n_f,), 0,
-                                resid.shape[0])
-      run_target = target + hp["noise"] * resid[pick, jnp.arange(n_f)]
+      run_target = draw(inputs.teacher_target, inputs.teacher_residuals, TAG_DRAW)
+      run_anchor = draw(inputs.teacher_remain_target, inputs.teacher_remain_residuals,
+                        TAG_DRAW_REMAIN) if anchor == "teacher" else None
       return base.UnlearnState(jnp.zeros((), jnp.int32), params, env.optimizer.init(params),
-                               (params, run_target))
+                               (params, run_target, run_anchor))
 
     def step(state, batch):
-      original, run_target = state.extra
+      original, run_target, run_anchor = state.extra
       t_f = run_target[batch.forget_index]
       z0_r = jax.lax.stop_gradient(env.apply_fn(original, batch.x_remain)) \
           if anchor == "logits" else None
@@ -115,6 +133,8 @@ class Matching(base.Method):
         z_r = env.apply_fn(params, batch.x_remain)
         if anchor == "logits":
           keep = jnp.mean(jnp.sum((z_r - z0_r) ** 2, -1))
+        elif anchor == "teacher":
+          keep = jnp.mean(jnp.sum((z_r - run_anchor[batch.remain_index]) ** 2, -1))
         else:
           keep = base.cross_entropy(z_r, batch.y_remain)
         return hp["forget_weight"] * forget + keep, (forget, keep)
