@@ -207,3 +207,52 @@ def test_matching_report_refuses_bad_flags_in_one_line():
                       (["--extra", "no_entry"], "LABEL=ENTRY")):
     with pytest.raises(SystemExit, match=words):
       report.main(argv)
+
+
+def test_baseline_selection_grids_widening_and_merge(tmp_path):
+  import re
+  from experiments.matching import select_baselines as sb
+  from jaxunlearn import plan, plugins
+  grids = sb.round_one()
+  assert set(grids) == set(sb.METHODS) and {len(g) for g in grids.values()} == {9}
+  labels = [lab for g in grids.values() for lab, _ in g.values()]
+  assert len(labels) == len(set(labels))
+  assert all(re.fullmatch(r"[A-Za-z0-9_]+", lab) for lab in labels)
+  # Every entry is one the audit accepts, at the shipped settings but the scaled knob.
+  cfg = plugins.default_config()
+  for g in grids.values():
+    for lab, e in g.values():
+      _, block = plan.parse_spec(f"{lab}={e}", cfg.unlearn)
+      assert block.output_temperature in sb.TEMPERATURES
+  _, salun = grids["salun"][(0.03, 1.2)]
+  assert "learning_rate=0.03," in salun and "mask_ratio=0.3" in salun
+  assert any(k[0] == 300.0 for k in grids["ssd"])                       # ssd scales alpha
+  # Widening: past each edge the choice sits on, crossed with the other axis at the choice.
+  pts = {(k, t) for k in (1.0, 3.0, 9.0) for t in (1.0, 1.2, 1.5)}
+  assert sb.widen(pts, (3.0, 1.2)) == []
+  assert sb.widen(pts, (9.0, 1.2)) == [(27.0, 1.0), (27.0, 1.2), (27.0, 1.5)]
+  assert set(sb.widen(pts, (1.0, 1.5))) == {(1 / 3, 1.0), (1 / 3, 1.2), (1 / 3, 1.5),
+                                            (1.0, 2.0), (3.0, 2.0), (9.0, 2.0)}
+  assert sb.edges(pts | {(1.0, 2.0)}, (1.0, 2.0)) == ["knob low", "temperature high"]
+  assert sb.widen(pts | {(1.0, 2.0)}, (3.0, 2.0)) == []                 # 2.0 is the last T
+  # No feasible setting: the mildest (smallest rate; ssd's largest alpha) at T = 1.
+  g = {(k, t): (f"m{k}{t}", "") for k, t in pts}
+  scores = {lab: {"objective": None} for lab, _ in g.values()}
+  assert sb.pick("salun", g, scores) == ((1.0, 1.0), False)
+  assert sb.pick("ssd", g, scores) == ((9.0, 1.0), False)
+  scores["m3.01.2"] = {"objective": 0.4}
+  assert sb.pick("salun", g, scores) == ((3.0, 1.2), True)
+  # merge: one select.json from per-method ones, edges recomputed from the rows.
+  for m, best in (("salun", (3.0, 1.2)), ("msg", (9.0, 1.5))):
+    rows = [{"family": m, "label": f"{m}{k}{t}", "knob_value": k, "temperature": t}
+            for k, t in pts]
+    part = {"seed": 100, "rows": rows, "wall_s": [1.0], "none_feasible": [],
+            "chosen": {m: {"label": f"{m}{best[0]}{best[1]}", "entry": "x"}}}
+    (tmp_path / m).mkdir()
+    (tmp_path / m / "select.json").write_text(json.dumps(part))
+    (tmp_path / m / "select.md").write_text("\n".join(["h"] * 6 + [f"| {m} |"]) + "\n")
+  out = sb.merge(tmp_path, ["salun", "msg"])
+  assert out["chosen"]["salun"]["at_edge"] == []
+  assert out["chosen"]["msg"]["at_edge"] == ["knob high", "temperature high"]
+  assert len(out["rows"]) == 18 and json.loads((tmp_path / "select.json").read_text()) == out
+  assert (tmp_path / "select.md").read_text().count("|") == 4

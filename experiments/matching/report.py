@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -164,6 +165,9 @@ def main(argv=None) -> dict:
           fig["rows"][label]["cost_fraction"] = c["fraction_of_retrain"]
       fig["rows_entries"] = rows
       record["runs"][key] = fig
+      # Free this key's compiled runs: hundreds in one process exhaust the LLVM JIT's memory
+      # maps on CPU (vm.max_map_count).
+      jax.clear_caches()
       path.write_text(json.dumps(record, indent=2))
       print(key, json.dumps({k: (round(v["relative_f_single"], 3),
                                  round(v["relative_f_per_seed"], 3)) for k, v in
