@@ -88,7 +88,8 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "teacher_settings", "check_teacher", "request_teacher"]
+           "FORGET_RATES", "teacher", "retain_teacher", "teacher_settings", "check_teacher",
+           "request_teacher"]
 
 NAME = "attribution"
 DEFAULT_NUM_MODELS = 64
@@ -617,7 +618,9 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
   the K models is fitted by least squares on its own membership and the share of the other
   D_f rows the model kept, ``phi_ik ~ a_i + b_i in_ik + c_i share_-i,k``, and read at
   ``in = share = 0``: ``mean = a_i``; ``std`` is the fit's residual standard deviation (the
-  spread of models around it), ``slope_share`` is ``c_i``. ``degree=2`` adds ``share^2``
+  spread of models around it), ``slope_share`` is ``c_i`` and ``own`` is ``b_i``, what the
+  row's own membership adds (large where the row is memorised as an exception, small where the
+  others teach it, as a backdoor's triggered images teach each other). ``degree=2`` adds ``share^2``
   (a curved effect of the others); ``step=True`` an indicator of "kept any other D_f row"
   (as :func:`teacher`'s; needs models that kept none of D_f, ``forget_rate="zero"``).
 
@@ -630,14 +633,14 @@ def count_zero(store: Store, forget_idx, *, values: np.ndarray | None = None,
   v = np.asarray(store.phi() if values is None else values, np.float64)[:, pos]
   k_models, m = keep_f.shape
   n_coef = 2 + degree + int(step)
-  mean, sd, slope = np.empty(m), np.empty(m), np.empty(m)
+  mean, sd, slope, own = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
   for j in range(m):
     x = design(j)
     coef, *_ = np.linalg.lstsq(x, v[:, j], rcond=None)
     resid = v[:, j] - x @ coef
-    mean[j], slope[j] = coef[0], coef[2]
+    mean[j], own[j], slope[j] = coef[0], coef[1], coef[2]
     sd[j] = np.sqrt(resid @ resid / max(k_models - n_coef, 1))
-  return {"mean": mean, "std": sd, "slope_share": slope}
+  return {"mean": mean, "std": sd, "slope_share": slope, "own": own}
 
 
 def teacher(store: Store, forget_idx, *, degree: int = 2,
@@ -762,21 +765,26 @@ def check_teacher(prep, plan) -> None:
 
 
 def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple, dict]:
-  """``((target, residuals), info)``: the teacher of ``plan``'s method for ``prep``'s D_f
-  (:func:`teacher` on the store :func:`build` makes or loads), and what it cost. A plan that
-  reads a retain teacher too gets ``(target, residuals, remain_target, remain_residuals)``
-  (:func:`retain_teacher` on D_r, from the same store).
+  """``(teacher, info)``: the teacher of ``plan``'s method for ``prep``'s D_f, and what it
+  cost. ``teacher`` maps input fields to arrays, from the store :func:`build` makes or loads:
+  ``teacher_target`` and ``teacher_residuals`` (:func:`teacher`), and where the plan reads
+  them ``teacher_remain_target`` and ``teacher_remain_residuals`` (:func:`retain_teacher` on
+  D_r) and ``teacher_own_effect`` (:func:`count_zero`'s ``own`` on phi).
 
   ``info`` names the store and its one-off cost in examples beside retraining's; with a
   forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
   to this forget set, so that cost is paid per forget set (``per_forget_set``)."""
   settings, degree, step = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
-  target, resid = teacher(store, prep.splits.forget_idx, degree=degree, step=step)
-  out = (target, resid)
-  if plan.needs_retain_teacher:
-    out += retain_teacher(store, prep.splits.forget_idx, prep.splits.remain_idx, degree=degree,
-                          step=step)
+  forget_idx = prep.splits.forget_idx
+  target, resid = teacher(store, forget_idx, degree=degree, step=step)
+  out = {"teacher_target": target, "teacher_residuals": resid}
+  if "teacher_remain_target" in plan.needs:
+    out["teacher_remain_target"], out["teacher_remain_residuals"] = retain_teacher(
+        store, forget_idx, prep.splits.remain_idx, degree=degree, step=step)
+  if "teacher_own_effect" in plan.needs:
+    out["teacher_own_effect"] = count_zero(store, forget_idx, degree=degree,
+                                           step=step)["own"].astype(np.float32)
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]), "degree": degree,

@@ -460,7 +460,7 @@ class Auditor(audits.Audit):
                           "request's D_f and this population forgets other rows per member")
       teacher, info = attribution.request_teacher(req, plan, progress=False)
       self.teachers[label] = info
-      rest = rest + (tuple(jnp.asarray(t) for t in teacher),)
+      rest = rest + ({k: jnp.asarray(v) for k, v in teacher.items()},)
       spec = {**spec, "teacher": info["store"]}
     pop = pops.Population(
         name=name, size=int(np.shape(f_rows)[0]) if per_member else cfg.audit.num_models,

@@ -163,7 +163,7 @@ class UnlearnPlan:
   def build_inputs(self, *, x_forget, y_forget, x_remain, y_remain, heldout=(),
                    original_logits: Callable | None = None,
                    reference_probs: Callable | None = None,
-                   teacher=()) -> methods.Inputs:
+                   teacher=None) -> methods.Inputs:
     """The input arrays the run needs, and only those.
 
     Works on host arrays and inside a traced population member alike.
@@ -173,9 +173,10 @@ class UnlearnPlan:
       heldout: ``(x, y)`` held-out examples of D_f's classes, or ``()``.
       original_logits: ``original_logits(x) -> logits`` of the original model.
       reference_probs: ``reference_probs(x) -> softmax`` of the reference model.
-      teacher: ``(target [n_f, C], residuals [K, n_f, C])`` for methods that read a teacher
-        (:func:`jaxunlearn.attribution.teacher`), then ``(remain_target [n_r, C],
-        remain_residuals [K, n_r, C])`` for those that read one on D_r too, or ``()``.
+      teacher: for methods that read a teacher, ``{input field: array}``
+        (:func:`jaxunlearn.attribution.request_teacher`: ``teacher_target [n_f, C]``,
+        ``teacher_residuals [K, n_f, C]``, and the others of ``methods.TEACHER_INPUTS`` the
+        plan needs); else ``None``.
     """
     want = self.needs
     fields = {"x_forget": x_forget, "y_forget": y_forget, "x_remain": x_remain,
@@ -196,15 +197,13 @@ class UnlearnPlan:
                           "--config.holdout.size=0.05 (a fraction or a count)")
       fields["x_heldout"], fields["y_heldout"] = heldout
     if self.needs_teacher:
-      want_n = 4 if self.needs_retain_teacher else 2
-      if len(teacher) < want_n:
-        raise ConfigError(f"{self.label}: method {self.name!r} needs per-example targets on "
-                          f"D_f{' and D_r' if want_n == 4 else ''} from an attribution store "
-                          "(attribution.request_teacher); the caller gave "
-                          f"{len(teacher) or 'none'} of {want_n} arrays")
-      fields["teacher_target"], fields["teacher_residuals"] = teacher[:2]
-      if self.needs_retain_teacher:
-        fields["teacher_remain_target"], fields["teacher_remain_residuals"] = teacher[2:4]
+      teacher = dict(teacher or {})
+      missing = [f for f in methods.TEACHER_INPUTS if f in want and f not in teacher]
+      if missing:
+        raise ConfigError(f"{self.label}: method {self.name!r} needs per-example targets from "
+                          "an attribution store (attribution.request_teacher); the caller gave "
+                          f"no {', '.join(missing)}")
+      fields.update({f: teacher[f] for f in methods.TEACHER_INPUTS if f in want})
     return methods.Inputs(**{k: jnp.asarray(v) for k, v in fields.items()})
 
 
@@ -434,7 +433,8 @@ def abstract_check(plan: UnlearnPlan, params, batch_stats, *, model, input_shape
             "teacher_target": spec((n_forget, num_classes)),
             "teacher_residuals": spec((8, n_forget, num_classes)),
             "teacher_remain_target": spec((n_remain, num_classes)),
-            "teacher_remain_residuals": spec((8, n_remain, num_classes))}
+            "teacher_remain_residuals": spec((8, n_remain, num_classes)),
+            "teacher_own_effect": spec((n_forget,))}
   inputs = methods.Inputs(**{k: v for k, v in fields.items() if k in plan.needs})
   hp = {k: spec(()) for k in plan.hparams}
 

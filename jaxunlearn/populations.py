@@ -424,13 +424,13 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                    reference: ReferenceSettings | None = None,
                    fields: dict | None = None) -> Callable:
   """``member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, reference, data,
-  teacher=()) -> record``.
+  teacher=None) -> record``.
 
   One whole unlearning run of ``plan`` (:class:`jaxunlearn.plan.UnlearnPlan`)
   from ``params`` with D_f = ``x_all[f_rows]`` and D_r = ``x_all[r_rows]``. A
   method that uses a reference model gets it as ``reference.mode`` says
   (:class:`ReferenceSettings`). ``heldout`` is ``(x, y)`` or ``()`` for methods
-  that ask for held-out examples; ``teacher`` is ``(target, residuals)`` for methods that read
+  that ask for held-out examples; ``teacher`` is ``{input field: array}`` for methods that read
   one (the same D_f for every member: :func:`jaxunlearn.attribution.request_teacher`).
   """
   ref_train = None
@@ -444,7 +444,7 @@ def unlearn_member(model, input_shape, plan, *, n_forget: int, n_remain: int,
                                           batch_size=min(reference.batch_size, reference.size))
 
   def member(key, params, batch_stats, f_rows, r_rows, x_all, y_all, heldout, ref_arg,
-             data: EvalData, teacher=()):
+             data: EvalData, teacher=None):
     apply_fn = train_lib.eval_apply_fn(model, batch_stats)
     ref_key, run_key = jax.random.split(key)
     x_f, x_r = x_all[f_rows], x_all[r_rows]

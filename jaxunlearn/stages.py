@@ -349,9 +349,9 @@ def _check_reference_avoids_forget(reference_idx, forget_idx) -> None:
                      "never see D_f")
 
 
-def method_inputs(req, plan, original: Trained, reference: Trained | None, teacher=()):
+def method_inputs(req, plan, original: Trained, reference: Trained | None, teacher=None):
   """The arrays ``plan``'s run needs (and only those), from the request's data
-  (``teacher``: ``(target, residuals)`` for a method that reads one).
+  (``teacher``: ``{input field: array}`` for a method that reads one).
 
   Returns:
     the plan's :class:`jaxunlearn.methods.Inputs`.
@@ -371,7 +371,7 @@ def unlearn_stage(req, plan, reference: Trained | None,
                   teacher: Callable[[], tuple] | None = None) -> Trained:
   """The original after ``plan``'s unlearning run (cached by D_f and the plan's settings).
 
-  ``teacher``, for a plan that reads one: ``teacher() -> ((target, residuals), info)``
+  ``teacher``, for a plan that reads one: ``teacher() -> ({input field: array}, info)``
   (:func:`jaxunlearn.attribution.request_teacher`), called only when the stage is built."""
   original, s = req.original, req.splits
   stage = _unlearned_name(req.forget_hash(), plan,
@@ -379,7 +379,7 @@ def unlearn_stage(req, plan, reference: Trained | None,
   teacher_fn = teacher
 
   def build():
-    teacher, teacher_info = (), None
+    teacher, teacher_info = None, None
     if plan.needs_teacher:
       if teacher_fn is None:
         raise ConfigError(f"{plan.label}: method {plan.name!r} reads a teacher and the caller "

@@ -115,7 +115,7 @@ def test_inputs_without_a_teacher_are_refused():
   block = ml_collections.ConfigDict({**_block(), "method": "matching"})
   p = plan_lib.make_plan("m", block)
   assert p.needs_teacher and not p.needs_reference
-  with pytest.raises(ConfigError, match="needs per-example targets on D_f"):
+  with pytest.raises(ConfigError, match="needs per-example targets .* no teacher_target"):
     p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R, y_remain=Y_R)
 
 
@@ -248,6 +248,7 @@ def test_zero_rates_and_the_step_fit_by_hand(tmp_path):
   # count_zero reads one value the same way (check_attribution.py's step row).
   cz = attribution.count_zero(st, forget, values=logits[..., 0], degree=2, step=True)
   np.testing.assert_allclose(cz["mean"], a[:, 0], atol=1e-6)
+  np.testing.assert_allclose(cz["own"], 1.0, atol=1e-6)          # the own column's slope
   with pytest.raises(ConfigError, match="forget_rate='zero'"):
     attribution.teacher(_store(tmp_path, np.ones((16, 200), bool), logits), forget, step=True)
   spec = matching.Matching(teacher_fit="step").teacher_spec()
@@ -344,15 +345,41 @@ def test_teacher_anchor_needs_the_retain_arrays():
   block.matching.anchor = "teacher"
   p = plan_lib.make_plan("m", block)
   assert p.needs_retain_teacher
-  two = (TARGET, RESID)
-  with pytest.raises(ConfigError, match="gave 2 of 4 arrays"):
+  two = {"teacher_target": TARGET, "teacher_residuals": RESID}
+  with pytest.raises(ConfigError, match="no teacher_remain_target, teacher_remain_residuals"):
     p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R, y_remain=Y_R,
                    teacher=two)
   got = p.build_inputs(x_forget=X_F, y_forget=np.zeros(2, np.int32), x_remain=X_R,
-                       y_remain=Y_R, teacher=two + (R_TARGET, R_RESID))
+                       y_remain=Y_R, teacher={**two, "teacher_remain_target": R_TARGET,
+                                              "teacher_remain_residuals": R_RESID,
+                                              "teacher_own_effect": np.ones(2)})
+  assert got.teacher_own_effect is None      # not read at weight_by="request"
   np.testing.assert_array_equal(got.teacher_remain_target, R_TARGET)
 
   class RemainOnly(methods.Method):
     inputs = ("x_forget", "teacher_remain_target", "teacher_remain_residuals")
-  with pytest.raises(ConfigError, match="without one on D_f"):
+  with pytest.raises(ConfigError, match="without a teacher on D_f"):
     methods.register("remain_teacher_toy")(RemainOnly)
+
+
+def test_per_row_weights_from_the_own_effect_by_hand():
+  # weight_by="own": row i weighs forget_weight x clip(b_i / own_scale, own_floor, 1). With
+  # b = (20, 0.1), own_scale 10 and own_floor 0.05 the rows weigh 4 x 1 and 4 x 0.05; one full
+  # SGD step by hand (anchor term zero at the start, its gradient too).
+  fn = unlearn.make_unlearn_fn(matching.Matching(weight_by="own"), linear, epochs=1, n_forget=2,
+                               n_remain=2, forget_batch_size=2, remain_batch_size=2, steps=1)
+  inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
+                          y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
+                          teacher_residuals=jnp.asarray(RESID),
+                          teacher_own_effect=jnp.asarray([20.0, 0.1]))
+  hp = unlearn.default_hparams("matching", 0.1, forget_weight=4.0, noise=0.0, own_scale=10.0,
+                               own_floor=0.05)
+  params, _ = fn(linear_params(), inputs, jax.random.key(0), hp)
+  w = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  g_f = np.array([[4.0], [0.2]]) * 2 * (X_F @ w + b - TARGET) / 2
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * X_F.T @ g_f, rtol=1e-5,
+                             atol=1e-5)
+  assert "teacher_own_effect" in matching.Matching(weight_by="own").used_inputs()
+  with pytest.raises(ConfigError, match="own_floor"):
+    unlearn.default_hparams("matching", 0.01, own_floor=0.0)

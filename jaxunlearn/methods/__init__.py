@@ -6,7 +6,7 @@ Public API: :func:`register`, :func:`get`, :func:`names`, :func:`as_method`, the
 Importing this package registers the built-in methods.
 """
 
-from jaxunlearn.methods.base import (INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
+from jaxunlearn.methods.base import (INPUTS, TEACHER_INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
                                      RunShape, UpdateRule, UnlearnState, as_method,
                                      cross_entropy, get, implementation, kl_divergence,
                                      kl_per_example, names,
@@ -18,5 +18,6 @@ from jaxunlearn.methods import (bad_teacher, ct, finetune, gradient_ascent,  # n
 
 __all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
            "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS",
+           "TEACHER_INPUTS",
            "resolve_method", "resolve_hparams", "cross_entropy", "kl_divergence",
            "kl_per_example"]

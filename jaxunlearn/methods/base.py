@@ -50,7 +50,8 @@ from jaxunlearn.registry import Registry, guard
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
 __all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
-           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS", "EPOCH_UNITS",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS", "TEACHER_INPUTS",
+           "EPOCH_UNITS",
            "FORWARD_ONLY", "resolve_method", "resolve_hparams", "kl_per_example", "kl_divergence",
            "steps_per_epoch", "cycled_rows", "FORGET_ROWS", "REMAIN_ROWS"]
 
@@ -67,7 +68,11 @@ INPUTS = (
     "teacher_residuals",             # [K, n_f, C] the teacher's per-model residuals, to draw
     "teacher_remain_target",         # [n_r, C] the teacher's target logits on D_r
     "teacher_remain_residuals",      # [K, n_r, C] its per-model residuals on D_r
+    "teacher_own_effect",            # [n_f] each D_f row's own-membership effect on phi
 )
+# The inputs a teacher gives (jaxunlearn.attribution.request_teacher), by field name.
+TEACHER_INPUTS = ("teacher_target", "teacher_residuals", "teacher_remain_target",
+                  "teacher_remain_residuals", "teacher_own_effect")
 FORGET_ROWS = ("x_forget", "y_forget", "ref_probs", "orig_logits_forget")
 REMAIN_ROWS = ("x_remain", "y_remain", "orig_logits_remain")
 EPOCH_UNITS = ("forget", "remain", "steps")
@@ -91,6 +96,7 @@ class Inputs(NamedTuple):
   teacher_residuals: Any = None    # [K, n_f, C] the teacher fit's residuals, one per model
   teacher_remain_target: Any = None     # [n_r, C] target logits on D_r (attribution.retain_teacher)
   teacher_remain_residuals: Any = None  # [K, n_r, C] that fit's residuals
+  teacher_own_effect: Any = None   # [n_f] own-membership coefficient of each row's phi fit
 
 
 class Batch(NamedTuple):
@@ -328,8 +334,9 @@ def _check_method(name: str, cls: type) -> None:
     if len(teacher) == 1:
       raise ConfigError(f"method {name!r} asks for {teacher.pop()!r} alone; a teacher is "
                         f"{pair[0]} and {pair[1]} together")
-  if "teacher_remain_target" in cls.inputs and "teacher_target" not in cls.inputs:
-    raise ConfigError(f"method {name!r} asks for a teacher on D_r without one on D_f; the "
+  extra = [f for f in TEACHER_INPUTS[2:] if f in cls.inputs]
+  if extra and "teacher_target" not in cls.inputs:
+    raise ConfigError(f"method {name!r} asks for {extra[0]!r} without a teacher on D_f; the "
                       "store's fit is D_f's, so add teacher_target and teacher_residuals")
 
 

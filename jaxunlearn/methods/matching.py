@@ -13,6 +13,13 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   drawn once per run and row from the run's key: each run lands as one retrained model would,
   so a population of runs keeps retraining's spread (the single protocol, where every run
   starts from the same original, needs this; ``noise=0`` gives every run the mean).
+* **Per-row weights** (``weight_by="own"``): row ``i``'s squared error weighs
+  ``forget_weight * clip(b_i / own_scale, own_floor, 1)``, ``b_i`` what the row's own
+  membership adds to its phi in the store's fit (:func:`jaxunlearn.attribution.count_zero`'s
+  ``own``). A row memorised as an exception (a flipped label: ``b`` of 5-14 phi units on
+  quick_audit) is pulled hard; a row the others teach (a backdoor's triggered image, ``b``
+  about 1) or one barely fitted (a random row, about 0.3) lightly, so that one setting serves
+  all three where one weight per request cannot.
 * **Steps** (``epoch_over="steps"``: ``unlearn.steps`` or ``unlearn.retrain_fraction``):
   each takes the driver's ``forget_batch_size`` rows of D_f and ``remain_batch_size`` rows
   of D_r, and a step of the unlearn block's optimizer on
@@ -59,13 +66,20 @@ class Matching(base.Method):
   description = ("fine-tunes the original's logits on D_f toward an attribution teacher's "
                  "(a retrained model's, drawn per run), anchored on D_r")
   inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals",
-            "teacher_remain_target", "teacher_remain_residuals")
-  hparams = {"forget_weight": 30.0, "noise": 0.8}
+            "teacher_remain_target", "teacher_remain_residuals", "teacher_own_effect")
+  hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
-             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step")}
+             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step"),
+             "weight_by": ("request", "own")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
+      "own_scale": "weight_by='own': the own-membership effect on phi (in phi units) that gets "
+                   "the whole forget_weight, > 0",
+      "own_floor": "weight_by='own': the smallest share of forget_weight a row gets, in (0, 1]",
+      "weight_by": "'request': every D_f row weighs forget_weight; 'own': row i weighs "
+                   "forget_weight x clip(b_i / own_scale, own_floor, 1), b_i what the row's own "
+                   "membership adds to its phi in the store's fit",
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
                 "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
@@ -82,6 +96,8 @@ class Matching(base.Method):
     super().validate(hp)
     helpers.validate_range(hp, "forget_weight", 0.0, 1e6, low_open=True, method=NAME)
     helpers.validate_range(hp, "noise", 0.0, 10.0, method=NAME)
+    helpers.validate_range(hp, "own_scale", 0.0, 1e6, low_open=True, method=NAME)
+    helpers.validate_range(hp, "own_floor", 0.0, 1.0, low_open=True, method=NAME)
 
   def teacher_spec(self):
     o = self.opts
@@ -92,9 +108,12 @@ class Matching(base.Method):
             "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
   def used_inputs(self):
-    if self.opts["anchor"] == "teacher":
-      return tuple(self.inputs)
-    return tuple(f for f in self.inputs if not f.startswith("teacher_remain_"))
+    unread = set()
+    if self.opts["anchor"] != "teacher":
+      unread |= {"teacher_remain_target", "teacher_remain_residuals"}
+    if self.opts["weight_by"] != "own":
+      unread.add("teacher_own_effect")
+    return tuple(f for f in self.inputs if f not in unread)
 
   def step_cost(self, forget_batch_size, remain_batch_size):
     anchor = base.FORWARD_ONLY * remain_batch_size if self.opts["anchor"] == "logits" else 0.0
@@ -108,6 +127,7 @@ class Matching(base.Method):
   def make(self, env):
     hp, inputs = env.hparams, env.inputs
     anchor = self.opts["anchor"]
+    by_own = self.opts["weight_by"] == "own"
 
     def draw(target, resid, tag):
       """The run's targets: the fit plus ``noise`` times one model's residual per row."""
@@ -128,8 +148,15 @@ class Matching(base.Method):
       z0_r = jax.lax.stop_gradient(env.apply_fn(original, batch.x_remain)) \
           if anchor == "logits" else None
 
+      if by_own:
+        own = inputs.teacher_own_effect[batch.forget_index]
+        w_f = hp["forget_weight"] * jnp.clip(own / hp["own_scale"], hp["own_floor"], 1.0)
+      else:
+        w_f = hp["forget_weight"] * jnp.ones(t_f.shape[:1])
+
       def loss_fn(params):
-        forget = jnp.mean(jnp.sum((env.apply_fn(params, batch.x_forget) - t_f) ** 2, -1))
+        err = jnp.sum((env.apply_fn(params, batch.x_forget) - t_f) ** 2, -1)
+        forget = jnp.mean(err)
         z_r = env.apply_fn(params, batch.x_remain)
         if anchor == "logits":
           keep = jnp.mean(jnp.sum((z_r - z0_r) ** 2, -1))
@@ -137,7 +164,7 @@ class Matching(base.Method):
           keep = jnp.mean(jnp.sum((z_r - run_anchor[batch.remain_index]) ** 2, -1))
         else:
           keep = base.cross_entropy(z_r, batch.y_remain)
-        return hp["forget_weight"] * forget + keep, (forget, keep)
+        return jnp.mean(w_f * err) + keep, (forget, keep)
       (loss, (forget, keep)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = env.optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
