@@ -381,5 +381,13 @@ def test_per_row_weights_from_the_own_effect_by_hand():
   np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * X_F.T @ g_f, rtol=1e-5,
                              atol=1e-5)
   assert "teacher_own_effect" in matching.Matching(weight_by="own").used_inputs()
+  # own_step: the whole weight from b >= own_scale on, own_floor of it below.
+  fn = unlearn.make_unlearn_fn(matching.Matching(weight_by="own_step"), linear, epochs=1,
+                               n_forget=2, n_remain=2, forget_batch_size=2, remain_batch_size=2,
+                               steps=1)
+  params, _ = fn(linear_params(), inputs._replace(teacher_own_effect=jnp.asarray([10.0, 9.9])),
+                 jax.random.key(0), hp)
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * X_F.T @ g_f, rtol=1e-5,
+                             atol=1e-5)
   with pytest.raises(ConfigError, match="own_floor"):
     unlearn.default_hparams("matching", 0.01, own_floor=0.0)

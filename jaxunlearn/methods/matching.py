@@ -19,7 +19,8 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   ``own``). A row memorised as an exception (a flipped label: ``b`` of 5-14 phi units on
   quick_audit) is pulled hard; a row the others teach (a backdoor's triggered image, ``b``
   about 1) or one barely fitted (a random row, about 0.3) lightly, so that one setting serves
-  all three where one weight per request cannot.
+  all three where one weight per request cannot. ``weight_by="own_step"``: the whole weight
+  where ``b_i >= own_scale``, ``own_floor`` of it elsewhere.
 * **Steps** (``epoch_over="steps"``: ``unlearn.steps`` or ``unlearn.retrain_fraction``):
   each takes the driver's ``forget_batch_size`` rows of D_f and ``remain_batch_size`` rows
   of D_r, and a step of the unlearn block's optimizer on
@@ -70,7 +71,7 @@ class Matching(base.Method):
   hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
              "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step"),
-             "weight_by": ("request", "own")}
+             "weight_by": ("request", "own", "own_step")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
@@ -79,7 +80,8 @@ class Matching(base.Method):
       "own_floor": "weight_by='own': the smallest share of forget_weight a row gets, in (0, 1]",
       "weight_by": "'request': every D_f row weighs forget_weight; 'own': row i weighs "
                    "forget_weight x clip(b_i / own_scale, own_floor, 1), b_i what the row's own "
-                   "membership adds to its phi in the store's fit",
+                   "membership adds to its phi in the store's fit; 'own_step': forget_weight "
+                   "where b_i >= own_scale, else forget_weight x own_floor",
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
                 "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
@@ -111,7 +113,7 @@ class Matching(base.Method):
     unread = set()
     if self.opts["anchor"] != "teacher":
       unread |= {"teacher_remain_target", "teacher_remain_residuals"}
-    if self.opts["weight_by"] != "own":
+    if self.opts["weight_by"] == "request":
       unread.add("teacher_own_effect")
     return tuple(f for f in self.inputs if f not in unread)
 
@@ -127,7 +129,7 @@ class Matching(base.Method):
   def make(self, env):
     hp, inputs = env.hparams, env.inputs
     anchor = self.opts["anchor"]
-    by_own = self.opts["weight_by"] == "own"
+    weight_by = self.opts["weight_by"]
 
     def draw(target, resid, tag):
       """The run's targets: the fit plus ``noise`` times one model's residual per row."""
@@ -148,9 +150,11 @@ class Matching(base.Method):
       z0_r = jax.lax.stop_gradient(env.apply_fn(original, batch.x_remain)) \
           if anchor == "logits" else None
 
-      if by_own:
+      if weight_by != "request":
         own = inputs.teacher_own_effect[batch.forget_index]
-        w_f = hp["forget_weight"] * jnp.clip(own / hp["own_scale"], hp["own_floor"], 1.0)
+        share = jnp.where(own >= hp["own_scale"], 1.0, hp["own_floor"]) \
+            if weight_by == "own_step" else jnp.clip(own / hp["own_scale"], hp["own_floor"], 1.0)
+        w_f = hp["forget_weight"] * share
       else:
         w_f = hp["forget_weight"] * jnp.ones(t_f.shape[:1])
 
