@@ -234,12 +234,13 @@ def test_baseline_selection_grids_widening_and_merge(tmp_path):
   assert set(sb.widen(pts, (1.0, 1.5))) == {(1 / 3, 1.0), (1 / 3, 1.2), (1 / 3, 1.5),
                                             (1.0, 2.0), (3.0, 2.0), (9.0, 2.0)}
   assert sb.edges(pts | {(1.0, 2.0)}, (1.0, 2.0)) == ["knob low", "temperature high"]
-  assert sb.widen(pts | {(1.0, 2.0)}, (3.0, 2.0)) == []                 # 2.0 is the last T
-  # No feasible setting: the mildest (smallest rate; ssd's largest alpha) at T = 1.
+  assert sb.widen(pts | {(3.0, 2.0)}, (3.0, 2.0)) == [(3.0, 3.0)]       # up the ladder
+  assert sb.widen(pts | {(3.0, 2.0), (3.0, 3.0)}, (3.0, 3.0)) == []     # 3.0 is the last T
+  # No feasible setting: the most accurate one, which widening moves past.
   g = {(k, t): (f"m{k}{t}", "") for k, t in pts}
-  scores = {lab: {"objective": None} for lab, _ in g.values()}
-  assert sb.pick("salun", g, scores) == ((1.0, 1.0), False)
-  assert sb.pick("ssd", g, scores) == ((9.0, 1.0), False)
+  scores = {lab: {"objective": None, "test_acc": 0.5} for lab, _ in g.values()}
+  scores["m9.01.5"]["test_acc"] = 0.8
+  assert sb.pick("msg", g, scores) == ((9.0, 1.5), False)
   scores["m3.01.2"] = {"objective": 0.4}
   assert sb.pick("salun", g, scores) == ((3.0, 1.2), True)
   # merge: one select.json from per-method ones, edges recomputed from the rows.

@@ -12,12 +12,14 @@ rate and main knob the proxy objective of ``tune_methods.py`` chose on the MLP):
 * round 1, 9 settings: the learning rate (``ssd``: its ``alpha``, it has no rate) at 1/3, 1 and
   3 times the shipped value x the generic output temperature (``unlearn.output_temperature``)
   at 1.0, 1.2 and 1.5;
-* rounds 2 and 3, each 3 settings per edge: a method whose choice (or, where no setting keeps
-  test accuracy, whose mildest setting) sits at an edge of its grid gets one more value beyond
-  that edge (the knob 3x further, the temperature 0.9 or 2.0), crossed with the other axis's
-  values at the choice's; a choice inside the grid ends the method's rounds.
+* rounds 2 to 4, each 3 settings per edge: a method whose choice (or, where no setting keeps
+  test accuracy, its most accurate setting) sits at an edge of its grid gets one more value
+  beyond that edge (the knob 3x further, the temperature 0.9 below 1.0, or the next of 2.0 and
+  3.0 above 1.5), crossed with the other axis's values at the choice's; a choice inside the
+  grid ends the method's rounds.
 
-At most 21 settings per method, as ``retrain_short`` @ 0.5 had 22 and ``matching`` @ 0.05 17.
+At most 27 settings per method (most need 12-18), as ``retrain_short`` @ 0.5 had 22 and
+``matching`` @ 0.05 17.
 The objective is ``selection.objective``: the mean of relative F over the two protocols, among
 settings whose single-protocol test accuracy is at most ``--max-acc-drop`` below the retrain
 population's. One audit (``epsilon`` and ``klom``, N = 32) per round on one work dir, so the
@@ -43,8 +45,8 @@ from jaxunlearn import scripts  # noqa: E402
 
 TEMPERATURES = (1.0, 1.2, 1.5)
 FACTORS = (1 / 3, 1.0, 3.0)
-# Where each axis is widened past its edges.
-T_BELOW, T_ABOVE = 0.9, 2.0
+# Where the temperature is widened past its edges: one step below 1.0, then up this ladder.
+T_BELOW, T_LADDER = 0.9, (1.5, 2.0, 3.0)
 # The methods that start from the original, as configs/audit_methods.py ships them.
 METHODS = ("lightweight", "finetune", "gradient_ascent", "neggrad_plus", "random_label",
            "salun", "l1_sparse", "scrub", "bad_teacher", "msg", "random_reinit", "ssd",
@@ -102,8 +104,9 @@ def widen(points, choice) -> list[tuple[float, float]]:
     new += [(k * 3, tt) for tt in ts if (k, tt) in points]
   if t == ts[0] and t > T_BELOW:
     new += [(kk, T_BELOW) for kk in ks if (kk, t) in points]
-  if t == ts[-1] and t < T_ABOVE:
-    new += [(kk, T_ABOVE) for kk in ks if (kk, t) in points]
+  above = [x for x in T_LADDER if x > t]
+  if t == ts[-1] and above:
+    new += [(kk, above[0]) for kk in ks if (kk, t) in points]
   return [p for p in dict.fromkeys(new) if p not in points]
 
 
@@ -130,15 +133,14 @@ def score(res: dict, label: str, retrain_acc: float, max_drop: float) -> dict:
 
 
 def pick(method: str, grid: dict, scores: dict):
-  """``(point, feasible)``: the best feasible point of one method, else its mildest one (the
-  smallest learning rate, or ssd's largest alpha, at temperature 1), which widening moves
-  past."""
+  """``(point, feasible)``: the best feasible point of one method, else the one closest to
+  feasible (the highest test accuracy), which widening moves past."""
+  del method
   feasible = {p: scores[lab]["objective"] for p, (lab, _) in grid.items()
               if scores[lab]["objective"] is not None}
   if feasible:
     return max(feasible, key=feasible.get), True
-  sign = -1 if knob(method) == "alpha" else 1     # ssd: a larger alpha dampens fewer weights
-  return min(grid, key=lambda p: (sign * p[0], abs(p[1] - 1.0))), False
+  return max(grid, key=lambda p: scores[grid[p][0]]["test_acc"]), False
 
 
 def argv_of(args) -> list[str]:
@@ -176,7 +178,9 @@ def main(argv=None) -> dict:
   p.add_argument("--num-models", type=int, default=32)
   p.add_argument("--max-acc-drop", type=float, default=0.02)
   p.add_argument("--methods", default=",".join(METHODS))
-  p.add_argument("--rounds", type=int, default=3, choices=(1, 2, 3))
+  p.add_argument("--rounds", type=int, default=4, choices=(1, 2, 3, 4))
+  p.add_argument("--redo", default="", help="comma-separated methods whose per-method result "
+                 "is made again (more rounds; the work dir's cached runs are reused)")
   p.add_argument("--workdir", default="",
                  help="default: runs/matching_select/<forget><seed>, selection.py's")
   p.add_argument("--out", default="")
@@ -192,7 +196,7 @@ def main(argv=None) -> dict:
     # memory maps (vm.max_map_count) on CPU. The work dir's populations are shared through its
     # cache, so each process trains only its own method's runs.
     for m in methods:
-      if (d / m / "select.json").is_file():
+      if (d / m / "select.json").is_file() and m not in args.redo.split(","):
         continue
       cmd = [sys.executable, __file__, "--methods", m, "--out", str(d / m),
              *(a for a in argv_of(args) if a)]
