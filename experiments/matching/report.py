@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
   p.add_argument("--out", default="out/matching_report")
   args = p.parse_args(argv)
   from experiments.quality import lab
-  from jaxunlearn import auditor, cost as cost_lib, request as request_lib
+  from jaxunlearn import auditor, request as request_lib, results as results_lib
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
   unknown = [s for s in sets if s not in ("flip", "random", "backdoor")]
@@ -156,12 +156,8 @@ def main(argv=None) -> dict:
       with request_lib.open_request(cfg, Path(args.root) / key, methods=auditor.method_specs(cfg)
                                     ) as req:
         for label in rows:
-          plan = req.plans[label]
-          c = cost_lib.plan_cost(
-              plan, n_forget=req.splits.n_forget, n_remain=int(req.splits.remain_idx.size),
-              batch_norm=False, train_epochs=int(cfg.train.epochs),
-              train_batch_size=int(cfg.train.batch_size), reference_source="remain",
-              n_reference=0, reference_epochs=0)
+          # As results.json counts it: the run's schedule and a reference model per request.
+          c = results_lib.unlearn_cost(req, req.plans[label])
           fig["rows"][label]["cost_fraction"] = c["fraction_of_retrain"]
       fig["rows_entries"] = rows
       record["runs"][key] = fig
