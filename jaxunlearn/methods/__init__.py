@@ -6,8 +6,9 @@ Public API: :func:`register`, :func:`get`, :func:`names`, :func:`as_method`, the
 Importing this package registers the built-in methods.
 """
 
-from jaxunlearn.methods.base import (INPUTS, TEACHER_INPUTS, Batch, Inputs, Method, MethodEnv,  # noqa: F401
-                                     RunShape, UpdateRule, UnlearnState, as_method,
+from jaxunlearn.methods.base import (INPUTS, TEACHER_INPUTS, Batch, Inputs,  # noqa: F401
+                                     Method, MethodEnv, RunShape, UpdateRule, UnlearnState,
+                                     as_method,
                                      cross_entropy, get, implementation, kl_divergence,
                                      kl_per_example, names,
                                      register, resolve_hparams, resolve_method, with_defaults)

@@ -50,8 +50,8 @@ from jaxunlearn.registry import Registry, guard
 from jaxunlearn.train import cross_entropy  # noqa: F401  (re-exported for methods)
 
 __all__ = ["register", "get", "names", "as_method", "Method", "MethodEnv", "UpdateRule",
-           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS", "TEACHER_INPUTS",
-           "EPOCH_UNITS",
+           "UnlearnState", "with_defaults", "Inputs", "Batch", "RunShape", "INPUTS",
+           "TEACHER_INPUTS", "EPOCH_UNITS",
            "FORWARD_ONLY", "resolve_method", "resolve_hparams", "kl_per_example", "kl_divergence",
            "steps_per_epoch", "cycled_rows", "FORGET_ROWS", "REMAIN_ROWS"]
 

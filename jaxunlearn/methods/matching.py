@@ -18,9 +18,11 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   membership adds to its phi in the store's fit (:func:`jaxunlearn.attribution.count_zero`'s
   ``own``). A row memorised as an exception (a flipped label: ``b`` of 5-14 phi units on
   quick_audit) is pulled hard; a row the others teach (a backdoor's triggered image, ``b``
-  about 1) or one barely fitted (a random row, about 0.3) lightly, so that one setting serves
-  all three where one weight per request cannot. ``weight_by="own_step"``: the whole weight
-  where ``b_i >= own_scale``, ``own_floor`` of it elsewhere.
+  about 1) or one barely fitted (a random row, about 0.3) lightly. ``weight_by="own_step"``:
+  the whole weight where ``b_i >= own_scale``, ``own_floor`` of it elsewhere. Both were meant
+  to let one setting serve all three kinds of forget set; on the selection seed neither beat
+  one weight per request beyond the draw-to-draw noise (``experiments/matching/README.md``,
+  seventh look), and the same holds for ``anchor="teacher"`` below (fifth look).
 * **Steps** (``epoch_over="steps"``: ``unlearn.steps`` or ``unlearn.retrain_fraction``):
   each takes the driver's ``forget_batch_size`` rows of D_f and ``remain_batch_size`` rows
   of D_r, and a step of the unlearn block's optimizer on
@@ -75,9 +77,10 @@ class Matching(base.Method):
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
-      "own_scale": "weight_by='own': the own-membership effect on phi (in phi units) that gets "
-                   "the whole forget_weight, > 0",
-      "own_floor": "weight_by='own': the smallest share of forget_weight a row gets, in (0, 1]",
+      "own_scale": "weight_by='own' or 'own_step': the own-membership effect on phi (in phi "
+                   "units) that gets the whole forget_weight, > 0",
+      "own_floor": "weight_by='own' or 'own_step': the smallest share of forget_weight a row "
+                   "gets, in (0, 1]",
       "weight_by": "'request': every D_f row weighs forget_weight; 'own': row i weighs "
                    "forget_weight x clip(b_i / own_scale, own_floor, 1), b_i what the row's own "
                    "membership adds to its phi in the store's fit; 'own_step': forget_weight "
