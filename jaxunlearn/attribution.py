@@ -88,7 +88,7 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "retain_teacher", "teacher_settings", "check_teacher",
+           "FORGET_RATES", "teacher", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
            "request_teacher"]
 
 NAME = "attribution"
@@ -732,6 +732,24 @@ def retain_teacher(store: Store, forget_idx, remain_idx, *, degree: int = 2, ste
   return target, resid
 
 
+def none_kept_residuals(store: Store, forget_idx, resid: np.ndarray) -> np.ndarray:
+  """The residuals ``[K', n_f, C]`` of the store models that kept none of D_f.
+
+  Their spread around the fit is that of models trained without D_f (on the store's share of
+  D_r), not that of models holding part of it: a run that draws from these alone
+  (``matching``'s ``draw_from="none_kept"``) spreads as retrained models do, where the
+  residuals of every model spread 1.3-2.4 times wider on quick_audit.
+
+  Raises:
+    ConfigError: fewer than 2 such models (a store with ``forget_rate="zero"`` has several).
+  """
+  none_kept = np.asarray(store.keep[:, store.positions(forget_idx)]).sum(1) == 0
+  if none_kept.sum() < 2:
+    raise ConfigError(f"drawing from the store models that kept none of D_f needs at least 2, "
+                      f"and {store.path.name} has {int(none_kept.sum())}")
+  return resid[none_kept]
+
+
 def teacher_settings(prep, plan) -> tuple[Settings, int, bool]:
   """The store settings, fit degree and step a plan's teacher uses (``teacher_spec``):
   D_f at a per-model rate, the attribution's default seed, stores under
@@ -778,6 +796,11 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   store = build(prep, settings, progress=progress)
   forget_idx = prep.splits.forget_idx
   target, resid = teacher(store, forget_idx, degree=degree, step=step)
+  if plan.method.teacher_spec().get("draw_from", "all") == "none_kept":
+    try:
+      resid = none_kept_residuals(store, forget_idx, resid)
+    except ConfigError as e:
+      raise ConfigError(f"{plan.label}: {e}; raise unlearn.{plan.name}.teacher_models") from None
   out = {"teacher_target": target, "teacher_residuals": resid}
   if "teacher_remain_target" in plan.needs:
     out["teacher_remain_target"], out["teacher_remain_residuals"] = retain_teacher(

@@ -391,3 +391,20 @@ def test_per_row_weights_from_the_own_effect_by_hand():
                              atol=1e-5)
   with pytest.raises(ConfigError, match="own_floor"):
     unlearn.default_hparams("matching", 0.01, own_floor=0.0)
+
+
+def test_draw_from_the_models_that_kept_none_of_d_f(tmp_path):
+  keep = attribution.draw_rate_masks(200, np.arange(20), 16, 0.5, 0, rates="zero")
+  none = keep[:, :20].sum(1) == 0
+  resid = np.arange(16, dtype=np.float32)[:, None, None] * np.ones((16, 20, 3), np.float32)
+  st = _store(tmp_path, keep, np.zeros((16, 200, 3)), forget_rate="zero")
+  got = attribution.none_kept_residuals(st, np.arange(20), resid)
+  assert got.shape == (int(none.sum()), 20, 3) and int(none.sum()) >= 2
+  np.testing.assert_array_equal(got[:, 0, 0], np.flatnonzero(none))
+  with pytest.raises(ConfigError, match="at least 2"):
+    attribution.none_kept_residuals(_store(tmp_path, np.ones((16, 200), bool),
+                                           np.zeros((16, 200, 3))), np.arange(20), resid)
+  with pytest.raises(ConfigError, match="teacher_fit='step'"):
+    matching.Matching(draw_from="none_kept")
+  assert matching.Matching(draw_from="none_kept",
+                           teacher_fit="step").teacher_spec()["draw_from"] == "none_kept"

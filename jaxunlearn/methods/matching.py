@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import base, helpers
 
 NAME = "matching"
@@ -73,7 +74,7 @@ class Matching(base.Method):
   hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
              "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step"),
-             "weight_by": ("request", "own", "own_step")}
+             "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
@@ -85,6 +86,8 @@ class Matching(base.Method):
                    "forget_weight x clip(b_i / own_scale, own_floor, 1), b_i what the row's own "
                    "membership adds to its phi in the store's fit; 'own_step': forget_weight "
                    "where b_i >= own_scale, else forget_weight x own_floor",
+      "draw_from": "which store models' residuals a run draws: 'all', or 'none_kept' (those "
+                   "that kept none of D_f, with teacher_fit='step')",
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
                 "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
@@ -96,6 +99,13 @@ class Matching(base.Method):
   reads_forget_index = True
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
                   "forget_weight": (10.0, 30.0, 100.0)}
+
+  def __init__(self, **options):
+    super().__init__(**options)
+    if self.opts["draw_from"] == "none_kept" and self.opts["teacher_fit"] != "step":
+      raise ConfigError("matching: draw_from='none_kept' draws from the store models that kept "
+                        "none of D_f, which only teacher_fit='step' makes (its store puts "
+                        "several models there); set teacher_fit='step' or draw_from='all'")
 
   def validate(self, hp):
     super().validate(hp)
@@ -109,7 +119,7 @@ class Matching(base.Method):
     step = o["teacher_fit"] == "step"
     return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
             "degree": 1 if o["teacher_fit"] == "linear" else 2, "step": step,
-            "rates": "zero" if step else "uniform",
+            "rates": "zero" if step else "uniform", "draw_from": o["draw_from"],
             "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
   def used_inputs(self):
