@@ -240,9 +240,9 @@ def test_baseline_selection_grids_widening_and_merge(tmp_path):
   g = {(k, t): (f"m{k}{t}", "") for k, t in pts}
   scores = {lab: {"objective": None, "test_acc": 0.5} for lab, _ in g.values()}
   scores["m9.01.5"]["test_acc"] = 0.8
-  assert sb.pick("msg", g, scores) == ((9.0, 1.5), False)
+  assert sb.pick(g, scores) == ((9.0, 1.5), False)
   scores["m3.01.2"] = {"objective": 0.4}
-  assert sb.pick("salun", g, scores) == ((3.0, 1.2), True)
+  assert sb.pick(g, scores) == ((3.0, 1.2), True)
   # merge: one select.json from per-method ones, edges recomputed from the rows.
   for m, best in (("salun", (3.0, 1.2)), ("msg", (9.0, 1.5))):
     rows = [{"family": m, "label": f"{m}{k}{t}", "knob_value": k, "temperature": t}
@@ -257,3 +257,27 @@ def test_baseline_selection_grids_widening_and_merge(tmp_path):
   assert out["chosen"]["msg"]["at_edge"] == ["knob high", "temperature high"]
   assert len(out["rows"]) == 18 and json.loads((tmp_path / "select.json").read_text()) == out
   assert (tmp_path / "select.md").read_text().count("|") == 4
+
+
+def test_selection_scores_floors_and_table_from_an_audit_result():
+  from experiments.matching import selection
+  res = {"epsilon": {"single": {"oracle": {"test_acc": 0.94, "forgetting_quality": 0.2},
+                                "m": {"relative_f": 0.4, "test_acc": 0.93},
+                                "bad": {"relative_f": 0.9, "test_acc": 0.90}},
+                     "per_seed": {"m": {"relative_f": 0.6}, "bad": {"relative_f": 0.9}}},
+         "klom": {"single": {"oracle": {"forget": {"p95": 3.0}}, "m": {"forget": {"p95": 4.5}}}},
+         "methods": {"m": {"schedule": {"steps": 7}}, "bad": {"schedule": {"steps": 7}}}}
+  fl = selection.floors(res)
+  assert fl == {"retrain_test_acc": 0.94, "oracle_f": 0.2, "klom_floor_p95_forget": 3.0}
+  m = selection.score(res, "m", 0.94, 0.02)
+  assert m["objective"] == pytest.approx(0.5) and m["steps"] == 7 and m["klom_p95_forget"] == 4.5
+  bad = selection.score(res, "bad", 0.94, 0.02)
+  assert bad["objective"] is None and bad["klom_p95_forget"] is None      # 4 points below
+  rows = [{"family": "f", "label": "m", "round": 2, **m}, {"family": "f", "label": "bad", **bad}]
+  lines = selection.table(rows[:1], {"f": {"label": "m"}}, first="method", with_round=True)
+  assert lines[0].startswith("| method | setting | round |") and lines[1].count("---") == 8
+  assert lines[2] == "| f | m **chosen** | 2 | 0.400 | 0.600 | 0.9300 | 4.50 | 0.500 |"
+  assert selection.table(rows[1:], {})[2] == "| f | bad | 0.900 | 0.900 | 0.9000 |  | (acc) |"
+  with pytest.raises(SystemExit, match="--redo"):
+    from experiments.matching import select_baselines
+    select_baselines.main(["--methods", "salun", "--redo", "msg"])

@@ -121,21 +121,9 @@ def edges(points, choice) -> list[str]:
                                  ("temperature high", t == ts[-1])) if on]
 
 
-def score(res: dict, label: str, retrain_acc: float, max_drop: float) -> dict:
-  from experiments.matching import selection
-  eps, klom = res["epsilon"], res.get("klom", {})
-  s, q = eps["single"][label], eps["per_seed"][label]
-  return {"relative_f_single": s["relative_f"], "relative_f_per_seed": q["relative_f"],
-          "test_acc": s["test_acc"],
-          "klom_p95_forget": klom.get("single", {}).get(label, {}).get("forget", {}).get("p95"),
-          "steps": res["methods"][label]["schedule"]["steps"],
-          "objective": selection.objective(s, q, retrain_acc, max_drop)}
-
-
-def pick(method: str, grid: dict, scores: dict):
+def pick(grid: dict, scores: dict):
   """``(point, feasible)``: the best feasible point of one method, else the one closest to
   feasible (the highest test accuracy), which widening moves past."""
-  del method
   feasible = {p: scores[lab]["objective"] for p, (lab, _) in grid.items()
               if scores[lab]["objective"] is not None}
   if feasible:
@@ -187,8 +175,10 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   unknown = [m for m in methods if m not in METHODS]
+  redo = [m.strip() for m in args.redo.split(",") if m.strip()]
+  unknown = unknown or [m for m in redo if m not in methods]
   if unknown:
-    raise SystemExit(f"--methods: {unknown} not among {list(METHODS)} "
+    raise SystemExit(f"--methods/--redo: {unknown} not among {methods} "
                      f"(left out: {LEFT_OUT})")
   d = Path(args.out or f"out/matching_select/baselines_{args.forget}{args.seed}")
   if len(methods) > 1:
@@ -196,13 +186,14 @@ def main(argv=None) -> dict:
     # memory maps (vm.max_map_count) on CPU. The work dir's populations are shared through its
     # cache, so each process trains only its own method's runs.
     for m in methods:
-      if (d / m / "select.json").is_file() and m not in args.redo.split(","):
+      if (d / m / "select.json").is_file() and m not in redo:
         continue
       cmd = [sys.executable, __file__, "--methods", m, "--out", str(d / m),
              *(a for a in argv_of(args) if a)]
       print("$", " ".join(cmd), flush=True)
       subprocess.run(cmd, check=True)
     return merge(d, methods)
+  from experiments.matching import selection
   from experiments.quality import lab
   from jaxunlearn import auditor
   grids = round_one(methods)
@@ -217,13 +208,13 @@ def main(argv=None) -> dict:
     res = auditor.run_audit(cfg, workdir)
     walls.append(time.time() - t0)
     retrain_acc = res["epsilon"]["single"]["oracle"]["test_acc"]
-    scores = {lab_: score(res, lab_, retrain_acc, args.max_acc_drop)
+    scores = {lab_: selection.score(res, lab_, retrain_acc, args.max_acc_drop)
               for g in grids.values() for lab_, _ in g.values()}
     print(f"round {r}: {len(scores)} settings, {walls[-1]:.0f} s", flush=True)
     if r == args.rounds:
       break
     for m in sorted(open_):
-      new = widen(set(grids[m]), pick(m, grids[m], scores)[0])
+      new = widen(set(grids[m]), pick(grids[m], scores)[0])
       if not new:
         open_.discard(m)
       for pt in new:
@@ -233,7 +224,7 @@ def main(argv=None) -> dict:
       break
   rows, chosen = [], {}
   for m, g in grids.items():
-    best, feasible = pick(m, g, scores)
+    best, feasible = pick(g, scores)
     for pt, (lab_, e) in g.items():
       rows.append({"family": m, "label": lab_, "entry": e, "round": rounds[m][pt],
                    "knob": knob(m), "knob_value": pt[0], "temperature": pt[1], **scores[lab_]})
@@ -241,12 +232,9 @@ def main(argv=None) -> dict:
       chosen[m] = {"label": g[best][0], "entry": g[best][1],
                    "objective": scores[g[best][0]]["objective"], "settings": len(g),
                    "at_edge": edges(set(g), best)}
-  eps, klom = res["epsilon"], res.get("klom", {})
   out = {"seed": args.seed, "forget": args.forget, "num_models": args.num_models,
-         "max_acc_drop": args.max_acc_drop, "retrain_test_acc": retrain_acc,
-         "oracle_f": eps["single"]["oracle"]["forgetting_quality"],
-         "klom_floor_p95_forget": klom.get("single", {}).get("oracle", {}).get("forget", {})
-         .get("p95"), "wall_s": walls, "left_out": LEFT_OUT, "rows": rows, "chosen": chosen,
+         "max_acc_drop": args.max_acc_drop, **selection.floors(res), "wall_s": walls,
+         "left_out": LEFT_OUT, "rows": rows, "chosen": chosen,
          "none_feasible": [m for m in grids if m not in chosen]}
   d.mkdir(parents=True, exist_ok=True)
   (d / "select.json").write_text(json.dumps(out, indent=2))
@@ -255,15 +243,7 @@ def main(argv=None) -> dict:
            f"retrain test acc {retrain_acc:.4f}; oracle F {out['oracle_f']:.3f}; KLOM P95 D_f "
            f"floor {out['klom_floor_p95_forget']}; wall per round "
            f"{', '.join(f'{w:.0f}' for w in walls)} s; left out: {LEFT_OUT}", "",
-           "| method | setting | round | rel. F single | rel. F per seed | test acc | "
-           "KLOM P95 D_f | objective |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    mark = " **chosen**" if chosen.get(r["family"], {}).get("label") == r["label"] else ""
-    k = "" if r["klom_p95_forget"] is None else f"{r['klom_p95_forget']:.2f}"
-    o = "(acc)" if r["objective"] is None else f"{r['objective']:.3f}"
-    lines.append(f"| {r['family']} | {r['label']}{mark} | {r['round']} | "
-                 f"{r['relative_f_single']:.3f} | {r['relative_f_per_seed']:.3f} | "
-                 f"{r['test_acc']:.4f} | {k} | {o} |")
+           *selection.table(rows, chosen, first="method", with_round=True)]
   (d / "select.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   print(json.dumps(chosen, indent=2))

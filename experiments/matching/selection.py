@@ -110,6 +110,42 @@ def objective(single: dict, per_seed: dict, retrain_acc: float, max_drop: float)
   return 0.5 * (single["relative_f"] + per_seed["relative_f"])
 
 
+def score(res: dict, label: str, retrain_acc: float, max_drop: float) -> dict:
+  """One setting's figures in an audit's result, and its :func:`objective`."""
+  eps, klom = res["epsilon"], res.get("klom", {})
+  s, q = eps["single"][label], eps["per_seed"][label]
+  return {"relative_f_single": s["relative_f"], "relative_f_per_seed": q["relative_f"],
+          "test_acc": s["test_acc"],
+          "klom_p95_forget": klom.get("single", {}).get(label, {}).get("forget", {}).get("p95"),
+          "steps": res["methods"][label]["schedule"]["steps"],
+          "objective": objective(s, q, retrain_acc, max_drop)}
+
+
+def floors(res: dict) -> dict:
+  """The retrain population's test accuracy, the oracle's F and its KLOM P95 on D_f."""
+  eps, klom = res["epsilon"], res.get("klom", {})
+  return {"retrain_test_acc": eps["single"]["oracle"]["test_acc"],
+          "oracle_f": eps["single"]["oracle"]["forgetting_quality"],
+          "klom_floor_p95_forget": klom.get("single", {}).get("oracle", {}).get("forget", {})
+          .get("p95")}
+
+
+def table(rows, chosen, first: str = "family", with_round: bool = False) -> list[str]:
+  """The markdown table of every setting, the chosen ones marked."""
+  cols = [first, "setting", *(["round"] if with_round else []), "rel. F single",
+          "rel. F per seed", "test acc", "KLOM P95 D_f", "objective"]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for r in rows:
+    mark = " **chosen**" if chosen.get(r["family"], {}).get("label") == r["label"] else ""
+    k = "" if r["klom_p95_forget"] is None else f"{r['klom_p95_forget']:.2f}"
+    o = "(acc)" if r["objective"] is None else f"{r['objective']:.3f}"
+    cells = [r["family"], r["label"] + mark, *([str(r["round"])] if with_round else []),
+             f"{r['relative_f_single']:.3f}", f"{r['relative_f_per_seed']:.3f}",
+             f"{r['test_acc']:.4f}", k, o]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
 def main(argv=None) -> dict:
   p = scripts.parser(__doc__.splitlines()[0])
   p.add_argument("--seed", type=int, default=100)
@@ -141,42 +177,29 @@ def main(argv=None) -> dict:
   t0 = time.time()
   res = auditor.run_audit(cfg, workdir)
   wall = time.time() - t0
-  eps, klom = res["epsilon"], res.get("klom", {})
-  retrain_acc = eps["single"]["oracle"]["test_acc"]
+  fl = floors(res)
+  retrain_acc = fl["retrain_test_acc"]
   rows, chosen = [], {}
   for fam, entries in fams.items():
     best = None
     for label in entries:
-      s, q = eps["single"][label], eps["per_seed"][label]
-      obj = objective(s, q, retrain_acc, args.max_acc_drop)
-      k = klom.get("single", {}).get(label, {}).get("forget", {}).get("p95")
-      rows.append({"family": fam, "label": label, "entry": entries[label],
-                   "relative_f_single": s["relative_f"], "relative_f_per_seed": q["relative_f"],
-                   "test_acc": s["test_acc"], "klom_p95_forget": k, "objective": obj})
+      sc = score(res, label, retrain_acc, args.max_acc_drop)
+      obj = sc["objective"]
+      rows.append({"family": fam, "label": label, "entry": entries[label], **sc})
       if obj is not None and (best is None or obj > best[1]):
         best = (label, obj)
     if best is not None:
       chosen[fam] = {"label": best[0], "entry": entries[best[0]], "objective": best[1]}
   out = {"seed": args.seed, "forget": args.forget, "num_models": args.num_models,
-         "max_acc_drop": args.max_acc_drop, "retrain_test_acc": retrain_acc,
-         "oracle_f": eps["single"]["oracle"]["forgetting_quality"],
-         "klom_floor_p95_forget": klom.get("single", {}).get("oracle", {}).get("forget", {})
-         .get("p95"), "wall_s": wall, "rows": rows, "chosen": chosen,
-         "teachers": res.get("teachers", {})}
+         "max_acc_drop": args.max_acc_drop, **fl, "wall_s": wall, "rows": rows,
+         "chosen": chosen, "teachers": res.get("teachers", {})}
   d = Path(args.out or f"out/matching_select/{args.forget}{args.seed}")
   d.mkdir(parents=True, exist_ok=True)
   (d / "select.json").write_text(json.dumps(out, indent=2))
   lines = [f"# Selection: seed {args.seed}, {args.forget} set, N = {args.num_models}", "",
            f"retrain test acc {retrain_acc:.4f}; oracle F {out['oracle_f']:.3f}; KLOM P95 D_f "
            f"floor {out['klom_floor_p95_forget']}; wall {wall:.0f} s", "",
-           "| family | setting | rel. F single | rel. F per seed | test acc | KLOM P95 D_f | "
-           "objective |", "|---|---|---|---|---|---|---|"]
-  for r in rows:
-    mark = " **chosen**" if chosen.get(r["family"], {}).get("label") == r["label"] else ""
-    k = "" if r["klom_p95_forget"] is None else f"{r['klom_p95_forget']:.2f}"
-    o = "(acc)" if r["objective"] is None else f"{r['objective']:.3f}"
-    lines.append(f"| {r['family']} | {r['label']}{mark} | {r['relative_f_single']:.3f} | "
-                 f"{r['relative_f_per_seed']:.3f} | {r['test_acc']:.4f} | {k} | {o} |")
+           *table(rows, chosen)]
   (d / "select.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   print(json.dumps(chosen, indent=2))
