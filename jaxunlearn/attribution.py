@@ -88,7 +88,7 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
+           "FORGET_RATES", "teacher", "out_teacher", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
            "request_teacher"]
 
 NAME = "attribution"
@@ -682,6 +682,44 @@ def teacher(store: Store, forget_idx, *, degree: int = 2,
   return target.astype(np.float32), resid.astype(np.float32)
 
 
+def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
+  """Per-example target logits on D_f from a shared store: each row's OUT models.
+
+  A store that keeps every row at one rate (``forget_rate=""``) does not depend on the forget
+  set, so every request on its training set shares it. Row ``i``'s target is the mean logits
+  of the models that did not train on it, and its residuals are those models' deviations from
+  that mean, laid out ``K`` deep: slot ``l`` of row ``i`` holds its ``(l mod n_i)``-th OUT
+  model's (``n_i`` its OUT count), so that a run's draw, uniform over the ``K`` slots, picks
+  each of the row's OUT models about equally often (exactly when ``n_i`` divides ``K``; at
+  most one slot more for some). Those models still trained on
+  most of the rest of D_f, so the target stands for "retrained without D_f" only where D_f's
+  rows do not teach each other (a random forget set; not a memorised or backdoored one, whose
+  transform makes the store per forget set anyway, :func:`teacher`).
+
+  Returns:
+    ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
+
+  Raises:
+    ConfigError: a D_f row with fewer than 2 OUT models (raise K or lower keep_fraction).
+  """
+  pos = store.positions(forget_idx)
+  out = ~np.asarray(store.keep[:, pos], bool)                    # [K, m]
+  n_out = out.sum(0)
+  if n_out.min() < 2:
+    raise ConfigError(f"an OUT teacher needs at least 2 models that left each D_f row out, and "
+                      f"{store.path.name} has {int(n_out.min())} for some row; raise num_models "
+                      "or lower keep_fraction")
+  z = np.asarray(store.logits(), np.float64)[:, pos, :]         # [K, m, C]
+  k_models = z.shape[0]
+  target = np.empty(z.shape[1:])
+  resid = np.empty_like(z)
+  for j in range(z.shape[1]):
+    zj = z[out[:, j], j, :]
+    target[j] = zj.mean(0)
+    resid[:, j] = (zj - target[j])[np.arange(k_models) % zj.shape[0]]
+  return target.astype(np.float32), resid.astype(np.float32)
+
+
 def retain_teacher(store: Store, forget_idx, remain_idx, *, degree: int = 2, step: bool = False,
                    chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
   """Per-example target logits on D_r rows as a model retrained without D_f would give them.
@@ -769,7 +807,12 @@ def check_teacher(prep, plan) -> None:
     check(prep, settings)
     check_memory(prep, settings)
     n_coef = 2 + degree + int(step)
-    if settings.num_models < n_coef + 1:
+    expected_out = settings.num_models * (1.0 - settings.keep_fraction)
+    if not settings.forget_rate and expected_out < 4:
+      raise ConfigError(f"{settings.num_models} models keeping {settings.keep_fraction} of the "
+                        f"rows leave each row out of {expected_out:.1f} on average, too few for "
+                        "an OUT teacher; raise num_models or lower keep_fraction")
+    if settings.forget_rate and settings.num_models < n_coef + 1:
       raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
                         f"{n_coef} coefficients per row; use teacher_models >= {n_coef + 1}")
   except ConfigError as e:
@@ -789,13 +832,21 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   them ``teacher_remain_target`` and ``teacher_remain_residuals`` (:func:`retain_teacher` on
   D_r) and ``teacher_own_effect`` (:func:`count_zero`'s ``own`` on phi).
 
+  With a store that keeps every row at one rate (the plan's spec has ``rates=""``), the
+  target is :func:`out_teacher`'s and no D_r teacher or own effect is offered.
+
   ``info`` names the store and its one-off cost in examples beside retraining's; with a
-  forget-set-dependent transform or ``forget_rate="uniform"`` (always, here) the store belongs
-  to this forget set, so that cost is paid per forget set (``per_forget_set``)."""
+  forget-set-dependent transform or a rate on D_f (``forget_rate="uniform"`` or ``"zero"``)
+  the store belongs to this forget set, so that cost is paid per forget set
+  (``per_forget_set``); otherwise every request on the same training set shares it."""
   settings, degree, step = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
   forget_idx = prep.splits.forget_idx
-  target, resid = teacher(store, forget_idx, degree=degree, step=step)
+  shared = not settings.forget_rate
+  if shared:
+    target, resid = out_teacher(store, forget_idx)
+  else:
+    target, resid = teacher(store, forget_idx, degree=degree, step=step)
   if plan.method.teacher_spec().get("draw_from", "all") == "none_kept":
     try:
       resid = none_kept_residuals(store, forget_idx, resid)
@@ -810,12 +861,15 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
                                            step=step)["own"].astype(np.float32)
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
-          "keep_fraction": float(store.meta["keep_fraction"]), "degree": degree,
+          "keep_fraction": float(store.meta["keep_fraction"]),
+          **({"fit": "out"} if shared else {"degree": degree}),
           **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),
           "retrain_examples": int(cost["retrain_examples"]),
           "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),
-          "per_forget_set": True}
+          # A rate on D_f, or a transform of the training data made from D_f (label flips,
+          # backdoors: every transform takes the forget set), ties the store to this request.
+          "per_forget_set": bool(settings.forget_rate) or bool(tuple(prep.transforms))}
   return out, info
 
 

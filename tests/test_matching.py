@@ -408,3 +408,74 @@ def test_draw_from_the_models_that_kept_none_of_d_f(tmp_path):
     matching.Matching(draw_from="none_kept")
   assert matching.Matching(draw_from="none_kept",
                            teacher_fit="step").teacher_spec()["draw_from"] == "none_kept"
+
+
+def test_out_teacher_by_hand(tmp_path):
+  # Row j's target is the mean of its OUT models' logits; slot l holds OUT model l mod n_j.
+  keep = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 0]], bool)
+  logits = RNG.normal(size=(5, 3, 2))
+  got_t, got_r = attribution.out_teacher(_store(tmp_path, keep, logits, forget_rate=""),
+                                         np.array([0, 1]))
+  for j in (0, 1):
+    out = np.flatnonzero(~keep[:, j])
+    mean = logits[out, j].mean(0)
+    np.testing.assert_allclose(got_t[j], mean, rtol=1e-6)
+    np.testing.assert_allclose(got_r[:, j], logits[out[np.arange(5) % out.size], j] - mean,
+                               rtol=1e-5, atol=1e-6)
+  with pytest.raises(ConfigError, match="at least 2 models that left each D_f row out"):
+    attribution.out_teacher(_store(tmp_path, keep, logits, forget_rate=""), np.array([2]))
+  spec = matching.Matching(teacher_fit="out").teacher_spec()
+  assert spec["rates"] == "" and not spec["step"]
+  with pytest.raises(ConfigError, match="teacher_fit='out'"):
+    matching.Matching(teacher_fit="out", anchor="teacher")
+
+
+@pytest.mark.slow
+def test_head_solve_by_hand():
+  # The toy's output layer is its only layer, so its features are the inputs themselves, and
+  # the closed-form move is a ridge regression on [x, 1] that numpy solves directly.
+  p = linear_params()
+  np.testing.assert_allclose(matching.head_features(linear, p, "Dense_0", jnp.asarray(X_F)),
+                             X_F, rtol=1e-6)
+  params, _ = run_solve(weight=3.0, ridge=0.5)
+  w0 = np.asarray(p["Dense_0"]["kernel"], np.float64)
+  b0 = np.asarray(p["Dense_0"]["bias"], np.float64)
+  hf = np.c_[X_F, np.ones(2)]
+  hr = np.c_[X_R, np.ones(2)]
+  gram_r = hr.T @ hr / 2
+  a = 3.0 * hf.T @ hf / 2 + gram_r + 0.5 * np.trace(gram_r) / 3 * np.eye(3)
+  delta = np.linalg.solve(a, 3.0 * hf.T @ (TARGET - (X_F @ w0 + b0)) / 2)
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w0 + delta[:2], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(params["Dense_0"]["bias"], b0 + delta[2], rtol=1e-4, atol=1e-5)
+  m = matching.Matching(solve="head", solve_rows=256)
+  shape = base.RunShape(n_forget=100, n_remain=200, forget_batch_size=32, remain_batch_size=8,
+                        epochs=1, steps_per_epoch=10)
+  assert m.cost(shape, {}) == pytest.approx(10 * (40 + 8 / 3) + (100 + 200) / 3)
+
+
+def run_solve(weight, ridge, mask=None, steps=1, lr=0.0):
+  opts = {"solve": "head"} if mask is None else {"mask": "saliency"}
+  fn = unlearn.make_unlearn_fn(matching.Matching(**opts), linear, epochs=1, n_forget=2,
+                               n_remain=2, forget_batch_size=2, remain_batch_size=2, steps=steps)
+  inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
+                          y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
+                          teacher_residuals=jnp.asarray(RESID))
+  hp = unlearn.default_hparams("matching", lr, forget_weight=4.0, noise=0.0, solve_weight=weight,
+                               solve_ridge=ridge, mask_ratio=mask or 0.3)
+  return fn(linear_params(), inputs, jax.random.key(0), hp)
+
+
+@pytest.mark.slow
+def test_saliency_mask_by_hand():
+  # One SGD step moves only the largest |grad| share of the weights (of the D_f error at the
+  # start); the others keep the original's values.
+  params, _ = run_solve(1.0, 0.0, mask=0.5, steps=1, lr=0.1)
+  p0 = linear_params()["Dense_0"]
+  w0, b0 = (np.asarray(p0[k], np.float64) for k in ("kernel", "bias"))
+  g = {"kernel": X_F.T @ (2 * (X_F @ w0 + b0 - TARGET)), "bias": (2 * (X_F @ w0 + b0 - TARGET)
+                                                                  ).sum(0)}
+  flat = np.abs(np.concatenate([g["bias"].ravel(), g["kernel"].ravel()]))
+  moved = np.concatenate([np.asarray(params["Dense_0"]["bias"]).ravel() != b0.ravel(),
+                          np.asarray(params["Dense_0"]["kernel"]).ravel() != w0.ravel()])
+  assert moved.sum() == flat.size // 2
+  assert set(np.flatnonzero(moved)) == set(np.argsort(-flat, kind="stable")[:flat.size // 2])

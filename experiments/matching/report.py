@@ -105,6 +105,10 @@ def main(argv=None) -> dict:
   p.add_argument("--extra", action="append", default=[], metavar="LABEL=ENTRY",
                  help="a row beside the selected ones (an audit.methods entry), repeatable")
   p.add_argument("--num-models", type=int, default=32)
+  p.add_argument("--share-stores", default="", metavar="DIR",
+                 help="one folder of attribution stores for every seed's work dir (each work "
+                      "dir's attribution/ becomes a link to it), so that requests on the same "
+                      "training set share a store whose key does not depend on D_f")
   p.add_argument("--root", default="runs/matching_report")
   p.add_argument("--out", default="out/matching_report")
   args = p.parse_args(argv)
@@ -146,6 +150,8 @@ def main(argv=None) -> dict:
         fig["wall_s"], fig["rows_entries"] = done.get("wall_s"), rows
         record["runs"][key] = fig
         continue
+      if args.share_stores:
+        share(Path(args.root) / key, Path(args.share_stores))
       cfg = lab.make_config(seed, forget, holdout=0, n_models=args.num_models)
       cfg.audit.statistics = ("epsilon", "klom")
       cfg.audit.methods = tuple(f"{k}={v}" for k, v in rows.items())
@@ -176,6 +182,22 @@ def main(argv=None) -> dict:
   (out_dir / "report.md").write_text(md)
   print(md)
   return record
+
+
+def share(workdir: Path, stores: Path) -> None:
+  """Makes ``workdir/attribution`` a link to ``stores`` (created if absent); refuses a work dir
+  that already has stores of its own, which the link would hide."""
+  stores.mkdir(parents=True, exist_ok=True)
+  link = workdir / "attribution"
+  if link.is_symlink():
+    if link.resolve() != stores.resolve():
+      raise SystemExit(f"{link} links to {link.resolve()}, not --share-stores {stores}")
+    return
+  if link.exists():
+    raise SystemExit(f"{link} holds stores of its own; move them into --share-stores {stores} "
+                     "or use another --root")
+  workdir.mkdir(parents=True, exist_ok=True)
+  link.symlink_to(stores.resolve(), target_is_directory=True)
 
 
 def summarise(record: dict, rows, sets, seeds) -> dict:

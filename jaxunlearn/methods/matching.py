@@ -55,13 +55,60 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.methods import base, helpers
+from jaxunlearn.methods import base, erase, helpers, salun
 
 NAME = "matching"
 TEACHER_MODELS = (64, 16, 32, 128)
-TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5)
+TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5, 0.975)
 TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw on D_f
 TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
+TAG_SOLVE_ROWS = 0x6D617473    # the D_r rows the head solve anchors on (solve="head")
+SOLVE_ROWS = (1024, 256, 512, 2048, 4096)
+
+
+def output_head(params) -> str:
+  """The name of the model's output layer (its last top-level ``Dense``), for ``solve="head"``."""
+  dense = erase.top_level_layers(params)["Dense"]
+  if not dense or getattr(params[dense[-1]].get("kernel"), "ndim", 0) != 2:
+    raise ConfigError("matching: solve='head' needs a model whose output layer is a top-level "
+                      "Dense (kernel [features, classes]); this model has none, so use "
+                      "solve='none'")
+  return dense[-1]
+
+
+def head_features(apply_fn, params, head: str, x):
+  """The output layer's input on each row of ``x``, ``[n, d]``.
+
+  The logits are affine in the output layer's kernel, so the gradient of one row's first logit
+  with respect to the kernel's first column is that row's features; autodiff stops at the
+  output layer, so this costs a forward pass over ``x``.
+  """
+  layer = params[head]
+
+  def first_logit(w0, xi):
+    p = type(params)({**params, head: {**layer, "kernel": layer["kernel"].at[:, 0].set(w0)}})
+    return apply_fn(p, xi[None])[0, 0]
+  return jax.vmap(jax.grad(first_logit), in_axes=(None, 0))(layer["kernel"][:, 0], x)
+
+
+def solve_head(params, head: str, feats_forget, logits_forget, target, feats_anchor,
+               weight, ridge):
+  """The output layer moved in closed form toward ``target`` on D_f, anchored on D_r's features.
+
+  With ``h`` a row's features and a 1 appended, the change ``D`` to the stacked kernel and bias
+  minimises ``weight * mean_f |h_f D - (target_f - z_f)|^2 + mean_r |h_r D|^2 + ridge * s |D|^2``
+  (``z_f`` the logits now, ``s`` the mean diagonal of ``mean_r h_r^T h_r``): D_f's logits go
+  toward their targets while the anchor rows' logits move as little as possible.
+  """
+  ones = lambda h: jnp.concatenate([h, jnp.ones(h.shape[:1] + (1,), h.dtype)], -1)
+  hf, hr = ones(feats_forget), ones(feats_anchor)
+  gram_r = hr.T @ hr / hr.shape[0]
+  a = weight * hf.T @ hf / hf.shape[0] + gram_r \
+      + ridge * jnp.trace(gram_r) / gram_r.shape[0] * jnp.eye(gram_r.shape[0], dtype=hf.dtype)
+  delta = jnp.linalg.solve(a, weight * hf.T @ (target - logits_forget) / hf.shape[0])
+  layer = params[head]
+  new = {**layer, "kernel": layer["kernel"] + delta[:-1], "bias": layer["bias"] + delta[-1]}
+  return type(params)({**params, head: new})
 
 
 @base.register(NAME)
@@ -71,10 +118,12 @@ class Matching(base.Method):
                  "(a retrained model's, drawn per run), anchored on D_r")
   inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals",
             "teacher_remain_target", "teacher_remain_residuals", "teacher_own_effect")
-  hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03}
+  hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03,
+             "solve_weight": 10.0, "solve_ridge": 1e-3, "mask_ratio": 0.3}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
-             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step"),
-             "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept")}
+             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step", "out"),
+             "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
+             "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
@@ -88,13 +137,27 @@ class Matching(base.Method):
                    "where b_i >= own_scale, else forget_weight x own_floor",
       "draw_from": "which store models' residuals a run draws: 'all', or 'none_kept' (those "
                    "that kept none of D_f, with teacher_fit='step')",
+      "solve_weight": "solve='head': weight of D_f's squared error against the anchor rows' in "
+                      "the closed-form move of the output layer, > 0",
+      "solve_ridge": "solve='head': ridge on that move, relative to the anchor features' mean "
+                     "square, >= 0",
+      "solve": "'head': before the steps, move the output layer in closed form toward the run's "
+               "targets on D_f, anchored on solve_rows rows of D_r (a forward pass over them and "
+               "D_f); 'none': steps only",
+      "mask": "'saliency': only the mask_ratio share of weights with the largest |gradient| of "
+              "the run's D_f error at the start may move (SalUn's mask on matching's loss; a "
+              "gradient over D_f); 'none': all",
+      "mask_ratio": "mask='saliency': share of all weights that may move, in (0, 1]",
+      "solve_rows": "solve='head': rows of D_r the closed-form move anchors on (at most |D_r|)",
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
                 "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
       "teacher_keep": "share of the training rows each store model trains on",
       "teacher_fit": "the fit over the store's models read at none of D_f ('step': quadratic "
                      "plus a jump between none and one other D_f row kept, on a store whose "
-                     "rates put several models at none of D_f)"}
+                     "rates put several models at none of D_f); 'out': each row's OUT models "
+                     "in a store that keeps every row at teacher_keep, shared by every "
+                     "request on the training set (attribution.out_teacher)"}
   epoch_over = "steps"
   reads_forget_index = True
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
@@ -102,6 +165,13 @@ class Matching(base.Method):
 
   def __init__(self, **options):
     super().__init__(**options)
+    o = self.opts
+    if o["teacher_fit"] == "out" and (o["anchor"] == "teacher" or o["weight_by"] != "request"
+                                      or o["draw_from"] != "all"):
+      raise ConfigError("matching: teacher_fit='out' reads a shared store's OUT models, which "
+                        "has no fit at none of D_f for anchor='teacher', weight_by or "
+                        "draw_from; keep anchor='logits' or 'labels', weight_by='request' and "
+                        "draw_from='all', or choose another teacher_fit")
     if self.opts["draw_from"] == "none_kept" and self.opts["teacher_fit"] != "step":
       raise ConfigError("matching: draw_from='none_kept' draws from the store models that kept "
                         "none of D_f, which only teacher_fit='step' makes (its store puts "
@@ -113,13 +183,17 @@ class Matching(base.Method):
     helpers.validate_range(hp, "noise", 0.0, 10.0, method=NAME)
     helpers.validate_range(hp, "own_scale", 0.0, 1e6, low_open=True, method=NAME)
     helpers.validate_range(hp, "own_floor", 0.0, 1.0, low_open=True, method=NAME)
+    helpers.validate_range(hp, "solve_weight", 0.0, 1e6, low_open=True, method=NAME)
+    helpers.validate_range(hp, "solve_ridge", 0.0, 1e6, method=NAME)
+    helpers.validate_range(hp, "mask_ratio", 0.0, 1.0, low_open=True, method=NAME)
 
   def teacher_spec(self):
     o = self.opts
     step = o["teacher_fit"] == "step"
+    rates = {"step": "zero", "out": ""}.get(o["teacher_fit"], "uniform")
     return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
             "degree": 1 if o["teacher_fit"] == "linear" else 2, "step": step,
-            "rates": "zero" if step else "uniform", "draw_from": o["draw_from"],
+            "rates": rates, "draw_from": o["draw_from"],
             "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
   def used_inputs(self):
@@ -134,10 +208,18 @@ class Matching(base.Method):
     anchor = base.FORWARD_ONLY * remain_batch_size if self.opts["anchor"] == "logits" else 0.0
     return float(forget_batch_size + remain_batch_size) + anchor
 
+  def solve_cost(self, n_forget, n_remain):
+    """The head solve's forward passes: D_f and its anchor rows of D_r (0 without it)."""
+    if self.opts["solve"] != "head":
+      return 0.0
+    return base.FORWARD_ONLY * float(n_forget + min(int(self.opts["solve_rows"]), n_remain))
+
   def cost(self, shape, hp):
     del hp
     steps = shape.epochs * shape.steps_per_epoch
-    return float(steps) * self.step_cost(shape.forget_batch_size, shape.remain_batch_size)
+    mask = float(shape.n_forget) if self.opts["mask"] == "saliency" else 0.0
+    return float(steps) * self.step_cost(shape.forget_batch_size, shape.remain_batch_size) \
+        + self.solve_cost(shape.n_forget, shape.n_remain) + mask
 
   def make(self, env):
     hp, inputs = env.hparams, env.inputs
@@ -150,15 +232,32 @@ class Matching(base.Method):
       pick = jax.random.randint(jax.random.fold_in(env.key, tag), (n,), 0, resid.shape[0])
       return target + hp["noise"] * resid[pick, jnp.arange(n)]
 
+    def solved(params, run_target):
+      """``solve="head"``: the output layer moved in closed form toward the run's targets."""
+      head = output_head(params)
+      n_r = inputs.x_remain.shape[0]
+      rows = jax.random.permutation(jax.random.fold_in(env.key, TAG_SOLVE_ROWS),
+                                    n_r)[:min(int(self.opts["solve_rows"]), n_r)]
+      feats_f = head_features(env.apply_fn, params, head, inputs.x_forget)
+      feats_r = head_features(env.apply_fn, params, head, inputs.x_remain[rows])
+      return solve_head(params, head, feats_f, env.apply_fn(params, inputs.x_forget),
+                        run_target, feats_r, hp["solve_weight"], hp["solve_ridge"])
+
     def init(params):
       run_target = draw(inputs.teacher_target, inputs.teacher_residuals, TAG_DRAW)
       run_anchor = draw(inputs.teacher_remain_target, inputs.teacher_remain_residuals,
                         TAG_DRAW_REMAIN) if anchor == "teacher" else None
-      return base.UnlearnState(jnp.zeros((), jnp.int32), params, env.optimizer.init(params),
-                               (params, run_target, run_anchor))
+      start = solved(params, run_target) if self.opts["solve"] == "head" else params
+      mask = None
+      if self.opts["mask"] == "saliency":
+        grads = jax.grad(lambda p: jnp.sum((env.apply_fn(p, inputs.x_forget) - run_target) ** 2)
+                         )(start)
+        mask = salun.saliency_mask(grads, hp["mask_ratio"])
+      return base.UnlearnState(jnp.zeros((), jnp.int32), start, env.optimizer.init(start),
+                               (params, run_target, run_anchor, mask))
 
     def step(state, batch):
-      original, run_target, run_anchor = state.extra
+      original, run_target, run_anchor, mask = state.extra
       t_f = run_target[batch.forget_index]
       z0_r = jax.lax.stop_gradient(env.apply_fn(original, batch.x_remain)) \
           if anchor == "logits" else None
@@ -184,6 +283,8 @@ class Matching(base.Method):
         return jnp.mean(w_f * err) + keep, (forget, keep)
       (loss, (forget, keep)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = env.optimizer.update(grads, state.opt_state, state.params)
+      if mask is not None:
+        updates = jax.tree.map(lambda u, m: u * m, updates, mask)
       params = optax.apply_updates(state.params, updates)
       return state._replace(step=state.step + 1, params=params, opt_state=opt_state), \
           {"loss": loss, "forget_loss": forget, "anchor_loss": keep}
