@@ -82,13 +82,14 @@ import numpy as np
 
 from jaxunlearn import cost as cost_lib, hashing, models, populations as pops
 from jaxunlearn import splits as splits_lib, stages, train as train_lib, workdir as workdir_lib
+from jaxunlearn import transforms as transforms_lib
 from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "out_teacher", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
+           "FORGET_RATES", "teacher", "out_teacher", "pool_teacher", "pool_rows", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
            "request_teacher"]
 
 NAME = "attribution"
@@ -117,6 +118,10 @@ class Settings:
       with :func:`count_zero`. ``"zero"``: rates ``(k / (K - 1))^2``, so that several
       models hold none of D_f at all and many hold a few rows (for sets where one row
       already teaches much, e.g. a backdoor). Such a store belongs to one forget set.
+      ``"pool"``: the rows of a data transform's fixed pool (``label_flip.index_file``: a
+      fixed transformed superset whose subsets are forgotten) kept at evenly spread rates
+      instead, so the store does not depend on which subset a request forgets and every
+      request on the pool shares it (read with :func:`pool_teacher`).
   """
   num_models: int = DEFAULT_NUM_MODELS
   keep_fraction: float = DEFAULT_KEEP_FRACTION
@@ -131,7 +136,34 @@ class Settings:
 FLAGS = {"num_models": "--num-models", "keep_fraction": "--keep-fraction", "seed": "--seed",
          "chunk_size": "--chunk-size", "memory_fraction": "--memory-fraction",
          "forget_rate": "--forget-rate"}
-FORGET_RATES = ("", "uniform", "zero")
+FORGET_RATES = ("", "uniform", "zero", "pool")
+
+
+def pool_rows(prep) -> np.ndarray | None:
+  """The training rows of the fixed pool an active data transform changes (dataset rows,
+  sorted), or None when no transform has one (:meth:`jaxunlearn.transforms.Transform.pool`)."""
+  n = int(np.asarray(prep.y_train).shape[0])
+  for name in prep.transforms:
+    rows = transforms_lib.get(name)().pool_rows(prep.cfg, n)
+    if rows is not None:
+      return np.asarray(rows, np.int64)
+  return None
+
+
+def _rate_rows(prep, settings) -> np.ndarray:
+  """The dataset rows kept at per-model rates: D_f, or with ``forget_rate="pool"`` the pool."""
+  if settings.forget_rate != "pool":
+    return np.asarray(prep.splits.forget_idx, np.int64)
+  rows = pool_rows(prep)
+  if rows is None:
+    raise ConfigError(f"{_field('forget_rate')}='pool' keeps a data transform's fixed pool at "
+                      "per-model rates, and no active transform has one; set "
+                      "label_flip.index_file (the pool of rows it flips)")
+  outside = np.setdiff1d(prep.splits.forget_idx, rows)
+  if outside.size:
+    raise ConfigError(f"{_field('forget_rate')}='pool': {outside.size} rows of D_f are outside "
+                      "the pool; forget a subset of it")
+  return np.intersect1d(rows, prep.splits.train_idx)
 
 
 def _field(name: str) -> str:
@@ -172,12 +204,13 @@ def check(prep, settings: Settings) -> None:
     raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r}: use one of "
                       f"{FORGET_RATES} ('' keeps every row at keep_fraction)")
   if settings.forget_rate:
-    n_f = int(prep.splits.n_forget)
+    n_f = int(_rate_rows(prep, settings).size)
+    what = "the pool" if settings.forget_rate == "pool" else "D_f"
     if not 1 <= n_f <= min(n_keep, n - n_keep):
       raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r} keeps 0 to all "
-                        f"{n_f} rows of D_f per model beside the others: it needs 1 <= |D_f| <= "
-                        f"min(kept rows {n_keep}, left-out rows {n - n_keep}); lower "
-                        "forget.size or move keep_fraction toward 0.5")
+                        f"{n_f} rows of {what} per model beside the others: it needs 1 <= "
+                        f"|{what}| <= min(kept rows {n_keep}, left-out rows {n - n_keep}); "
+                        f"lower its size or move keep_fraction toward 0.5")
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -215,7 +248,10 @@ def key_spec(prep, settings: Settings) -> dict:
           "seed": int(settings.seed)}
   if settings.forget_rate:     # only when set: unchanged keys for every other store
     spec["forget_rate"] = settings.forget_rate
-    spec["forget_rows"] = splits_lib.index_hash(prep.splits.forget_idx)
+    if settings.forget_rate == "pool":    # the pool's rows, not D_f: shared by its requests
+      spec["pool_rows"] = splits_lib.index_hash(_rate_rows(prep, settings))
+    else:
+      spec["forget_rows"] = splits_lib.index_hash(prep.splits.forget_idx)
   return json.loads(json.dumps(spec, default=str))
 
 
@@ -509,9 +545,10 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   rows = np.asarray(prep.splits.train_idx)
   n = int(rows.size)
   if settings.forget_rate:
-    keep = draw_rate_masks(n, np.searchsorted(rows, prep.splits.forget_idx),
+    keep = draw_rate_masks(n, np.searchsorted(rows, _rate_rows(prep, settings)),
                            settings.num_models, settings.keep_fraction, settings.seed,
-                           rates=settings.forget_rate)
+                           rates="uniform" if settings.forget_rate == "pool"
+                           else settings.forget_rate)
   else:
     keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
   n_keep = int(keep[0].sum())
@@ -551,6 +588,8 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
       "key": directory.name, "spec": spec, "num_models": int(settings.num_models),
       "keep_fraction": float(settings.keep_fraction), "kept_rows": n_keep, "n_train": n,
       "forget_rate": settings.forget_rate,
+      **({"pool": [int(i) for i in _rate_rows(prep, settings)]}
+         if settings.forget_rate == "pool" else {}),
       "n_heldout": int(heldout_labels.size), "heldout": "test split",
       "num_classes": int(prep.data.num_classes), "chunk_size": chunk_used,
       "chunks": [cache.path(pops.member_stage(pop, c, chunk_used)).name
@@ -720,6 +759,58 @@ def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
   return target.astype(np.float32), resid.astype(np.float32)
 
 
+def pool_teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, np.ndarray]:
+  """Per-example target logits on D_f from a pool store, read where retraining stands.
+
+  A store built with ``forget_rate="pool"`` keeps a fixed transformed pool (e.g. label-flipped
+  rows, of which D_f is a subset) at evenly spread per-model rates. Retraining without D_f
+  keeps the rest of the pool, so the target is not "none of the pool" but: row ``i``'s ``C``
+  logits over the K models are fitted by least squares on its own membership and on the share
+  ``T`` of the other pool rows each model kept (and ``T^2`` with ``degree=2``), and read at
+  ``own = 0`` and ``T* = (|pool| - |D_f|) / (|pool| - 1)``, the share a retrained model keeps.
+  This assumes the pool's rows act alike on each other (what matters is how many of them a
+  model kept, not which): true of exchangeable transforms such as random label flips. The
+  residuals are the models' spread around the fit, which a run draws from.
+
+  Returns:
+    ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
+
+  Raises:
+    ConfigError: a store without a pool, D_f outside it, or too few models for the fit.
+  """
+  if store.meta.get("forget_rate") != "pool" or "pool" not in store.meta:
+    raise ConfigError(f"the attribution store {store.path.name} keeps no pool at per-model "
+                      "rates; build it with forget_rate='pool' (label_flip.index_file set)")
+  if degree not in (1, 2):
+    raise ConfigError(f"pool_teacher degree={degree!r}: use 1 or 2")
+  pool = np.asarray(store.meta["pool"], np.int64)
+  forget_idx = np.asarray(forget_idx, np.int64)
+  outside = np.setdiff1d(forget_idx, pool)
+  if outside.size:
+    raise ConfigError(f"{outside.size} rows of D_f are outside the store's pool; a pool "
+                      "store serves requests that forget a subset of its pool")
+  keep_p = np.asarray(store.keep[:, store.positions(pool)], np.float64)      # [K, P]
+  k_models, n_pool = keep_p.shape
+  if k_models < 2 + degree + 1 or n_pool < 2:
+    raise ConfigError(f"a pool teacher fit needs at least {degree + 3} models and a pool of 2 "
+                      f"rows, got {k_models} and {n_pool}")
+  total = keep_p.sum(1)
+  t_star = (n_pool - forget_idx.size) / (n_pool - 1)
+  z = np.asarray(store.logits(), np.float64)[:, store.positions(forget_idx), :]   # [K, m, C]
+  col = np.searchsorted(pool, forget_idx)
+  at = np.array([1.0, 0.0, t_star] + ([t_star ** 2] if degree == 2 else []))
+  target = np.empty(z.shape[1:])
+  resid = np.empty_like(z)
+  for j in range(z.shape[1]):
+    own = keep_p[:, col[j]]
+    share = (total - own) / (n_pool - 1)
+    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
+    coef, *_ = np.linalg.lstsq(x, z[:, j, :], rcond=None)
+    target[j] = at @ coef
+    resid[:, j] = z[:, j, :] - x @ coef
+  return target.astype(np.float32), resid.astype(np.float32)
+
+
 def retain_teacher(store: Store, forget_idx, remain_idx, *, degree: int = 2, step: bool = False,
                    chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
   """Per-example target logits on D_r rows as a model retrained without D_f would give them.
@@ -845,6 +936,8 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   shared = not settings.forget_rate
   if shared:
     target, resid = out_teacher(store, forget_idx)
+  elif settings.forget_rate == "pool":
+    target, resid = pool_teacher(store, forget_idx, degree=degree)
   else:
     target, resid = teacher(store, forget_idx, degree=degree, step=step)
   if plan.method.teacher_spec().get("draw_from", "all") == "none_kept":
@@ -863,13 +956,16 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]),
           **({"fit": "out"} if shared else {"degree": degree}),
+          **({"rates": "pool", "pool_rows": int(len(store.meta["pool"]))}
+             if settings.forget_rate == "pool" else {}),
           **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),
           "retrain_examples": int(cost["retrain_examples"]),
           "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),
-          # A rate on D_f, or a transform of the training data made from D_f (label flips,
-          # backdoors: every transform takes the forget set), ties the store to this request.
-          "per_forget_set": bool(settings.forget_rate) or bool(tuple(prep.transforms))}
+          # A rate on D_f, or a transform of the training data made from D_f (a label flip or
+          # backdoor of D_f itself, not of a fixed pool), ties the store to this request.
+          "per_forget_set": settings.forget_rate in ("uniform", "zero") or any(
+              transforms_lib.get(name)().per_forget_set(prep.cfg) for name in prep.transforms)}
   return out, info
 
 

@@ -97,17 +97,18 @@ def validate_indices(idx, n: int, what: str) -> np.ndarray:
   return uniq
 
 
-def read_index_file(path: str, n: int) -> np.ndarray:
+def read_index_file(path: str, n: int, what: str = "forget index file") -> np.ndarray:
   """Reads forget indices from ``.npy`` or a text file (whitespace/comma separated).
 
-  One rule for both: every value must be a whole number (``3`` or ``3.0``).
+  One rule for both: every value must be a whole number (``3`` or ``3.0``). ``what`` names
+  the file in errors (e.g. ``"label_flip.index_file"``).
   """
   path = os.path.expanduser(path)   # ~/idx.txt: the home folder's, as a shell reads it
   if os.path.isdir(path):
-    raise SplitError(f"forget index file {path!r} is a directory; give a .npy file or a text "
+    raise SplitError(f"{what} {path!r} is a directory; give a .npy file or a text "
                      "file of training indices")
   if not os.path.isfile(path):
-    raise SplitError(f"forget index file {path!r} does not exist; give a .npy file or a text "
+    raise SplitError(f"{what} {path!r} does not exist; give a .npy file or a text "
                      "file of training indices")
   if path.endswith(".npy"):
     try:
@@ -126,8 +127,8 @@ def read_index_file(path: str, n: int) -> np.ndarray:
     try:
       arr = [_whole_number(t) for t in tokens]
     except ValueError as e:
-      raise SplitError(f"forget index file {path!r} must hold whole numbers only ({e})") from None
-  return validate_indices(arr, n, f"forget index file {path!r}")
+      raise SplitError(f"{what} {path!r} must hold whole numbers only ({e})") from None
+  return validate_indices(arr, n, f"{what} {path!r}")
 
 
 def _whole_number(token: str):

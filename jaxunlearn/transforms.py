@@ -12,7 +12,11 @@ Built in:
   block belongs to the backdoor evaluator, which measures it);
 * ``label_flip``: every D_f label ``y`` becomes ``(y + 1 + r) mod C`` with
   ``r`` drawn per example in ``[0, C - 2]`` (seeded by ``label_flip.seed``),
-  so never the true class: a model fits D_f only by memorising it.
+  so never the true class: a model fits D_f only by memorising it. With
+  ``label_flip.index_file`` it flips a fixed pool of training rows instead,
+  which must hold D_f: the transformed training set is then the same for every
+  request that forgets a subset of the pool (a fixed transformed superset), so
+  they share one attribution store (:mod:`jaxunlearn.attribution`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jaxunlearn import config as config_lib, triggers
-from jaxunlearn.errors import ConfigError
+from jaxunlearn import config as config_lib, splits as splits_lib, triggers
+from jaxunlearn.errors import ConfigError, SplitError
 from jaxunlearn.registry import Registry, guard
 
 __all__ = ["Transform", "register", "get", "names", "active", "apply_all", "Backdoor", "LabelFlip",
@@ -52,6 +56,18 @@ class Transform:
   def fingerprint(self, cfg) -> dict:
     """JSON-able settings the original model depends on."""
     raise NotImplementedError
+
+  def per_forget_set(self, cfg) -> bool:
+    """Whether the arrays it makes depend on the forget set (default: yes, it changes D_f)."""
+    del cfg
+    return True
+
+  def pool_rows(self, cfg, n: int) -> np.ndarray | None:
+    """The fixed pool of training rows it changes instead of D_f, if it has one (default:
+    None). An attribution store can keep such a pool at per-model rates
+    (``forget_rate="pool"``)."""
+    del cfg, n
+    return None
 
 
 _REGISTRY = Registry("data transform", Transform, "transforms")
@@ -95,7 +111,7 @@ class Backdoor(Transform):
 
 
 def label_flip(y: np.ndarray, forget_idx: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
-  """A copy of ``y`` with D_f's labels moved to a seeded other class."""
+  """A copy of ``y`` with the rows ``forget_idx`` (D_f, or a pool) moved to a seeded other class."""
   if num_classes < 2:
     raise ConfigError(f"label_flip needs at least 2 classes, got {num_classes}")
   y = np.array(y, copy=True)
@@ -108,13 +124,45 @@ def label_flip(y: np.ndarray, forget_idx: np.ndarray, num_classes: int, seed: in
 class LabelFlip(Transform):
   description = "every D_f label moved to another class (seeded), so D_f must be memorised"
   field_docs = {"enabled": "flip every D_f label to another class",
-                "seed": "seeds the new labels (-1: seed)"}
+                "seed": "seeds the new labels (-1: seed)",
+                "index_file": "'' flips D_f; else a .npy or text file of training rows to flip "
+                              "instead, a fixed pool that must hold D_f (its subsets are "
+                              "forgotten, and requests on it share one attribution store; set "
+                              "label_flip.seed too, so the pool's labels do not move with seed)"}
 
   def config(self):
     c = ml_collections.ConfigDict()
     c.enabled = False
     c.seed = -1
+    c.index_file = ""
     return c
+
+  @staticmethod
+  def pool(cfg, n: int) -> np.ndarray:
+    """``label_flip.index_file``'s rows, checked against ``n`` training rows."""
+    try:
+      return splits_lib.read_index_file(str(cfg.label_flip.index_file), n,
+                                        "label_flip.index_file")
+    except SplitError as e:
+      raise ConfigError(str(e)) from None
+
+  def rows(self, cfg, forget_idx: np.ndarray, n: int) -> np.ndarray:
+    """The rows it flips: D_f, or ``label_flip.index_file``'s pool (which must hold D_f)."""
+    if not cfg.label_flip.index_file:
+      return forget_idx
+    pool = self.pool(cfg, n)
+    missing = np.setdiff1d(forget_idx, pool)
+    if missing.size:
+      raise ConfigError(f"label_flip.index_file {cfg.label_flip.index_file!r} must hold every "
+                        f"row of D_f, and {missing.size} are not in it (e.g. {int(missing[0])}); "
+                        "draw D_f from the pool (forget.mode=indices) or add them to the file")
+    return pool
+
+  def per_forget_set(self, cfg) -> bool:
+    return not cfg.label_flip.index_file
+
+  def pool_rows(self, cfg, n):
+    return self.pool(cfg, n) if cfg.label_flip.index_file else None
 
   def enabled(self, cfg) -> bool:
     return bool(cfg.label_flip.enabled)
@@ -127,8 +175,12 @@ class LabelFlip(Transform):
       raise ConfigError(f"label_flip needs at least 2 classes, got {num_classes}")
 
   def apply(self, x, y, forget_idx, cfg, num_classes):
-    return x, label_flip(y, forget_idx, num_classes,
+    return x, label_flip(y, self.rows(cfg, forget_idx, len(y)), num_classes,
                          config_lib.resolve_seed(cfg.label_flip.seed, cfg))
 
   def fingerprint(self, cfg) -> dict:
-    return {"seed": config_lib.resolve_seed(cfg.label_flip.seed, cfg)}
+    fp = {"seed": config_lib.resolve_seed(cfg.label_flip.seed, cfg)}
+    if cfg.label_flip.index_file:
+      # The pool by its rows, not its path: the original depends on which rows are flipped.
+      fp["pool_hash"] = splits_lib.index_hash(self.pool(cfg, 1 << 62))
+    return fp

@@ -38,9 +38,9 @@ def main(argv=None) -> dict:
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
-  bad = [s for s in sets if s not in ("flip", "random", "backdoor")]
+  bad = [s for s in sets if s not in ("flip", "random", "backdoor", "flip_pool")]
   if bad or not args.entry:
-    raise SystemExit(f"--forget {bad} unknown (use flip, random, backdoor)" if bad else
+    raise SystemExit(f"--forget {bad} unknown (use flip, random, backdoor, flip_pool)" if bad else
                      "give at least one --entry LABEL=ENTRY")
   from experiments.quality import lab
   from jaxunlearn import auditor

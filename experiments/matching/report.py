@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
   from jaxunlearn import auditor, request as request_lib, results as results_lib
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   sets = [s.strip() for s in args.forget.split(",") if s.strip()]
-  unknown = [s for s in sets if s not in ("flip", "random", "backdoor")]
+  unknown = [s for s in sets if s not in ("flip", "random", "backdoor", "flip_pool")]
   if unknown:
     raise SystemExit(f"--forget: unknown set(s) {unknown}; use flip, random and/or backdoor")
   bad = [e for e in args.extra if "=" not in e or not e.split("=", 1)[0]]

@@ -64,16 +64,40 @@ PROBES = WORKROOT / "probes.jsonl"
 HOLDOUT = 600          # held-out training images (15%): D_s = 400 of them, 200 for calibration
 REF_SIZE = 400
 SELECTION_SEED = 100
+POOL_SIZE = 400        # flip_pool: label-flipped training images, the same for every seed
+POOL_FORGET = 100      # flip_pool: D_f, drawn from the pool by the seed
+POOL_SEED = 0x706F6F6C
+
+
+def pool_files(seed: int, n_train: int, pool_dir) -> tuple[str, str]:
+  """``(pool file, forget file)``: :data:`POOL_SIZE` of ``n_train`` training rows drawn once
+  (not by the seed), and :data:`POOL_FORGET` of them drawn by ``seed``."""
+  pool_dir = Path(pool_dir)
+  pool_dir.mkdir(parents=True, exist_ok=True)
+  pool = np.sort(np.random.default_rng(POOL_SEED).choice(n_train, POOL_SIZE, replace=False))
+  forget = np.sort(np.random.default_rng([seed, POOL_SEED]).choice(pool, POOL_FORGET,
+                                                                    replace=False))
+  files = (pool_dir / f"pool{POOL_SIZE}_of_{n_train}.txt",
+           pool_dir / f"pool{POOL_SIZE}_of_{n_train}_forget{POOL_FORGET}_seed{seed}.txt")
+  for f, rows in zip(files, (pool, forget)):
+    text = "\n".join(str(int(i)) for i in rows) + "\n"
+    if not f.is_file() or f.read_text() != text:
+      f.write_text(text)
+  return str(files[0]), str(files[1])
 
 
 def make_config(seed: int, forget: str, holdout: int = HOLDOUT, n_models: int = 32,
-                overrides: dict | None = None):
+                overrides: dict | None = None, pool_dir="runs/pools"):
   """quick_audit's setting (MLP 128 on mnist5k) with a held-out split and D_s inside it.
 
   forget: ``flip`` (100 label-flipped images, quick_audit's default), ``random``
-  (quick's random 1%) or ``backdoor`` (100 images with quick_backdoor's trigger,
-  relabelled to class 0). ``overrides``: dotted config fields set last (tests point
-  the harness at a tiny dataset with them).
+  (quick's random 1%), ``backdoor`` (100 images with quick_backdoor's trigger,
+  relabelled to class 0) or ``flip_pool`` (a fixed pool of :data:`POOL_SIZE` training
+  images label-flipped for every seed, with ``label_flip.seed`` fixed, and D_f 100 of
+  them drawn by the seed: the memorised set as a fixed transformed superset whose subsets
+  are forgotten, so that every seed's request shares one attribution store; the pool and
+  D_f are written as index files under ``pool_dir``). ``overrides``: dotted config fields
+  set last (tests point the harness at a tiny dataset with them).
   """
   from configs import quick_audit, quick_backdoor
   c = quick_audit.get_config()
@@ -89,6 +113,16 @@ def make_config(seed: int, forget: str, holdout: int = HOLDOUT, n_models: int = 
   elif forget == "random":
     c.label_flip.enabled = False
     c.forget.size = 0
+  elif forget == "flip_pool":
+    if holdout:
+      raise ValueError("flip_pool draws its pool from all training rows: use holdout=0")
+    from jaxunlearn import data as data_lib
+    n_train = int(data_lib.load(c.dataset).y_train.shape[0])
+    pool, rows = pool_files(seed, n_train, pool_dir)
+    c.label_flip.index_file = pool
+    c.label_flip.seed = POOL_SEED
+    c.forget.mode = "indices"
+    c.forget.index_file = rows
   elif forget == "backdoor":
     b = quick_backdoor.get_config()
     c.label_flip.enabled = False

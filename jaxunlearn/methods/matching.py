@@ -121,7 +121,7 @@ class Matching(base.Method):
   hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03,
              "solve_weight": 10.0, "solve_ridge": 1e-3, "mask_ratio": 0.3}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
-             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step", "out"),
+             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
@@ -157,7 +157,10 @@ class Matching(base.Method):
                      "plus a jump between none and one other D_f row kept, on a store whose "
                      "rates put several models at none of D_f); 'out': each row's OUT models "
                      "in a store that keeps every row at teacher_keep, shared by every "
-                     "request on the training set (attribution.out_teacher)"}
+                     "request on the training set (attribution.out_teacher); 'pool': a store "
+                     "that keeps a data transform's fixed pool (label_flip.index_file) at "
+                     "per-model rates, read at retraining's share of the pool, shared by every "
+                     "request that forgets a subset of it (attribution.pool_teacher)"}
   epoch_over = "steps"
   reads_forget_index = True
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
@@ -166,9 +169,9 @@ class Matching(base.Method):
   def __init__(self, **options):
     super().__init__(**options)
     o = self.opts
-    if o["teacher_fit"] == "out" and (o["anchor"] == "teacher" or o["weight_by"] != "request"
-                                      or o["draw_from"] != "all"):
-      raise ConfigError("matching: teacher_fit='out' reads a shared store's OUT models, which "
+    if o["teacher_fit"] in ("out", "pool") and (
+        o["anchor"] == "teacher" or o["weight_by"] != "request" or o["draw_from"] != "all"):
+      raise ConfigError(f"matching: teacher_fit={o['teacher_fit']!r} reads a shared store, which "
                         "has no fit at none of D_f for anchor='teacher', weight_by or "
                         "draw_from; keep anchor='logits' or 'labels', weight_by='request' and "
                         "draw_from='all', or choose another teacher_fit")
@@ -190,7 +193,7 @@ class Matching(base.Method):
   def teacher_spec(self):
     o = self.opts
     step = o["teacher_fit"] == "step"
-    rates = {"step": "zero", "out": ""}.get(o["teacher_fit"], "uniform")
+    rates = {"step": "zero", "out": "", "pool": "pool"}.get(o["teacher_fit"], "uniform")
     return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
             "degree": 1 if o["teacher_fit"] == "linear" else 2, "step": step,
             "rates": rates, "draw_from": o["draw_from"],
