@@ -89,7 +89,7 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "out_teacher", "pool_teacher", "pool_rows", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
+           "FORGET_RATES", "teacher", "out_teacher", "pool_rows", "draw_pool_masks", "pool_info", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
            "request_teacher"]
 
 NAME = "attribution"
@@ -118,10 +118,12 @@ class Settings:
       with :func:`count_zero`. ``"zero"``: rates ``(k / (K - 1))^2``, so that several
       models hold none of D_f at all and many hold a few rows (for sets where one row
       already teaches much, e.g. a backdoor). Such a store belongs to one forget set.
-      ``"pool"``: the rows of a data transform's fixed pool (``label_flip.index_file``: a
-      fixed transformed superset whose subsets are forgotten) kept at evenly spread rates
-      instead, so the store does not depend on which subset a request forgets and every
-      request on the pool shares it (read with :func:`pool_teacher`).
+      ``"pool"``: every model keeps every row outside a data transform's fixed pool
+      (``label_flip.index_file``: a fixed transformed superset whose subsets are forgotten)
+      and a random ``round(p n) - (n - |pool|)`` rows of the pool (:func:`draw_pool_masks`):
+      with ``p = 1 - |D_f| / n`` each model is a retraining that forgot a random subset of the
+      pool of D_f's size. The store does not depend on which subset a request forgets, so
+      every request on the pool shares it; it is read with :func:`out_teacher`.
   """
   num_models: int = DEFAULT_NUM_MODELS
   keep_fraction: float = DEFAULT_KEEP_FRACTION
@@ -203,14 +205,21 @@ def check(prep, settings: Settings) -> None:
   if settings.forget_rate not in FORGET_RATES:
     raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r}: use one of "
                       f"{FORGET_RATES} ('' keeps every row at keep_fraction)")
-  if settings.forget_rate:
-    n_f = int(_rate_rows(prep, settings).size)
-    what = "the pool" if settings.forget_rate == "pool" else "D_f"
+  if settings.forget_rate == "pool":
+    n_pool = int(_rate_rows(prep, settings).size)
+    if not n - n_pool < n_keep < n:
+      raise ConfigError(f"{_field('keep_fraction')}={settings.keep_fraction} keeps {n_keep} of "
+                        f"{n} rows, and a pool store keeps all {n - n_pool} rows outside the "
+                        f"pool and part of the pool's {n_pool}: use keep_fraction = 1 - |D_f| / "
+                        f"n ({1 - int(prep.splits.n_forget) / n:.4g} here), between "
+                        f"{(n - n_pool + 1) / n:.4g} and {(n - 1) / n:.4g}")
+  elif settings.forget_rate:
+    n_f = int(prep.splits.n_forget)
     if not 1 <= n_f <= min(n_keep, n - n_keep):
       raise ConfigError(f"{_field('forget_rate')}={settings.forget_rate!r} keeps 0 to all "
-                        f"{n_f} rows of {what} per model beside the others: it needs 1 <= "
-                        f"|{what}| <= min(kept rows {n_keep}, left-out rows {n - n_keep}); "
-                        f"lower its size or move keep_fraction toward 0.5")
+                        f"{n_f} rows of D_f per model beside the others: it needs 1 <= |D_f| <= "
+                        f"min(kept rows {n_keep}, left-out rows {n - n_keep}); lower "
+                        "forget.size or move keep_fraction toward 0.5")
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -364,6 +373,32 @@ def draw_rate_masks(n: int, forget_pos, num_models: int, keep_fraction: float,
     m = min(int(round(rates[k] * n_f)), n_keep)
     keep[k, rng.permutation(forget_pos)[:m]] = True
     keep[k, rng.permutation(others)[:n_keep - m]] = True
+  return keep
+
+
+def draw_pool_masks(n: int, pool_pos, num_models: int, keep_fraction: float,
+                    seed: int) -> np.ndarray:
+  """``keep`` ``[K, n]``: every row outside the pool (positions ``pool_pos``) and a random
+  ``round(p n) - (n - |pool|)`` rows of the pool, drawn per model.
+
+  With ``p = 1 - |D_f| / n`` model ``k`` is a retraining that forgot a random subset of the
+  pool of D_f's size: for a row of D_f, the models that left it out kept as many other pool
+  rows as a model retrained without D_f does.
+  """
+  pool_pos = np.asarray(pool_pos, np.int64)
+  n_keep = int(round(keep_fraction * n))
+  others = np.setdiff1d(np.arange(int(n)), pool_pos)
+  m = n_keep - others.size
+  if not 0 < m < pool_pos.size:
+    raise ConfigError(f"a pool store keeps the {others.size} rows outside the pool and part of "
+                      f"its {pool_pos.size}; keep_fraction={keep_fraction} keeps {n_keep} of "
+                      f"{n}, so it must lie between {(others.size + 1) / n:.4g} and "
+                      f"{(n - 1) / n:.4g}")
+  rng = np.random.default_rng([int(seed), _MASKS_SEED, 2])
+  keep = np.zeros((int(num_models), int(n)), bool)
+  keep[:, others] = True
+  for k in range(int(num_models)):
+    keep[k, rng.permutation(pool_pos)[:m]] = True
   return keep
 
 
@@ -544,11 +579,13 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   spec = key_spec(prep, settings)
   rows = np.asarray(prep.splits.train_idx)
   n = int(rows.size)
-  if settings.forget_rate:
-    keep = draw_rate_masks(n, np.searchsorted(rows, _rate_rows(prep, settings)),
+  if settings.forget_rate == "pool":
+    keep = draw_pool_masks(n, np.searchsorted(rows, _rate_rows(prep, settings)),
+                           settings.num_models, settings.keep_fraction, settings.seed)
+  elif settings.forget_rate:
+    keep = draw_rate_masks(n, np.searchsorted(rows, prep.splits.forget_idx),
                            settings.num_models, settings.keep_fraction, settings.seed,
-                           rates="uniform" if settings.forget_rate == "pool"
-                           else settings.forget_rate)
+                           rates=settings.forget_rate)
   else:
     keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
   n_keep = int(keep[0].sum())
@@ -759,56 +796,15 @@ def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
   return target.astype(np.float32), resid.astype(np.float32)
 
 
-def pool_teacher(store: Store, forget_idx, *, degree: int = 2) -> tuple[np.ndarray, np.ndarray]:
-  """Per-example target logits on D_f from a pool store, read where retraining stands.
-
-  A store built with ``forget_rate="pool"`` keeps a fixed transformed pool (e.g. label-flipped
-  rows, of which D_f is a subset) at evenly spread per-model rates. Retraining without D_f
-  keeps the rest of the pool, so the target is not "none of the pool" but: row ``i``'s ``C``
-  logits over the K models are fitted by least squares on its own membership and on the share
-  ``T`` of the other pool rows each model kept (and ``T^2`` with ``degree=2``), and read at
-  ``own = 0`` and ``T* = (|pool| - |D_f|) / (|pool| - 1)``, the share a retrained model keeps.
-  This assumes the pool's rows act alike on each other (what matters is how many of them a
-  model kept, not which): true of exchangeable transforms such as random label flips. The
-  residuals are the models' spread around the fit, which a run draws from.
-
-  Returns:
-    ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
-
-  Raises:
-    ConfigError: a store without a pool, D_f outside it, or too few models for the fit.
-  """
-  if store.meta.get("forget_rate") != "pool" or "pool" not in store.meta:
-    raise ConfigError(f"the attribution store {store.path.name} keeps no pool at per-model "
-                      "rates; build it with forget_rate='pool' (label_flip.index_file set)")
-  if degree not in (1, 2):
-    raise ConfigError(f"pool_teacher degree={degree!r}: use 1 or 2")
-  pool = np.asarray(store.meta["pool"], np.int64)
-  forget_idx = np.asarray(forget_idx, np.int64)
-  outside = np.setdiff1d(forget_idx, pool)
-  if outside.size:
-    raise ConfigError(f"{outside.size} rows of D_f are outside the store's pool; a pool "
-                      "store serves requests that forget a subset of its pool")
-  keep_p = np.asarray(store.keep[:, store.positions(pool)], np.float64)      # [K, P]
-  k_models, n_pool = keep_p.shape
-  if k_models < 2 + degree + 1 or n_pool < 2:
-    raise ConfigError(f"a pool teacher fit needs at least {degree + 3} models and a pool of 2 "
-                      f"rows, got {k_models} and {n_pool}")
-  total = keep_p.sum(1)
-  t_star = (n_pool - forget_idx.size) / (n_pool - 1)
-  z = np.asarray(store.logits(), np.float64)[:, store.positions(forget_idx), :]   # [K, m, C]
-  col = np.searchsorted(pool, forget_idx)
-  at = np.array([1.0, 0.0, t_star] + ([t_star ** 2] if degree == 2 else []))
-  target = np.empty(z.shape[1:])
-  resid = np.empty_like(z)
-  for j in range(z.shape[1]):
-    own = keep_p[:, col[j]]
-    share = (total - own) / (n_pool - 1)
-    x = np.stack([np.ones(k_models), own, share, *([share ** 2] if degree == 2 else [])], 1)
-    coef, *_ = np.linalg.lstsq(x, z[:, j, :], rcond=None)
-    target[j] = at @ coef
-    resid[:, j] = z[:, j, :] - x @ coef
-  return target.astype(np.float32), resid.astype(np.float32)
+def pool_info(store: Store, forget_idx) -> dict:
+  """What a pool store holds against a request: the pool's size, how many other pool rows its
+  models keep, and how many a model retrained without ``forget_idx`` keeps (they are equal
+  when the store's ``keep_fraction`` is ``1 - |D_f| / n``; otherwise the OUT teacher reads
+  models that kept more or fewer of the pool than retraining does)."""
+  n_pool = int(len(store.meta["pool"]))
+  kept = int(store.keep[0, store.positions(np.asarray(store.meta["pool"]))].sum())
+  return {"rates": "pool", "pool_rows": n_pool, "pool_kept_per_model": kept,
+          "pool_kept_by_retraining": n_pool - int(np.asarray(forget_idx).size)}
 
 
 def retain_teacher(store: Store, forget_idx, remain_idx, *, degree: int = 2, step: bool = False,
@@ -937,7 +933,7 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   if shared:
     target, resid = out_teacher(store, forget_idx)
   elif settings.forget_rate == "pool":
-    target, resid = pool_teacher(store, forget_idx, degree=degree)
+    target, resid = out_teacher(store, forget_idx)
   else:
     target, resid = teacher(store, forget_idx, degree=degree, step=step)
   if plan.method.teacher_spec().get("draw_from", "all") == "none_kept":
@@ -955,9 +951,9 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]),
-          **({"fit": "out"} if shared else {"degree": degree}),
-          **({"rates": "pool", "pool_rows": int(len(store.meta["pool"]))}
-             if settings.forget_rate == "pool" else {}),
+          **({"fit": "out"} if shared or settings.forget_rate == "pool"
+             else {"degree": degree}),
+          **(pool_info(store, forget_idx) if settings.forget_rate == "pool" else {}),
           **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),
           "retrain_examples": int(cost["retrain_examples"]),

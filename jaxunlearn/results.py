@@ -150,8 +150,10 @@ def summarize(req, plan, models: dict) -> dict:
     results["reference_time_s_when_trained"] = reused_ref_s
   teacher = unlearned.meta.get("teacher")
   if teacher:
-    # The teacher's store (the attribution population) belongs to this forget set: its build
-    # is this request's cost, as an unreused reference's is (speedup_amortized leaves it out).
+    # The teacher: its store (the attribution population) built here, or loaded where another
+    # request built it (a shared store: teacher.per_forget_set false), and its fit. What this
+    # request spent on it is its cost, as an unreused reference's is (speedup_amortized leaves
+    # it out).
     results["teacher"] = teacher
     time_s["teacher"] = float(teacher["time_s"])
     results["unlearn_cost"]["teacher_one_off_examples"] = int(teacher["one_off_examples"])

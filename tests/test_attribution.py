@@ -298,3 +298,47 @@ def test_a_rate_store_belongs_to_its_forget_set(prepared, tmp_path):
   assert attribution.store_key(other, rate) != attribution.store_key(prep, rate)
   with pytest.raises(ConfigError, match="forget_rate"):
     attribution.check(prep, dataclasses.replace(settings, forget_rate="gaussian"))
+
+
+def test_pool_masks_keep_every_other_row_and_part_of_the_pool_by_hand():
+  pool = np.arange(10, 50)
+  keep = attribution.draw_pool_masks(240, pool, 6, 1 - 10 / 240, seed=0)
+  outside = np.setdiff1d(np.arange(240), pool)
+  assert keep[:, outside].all() and (keep[:, pool].sum(1) == 30).all()
+  assert len({tuple(np.flatnonzero(k)) for k in keep}) == 6      # each model its own draw
+  with pytest.raises(ConfigError, match="must lie between"):
+    attribution.draw_pool_masks(240, pool, 6, 0.5, seed=0)
+
+
+def test_a_pool_store_is_shared_by_requests_on_subsets_of_its_pool(prepared, tmp_path):
+  prep, settings = prepared
+  import dataclasses
+  from jaxunlearn import transforms
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  pool = np.arange(0, 240, 6)                       # 40 training rows
+  (tmp_path / "pool.txt").write_text("\n".join(map(str, pool)))
+  for i, rows in enumerate((pool[:10], pool[-10:], np.r_[pool[:9], 1])):
+    (tmp_path / f"f{i}.txt").write_text("\n".join(map(str, rows)))
+
+  def request(i):
+    return request_lib.prepare(tiny.config(
+        npz, label_flip__enabled=True, label_flip__index_file=str(tmp_path / "pool.txt"),
+        label_flip__seed=7, forget__mode="indices",
+        forget__index_file=str(tmp_path / f"f{i}.txt")), tmp_path / f"w{i}")
+  a, b = request(0), request(1)
+  # The pool's labels moved, every other row kept its own, the same for both requests.
+  y0 = np.asarray(tiny.make_arrays()[1])
+  assert (np.asarray(a.y_train)[pool] != y0[pool]).all()
+  np.testing.assert_array_equal(np.delete(np.asarray(a.y_train), pool), np.delete(y0, pool))
+  np.testing.assert_array_equal(a.y_train, b.y_train)
+  assert not transforms.get("label_flip")().per_forget_set(a.cfg)
+  np.testing.assert_array_equal(attribution.pool_rows(a), pool)
+  rate = dataclasses.replace(settings, forget_rate="pool", keep_fraction=1 - 10 / 240)
+  assert attribution.store_key(a, rate) == attribution.store_key(b, rate)
+  assert attribution.store_key(a, rate) != attribution.store_key(a, settings)
+  with pytest.raises(ConfigError, match="must lie between|keep_fraction"):
+    attribution.check(a, dataclasses.replace(rate, keep_fraction=0.5))
+  with pytest.raises(ConfigError, match="label_flip.index_file .* must hold every row of D_f"):
+    request(2)
+  with pytest.raises(ConfigError, match="no active transform has one"):
+    attribution.check(prep, rate)

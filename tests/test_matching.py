@@ -426,6 +426,7 @@ def test_out_teacher_by_hand(tmp_path):
     attribution.out_teacher(_store(tmp_path, keep, logits, forget_rate=""), np.array([2]))
   spec = matching.Matching(teacher_fit="out").teacher_spec()
   assert spec["rates"] == "" and not spec["step"]
+  assert matching.Matching(teacher_fit="pool").teacher_spec()["rates"] == "pool"
   with pytest.raises(ConfigError, match="teacher_fit='out'"):
     matching.Matching(teacher_fit="out", anchor="teacher")
 

@@ -157,10 +157,11 @@ class Matching(base.Method):
                      "plus a jump between none and one other D_f row kept, on a store whose "
                      "rates put several models at none of D_f); 'out': each row's OUT models "
                      "in a store that keeps every row at teacher_keep, shared by every "
-                     "request on the training set (attribution.out_teacher); 'pool': a store "
-                     "that keeps a data transform's fixed pool (label_flip.index_file) at "
-                     "per-model rates, read at retraining's share of the pool, shared by every "
-                     "request that forgets a subset of it (attribution.pool_teacher)"}
+                     "request on the training set (attribution.out_teacher); 'pool': the same "
+                     "OUT models in a store whose models each forget a random part of a data "
+                     "transform's fixed pool (label_flip.index_file) and keep every other row "
+                     "(set teacher_keep to 1 - |D_f| / n), shared by every request that "
+                     "forgets a subset of the pool (attribution.draw_pool_masks)"}
   epoch_over = "steps"
   reads_forget_index = True
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
