@@ -89,7 +89,8 @@ from jaxunlearn.errors import ConfigError
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
            "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "out_teacher", "pool_rows", "draw_pool_masks", "pool_info", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
+           "FORGET_RATES", "teacher", "out_teacher", "pool_rows", "draw_pool_masks", "pool_info",
+           "shared_teacher", "member_teachers", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
            "request_teacher"]
 
 NAME = "attribution"
@@ -963,6 +964,56 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
           "per_forget_set": settings.forget_rate in ("uniform", "zero") or any(
               transforms_lib.get(name)().per_forget_set(prep.cfg) for name in prep.transforms)}
   return out, info
+
+
+def shared_teacher(plan) -> bool:
+  """Whether ``plan``'s teacher store serves any forget set of its training set (or of its
+  pool), not only the request's: its rates do not depend on D_f (``rates`` ``""`` or
+  ``"pool"``) and its teacher is :func:`out_teacher`'s, so a population whose members forget
+  different rows (U-LiRA) can read one teacher per member (:func:`member_teachers`)."""
+  return bool(plan.needs_teacher) and plan.method.teacher_spec().get("rates") in ("", "pool")
+
+
+def member_teachers(prep, plan, forget_rows, *, progress: bool | None = None) -> tuple[dict, dict]:
+  """``(teachers, info)``: :func:`out_teacher` of a shared store for each member's forget rows.
+
+  Args:
+    prep: the request (its training set, transforms and plan).
+    plan: a plan whose teacher is shared (:func:`shared_teacher`).
+    forget_rows: ``[N, n_f]`` dataset rows each member forgets (e.g. U-LiRA's forget sets).
+
+  Returns:
+    ``teacher_target`` ``[N, n_f, C]`` and ``teacher_residuals`` ``[N, K, n_f, C]`` (float32),
+    and :func:`request_teacher`'s info for the store.
+
+  Raises:
+    ConfigError: a teacher that is not shared, or a row a member forgets outside the store's
+      training rows (or its pool).
+  """
+  if not shared_teacher(plan):
+    raise ConfigError(f"{plan.label}: method {plan.name!r} reads a teacher fitted to the "
+                      "request's D_f, so members that forget other rows cannot share it; "
+                      "use a shared store (teacher_fit='out' or 'pool')")
+  settings, _, _ = teacher_settings(prep, plan)
+  store = build(prep, settings, progress=progress)
+  rows = np.asarray(forget_rows, np.int64)
+  if settings.forget_rate == "pool":
+    outside = np.setdiff1d(rows, np.asarray(store.meta["pool"], np.int64))
+    if outside.size:
+      raise ConfigError(f"{plan.label}: {outside.size} rows the members forget are outside "
+                        "the store's pool")
+  pairs = [out_teacher(store, r) for r in rows]
+  teachers = {"teacher_target": np.stack([t for t, _ in pairs]),
+              "teacher_residuals": np.stack([r for _, r in pairs])}
+  cost = store.meta["cost"]
+  info = {"store": store.meta["key"], "num_models": store.num_models,
+          "keep_fraction": float(store.meta["keep_fraction"]), "fit": "out",
+          "members": int(rows.shape[0]),
+          "one_off_examples": int(cost["one_off_examples"]),
+          "retrain_examples": int(cost["retrain_examples"]),
+          "one_off_retrainings": float(cost["one_off_examples"]) / float(cost["retrain_examples"]),
+          "per_forget_set": False}
+  return teachers, info
 
 
 def _contrast(keep_f: np.ndarray) -> np.ndarray:

@@ -72,14 +72,16 @@ def check(prep: request_lib.Prepared) -> None:
   info = audit_info(prep)
   statistics = audits.selected(prep.cfg)
   per_member = [n for n in statistics if getattr(audits.get(n), "forgets_per_member", False)]
-  teacher = [p.label for p in prep.plans.values() if p.needs_teacher]
+  teacher = [p.label for p in prep.plans.values()
+             if p.needs_teacher and not attribution.shared_teacher(p)]
   if per_member and teacher:
     keep = tuple(n for n in statistics if n not in per_member)
     raise ConfigError(
         f"audit.methods {teacher[0]!r} ({prep.plans[teacher[0]].name}) reads a teacher fitted "
         f"to the request's whole D_f, and audit statistic {per_member[0]!r} forgets a different "
         "subset of D_f per member; audit it without that statistic "
-        f"(--config.audit.statistics=\"{keep!r}\") or leave the method out of audit.methods")
+        f"(--config.audit.statistics=\"{keep!r}\"), give it a shared store (teacher_fit='out' "
+        "or 'pool') or leave the method out of audit.methods")
   for name in statistics:
     st = audits.get(name)()
     with registry.guard("audit statistic", name, st, "validate"):
@@ -452,16 +454,26 @@ class Auditor(audits.Audit):
                                                        fields=dict(fields))))
     args = (params, batch_stats, jnp.asarray(f_rows, jnp.int32), jnp.asarray(r_rows, jnp.int32))
     rest = (self.x_all, self.y_all, self.heldout, ref_arg, self.data)
+    mapped_teacher = None
     if plan.needs_teacher:
-      # One teacher for the request's D_f: every member must forget exactly that set.
       rows = np.asarray(f_rows).reshape(-1, n_forget)
-      if not (rows == np.asarray(s.forget_idx)[None]).all():
+      if rows.shape[1] == s.forget_idx.size and (rows == np.asarray(s.forget_idx)[None]).all():
+        # One teacher for the request's D_f, shared by every member.
+        teacher, info = attribution.request_teacher(req, plan, progress=False)
+        rest = rest + ({k: jnp.asarray(v) for k, v in teacher.items()},)
+      elif attribution.shared_teacher(plan):
+        # Members forget other rows (U-LiRA): one teacher each, from the shared store.
+        teacher, info = attribution.member_teachers(req, plan, rows, progress=False)
+        mapped_teacher = {k: jnp.asarray(v) for k, v in teacher.items()}
+      else:
         raise ConfigError(f"{label}: method {plan.name!r} reads a teacher fitted to the "
                           "request's D_f and this population forgets other rows per member")
-      teacher, info = attribution.request_teacher(req, plan, progress=False)
-      self.teachers[label] = info
-      rest = rest + ({k: jnp.asarray(v) for k, v in teacher.items()},)
+      self.teachers.setdefault(label, info)
       spec = {**spec, "teacher": info["store"]}
+      if mapped_teacher is not None:
+        spec["teacher_per_member"] = True
+        member = _teacher_mapped(member)
+        args = args + (mapped_teacher,)
     pop = pops.Population(
         name=name, size=int(np.shape(f_rows)[0]) if per_member else cfg.audit.num_models,
         member=member, mapped=args if per_member else (),
@@ -472,6 +484,14 @@ class Auditor(audits.Audit):
                   [np.asarray(f_rows).ravel(), np.asarray(r_rows).ravel()]))},
         fields=fields, driver=self.driver, probes=self.probes)
     return self.run(pop, masks)
+
+
+def _teacher_mapped(member):
+  """``member`` with its teacher (its last argument) moved among the per-member arguments:
+  ``(key, params, batch_stats, f_rows, r_rows, teacher, *shared)``."""
+  def mapped(key, params, batch_stats, f_rows, r_rows, teacher, *shared):
+    return member(key, params, batch_stats, f_rows, r_rows, *shared, teacher)
+  return mapped
 
 
 def _guarded_member(plan, member):

@@ -480,3 +480,45 @@ def test_saliency_mask_by_hand():
                           np.asarray(params["Dense_0"]["kernel"]).ravel() != w0.ravel()])
   assert moved.sum() == flat.size // 2
   assert set(np.flatnonzero(moved)) == set(np.argsort(-flat, kind="stable")[:flat.size // 2])
+
+
+@pytest.mark.slow
+def test_ulira_reads_one_teacher_per_member_from_a_shared_store(tmp_path):
+  # U-LiRA's members forget different subsets of D_f; a store whose rates do not depend on
+  # D_f (teacher_fit='out') serves each its own OUT teacher, so the audit runs.
+  from jaxunlearn import auditor, request as request_lib
+  from tests.support import tiny
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  entry = ("m=matching:teacher_fit=out,teacher_models=16,teacher_keep=0.5,retrain_fraction=0.2,"
+           "optimizer=adam,learning_rate=0.01,forget_weight=1")
+  cfg = tiny.config(npz, audit__num_models=4, audit__chunk_size=2, audit__methods=(entry,),
+                    audit__ulira__num_originals=6, audit__ulira__forget_sets_per_original=1,
+                    audit__statistics=("ulira",))
+  res = auditor.run_audit(cfg, tmp_path / "work")
+  row = res["ulira"]["m"]
+  assert 0.0 <= row["auc"] <= 1.0 and "retrain_control" in res["ulira"]
+  stores = list((tmp_path / "work" / "attribution").iterdir())
+  assert len(stores) == 1
+  with request_lib.open_request(cfg, tmp_path / "work",
+                                methods=auditor.method_specs(cfg)) as req:
+    plan = req.plans["m"]
+    assert attribution.shared_teacher(plan)
+    f = np.asarray(req.splits.forget_idx)
+    rows = np.stack([f[:2], f[-2:]])
+    teachers, info = attribution.member_teachers(req, plan, rows)
+    assert not info["per_forget_set"] and info["store"] == stores[0].name
+    store = attribution.load(stores[0])
+    for m in range(2):
+      t, r = attribution.out_teacher(store, rows[m])
+      np.testing.assert_array_equal(teachers["teacher_target"][m], t)
+      np.testing.assert_array_equal(teachers["teacher_residuals"][m], r)
+    quad = dataclasses_replace_plan(req, "matching")
+    with pytest.raises(ConfigError, match="teacher fitted to the request's D_f"):
+      attribution.member_teachers(req, quad, rows)
+
+
+def dataclasses_replace_plan(req, method):
+  """A plan of ``method`` with its defaults on ``req`` (a teacher fitted to D_f)."""
+  import ml_collections
+  block = ml_collections.ConfigDict({**_block(), "method": method})
+  return plan_lib.make_plan("q", block)
