@@ -160,6 +160,7 @@ def test_rewind_index_picks_closest_first_on_ties():
   assert int(scrub_r.rewind_index(jnp.asarray([1.0, 0.25, 0.75]), 0.5)) == 1   # a tie
 
 
+@pytest.mark.slow    # compiles five runs (about 8 s): in the full suite
 def test_scrub_r_returns_the_epoch_its_rule_picks():
   """Held-out labels are set so that the final model's held-out error equals the
   D_f error after a chosen earlier epoch: that epoch's parameters come back."""

@@ -59,6 +59,7 @@ def test_bad_teachers_random_teacher_has_its_own_statistics(trained):
   assert conf(got) < conf(wrong)
 
 
+@pytest.mark.slow    # compiles a train-mode run twice (about 9 s): in the full suite
 def test_train_mode_updates_statistics_and_the_driver_equals_the_pure_run(trained):
   model, params, stats, x, y = trained
   inputs = methods.Inputs(x_forget=jnp.asarray(x[:12]), y_forget=jnp.asarray(y[:12]),

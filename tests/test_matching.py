@@ -195,6 +195,7 @@ def tiny_matching_run(tmp_path_factory):
   return tmp / "work", results
 
 
+@pytest.mark.slow    # a whole pipeline run
 def test_a_run_records_its_teacher(tiny_matching_run):
   work, results = tiny_matching_run
   stores = list((work / "attribution").iterdir())
