@@ -184,6 +184,22 @@ def check_memory(prep: request_lib.Prepared, statistics, info: audits.AuditInfo 
   for name in statistics:
     for need in audits.get(name)().needs(cfg, info):
       checks.append((need, host_limit, host_where, None))
+  # A shared teacher read per member (U-LiRA): [members, K + 1, |D_f|, C] floats on the host,
+  # an upper bound (a member forgets part of D_f).
+  shared = [p for p in prep.plans.values() if p.needs_teacher and attribution.shared_teacher(p)]
+  per_member = {kind: size for name in statistics
+                if getattr(audits.get(name), "forgets_per_member", False)
+                for kind, size in audits.get(name)().population_sizes(cfg).items()}
+  for plan in shared:
+    k_models = int(plan.method.teacher_spec()["num_models"])
+    for kind, size in per_member.items():
+      per = max(int(size.per_value), 1)
+      row_bytes = (k_models + 1) * info.n_forget * info.num_classes * 4
+      checks.append((audits.Need(
+          f"the per-member teachers of {plan.label!r} ({kind}: [members, K + 1, |D_f|, C])",
+          {size.field: size.members // per},
+          lambda v, f=size.field, per=per, b=row_bytes: (v[f] * per * b, 0)),
+          host_limit, host_where, None))
 
   def fits(need, lim, values):
     mem, work = need.cost(values)

@@ -523,3 +523,25 @@ def dataclasses_replace_plan(req, method):
   import ml_collections
   block = ml_collections.ConfigDict({**_block(), "method": method})
   return plan_lib.make_plan("q", block)
+
+
+def test_per_member_teachers_are_sized_before_any_work(tmp_path, monkeypatch):
+  # U-LiRA with a shared teacher holds [members, K + 1, |D_f|, C] floats on the host: 64 x 2
+  # members x 129 x 12 x 4 x 4 bytes = 3.17 MB here, refused under a 2 MB host limit, naming
+  # U-LiRA's own field and a value that fits.
+  from jaxunlearn import auditor, populations, request as request_lib
+  from tests.support import tiny
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  cfg = tiny.config(npz, audit__methods=("m=matching:teacher_fit=out,teacher_models=128,"
+                                         "teacher_keep=0.5",),
+                    audit__statistics=("ulira",), audit__ulira__num_originals=64,
+                    audit__ulira__forget_sets_per_original=2)
+  prep = request_lib.prepare(cfg, tmp_path / "work", methods=auditor.method_specs(cfg))
+  auditor.check_memory(prep, ["ulira"])
+  monkeypatch.setattr(populations, "memory_limit_bytes", lambda fraction, host=False: (
+      (2 * 10**6, "host memory") if host else (10**15, "device memory")))
+  with pytest.raises(ConfigError, match=r"per-member teachers of 'm' .*"
+                                        r"set audit\.ulira\.num_originals<=(\d+)") as e:
+    auditor.check_memory(prep, ["ulira"])
+  fit = int(str(e.value).rsplit("<=", 1)[1])
+  assert fit * 2 * 129 * 12 * 4 * 4 <= 2 * 10**6 < (fit + 1) * 2 * 129 * 12 * 4 * 4
