@@ -42,13 +42,16 @@ rows, and the transformed arrays' own hash when a data transform applies), the
 model (name, arguments, implementation), the ``train`` recipe, K, p and the
 attribution's own ``seed`` (not the run's): every request that forgets a
 subset of one training set shares one store, across seeds' work dirs too when
-``root`` is shared. A transform that depends on the forget set (label flips,
-backdoors) changes the training data, so such benchmarks get one store per
-forget set: there the precompute is paid per request, not shared (no fixed
-transformed superset is built). Break-even: a shared store costs ``K p`` =
-32 retrainings once, so a method that spends a fraction ``f`` of retraining
-per request pays it back after ``32 / (1 - f)`` requests (33 at f = 0.02); a
-store per forget set never pays back against retraining.
+``root`` is shared. A transform made from the forget set (label flips,
+backdoors of D_f) changes the training data with it, so such benchmarks get one
+store per forget set: there the precompute is paid per request. A transform of
+a fixed pool that holds D_f (``label_flip.index_file``, a fixed transformed
+superset) makes the same data for every request on the pool, and a store with
+``forget_rate="pool"`` serves them all. Break-even: a shared store costs
+``K p`` retrainings once (32 at the defaults), so a method that spends a
+fraction ``f`` of retraining per request pays it back after ``K p / (1 - f)``
+requests (33 at f = 0.02); a store per forget set never pays back against
+retraining.
 
 **Effects of a forget set** (:func:`effect_of`) come from the stored values and
 masks when asked, never from a matrix over pairs of examples. The estimator
@@ -87,11 +90,11 @@ from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
 
 __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "store_dir",
-           "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load", "memory_bytes",
-           "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION", "draw_rate_masks", "count_zero",
-           "FORGET_RATES", "teacher", "out_teacher", "pool_rows", "draw_pool_masks", "pool_info",
-           "shared_teacher", "member_teachers", "retain_teacher", "none_kept_residuals", "teacher_settings", "check_teacher",
-           "request_teacher"]
+           "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load",
+           "memory_bytes", "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION",
+           "draw_rate_masks", "count_zero", "FORGET_RATES", "teacher", "out_teacher", "pool_rows",
+           "draw_pool_masks", "pool_info", "shared_teacher", "member_teachers", "retain_teacher",
+           "none_kept_residuals", "teacher_settings", "check_teacher", "request_teacher"]
 
 NAME = "attribution"
 DEFAULT_NUM_MODELS = 64
@@ -144,7 +147,8 @@ FORGET_RATES = ("", "uniform", "zero", "pool")
 
 def pool_rows(prep) -> np.ndarray | None:
   """The training rows of the fixed pool an active data transform changes (dataset rows,
-  sorted), or None when no transform has one (:meth:`jaxunlearn.transforms.Transform.pool`)."""
+  sorted), or None when no transform has one
+  (:meth:`jaxunlearn.transforms.Transform.pool_rows`)."""
   n = int(np.asarray(prep.y_train).shape[0])
   for name in prep.transforms:
     rows = transforms_lib.get(name)().pool_rows(prep.cfg, n)
@@ -154,13 +158,14 @@ def pool_rows(prep) -> np.ndarray | None:
 
 
 def _rate_rows(prep, settings) -> np.ndarray:
-  """The dataset rows kept at per-model rates: D_f, or with ``forget_rate="pool"`` the pool."""
+  """The dataset rows a store keeps only in part: D_f (at per-model rates), or with
+  ``forget_rate="pool"`` the pool (a random part of it per model)."""
   if settings.forget_rate != "pool":
     return np.asarray(prep.splits.forget_idx, np.int64)
   rows = pool_rows(prep)
   if rows is None:
-    raise ConfigError(f"{_field('forget_rate')}='pool' keeps a data transform's fixed pool at "
-                      "per-model rates, and no active transform has one; set "
+    raise ConfigError(f"{_field('forget_rate')}='pool' forgets part of a data transform's "
+                      "fixed pool in each model, and no active transform has one; set "
                       "label_flip.index_file (the pool of rows it flips)")
   outside = np.setdiff1d(prep.splits.forget_idx, rows)
   if outside.size:
@@ -895,12 +900,17 @@ def check_teacher(prep, plan) -> None:
     check(prep, settings)
     check_memory(prep, settings)
     n_coef = 2 + degree + int(step)
-    expected_out = settings.num_models * (1.0 - settings.keep_fraction)
-    if not settings.forget_rate and expected_out < 4:
+    n = int(prep.splits.train_idx.size)
+    if settings.forget_rate == "pool":     # each model leaves n - round(p n) rows of the pool out
+      expected_out = settings.num_models * (n - round(settings.keep_fraction * n)) / max(
+          int(_rate_rows(prep, settings).size), 1)
+    else:
+      expected_out = settings.num_models * (1.0 - settings.keep_fraction)
+    if settings.forget_rate in ("", "pool") and expected_out < 4:
       raise ConfigError(f"{settings.num_models} models keeping {settings.keep_fraction} of the "
-                        f"rows leave each row out of {expected_out:.1f} on average, too few for "
-                        "an OUT teacher; raise num_models or lower keep_fraction")
-    if settings.forget_rate and settings.num_models < n_coef + 1:
+                        f"rows leave each row of D_f out of {expected_out:.1f} on average, too "
+                        "few for an OUT teacher; raise num_models or lower keep_fraction")
+    if settings.forget_rate in ("uniform", "zero") and settings.num_models < n_coef + 1:
       raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
                         f"{n_coef} coefficients per row; use teacher_models >= {n_coef + 1}")
   except ConfigError as e:
@@ -930,10 +940,8 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   settings, degree, step = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
   forget_idx = prep.splits.forget_idx
-  shared = not settings.forget_rate
+  shared = settings.forget_rate in ("", "pool")     # the store does not depend on D_f
   if shared:
-    target, resid = out_teacher(store, forget_idx)
-  elif settings.forget_rate == "pool":
     target, resid = out_teacher(store, forget_idx)
   else:
     target, resid = teacher(store, forget_idx, degree=degree, step=step)
@@ -952,8 +960,7 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]),
-          **({"fit": "out"} if shared or settings.forget_rate == "pool"
-             else {"degree": degree}),
+          **({"fit": "out"} if shared else {"degree": degree}),
           **(pool_info(store, forget_idx) if settings.forget_rate == "pool" else {}),
           **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),

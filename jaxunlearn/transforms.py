@@ -64,8 +64,8 @@ class Transform:
 
   def pool_rows(self, cfg, n: int) -> np.ndarray | None:
     """The fixed pool of training rows it changes instead of D_f, if it has one (default:
-    None). An attribution store can keep such a pool at per-model rates
-    (``forget_rate="pool"``)."""
+    None). An attribution store can then serve every request on the pool
+    (``forget_rate="pool"``: each model forgets a random part of it)."""
     del cfg, n
     return None
 

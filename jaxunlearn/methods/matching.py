@@ -44,8 +44,16 @@ The store is the request's one-off cost, recorded with the unlearned stage
 the training data change with D_f, so such a store belongs to one forget set
 (:mod:`jaxunlearn.attribution`).
 
-The method reads the request's D_f as a whole: U-LiRA, which forgets a different subset per
-member, cannot give it a teacher and refuses it before any work.
+**A store that requests share** (``teacher_fit="out"`` or ``"pool"``): the store's models keep
+every row at one rate (``"out"``), or keep every row outside a data transform's fixed pool and
+forget a random part of the pool (``"pool"``, ``label_flip.index_file``), so the store does not
+depend on D_f and every request on the training set (or on subsets of the pool) reads it; a
+row's target is the mean logits of its OUT models, and a run draws one of their deviations
+(:func:`jaxunlearn.attribution.out_teacher`). Its cost is then paid once, not per request.
+
+A teacher fitted to the request's D_f serves that D_f only: U-LiRA, which forgets a different
+subset per member, refuses it before any work. A shared store serves every member its own
+teacher (:func:`jaxunlearn.attribution.member_teachers`).
 """
 
 from __future__ import annotations
@@ -121,7 +129,8 @@ class Matching(base.Method):
   hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03,
              "solve_weight": 10.0, "solve_ridge": 1e-3, "mask_ratio": 0.3}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
-             "teacher_keep": TEACHER_KEEP, "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
+             "teacher_keep": TEACHER_KEEP,
+             "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
