@@ -93,7 +93,8 @@ __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "
            "key_spec", "draw_masks", "estimates", "memorisation", "effect_of", "load",
            "memory_bytes", "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION",
            "draw_rate_masks", "count_zero", "FORGET_RATES", "teacher", "out_teacher", "pool_rows",
-           "draw_pool_masks", "pool_info", "shared_teacher", "member_teachers", "retain_teacher",
+           "draw_pool_masks", "pool_info", "out_counts", "shared_teacher", "member_teachers",
+           "retain_teacher",
            "none_kept_residuals", "teacher_settings", "check_teacher", "request_teacher"]
 
 NAME = "attribution"
@@ -891,6 +892,19 @@ def teacher_settings(prep, plan) -> tuple[Settings, int, bool]:
       bool(spec.get("step", False))
 
 
+def out_counts(prep, settings: Settings) -> np.ndarray:
+  """``[|D_f|]``: how many of a shared store's models (``forget_rate`` ``""`` or ``"pool"``)
+  leave each D_f row out, from the seeded masks :func:`build` draws, before anything trains."""
+  rows = np.asarray(prep.splits.train_idx)
+  n = int(rows.size)
+  if settings.forget_rate == "pool":
+    keep = draw_pool_masks(n, np.searchsorted(rows, _rate_rows(prep, settings)),
+                           settings.num_models, settings.keep_fraction, settings.seed)
+  else:
+    keep = draw_masks(n, settings.num_models, settings.keep_fraction, settings.seed)
+  return (~keep[:, np.searchsorted(rows, prep.splits.forget_idx)]).sum(0)
+
+
 def check_teacher(prep, plan) -> None:
   """Refuses, before any work, a teacher store that cannot be built for this request: its
   settings (:func:`check`, e.g. |D_f| beside the kept rows) and its memory."""
@@ -900,16 +914,14 @@ def check_teacher(prep, plan) -> None:
     check(prep, settings)
     check_memory(prep, settings)
     n_coef = 2 + degree + int(step)
-    n = int(prep.splits.train_idx.size)
-    if settings.forget_rate == "pool":     # each model leaves n - round(p n) rows of the pool out
-      expected_out = settings.num_models * (n - round(settings.keep_fraction * n)) / max(
-          int(_rate_rows(prep, settings).size), 1)
-    else:
-      expected_out = settings.num_models * (1.0 - settings.keep_fraction)
-    if settings.forget_rate in ("", "pool") and expected_out < 4:
-      raise ConfigError(f"{settings.num_models} models keeping {settings.keep_fraction} of the "
-                        f"rows leave each row of D_f out of {expected_out:.1f} on average, too "
-                        "few for an OUT teacher; raise num_models or lower keep_fraction")
+    if settings.forget_rate in ("", "pool"):
+      # The masks are seeded, so the OUT teacher's models per row are known before training.
+      fewest = int(out_counts(prep, settings).min())
+      if fewest < 2:
+        raise ConfigError(f"the store's masks leave some row of D_f out of only {fewest} of its "
+                          f"{settings.num_models} models, and an OUT teacher needs at least 2; "
+                          "raise num_models or lower keep_fraction (more models leave each "
+                          "row out)")
     if settings.forget_rate in ("uniform", "zero") and settings.num_models < n_coef + 1:
       raise ConfigError(f"{settings.num_models} models leave no residual beside the fit's "
                         f"{n_coef} coefficients per row; use teacher_models >= {n_coef + 1}")

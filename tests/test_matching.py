@@ -545,3 +545,24 @@ def test_per_member_teachers_are_sized_before_any_work(tmp_path, monkeypatch):
     auditor.check_memory(prep, ["ulira"])
   fit = int(str(e.value).rsplit("<=", 1)[1])
   assert fit * 2 * 129 * 12 * 4 * 4 <= 2 * 10**6 < (fit + 1) * 2 * 129 * 12 * 4 * 4
+
+
+def test_an_out_teacher_with_too_few_out_models_is_refused_before_the_store(tmp_path):
+  # The store's masks are seeded: 16 models keeping 0.9 leave some row of the tiny D_f out of
+  # fewer than 2 of them, which is known (out_counts) and refused before anything trains.
+  from jaxunlearn import request as request_lib
+  from tests.support import tiny
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  cfg = tiny.config(npz, unlearn__method="matching")
+  cfg.unlearn.matching.teacher_fit = "out"
+  cfg.unlearn.matching.teacher_models = 16
+  cfg.unlearn.matching.teacher_keep = 0.9
+  with pytest.raises(ConfigError, match=r"out of only [01] of its 16 models.*raise "
+                                        r"unlearn\.matching\.teacher_models or lower "
+                                        r"unlearn\.matching\.teacher_keep"):
+    request_lib.prepare(cfg, tmp_path / "work")
+  assert not (tmp_path / "work" / "attribution").exists()
+  cfg.unlearn.matching.teacher_keep = 0.5            # about 8 OUT models per row: accepted
+  prep = request_lib.prepare(cfg, tmp_path / "work2")
+  settings, _, _ = attribution.teacher_settings(prep, prep.plans[next(iter(prep.plans))])
+  assert attribution.out_counts(prep, settings).min() >= 2
