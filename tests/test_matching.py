@@ -513,12 +513,12 @@ def test_ulira_reads_one_teacher_per_member_from_a_shared_store(tmp_path):
       t, r = attribution.out_teacher(store, rows[m])
       np.testing.assert_array_equal(teachers["teacher_target"][m], t)
       np.testing.assert_array_equal(teachers["teacher_residuals"][m], r)
-    quad = dataclasses_replace_plan(req, "matching")
+    quad = _default_plan(req, "matching")
     with pytest.raises(ConfigError, match="teacher fitted to the request's D_f"):
       attribution.member_teachers(req, quad, rows)
 
 
-def dataclasses_replace_plan(req, method):
+def _default_plan(req, method):
   """A plan of ``method`` with its defaults on ``req`` (a teacher fitted to D_f)."""
   import ml_collections
   block = ml_collections.ConfigDict({**_block(), "method": method})
