@@ -386,6 +386,10 @@ def check_schema(cfg: ml_collections.ConfigDict,
   if cfg.forget.index_file and cfg.forget.mode != "indices":
     raise ConfigError(f"forget.index_file is set but forget.mode is {cfg.forget.mode!r}, which "
                       "ignores it; set --config.forget.mode=indices (or drop the file)")
+  flip = cfg.get("label_flip")
+  if flip is not None and flip.get("index_file") and not flip.get("enabled"):
+    raise ConfigError("label_flip.index_file is set but label_flip.enabled is False, which "
+                      "ignores it; set --config.label_flip.enabled=True (or drop the file)")
   if cfg.unlearn.stop == "calibrated" and not cfg.holdout.size:
     raise ConfigError("unlearn.stop='calibrated' compares D_f with held-out examples of its "
                       "classes: set --config.holdout.size (e.g. 0.05)")

@@ -342,3 +342,12 @@ def test_a_pool_store_is_shared_by_requests_on_subsets_of_its_pool(prepared, tmp
     request(2)
   with pytest.raises(ConfigError, match="no active transform has one"):
     attribution.check(prep, rate)
+
+
+def test_a_flip_pool_without_the_flip_is_refused(tmp_path):
+  npz = tiny.write_npz(tmp_path / "tiny.npz")
+  (tmp_path / "pool.txt").write_text("1\n2\n")
+  with pytest.raises(ConfigError, match="label_flip.index_file is set but label_flip.enabled"):
+    request_lib.prepare(tiny.config(npz, label_flip__index_file=str(tmp_path / "pool.txt")),
+                        tmp_path / "work")
+  assert not (tmp_path / "work").exists()
