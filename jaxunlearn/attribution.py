@@ -765,7 +765,32 @@ def teacher(store: Store, forget_idx, *, degree: int = 2,
   return target.astype(np.float32), resid.astype(np.float32)
 
 
-def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
+SPREADS = ("out", "pooled")
+
+
+def pooled_spread_scale(store: Store, pos) -> np.ndarray:
+  """``[m]`` factors that move each row's OUT spread to a pooled estimate (``spread="pooled"``).
+
+  A row's OUT standard deviation of phi rests on its few OUT models (about 13 in a K = 128 store
+  at keep 0.9), its IN one on the many others. The pooled estimate is the geometric mean of the
+  row's OUT sd and its IN sd times ``r``, the median over the store's rows of OUT sd / IN sd
+  (a store-wide ratio, so a row's IN sd is put on the OUT scale). The factor is that estimate
+  over the row's OUT sd; a row whose two sds are not both positive keeps factor 1.
+  """
+  e = store.estimates
+  s_in, s_out = np.asarray(e["in_std"], np.float64), np.asarray(e["out_std"], np.float64)
+  ok = np.isfinite(s_in) & np.isfinite(s_out) & (s_in > 0) & (s_out > 0)
+  if not ok.any():
+    return np.ones(np.size(pos))
+  ratio = float(np.median(s_out[ok] / s_in[ok]))
+  pos = np.asarray(pos)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    scale = np.sqrt(ratio * s_in[pos] / s_out[pos])
+  return np.where(ok[pos], scale, 1.0)
+
+
+def out_teacher(store: Store, forget_idx, *, spread: str = "out"
+                ) -> tuple[np.ndarray, np.ndarray]:
   """Per-example target logits on D_f from a shared store: each row's OUT models.
 
   A store that keeps every row at one rate (``forget_rate=""``) does not depend on the forget
@@ -779,12 +804,18 @@ def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
   rows do not teach each other (a random forget set; not a memorised or backdoored one, whose
   transform makes the store per forget set anyway, :func:`teacher`).
 
+  With ``spread="pooled"`` each row's residuals are scaled by :func:`pooled_spread_scale`, so a
+  run's spread on a row rests on all K models, not on the row's few OUT models alone.
+
   Returns:
     ``(target [n_f, C], residuals [K, n_f, C])``, float32, rows in ``forget_idx``'s order.
 
   Raises:
-    ConfigError: a D_f row with fewer than 2 OUT models (raise K or lower keep_fraction).
+    ConfigError: a D_f row with fewer than 2 OUT models (raise K or lower keep_fraction), or
+      an unknown ``spread``.
   """
+  if spread not in SPREADS:
+    raise ConfigError(f"out_teacher: spread={spread!r} is not one of {SPREADS}")
   pos = store.positions(forget_idx)
   out = ~np.asarray(store.keep[:, pos], bool)                    # [K, m]
   n_out = out.sum(0)
@@ -800,6 +831,8 @@ def out_teacher(store: Store, forget_idx) -> tuple[np.ndarray, np.ndarray]:
     zj = z[out[:, j], j, :]
     target[j] = zj.mean(0)
     resid[:, j] = (zj - target[j])[np.arange(k_models) % zj.shape[0]]
+  if spread == "pooled":
+    resid *= pooled_spread_scale(store, pos)[None, :, None]
   return target.astype(np.float32), resid.astype(np.float32)
 
 
@@ -954,7 +987,8 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   forget_idx = prep.splits.forget_idx
   shared = settings.forget_rate in ("", "pool")     # the store does not depend on D_f
   if shared:
-    target, resid = out_teacher(store, forget_idx)
+    target, resid = out_teacher(store, forget_idx, spread=plan.method.teacher_spec().get(
+        "spread", "out"))
   else:
     target, resid = teacher(store, forget_idx, degree=degree, step=step)
   if plan.method.teacher_spec().get("draw_from", "all") == "none_kept":
@@ -972,7 +1006,8 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
           "keep_fraction": float(store.meta["keep_fraction"]),
-          **({"fit": "out"} if shared else {"degree": degree}),
+          **({"fit": "out", "spread": plan.method.teacher_spec().get("spread", "out")}
+             if shared else {"degree": degree}),
           **(pool_info(store, forget_idx) if settings.forget_rate == "pool" else {}),
           **({"step": True, "rates": settings.forget_rate} if step else {}),
           "one_off_examples": int(cost["one_off_examples"]),
@@ -1021,12 +1056,13 @@ def member_teachers(prep, plan, forget_rows, *, progress: bool | None = None) ->
     if outside.size:
       raise ConfigError(f"{plan.label}: {outside.size} rows the members forget are outside "
                         "the store's pool")
-  pairs = [out_teacher(store, r) for r in rows]
+  spread = plan.method.teacher_spec().get("spread", "out")
+  pairs = [out_teacher(store, r, spread=spread) for r in rows]
   teachers = {"teacher_target": np.stack([t for t, _ in pairs]),
               "teacher_residuals": np.stack([r for _, r in pairs])}
   cost = store.meta["cost"]
   info = {"store": store.meta["key"], "num_models": store.num_models,
-          "keep_fraction": float(store.meta["keep_fraction"]), "fit": "out",
+          "keep_fraction": float(store.meta["keep_fraction"]), "fit": "out", "spread": spread,
           "members": int(rows.shape[0]),
           "one_off_examples": int(cost["one_off_examples"]),
           "retrain_examples": int(cost["retrain_examples"]),

@@ -1,6 +1,7 @@
 """matching: its update rule by hand on a linear model, the teacher fit by hand, the per-run
 draw, its cost and step count, and a whole run and audit on the tiny data."""
 
+import dataclasses
 import json
 
 import jax
@@ -392,6 +393,34 @@ def test_per_row_weights_from_the_own_effect_by_hand():
                              atol=1e-5)
   with pytest.raises(ConfigError, match="own_floor"):
     unlearn.default_hparams("matching", 0.01, own_floor=0.0)
+
+
+def test_pooled_spread_by_hand(tmp_path):
+  # Three rows; OUT / IN sds of phi (2, 1), (1, 1), (4, 1): the store-wide ratio r is the
+  # median of OUT / IN, 2, and row j's residuals scale by sqrt(r * in_j / out_j).
+  keep = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 0]], bool)
+  logits = RNG.normal(size=(5, 3, 2))
+  st = _store(tmp_path, keep, logits, forget_rate="")
+  st = dataclasses.replace(st, estimates={"in_std": np.array([1.0, 1.0, 1.0]),
+                                          "out_std": np.array([2.0, 1.0, 4.0])})
+  np.testing.assert_allclose(attribution.pooled_spread_scale(st, np.array([0, 1, 2])),
+                             [1.0, np.sqrt(2.0), np.sqrt(0.5)])
+  t_out, r_out = attribution.out_teacher(st, np.array([0, 1]))
+  t_pool, r_pool = attribution.out_teacher(st, np.array([0, 1]), spread="pooled")
+  np.testing.assert_array_equal(t_pool, t_out)           # the target does not move
+  np.testing.assert_allclose(r_pool[:, 0], r_out[:, 0], rtol=1e-6)
+  np.testing.assert_allclose(r_pool[:, 1], np.sqrt(2.0) * r_out[:, 1], rtol=1e-6)
+  # A row without both sds (NaN: fewer than 2 models on a side) keeps its residuals.
+  st_nan = dataclasses.replace(st, estimates={"in_std": np.array([np.nan, 1.0, 1.0]),
+                                              "out_std": np.array([2.0, 1.0, 4.0])})
+  np.testing.assert_allclose(attribution.pooled_spread_scale(st_nan, np.array([0, 1])),
+                             [1.0, np.sqrt(2.5)])
+  with pytest.raises(ConfigError, match="spread='wide'"):
+    attribution.out_teacher(st, np.array([0]), spread="wide")
+  assert matching.Matching(teacher_fit="pool",
+                           teacher_spread="pooled").teacher_spec()["spread"] == "pooled"
+  with pytest.raises(ConfigError, match="teacher_spread='pooled'.*teacher_fit='out' or 'pool'"):
+    matching.Matching(teacher_spread="pooled")
 
 
 def test_draw_from_the_models_that_kept_none_of_d_f(tmp_path):

@@ -456,7 +456,7 @@ REFUSALS = [
       fresh=True),
     R("matching-teacher-models-not-an-option",
       ("--config.unlearn.method=matching", "--config.unlearn.matching.teacher_models=7"),
-      ("teacher_models", "(64, 16, 32, 128)"), error=ConfigError, fresh=True),
+      ("teacher_models", "(64, 16, 32, 128, 256)"), error=ConfigError, fresh=True),
     R("matching-in-ulira", ("--config.audit.num_models=4",
                             "--config.audit.statistics=('epsilon','ulira')",
                             "--config.audit.methods=('m=matching',)"),

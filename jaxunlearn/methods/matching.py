@@ -66,7 +66,7 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import base, erase, helpers, salun
 
 NAME = "matching"
-TEACHER_MODELS = (64, 16, 32, 128)
+TEACHER_MODELS = (64, 16, 32, 128, 256)
 TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5, 0.975)
 TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw on D_f
 TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
@@ -131,6 +131,7 @@ class Matching(base.Method):
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
              "teacher_keep": TEACHER_KEEP,
              "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
+             "teacher_spread": ("out", "pooled"),
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
@@ -161,6 +162,10 @@ class Matching(base.Method):
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
                 "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
+      "teacher_spread": "teacher_fit='out' or 'pool': the residuals a run draws on a row are its "
+                        "OUT models' ('out'), or scaled to the geometric mean of their spread "
+                        "and the row's IN spread put on the OUT scale ('pooled', "
+                        "attribution.pooled_spread_scale)",
       "teacher_keep": "share of the training rows each store model trains on",
       "teacher_fit": "the fit over the store's models read at none of D_f ('step': quadratic "
                      "plus a jump between none and one other D_f row kept, on a store whose "
@@ -185,6 +190,10 @@ class Matching(base.Method):
                         "has no fit at none of D_f for anchor='teacher', weight_by or "
                         "draw_from; keep anchor='logits' or 'labels', weight_by='request' and "
                         "draw_from='all', or choose another teacher_fit")
+    if o["teacher_spread"] != "out" and o["teacher_fit"] not in ("out", "pool"):
+      raise ConfigError(f"matching: teacher_spread={o['teacher_spread']!r} scales the OUT "
+                        "models' residuals of a shared store; set teacher_fit='out' or 'pool', "
+                        "or teacher_spread='out'")
     if self.opts["draw_from"] == "none_kept" and self.opts["teacher_fit"] != "step":
       raise ConfigError("matching: draw_from='none_kept' draws from the store models that kept "
                         "none of D_f, which only teacher_fit='step' makes (its store puts "
@@ -206,7 +215,7 @@ class Matching(base.Method):
     rates = {"step": "zero", "out": "", "pool": "pool"}.get(o["teacher_fit"], "uniform")
     return {"num_models": int(o["teacher_models"]), "keep_fraction": float(o["teacher_keep"]),
             "degree": 1 if o["teacher_fit"] == "linear" else 2, "step": step,
-            "rates": rates, "draw_from": o["draw_from"],
+            "rates": rates, "draw_from": o["draw_from"], "spread": o["teacher_spread"],
             "fields": {"keep_fraction": "teacher_keep", "num_models": "teacher_models"}}
 
   def used_inputs(self):
