@@ -281,3 +281,58 @@ def test_selection_scores_floors_and_table_from_an_audit_result():
   with pytest.raises(SystemExit, match="--redo"):
     from experiments.matching import select_baselines
     select_baselines.main(["--methods", "salun", "--redo", "msg"])
+
+
+def test_teacher_error_pieces_by_hand():
+  from experiments.matching import teacher_error as te
+  # phi: z_y - logsumexp of the other logits.
+  np.testing.assert_allclose(te.phi_of(np.array([[2.0, 0.0, 0.0]]), np.array([0])),
+                             [2.0 - np.log(2.0)])
+  # The fit rms^2 = b^2 + s^2 / m reads b and s^2 back.
+  curve = {m: float(np.sqrt(0.25 + 1.5 / m)) for m in (4, 8, 13)}
+  got = te.split(curve)
+  assert abs(got["structural_rms"] - 0.5) < 1e-9 and abs(got["sampling_var"] - 1.5) < 1e-9
+  assert te.split({4: 1.0}) is None
+  # Two classes, label 0: phi is the first logit. Every OUT model gives row j exactly
+  # 1 + j + 0.5 sd_j above retraining's mean, so every m scores 0.5.
+  rng = np.random.default_rng(0)
+  retrain = rng.normal(size=(8, 3)) * np.array([1.0, 2.0, 0.5]) + np.array([0.0, 1.0, 2.0])
+  k_models = 12
+  out = np.zeros((k_models, 3), bool)
+  out[:6] = True
+  logits = np.zeros((k_models, 3, 2))
+  logits[..., 0] = retrain.mean(0) + 0.5 * retrain.std(0, ddof=1)
+  res = te.sampling_curve(logits, out, np.zeros(3, np.int64), retrain, rng, draws=2)
+  assert res["rows"] == 3 and set(res["curve"]) == {4, 6}
+  np.testing.assert_allclose(list(res["curve"].values()), 0.5)
+  # share_readout: logits exactly linear in the share of the other D_f rows kept.
+  keep_f = rng.random((40, 3)) < 0.5
+  share = np.stack([(keep_f.sum(1) - keep_f[:, j]) / 2 for j in range(3)], 1)
+  logits = np.zeros((40, 3, 2))
+  logits[..., 0] = retrain.mean(0) + 2.0 * share * retrain.std(0, ddof=1)
+  got = te.share_readout(logits, keep_f, np.zeros(3, np.int64), retrain, shares=(0.0, 0.5))
+  np.testing.assert_allclose([got[0.0], got[0.5]], [0.0, 1.0], atol=1e-9)
+  # A population that is the oracle itself scores 1 in every column of the counterfactual.
+  oracle = rng.normal(size=(8, 3))
+  assert te.relative_f(oracle, retrain, te.relative_f(oracle, retrain, 1.0)) == 1.0
+
+
+def test_pool_group_slope_read_at_retraining_by_hand():
+  from experiments.matching import teacher_variants as tv
+  # Six pool rows in two flip pairs; a row's phi (its first logit, label 0 of two classes) is
+  # c_i + 0.7 x (kept rows of its own pair). The fit reads the slope back and each D_f row's
+  # phi where retraining is: the other D_f rows gone, the rest of the pool kept.
+  rng = np.random.default_rng(1)
+  k_models, pool, forget = 64, np.arange(6), np.array([0, 3, 4])
+  true = np.array([1, 1, 1, 2, 2, 2])
+  keep = rng.random((k_models, 6)) < 0.6
+  c = np.arange(6, dtype=float)
+  same = (true[:, None] == true[None]) & ~np.eye(6, dtype=bool)
+  logits = np.zeros((k_models, 6, 2))
+  logits[..., 0] = c + 0.7 * keep.astype(float) @ same.T
+  est, beta = tv.pool_groups(logits, keep, np.zeros(6, np.int64), true, pool, forget,
+                             np.ones((6, 4)), "pair")
+  np.testing.assert_allclose(beta, [0.7], atol=1e-9)
+  in_retrain = ~np.isin(pool, forget)
+  np.testing.assert_allclose(est, c[forget] + 0.7 * (same[forget].astype(float) @ in_retrain),
+                             atol=1e-9)
