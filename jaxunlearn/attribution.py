@@ -94,7 +94,7 @@ __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "
            "memory_bytes", "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION",
            "draw_rate_masks", "count_zero", "FORGET_RATES", "teacher", "out_teacher", "pool_rows",
            "draw_pool_masks", "pool_info", "out_counts", "shared_teacher", "member_teachers",
-           "retain_teacher",
+           "retain_teacher", "pooled_spread_scale", "SPREADS",
            "none_kept_residuals", "teacher_settings", "check_teacher", "request_teacher"]
 
 NAME = "attribution"
