@@ -94,7 +94,8 @@ __all__ = ["Settings", "Store", "build", "check", "check_memory", "store_key", "
            "memory_bytes", "NAME", "DEFAULT_NUM_MODELS", "DEFAULT_KEEP_FRACTION",
            "draw_rate_masks", "count_zero", "FORGET_RATES", "teacher", "out_teacher", "pool_rows",
            "draw_pool_masks", "pool_info", "out_counts", "shared_teacher", "member_teachers",
-           "retain_teacher", "pooled_spread_scale", "SPREADS",
+           "retain_teacher", "pooled_spread_scale", "SPREADS", "in_teacher", "IN_SLOTS",
+           "retain_anchor_per_member",
            "none_kept_residuals", "teacher_settings", "check_teacher", "request_teacher"]
 
 NAME = "attribution"
@@ -836,6 +837,41 @@ def out_teacher(store: Store, forget_idx, *, spread: str = "out"
   return target.astype(np.float32), resid.astype(np.float32)
 
 
+IN_SLOTS = 32
+
+
+def in_teacher(store: Store, rows, *, slots: int = IN_SLOTS) -> tuple[np.ndarray, np.ndarray]:
+  """Per-example target logits on rows a retrained model trains on (D_r), from a shared store.
+
+  Row ``i``'s target is the mean logits of the store models that trained on it, and its
+  residuals are those models' deviations, ``slots`` deep: slot ``l`` holds the row's
+  ``(l mod n_i)``-th IN model (``n_i`` its IN count), as :func:`out_teacher` lays out OUT
+  models. A run that draws one slot per row lands on D_r as one of those models does, where
+  the original's own logits on D_r give every run the same target. ``slots`` (at most K)
+  bounds the memory: ``[slots, n, C]`` floats, no more than the store's own logits.
+
+  Returns:
+    ``(target [n, C], residuals [min(slots, K), n, C])``, float32, rows in ``rows``' order.
+
+  Raises:
+    ConfigError: a row with fewer than 2 IN models.
+  """
+  pos = store.positions(rows)
+  keep = np.asarray(store.keep[:, pos], bool)                     # [K, n]
+  n_in = keep.sum(0)
+  if n_in.min() < 2:
+    raise ConfigError(f"an IN teacher on D_r needs at least 2 models that trained on each row, "
+                      f"and {store.path.name} has {int(n_in.min())} for some row")
+  z = np.asarray(store.logits(), np.float32)[:, pos, :]           # [K, n, C]
+  slots = min(int(slots), z.shape[0])       # no larger than the store's logits (check_memory)
+  target = (np.einsum("kn,knc->nc", keep, z, dtype=np.float64) / n_in[:, None])
+  # The l-th slot of row i: the index of its (l mod n_i)-th IN model.
+  order = np.argsort(~keep, axis=0, kind="stable")                 # IN models first, per row
+  pick = order[np.arange(slots)[:, None] % n_in[None, :], np.arange(pos.size)[None, :]]
+  resid = z[pick, np.arange(pos.size)[None, :], :] - target[None].astype(np.float32)
+  return target.astype(np.float32), resid.astype(np.float32)
+
+
 def pool_info(store: Store, forget_idx) -> dict:
   """What a pool store holds against a request: the pool's size, how many other pool rows its
   models keep, and how many a model retrained without ``forget_idx`` keeps (they are equal
@@ -998,8 +1034,9 @@ def request_teacher(prep, plan, *, progress: bool | None = None) -> tuple[tuple,
       raise ConfigError(f"{plan.label}: {e}; raise unlearn.{plan.name}.teacher_models") from None
   out = {"teacher_target": target, "teacher_residuals": resid}
   if "teacher_remain_target" in plan.needs:
-    out["teacher_remain_target"], out["teacher_remain_residuals"] = retain_teacher(
-        store, forget_idx, prep.splits.remain_idx, degree=degree, step=step)
+    out["teacher_remain_target"], out["teacher_remain_residuals"] = (
+        in_teacher(store, prep.splits.remain_idx) if shared else
+        retain_teacher(store, forget_idx, prep.splits.remain_idx, degree=degree, step=step))
   if "teacher_own_effect" in plan.needs:
     out["teacher_own_effect"] = count_zero(store, forget_idx, degree=degree,
                                            step=step)["own"].astype(np.float32)
@@ -1028,6 +1065,14 @@ def shared_teacher(plan) -> bool:
   return bool(plan.needs_teacher) and plan.method.teacher_spec().get("rates") in ("", "pool")
 
 
+def retain_anchor_per_member(plan) -> str:
+  """Why a shared store's D_r anchor (``anchor="teacher"``) is not served per member."""
+  return (f"{plan.label}: method {plan.name!r} anchors D_r on a shared store's IN models "
+          "(anchor='teacher'), read for the request's D_r only, and an audit statistic that "
+          "forgets a different subset per member (U-LiRA) keeps other rows per member; use "
+          f"anchor='logits' for {plan.label!r} there, or audit it without that statistic")
+
+
 def member_teachers(prep, plan, forget_rows, *, progress: bool | None = None) -> tuple[dict, dict]:
   """``(teachers, info)``: :func:`out_teacher` of a shared store for each member's forget rows.
 
@@ -1048,6 +1093,8 @@ def member_teachers(prep, plan, forget_rows, *, progress: bool | None = None) ->
     raise ConfigError(f"{plan.label}: method {plan.name!r} reads a teacher fitted to the "
                       "request's D_f, so members that forget other rows cannot share it; "
                       "use a shared store (teacher_fit='out' or 'pool')")
+  if plan.needs_retain_teacher:
+    raise ConfigError(retain_anchor_per_member(plan))
   settings, _, _ = teacher_settings(prep, plan)
   store = build(prep, settings, progress=progress)
   rows = np.asarray(forget_rows, np.int64)

@@ -82,6 +82,10 @@ def check(prep: request_lib.Prepared) -> None:
         "subset of D_f per member; audit it without that statistic "
         f"(--config.audit.statistics=\"{keep!r}\"), give it a shared store (teacher_fit='out' "
         "or 'pool') or leave the method out of audit.methods")
+  anchored = [p for p in prep.plans.values()
+              if p.needs_retain_teacher and attribution.shared_teacher(p)]
+  if per_member and anchored:
+    raise ConfigError(attribution.retain_anchor_per_member(anchored[0]))
   for name in statistics:
     st = audits.get(name)()
     with registry.guard("audit statistic", name, st, "validate"):

@@ -458,7 +458,30 @@ def test_out_teacher_by_hand(tmp_path):
   assert spec["rates"] == "" and not spec["step"]
   assert matching.Matching(teacher_fit="pool").teacher_spec()["rates"] == "pool"
   with pytest.raises(ConfigError, match="teacher_fit='out'"):
-    matching.Matching(teacher_fit="out", anchor="teacher")
+    matching.Matching(teacher_fit="out", weight_by="own")
+
+
+def test_in_teacher_by_hand(tmp_path):
+  # Row j's D_r target is the mean of its IN models' logits; slot l holds IN model l mod n_j.
+  keep = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 0]], bool)
+  logits = RNG.normal(size=(5, 3, 2))
+  st = _store(tmp_path, keep, logits, forget_rate="")
+  got_t, got_r = attribution.in_teacher(st, np.array([2, 0]), slots=4)
+  assert got_r.shape == (4, 2, 2)
+  for a, j in enumerate((2, 0)):
+    inside = np.flatnonzero(keep[:, j])
+    mean = logits[inside, j].mean(0)
+    np.testing.assert_allclose(got_t[a], mean, rtol=1e-5)
+    np.testing.assert_allclose(got_r[:, a], logits[inside[np.arange(4) % inside.size], j] - mean,
+                               rtol=1e-5, atol=1e-6)
+  assert attribution.in_teacher(st, np.array([0]), slots=8)[1].shape == (5, 1, 2)   # at most K
+  one_in = np.array([[1, 0], [0, 0], [0, 1]], bool)
+  with pytest.raises(ConfigError, match="at least 2 models that trained on each row"):
+    attribution.in_teacher(_store(tmp_path, one_in, RNG.normal(size=(3, 2, 2)),
+                                  forget_rate=""), np.array([0]))
+  # A shared store's matching may anchor D_r on those IN models.
+  assert "teacher_remain_target" in matching.Matching(teacher_fit="out",
+                                                      anchor="teacher").used_inputs()
 
 
 @pytest.mark.slow

@@ -461,6 +461,12 @@ REFUSALS = [
                             "--config.audit.statistics=('epsilon','ulira')",
                             "--config.audit.methods=('m=matching',)"),
       ("reads a teacher fitted", "'ulira'", "--config.audit.statistics"), command="audit"),
+    R("matching-shared-anchor-in-ulira", ("--config.audit.num_models=4",
+                                          "--config.audit.statistics=('epsilon','ulira')",
+                                          "--config.audit.methods=('m=matching:teacher_fit=out,"
+                                          "teacher_keep=0.9,anchor=teacher',)"),
+      ("anchors D_r on a shared store's IN models", "U-LiRA", "anchor='logits'"),
+      command="audit"),
     A("audit-matching-negative-noise", "m=matching:noise=-1", ("noise", "m=matching")),
 ]
 del R, A

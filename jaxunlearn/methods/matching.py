@@ -160,7 +160,9 @@ class Matching(base.Method):
       "mask_ratio": "mask='saliency': share of all weights that may move, in (0, 1]",
       "solve_rows": "solve='head': rows of D_r the closed-form move anchors on (at most |D_r|)",
       "anchor": "what keeps D_r: 'logits' (the original's own), 'labels' (cross-entropy) or "
-                "'teacher' (the store's fit on D_r read at none of D_f, drawn per run)",
+                "'teacher' (the store's fit on D_r read at none of D_f, drawn per run; with "
+                "teacher_fit='out' or 'pool', each D_r row's IN models, one drawn per run, "
+                "attribution.in_teacher)",
       "teacher_models": "models in the teacher's attribution store (its one-off cost)",
       "teacher_spread": "teacher_fit='out' or 'pool': the residuals a run draws on a row are its "
                         "OUT models' ('out'), or scaled to the geometric mean of their spread "
@@ -185,11 +187,11 @@ class Matching(base.Method):
     super().__init__(**options)
     o = self.opts
     if o["teacher_fit"] in ("out", "pool") and (
-        o["anchor"] == "teacher" or o["weight_by"] != "request" or o["draw_from"] != "all"):
+        o["weight_by"] != "request" or o["draw_from"] != "all"):
       raise ConfigError(f"matching: teacher_fit={o['teacher_fit']!r} reads a shared store, which "
-                        "has no fit at none of D_f for anchor='teacher', weight_by or "
-                        "draw_from; keep anchor='logits' or 'labels', weight_by='request' and "
-                        "draw_from='all', or choose another teacher_fit")
+                        "has no fit at none of D_f for weight_by or draw_from; keep "
+                        "weight_by='request' and draw_from='all', or choose another "
+                        "teacher_fit")
     if o["teacher_spread"] != "out" and o["teacher_fit"] not in ("out", "pool"):
       raise ConfigError(f"matching: teacher_spread={o['teacher_spread']!r} scales the OUT "
                         "models' residuals of a shared store; set teacher_fit='out' or 'pool', "
