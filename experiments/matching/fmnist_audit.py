@@ -2,13 +2,17 @@
 
     cp -r <compare_methods --audit's out/fmnist_audit_methods/work/seed0>/. runs/fm_audit/
     python experiments/matching/fmnist_audit.py "m2s=matching:retrain_fraction=0.02,..." ...
+    python experiments/matching/fmnist_audit.py --forget random --statistics epsilon,klom \
+        "m_out=matching:...,teacher_fit=out,teacher_models=128,teacher_keep=0.9" ...
 
 The audit of ``experiments/RESULTS_fmnist.md`` ("The per-example audit at 60,000 images":
 ``configs/fmnist_audit.py`` with ``configs/fmnist_audit_methods.py``'s hold-out, seed 0, N = 16)
 with the given ``audit.methods`` entries instead of its four methods, and ``epsilon`` alone
 (a teacher fitted to one D_f cannot serve U-LiRA's members): its retrain, oracle and none
 populations are read from the work dir, so only the teacher store and the entries' runs are
-computed. Prints relative F (single, per seed) and test accuracy per row.
+computed. ``--forget random`` keeps the labels (600 random images, the random set at this
+scale): its populations are its own, trained in its work dir on the first call. Prints relative
+F (single, per seed) and test accuracy per row.
 """
 from __future__ import annotations
 
@@ -21,19 +25,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main(argv=None) -> dict:
-  entries = list(sys.argv[1:] if argv is None else argv)
-  if not entries or any("=" not in e for e in entries):
-    raise SystemExit("give at least one audit.methods entry LABEL=ENTRY")
+  import argparse
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("entries", nargs="+", metavar="LABEL=ENTRY")
+  p.add_argument("--forget", default="flip", choices=("flip", "random"),
+                 help="flip: the audit's 600 label-flipped images; random: 600 random images, "
+                      "labels kept (its own populations, trained in --workdir)")
+  p.add_argument("--workdir", default="", help="default runs/fm_audit (flip) or "
+                                               "runs/fm_audit_random (random)")
+  p.add_argument("--statistics", default="epsilon", help="comma-separated, e.g. epsilon,klom")
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  if any("=" not in e for e in args.entries):
+    raise SystemExit("give audit.methods entries as LABEL=ENTRY")
   from configs import fmnist_audit_methods
   from jaxunlearn import auditor
   cfg = fmnist_audit_methods.get_config("finetune")
   cfg.seed = 0
-  cfg.audit.statistics = ("epsilon",)
-  cfg.audit.methods = tuple(entries)
+  cfg.audit.statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip())
+  cfg.audit.methods = tuple(args.entries)
+  if args.forget == "random":
+    cfg.label_flip.enabled = False
+  workdir = args.workdir or ("runs/fm_audit" if args.forget == "flip" else "runs/fm_audit_random")
   t0 = time.time()
-  res = auditor.run_audit(cfg, "runs/fm_audit")
+  res = auditor.run_audit(cfg, workdir)
   eps = res["epsilon"]
-  for label in ["oracle", "none"] + [e.split("=", 1)[0] for e in entries]:
+  for label in ["oracle", "none"] + [e.split("=", 1)[0] for e in args.entries]:
     s, q = eps["single"].get(label, {}), eps["per_seed"].get(label, {})
     print(label, s.get("relative_f"), q.get("relative_f"), s.get("test_acc"), flush=True)
   print(f"wall {time.time() - t0:.0f} s; teachers {json.dumps(res.get('teachers', {}))}")

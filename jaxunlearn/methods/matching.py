@@ -31,7 +31,8 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   toward the original's own logits on the D_r rows (``anchor="logits"``, the original is
   kept frozen in the run's state), the cross-entropy on D_r's labels (``"labels"``), or the
   squared error toward the store's own fit on D_r read at none of D_f
-  (``"teacher"``, :func:`jaxunlearn.attribution.retain_teacher`), with a residual drawn per
+  (``"teacher"``, :func:`jaxunlearn.attribution.retain_teacher`; with a shared store, each
+  row's IN models, :func:`jaxunlearn.attribution.in_teacher`), with a residual drawn per
   run and row as on D_f: the original's logits on D_r still carry D_f's influence (a
   label-flipped D_f costs accuracy on clean rows), and every run anchored on them agrees
   with every other on D_r, where retrained models do not.
