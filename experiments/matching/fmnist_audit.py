@@ -24,15 +24,37 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+N_TRAIN = 60_000
+POOL_SIZE = 2_400       # flip_pool: flipped for every request (4% of the training images)
+POOL_FORGET = 600       # D_f, drawn from the pool by the seed (1%, as the flip audit's)
+
+
+def pool_files(seed: int, size: int, forget: int, pool_seed: int, pool_dir="runs/pools"):
+  """``(pool file, forget file)``: ``size`` of Fashion-MNIST's training rows drawn once (not by
+  the seed), and ``forget`` of them drawn by ``seed`` (as ``lab.pool_files`` on mnist5k)."""
+  import numpy as np
+  pool_dir = Path(pool_dir)
+  pool_dir.mkdir(parents=True, exist_ok=True)
+  pool = np.sort(np.random.default_rng(pool_seed).choice(N_TRAIN, size, replace=False))
+  rows = np.sort(np.random.default_rng([seed, pool_seed]).choice(pool, forget, replace=False))
+  files = (pool_dir / f"fmnist_pool{size}_of_{N_TRAIN}.txt",
+           pool_dir / f"fmnist_pool{size}_of_{N_TRAIN}_forget{forget}_seed{seed}.txt")
+  for f, r in zip(files, (pool, rows)):
+    f.write_text("\n".join(str(int(i)) for i in r) + "\n")
+  return str(files[0]), str(files[1])
+
+
 def main(argv=None) -> dict:
   import argparse
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("entries", nargs="+", metavar="LABEL=ENTRY")
-  p.add_argument("--forget", default="flip", choices=("flip", "random"),
+  p.add_argument("--forget", default="flip", choices=("flip", "random", "flip_pool"),
                  help="flip: the audit's 600 label-flipped images; random: 600 random images, "
-                      "labels kept (its own populations, trained in --workdir)")
-  p.add_argument("--workdir", default="", help="default runs/fm_audit (flip) or "
-                                               "runs/fm_audit_random (random)")
+                      "labels kept; flip_pool: 2,400 training images flipped for every request "
+                      "and 600 of them forgotten (seed 0's), no hold-out (random and flip_pool "
+                      "train their own populations in --workdir)")
+  p.add_argument("--workdir", default="", help="default runs/fm_audit_<forget> "
+                                               "(runs/fm_audit for flip)")
   p.add_argument("--statistics", default="epsilon", help="comma-separated, e.g. epsilon,klom")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   if any("=" not in e for e in args.entries):
@@ -45,7 +67,16 @@ def main(argv=None) -> dict:
   cfg.audit.methods = tuple(args.entries)
   if args.forget == "random":
     cfg.label_flip.enabled = False
-  workdir = args.workdir or ("runs/fm_audit" if args.forget == "flip" else "runs/fm_audit_random")
+  elif args.forget == "flip_pool":
+    from experiments.quality import lab
+    cfg.holdout.size = 0                      # the pool is drawn from every training row
+    pool, rows = pool_files(cfg.seed, POOL_SIZE, POOL_FORGET, lab.POOL_SEED)
+    cfg.label_flip.index_file = pool
+    cfg.label_flip.seed = lab.POOL_SEED
+    cfg.forget.mode = "indices"
+    cfg.forget.index_file = rows
+  workdir = args.workdir or ("runs/fm_audit" if args.forget == "flip"
+                             else f"runs/fm_audit_{args.forget}")
   t0 = time.time()
   res = auditor.run_audit(cfg, workdir)
   eps = res["epsilon"]

@@ -68,7 +68,7 @@ from jaxunlearn.methods import base, erase, helpers, salun
 
 NAME = "matching"
 TEACHER_MODELS = (64, 16, 32, 128, 256)
-TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5, 0.975)
+TEACHER_KEEP = (0.95, 0.9, 0.8, 0.5, 0.975, 0.99)
 TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual draw on D_f
 TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
 TAG_SOLVE_ROWS = 0x6D617473    # the D_r rows the head solve anchors on (solve="head")
