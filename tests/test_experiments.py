@@ -336,3 +336,18 @@ def test_pool_group_slope_read_at_retraining_by_hand():
   in_retrain = ~np.isin(pool, forget)
   np.testing.assert_allclose(est, c[forget] + 0.7 * (same[forget].astype(float) @ in_retrain),
                              atol=1e-9)
+
+
+def test_fmnist_audit_summary_by_hand(tmp_path):
+  from experiments.matching import fmnist_audit
+  for i, (f, acc) in enumerate(((0.5, 0.80), (0.7, 0.84))):
+    d = tmp_path / f"w{i}"
+    d.mkdir()
+    eps = {"oracle": {"relative_f": 1.0, "test_acc": 0.85}, "m": {"relative_f": f,
+                                                                  "test_acc": acc}}
+    klom = {"oracle": {"forget": {"p95": 2.0}}, "m": {"forget": {"p95": 3.0 + i}}}
+    (d / "audit.json").write_text(json.dumps({"epsilon": {"single": eps, "per_seed": eps},
+                                              "klom": {"single": klom}}))
+  table = fmnist_audit.summarise([tmp_path / "w0", tmp_path / "w1"], ["m"])
+  # F 0.6 ± 0.14; KLOM 1.5x and 2.0x the floor: 1.75 ± 0.35; accuracy -5 and -1 points.
+  assert "| m | 0.60 ± 0.14 | 0.60 ± 0.14 | 1.75 ± 0.35x | -3.0 ± 2.8 pt |" in table

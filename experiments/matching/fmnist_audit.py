@@ -4,6 +4,10 @@
     python experiments/matching/fmnist_audit.py "m2s=matching:retrain_fraction=0.02,..." ...
     python experiments/matching/fmnist_audit.py --forget random --statistics epsilon,klom \
         "m_out=matching:...,teacher_fit=out,teacher_models=128,teacher_keep=0.9" ...
+    python experiments/matching/fmnist_audit.py --forget flip_pool --seed 1 \
+        --share-stores runs/fm_audit_flip_pool/attribution "m_pool=matching:...,teacher_fit=pool" ...
+    python experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
+        runs/fm_audit_flip_pool_seed1 ... --labels none,m_pool,...
 
 The audit of ``experiments/RESULTS_fmnist.md`` ("The per-example audit at 60,000 images":
 ``configs/fmnist_audit.py`` with ``configs/fmnist_audit_methods.py``'s hold-out, seed 0, N = 16)
@@ -44,8 +48,40 @@ def pool_files(seed: int, size: int, forget: int, pool_seed: int, pool_dir="runs
   return str(files[0]), str(files[1])
 
 
+def summarise(workdirs, labels) -> str:
+  """A markdown table, mean ± std over the work dirs' ``audit.json``: relative F single / per
+  seed, KLOM P95 on D_f (single) over its floor, test accuracy minus the oracle's (single)."""
+  import numpy as np
+  audits = [json.loads((Path(w) / "audit.json").read_text()) for w in workdirs]
+
+  def ms(values, digits=2):
+    v = np.asarray(values, float)
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.{digits}f}"
+  lines = [f"{len(audits)} work dirs: {', '.join(str(w) for w in workdirs)}",
+           "| row | rel. F single | rel. F per seed | KLOM P95 D_f / floor | test acc − retrain |",
+           "|---|---|---|---|---|"]
+  for label in labels:
+    eps = [(a["epsilon"]["single"][label], a["epsilon"]["per_seed"][label]) for a in audits]
+    klom = [a["klom"]["single"][label]["forget"]["p95"] / a["klom"]["single"]["oracle"][
+        "forget"]["p95"] for a in audits if "klom" in a]
+    acc = [a["epsilon"]["single"][label]["test_acc"] - a["epsilon"]["single"]["oracle"][
+        "test_acc"] for a in audits]
+    lines.append(f"| {label} | {ms([s.get('relative_f') or 0 for s, _ in eps])} | "
+                 f"{ms([q.get('relative_f') or 0 for _, q in eps])} | "
+                 f"{ms(klom) + 'x' if klom else '-'} | {ms(100 * np.asarray(acc), 1)} pt |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
   import argparse
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["--summarise"]:
+    rest = argv[1:]
+    if "--labels" not in rest or rest.index("--labels") + 1 >= len(rest):
+      raise SystemExit("--summarise WORKDIR ... --labels LABEL,LABEL")
+    i = rest.index("--labels")
+    print(summarise(rest[:i], rest[i + 1].split(",")))
+    return {}
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("entries", nargs="+", metavar="LABEL=ENTRY")
   p.add_argument("--forget", default="flip", choices=("flip", "random", "flip_pool"),
@@ -56,13 +92,18 @@ def main(argv=None) -> dict:
   p.add_argument("--workdir", default="", help="default runs/fm_audit_<forget> "
                                                "(runs/fm_audit for flip)")
   p.add_argument("--statistics", default="epsilon", help="comma-separated, e.g. epsilon,klom")
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  p.add_argument("--seed", type=int, default=0,
+                 help="the request's seed (flip_pool: which 600 of the pool it forgets)")
+  p.add_argument("--share-stores", default="", metavar="DIR",
+                 help="link the work dir's attribution/ to DIR (report.py's --share-stores), so "
+                      "that requests on the same training data read one store")
+  args = p.parse_args(argv)
   if any("=" not in e for e in args.entries):
     raise SystemExit("give audit.methods entries as LABEL=ENTRY")
   from configs import fmnist_audit_methods
   from jaxunlearn import auditor
   cfg = fmnist_audit_methods.get_config("finetune")
-  cfg.seed = 0
+  cfg.seed = args.seed
   cfg.audit.statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip())
   cfg.audit.methods = tuple(args.entries)
   if args.forget == "random":
@@ -77,6 +118,11 @@ def main(argv=None) -> dict:
     cfg.forget.index_file = rows
   workdir = args.workdir or ("runs/fm_audit" if args.forget == "flip"
                              else f"runs/fm_audit_{args.forget}")
+  if args.seed and not args.workdir:
+    workdir += f"_seed{args.seed}"
+  if args.share_stores:
+    from experiments.matching import report
+    report.share(Path(workdir), Path(args.share_stores))
   t0 = time.time()
   res = auditor.run_audit(cfg, workdir)
   eps = res["epsilon"]
