@@ -5,7 +5,8 @@
     python experiments/matching/fmnist_audit.py --forget random --statistics epsilon,klom \
         "m_out=matching:...,teacher_fit=out,teacher_models=128,teacher_keep=0.9" ...
     python experiments/matching/fmnist_audit.py --forget flip_pool --seed 1 \
-        --share-stores runs/fm_audit_flip_pool/attribution "m_pool=matching:...,teacher_fit=pool" ...
+        --share-stores runs/fm_audit_flip_pool/attribution \
+        "m_pool=matching:...,teacher_fit=pool" ...
     python experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
         runs/fm_audit_flip_pool_seed1 ... --labels none,m_pool,...
 
@@ -58,7 +59,8 @@ def summarise(workdirs, labels) -> str:
     v = np.asarray(values, float)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.{digits}f}"
   lines = [f"{len(audits)} work dirs: {', '.join(str(w) for w in workdirs)}",
-           "| row | rel. F single | rel. F per seed | KLOM P95 D_f / floor | test acc − retrain |",
+           "| row | rel. F single | rel. F per seed | KLOM P95 D_f / floor "
+           "| test acc − retrain |",
            "|---|---|---|---|---|"]
   for label in labels:
     eps = [(a["epsilon"]["single"][label], a["epsilon"]["per_seed"][label]) for a in audits]
