@@ -53,7 +53,17 @@ def summarise(workdirs, labels) -> str:
   """A markdown table, mean ± std over the work dirs' ``audit.json``: relative F single / per
   seed, KLOM P95 on D_f (single) over its floor, test accuracy minus the oracle's (single)."""
   import numpy as np
+  from jaxunlearn.errors import ConfigError
+  missing = [str(w) for w in workdirs if not (Path(w) / "audit.json").is_file()]
+  if missing:
+    raise ConfigError(f"--summarise: {missing[0]} holds no audit.json; run this script's audit "
+                      "in it first (or name another work dir)")
   audits = [json.loads((Path(w) / "audit.json").read_text()) for w in workdirs]
+  for w, a in zip(workdirs, audits):
+    unknown = [label for label in labels if label not in a["epsilon"]["single"]]
+    if unknown:
+      raise ConfigError(f"--summarise: {w}'s audit has no row {unknown[0]!r}; its rows: "
+                        f"{', '.join(a['epsilon']['single'])}")
 
   def ms(values, digits=2):
     v = np.asarray(values, float)
@@ -136,4 +146,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from jaxunlearn import scripts
+  scripts.run(main)
