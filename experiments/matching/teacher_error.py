@@ -114,12 +114,16 @@ def counterfactual(phi_dir: Path, labels, retrain, oracle) -> dict:
   from jaxunlearn.audits import epsilon
   oracle_f = epsilon.forgetting_quality(epsilon.per_example_epsilon(oracle, retrain),
                                         oracle.shape[0])
+  from jaxunlearn.errors import ConfigError
   out = {}
   for label in labels:
+    if not (phi_dir / f"{label}.npy").is_file():
+      raise ConfigError(f"--runs {label!r}: {phi_dir} holds no {label}.npy; name a row of a "
+                        "finished look in this work dir")
     for name in (label, f"{label}_per_seed"):
       path = phi_dir / f"{name}.npy"
       if not path.is_file():
-        continue
+        continue                  # a row audited under the single protocol only
       u = np.load(path)
       dev = u - u.mean(0)
       out[name] = {"as_run": relative_f(u, retrain, oracle_f),

@@ -132,7 +132,14 @@ def main(argv=None) -> dict:
   from jaxunlearn import attribution
   from jaxunlearn import request as request_lib
   from jaxunlearn.audits import epsilon
+  from jaxunlearn.errors import ConfigError
   work = Path(args.root or f"runs/step{args.seed}") / args.forget
+  runs = [r for r in args.runs.split(",") if r]
+  missing = [f"{n}.npy" for n in ("retrain", "oracle", *runs) if not (work / "phi" /
+                                                                      f"{n}.npy").is_file()]
+  if missing:
+    raise ConfigError(f"{work / 'phi'} holds no {missing[0]}; run look.py on seed {args.seed}'s "
+                      f"{args.forget!r} set first, and name rows it ran in --runs")
   prep = request_lib.prepare(lab.make_config(args.seed, args.forget, holdout=0, n_models=32),
                              work)
   store = attribution.load(args.store)
@@ -168,8 +175,10 @@ def main(argv=None) -> dict:
          "variants": {}}
   for name, est in variants.items():
     row = {"error": te.summary((est - mean) / sd), "runs": {}}
-    for label in [r for r in args.runs.split(",") if r]:
+    for label in runs:
       for run in (label, f"{label}_per_seed"):
+        if not (work / "phi" / f"{run}.npy").is_file():
+          continue                # a row audited under the single protocol only
         u = np.load(work / "phi" / f"{run}.npy")
         row["runs"][run] = {"as_run": te.relative_f(u, retrain, oracle_f),
                             "moved": te.relative_f(u + est - base_phi, retrain, oracle_f)}
