@@ -183,9 +183,9 @@ def main(argv=None) -> dict:
         row["runs"][run] = {"as_run": te.relative_f(u, retrain, oracle_f),
                             "moved": te.relative_f(u + est - base_phi, retrain, oracle_f)}
     res["variants"][name] = row
-    runs = " ".join(f"{k} {v['as_run']:.3f}->{v['moved']:.3f}" for k, v in row["runs"].items())
+    shown = " ".join(f"{k} {v['as_run']:.3f}->{v['moved']:.3f}" for k, v in row["runs"].items())
     print(f"{name:12s} rms {row['error']['rms']:.2f} median|e| {row['error']['median_abs']:.2f} "
-          f"| {runs}", flush=True)
+          f"| {shown}", flush=True)
   d = Path(args.out or f"out/teacher_variants/{args.forget}{args.seed}")
   d.mkdir(parents=True, exist_ok=True)
   (d / "variants.json").write_text(json.dumps(res, indent=2))
