@@ -351,3 +351,21 @@ def test_fmnist_audit_summary_by_hand(tmp_path):
   table = fmnist_audit.summarise([tmp_path / "w0", tmp_path / "w1"], ["m"])
   # F 0.6 ± 0.14; KLOM 1.5x and 2.0x the floor: 1.75 ± 0.35; accuracy -5 and -1 points.
   assert "| m | 0.60 ± 0.14 | 0.60 ± 0.14 | 1.75 ± 0.35x | -3.0 ± 2.8 pt |" in table
+
+
+def test_datamodel_effects_by_hand():
+  from experiments.matching import datamodel_look as dl
+  # phi exactly 2 + 3 own + sum_j theta_j kept_j: the rows fit reads own and the cross sum back;
+  # with equal thetas the count fit does too.
+  rng = np.random.default_rng(0)
+  keep = rng.random((200, 4)) < 0.5
+  theta = np.array([[0.0, 0.5, -0.2, 0.1], [0.3, 0.0, 0.2, 0.2], [0.1, 0.1, 0.0, 0.1],
+                    [0.4, 0.4, 0.4, 0.0]])
+  phi = 2.0 + 3.0 * keep + keep.astype(float) @ theta.T
+  own, cross = dl.effects(phi, keep, "rows")
+  np.testing.assert_allclose(own, 3.0, atol=1e-9)
+  np.testing.assert_allclose(cross, theta.sum(1), atol=1e-9)
+  equal = 0.2 * (1 - np.eye(4))
+  own, cross = dl.effects(2.0 + 3.0 * keep + keep.astype(float) @ equal.T, keep, "count")
+  np.testing.assert_allclose(own, 3.0, atol=1e-9)
+  np.testing.assert_allclose(cross, 0.6, atol=1e-9)
