@@ -312,9 +312,22 @@ def test_teacher_error_pieces_by_hand():
   logits[..., 0] = retrain.mean(0) + 2.0 * share * retrain.std(0, ddof=1)
   got = te.share_readout(logits, keep_f, np.zeros(3, np.int64), retrain, shares=(0.0, 0.5))
   np.testing.assert_allclose([got[0.0], got[0.5]], [0.0, 1.0], atol=1e-9)
-  # A population that is the oracle itself scores 1 in every column of the counterfactual.
-  oracle = rng.normal(size=(8, 3))
-  assert te.relative_f(oracle, retrain, te.relative_f(oracle, retrain, 1.0)) == 1.0
+
+
+
+def test_teacher_error_counterfactual_by_hand(tmp_path):
+  from experiments.matching import teacher_error as te
+  from jaxunlearn.errors import ConfigError
+  # Runs that are the oracle population shifted by 3 stds per row: far from retraining as run,
+  # and the oracle itself (relative F exactly 1) once each row's mean is moved back.
+  rng = np.random.default_rng(2)
+  retrain, oracle = rng.normal(size=(32, 20)), rng.normal(size=(32, 20))
+  np.save(tmp_path / "shifted.npy", oracle + 3.0)
+  got = te.counterfactual(tmp_path, ["shifted"], retrain, oracle)["shifted"]
+  assert got["as_run"] < 0.5
+  assert got["mean_fixed"] == pytest.approx(1.0) and got["mean_and_sd_fixed"] == pytest.approx(1.0)
+  with pytest.raises(ConfigError, match="holds no nope.npy"):
+    te.counterfactual(tmp_path, ["nope"], retrain, oracle)
 
 
 def test_pool_group_slope_read_at_retraining_by_hand():
