@@ -162,7 +162,8 @@ def interrupt_once() -> Callable[[], None]:
 def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
   """Runs a script's ``main`` (``main(argv)`` when ``argv`` is given, else ``main()`` on
   ``sys.argv``): bad input is one line and exit 2, a plugin that raises one line and exit 1,
-  an interrupt exit 130, a bug shows its traceback. ``--debug`` prints every traceback.
+  an interrupt exit 130, a closed stdout (``| head``) exit 1 quietly, a bug shows its
+  traceback. ``--debug`` prints every traceback.
 
   A nonzero integer returned by ``main`` is the exit status.
   """
@@ -183,6 +184,15 @@ def run(main: Callable[..., object], argv: list[str] | None = None) -> None:
   except JaxUnlearnError as e:
     error(e, str(e))
     sys.exit(e.exit_status)
+  except BrokenPipeError:
+    # The reader of stdout went away (`... | head`): nothing is left to tell it. Point stdout at
+    # /dev/null so that the interpreter's last flush is quiet too, and exit 1 without a trace.
+    try:
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+      pass
+    sys.exit(1)
   except OSError as e:
     from jaxunlearn import workdir
     if workdir.error_number(e) not in workdir.NO_SPACE:

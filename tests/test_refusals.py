@@ -708,6 +708,12 @@ def test_scripts_run_passes_on_an_exit_status_and_refuses_in_one_line(capsys, mo
   assert e.value.code == 3
   scripts.run(lambda: 0)
   scripts.run(lambda: {"a": 1})
+
+  def closed_pipe():
+    raise BrokenPipeError(32, "Broken pipe")
+  with pytest.raises(SystemExit) as e:
+    scripts.run(closed_pipe)
+  assert e.value.code == 1 and "Traceback" not in capsys.readouterr().err
   for main, argv, word in [(determinism.main, ["--models", "foo"], "foo"),
                            (scaling.main, ["--epochs", "0"], "--epochs"),
                            (scaling.main, ["--devices", "0"], "--devices")]:
