@@ -366,6 +366,30 @@ def test_fmnist_audit_summary_by_hand(tmp_path):
   assert "| m | 0.60 ± 0.14 | 0.60 ± 0.14 | 1.75 ± 0.35x | -3.0 ± 2.8 pt |" in table
 
 
+def test_fmnist_audit_score_by_hand(tmp_path):
+  from experiments.matching import fmnist_audit
+  from jaxunlearn.errors import ConfigError
+  eps_s = {"oracle": {"relative_f": 1.0, "test_acc": 0.85},
+           "m_a": {"relative_f": 0.8, "test_acc": 0.84},     # -1 pt: inside 2, outside 0.5
+           "m_b": {"relative_f": 0.6, "test_acc": 0.849},    # -0.1 pt: inside both
+           "m_c": {"relative_f": 0.9, "test_acc": 0.80},     # -5 pt: outside both
+           "rs_a": {"relative_f": 0.5, "test_acc": 0.85}}
+  eps_q = {k: dict(v, relative_f=v["relative_f"] - 0.2) for k, v in eps_s.items()}
+  klom = {"oracle": {"forget": {"p95": 2.0}}, "m_a": {"forget": {"p95": 3.0}}}
+  (tmp_path / "audit.json").write_text(json.dumps(
+      {"epsilon": {"single": eps_s, "per_seed": eps_q}, "klom": {"single": klom}}))
+  lines = fmnist_audit.score(tmp_path).splitlines()
+  row = {ln.split(" | ")[0][2:]: ln for ln in lines if ln.startswith("| m") or
+         ln.startswith("| rs")}
+  # objective = mean of single and per seed F: m_a 0.7, m_b 0.5; m_c fails both caps.
+  assert row["m_a *0.02"] == "| m_a *0.02 | 0.80 | 0.60 | 1.50x | -1.0 pt | 0.700 | (acc) |"
+  assert row["m_b *0.005"].endswith("| -0.1 pt | 0.500 | 0.500 |")
+  assert row["m_c"].endswith("| (acc) | (acc) |")
+  assert "rs_a *0.02 *0.005" in row
+  with pytest.raises(ConfigError, match="no audit.json"):
+    fmnist_audit.score(tmp_path / "nowhere")
+
+
 def test_datamodel_effects_by_hand():
   from experiments.matching import datamodel_look as dl
   # phi exactly 2 + 3 own + sum_j theta_j kept_j: the rows fit reads own and the cross sum back;

@@ -9,6 +9,7 @@
         "m_pool=matching:...,teacher_fit=pool" ...
     python experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
         runs/fm_audit_flip_pool_seed1 ... --labels none,m_pool,...
+    python experiments/matching/fmnist_audit.py --score runs/fm_audit_flip_pool_seed100
 
 The audit of ``experiments/RESULTS_fmnist.md`` ("The per-example audit at 60,000 images":
 ``configs/fmnist_audit.py`` with ``configs/fmnist_audit_methods.py``'s hold-out, seed 0, N = 16)
@@ -84,9 +85,62 @@ def summarise(workdirs, labels) -> str:
   return "\n".join(lines)
 
 
+def score(workdir, caps=(0.02, 0.005)) -> str:
+  """A markdown table of every row in ``workdir``'s ``audit.json``, with the selection's
+  objective (``selection.objective``: mean relative F of the two protocols, among rows whose
+  test accuracy is at most ``cap`` below retraining's) at each cap; the best row of each family
+  (the label up to its first ``_``) at each cap is marked ``*cap``."""
+  from experiments.matching import selection
+  from jaxunlearn.errors import ConfigError
+  path = Path(workdir) / "audit.json"
+  if not path.is_file():
+    raise ConfigError(f"--score: {workdir} holds no audit.json; run this script's audit in it "
+                      "first (or name another work dir)")
+  a = json.loads(path.read_text())
+  eps, klom = a["epsilon"], a.get("klom", {}).get("single", {})
+  retrain_acc = eps["single"]["oracle"]["test_acc"]
+  floor = klom.get("oracle", {}).get("forget", {}).get("p95")
+  rows = []
+  for label in eps["single"]:
+    if label in ("oracle", "retrain"):
+      continue
+    s, q = eps["single"][label], eps["per_seed"][label]
+    k = klom.get(label, {}).get("forget", {}).get("p95")
+    rows.append({"label": label, "family": label.split("_")[0], "single": s["relative_f"],
+                 "per_seed": q["relative_f"], "acc": 100 * (s["test_acc"] - retrain_acc),
+                 "klom": None if k is None or not floor else k / floor,
+                 "obj": [selection.objective(s, q, retrain_acc, c) for c in caps]})
+  marks = {}
+  for i, _ in enumerate(caps):
+    best = {}
+    for r in rows:
+      if r["obj"][i] is not None and r["obj"][i] > best.get(r["family"], (None, -1.0))[1]:
+        best[r["family"]] = (r["label"], r["obj"][i])
+    for label, _ in best.values():
+      marks.setdefault(label, []).append(f"*{caps[i]:g}")
+  rows.sort(key=lambda r: (r["family"], -0.5 * (r["single"] + r["per_seed"])))
+  head = " | ".join(f"objective, acc cap {100 * c:g} pt" for c in caps)
+  lines = [f"{workdir}: retrain test acc {retrain_acc:.4f}; KLOM P95 D_f floor "
+           f"{floor if floor is None else round(floor, 3)}",
+           f"| row | rel. F single | rel. F per seed | KLOM P95 D_f / floor | test acc − retrain "
+           f"| {head} |", "|---|---|---|---|---|" + "---|" * len(caps)]
+  for r in rows:
+    obj = " | ".join("(acc)" if o is None else f"{o:.3f}" for o in r["obj"])
+    k = "-" if r["klom"] is None else f"{r['klom']:.2f}x"
+    name = r["label"] + (" " + " ".join(marks[r["label"]]) if r["label"] in marks else "")
+    lines.append(f"| {name} | {r['single']:.2f} | {r['per_seed']:.2f} | {k} | "
+                 f"{r['acc']:+.1f} pt | {obj} |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
   import argparse
   argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["--score"]:
+    if len(argv) != 2:
+      raise SystemExit("--score WORKDIR")
+    print(score(argv[1]))
+    return {}
   if argv[:1] == ["--summarise"]:
     rest = argv[1:]
     if "--labels" not in rest or rest.index("--labels") + 1 >= len(rest):
