@@ -351,6 +351,21 @@ def test_pool_group_slope_read_at_retraining_by_hand():
                              atol=1e-9)
 
 
+def test_fmnist_audit_config_and_teacher_error_on_a_fashion_mnist_work_dir(tmp_path):
+  from experiments.matching import fmnist_audit, teacher_error
+  from jaxunlearn.errors import ConfigError
+  cfg = fmnist_audit.make_config("random", 3)
+  assert cfg.seed == 3 and not cfg.label_flip.enabled
+  assert fmnist_audit.default_workdir("flip", 0) == "runs/fm_audit"
+  assert fmnist_audit.default_workdir("flip_pool", 2) == "runs/fm_audit_flip_pool_seed2"
+  with pytest.raises(ConfigError, match="unknown Fashion-MNIST forget set 'backdoor'"):
+    fmnist_audit.make_config("backdoor", 0)
+  # teacher_error reads a Fashion-MNIST audit's work dir, and names the command that makes one.
+  with pytest.raises(ConfigError, match="run fmnist_audit.py --forget flip_pool --seed 100"):
+    teacher_error.main(["--setting", "fmnist", "--forget", "flip_pool", "--seed", "100",
+                        "--store", str(tmp_path), "--root", str(tmp_path / "none")])
+
+
 def test_fmnist_audit_summary_by_hand(tmp_path):
   from experiments.matching import fmnist_audit
   for i, (f, acc) in enumerate(((0.5, 0.80), (0.7, 0.84))):

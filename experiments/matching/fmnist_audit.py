@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 N_TRAIN = 60_000
 POOL_SIZE = 2_400       # flip_pool: flipped for every request (4% of the training images)
 POOL_FORGET = 600       # D_f, drawn from the pool by the seed (1%, as the flip audit's)
+FORGET_SETS = ("flip", "random", "flip_pool")
 
 
 def pool_files(seed: int, size: int, forget: int, pool_seed: int, pool_dir="runs/pools"):
@@ -48,6 +49,34 @@ def pool_files(seed: int, size: int, forget: int, pool_seed: int, pool_dir="runs
   for f, r in zip(files, (pool, rows)):
     f.write_text("\n".join(str(int(i)) for i in r) + "\n")
   return str(files[0]), str(files[1])
+
+
+def make_config(forget: str, seed: int):
+  """The audit's config for one of ``FORGET_SETS`` and a request seed (``audit.methods`` and
+  ``audit.statistics`` left as ``configs/fmnist_audit_methods.py`` has them)."""
+  from configs import fmnist_audit_methods
+  from jaxunlearn.errors import ConfigError
+  if forget not in FORGET_SETS:
+    raise ConfigError(f"unknown Fashion-MNIST forget set {forget!r}; use one of {FORGET_SETS}")
+  cfg = fmnist_audit_methods.get_config("finetune")
+  cfg.seed = seed
+  if forget == "random":
+    cfg.label_flip.enabled = False
+  elif forget == "flip_pool":
+    from experiments.quality import lab
+    cfg.holdout.size = 0                      # the pool is drawn from every training row
+    pool, rows = pool_files(seed, POOL_SIZE, POOL_FORGET, lab.POOL_SEED)
+    cfg.label_flip.index_file = pool
+    cfg.label_flip.seed = lab.POOL_SEED
+    cfg.forget.mode = "indices"
+    cfg.forget.index_file = rows
+  return cfg
+
+
+def default_workdir(forget: str, seed: int) -> str:
+  """``runs/fm_audit`` (flip), ``runs/fm_audit_<forget>``; ``_seed<seed>`` added unless seed 0."""
+  workdir = "runs/fm_audit" if forget == "flip" else f"runs/fm_audit_{forget}"
+  return workdir + (f"_seed{seed}" if seed else "")
 
 
 def summarise(workdirs, labels) -> str:
@@ -150,7 +179,7 @@ def main(argv=None) -> dict:
     return {}
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("entries", nargs="+", metavar="LABEL=ENTRY")
-  p.add_argument("--forget", default="flip", choices=("flip", "random", "flip_pool"),
+  p.add_argument("--forget", default="flip", choices=FORGET_SETS,
                  help="flip: the audit's 600 label-flipped images; random: 600 random images, "
                       "labels kept; flip_pool: 2,400 training images flipped for every request "
                       "and 600 of them forgotten (seed 0's), no hold-out (random and flip_pool "
@@ -166,26 +195,11 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   if any("=" not in e for e in args.entries):
     raise SystemExit("give audit.methods entries as LABEL=ENTRY")
-  from configs import fmnist_audit_methods
   from jaxunlearn import auditor
-  cfg = fmnist_audit_methods.get_config("finetune")
-  cfg.seed = args.seed
+  cfg = make_config(args.forget, args.seed)
   cfg.audit.statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip())
   cfg.audit.methods = tuple(args.entries)
-  if args.forget == "random":
-    cfg.label_flip.enabled = False
-  elif args.forget == "flip_pool":
-    from experiments.quality import lab
-    cfg.holdout.size = 0                      # the pool is drawn from every training row
-    pool, rows = pool_files(cfg.seed, POOL_SIZE, POOL_FORGET, lab.POOL_SEED)
-    cfg.label_flip.index_file = pool
-    cfg.label_flip.seed = lab.POOL_SEED
-    cfg.forget.mode = "indices"
-    cfg.forget.index_file = rows
-  workdir = args.workdir or ("runs/fm_audit" if args.forget == "flip"
-                             else f"runs/fm_audit_{args.forget}")
-  if args.seed and not args.workdir:
-    workdir += f"_seed{args.seed}"
+  workdir = args.workdir or default_workdir(args.forget, args.seed)
   if args.share_stores:
     from experiments.matching import report
     report.share(Path(workdir), Path(args.share_stores))

@@ -3,7 +3,8 @@
     python experiments/matching/teacher_error.py --seed 100 --forget random \
         --store runs/step100/random/attribution/558b8dab8766 --runs o90_w1,o90_w1_rep
 
-Reads one look's work dir (``runs/step<seed>/<forget>``, made by ``look.py``): its retrain and
+Reads one look's work dir (``runs/step<seed>/<forget>``, made by ``look.py``; with ``--setting
+fmnist`` a Fashion-MNIST audit's, made by ``fmnist_audit.py``): its retrain and
 oracle populations' phi on D_f, an attribution store in it, and the phi of finished matching
 rows. Trains and runs nothing. Prints and writes (``--out``):
 
@@ -139,19 +140,30 @@ def main(argv=None) -> dict:
   p.add_argument("--forget", default="random")
   p.add_argument("--store", required=True, help="an attribution store's folder")
   p.add_argument("--runs", default="", help="comma-separated row labels of finished looks")
-  p.add_argument("--root", default="")
+  p.add_argument("--root", default="", help="mnist5k: the looks' root (runs/step<seed>); "
+                 "fmnist: the work dir itself (fmnist_audit.py's default)")
+  p.add_argument("--setting", default="mnist5k", choices=("mnist5k", "fmnist"),
+                 help="mnist5k: a look's work dir (look.py); fmnist: a Fashion-MNIST audit's "
+                      "(fmnist_audit.py, at 60,000 images)")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
   from experiments.quality import lab
   from jaxunlearn import attribution
   from jaxunlearn import request as request_lib
   from jaxunlearn.errors import ConfigError
-  work = Path(args.root or f"runs/step{args.seed}") / args.forget
+  if args.setting == "fmnist":
+    from experiments.matching import fmnist_audit
+    work = Path(args.root or fmnist_audit.default_workdir(args.forget, args.seed))
+    cfg = fmnist_audit.make_config(args.forget, args.seed)
+    first = f"fmnist_audit.py --forget {args.forget} --seed {args.seed}"
+  else:
+    work = Path(args.root or f"runs/step{args.seed}") / args.forget
+    cfg = None
+    first = f"look.py on seed {args.seed}'s {args.forget!r} set"
   phi_dir = work / "phi"
   if not (phi_dir / "retrain.npy").is_file() or not (phi_dir / "oracle.npy").is_file():
-    raise ConfigError(f"{phi_dir} holds no retrain and oracle phi; run look.py on seed "
-                      f"{args.seed}'s {args.forget!r} set first")
-  cfg = lab.make_config(args.seed, args.forget, holdout=0, n_models=32)
+    raise ConfigError(f"{phi_dir} holds no retrain and oracle phi; run {first} first")
+  cfg = cfg or lab.make_config(args.seed, args.forget, holdout=0, n_models=32)
   prep = request_lib.prepare(cfg, work)           # validates and loads; writes nothing
   store = attribution.load(args.store)
   pos = store.positions(prep.splits.forget_idx)
@@ -177,7 +189,8 @@ def main(argv=None) -> dict:
          "counterfactual": counterfactual(phi_dir, [r for r in args.runs.split(",") if r],
                                           retrain, oracle)}
   print(json.dumps(res, indent=1))
-  d = Path(args.out or f"out/teacher_error/{args.forget}{args.seed}")
+  d = Path(args.out or f"out/teacher_error/{'fm_' if args.setting == 'fmnist' else ''}"
+               f"{args.forget}{args.seed}")
   d.mkdir(parents=True, exist_ok=True)
   (d / f"{Path(args.store).name}.json").write_text(json.dumps(res, indent=2))
   return res
