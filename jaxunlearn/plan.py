@@ -116,7 +116,9 @@ class UnlearnPlan:
     if not unlearn_lib.has_own_temperature(self.method) and \
         out["hparams"].get(unlearn_lib.GENERIC_TEMPERATURE) == 1.0:
       del out["hparams"][unlearn_lib.GENERIC_TEMPERATURE]   # unchanged keys at no scaling
-    out["options"] = dict(self.method.opts)
+    out["options"] = {k: v for k, v in self.method.opts.items()      # unchanged keys for runs
+                      if k not in self.method.keyed_when_set        # with a newer option unset
+                      or v != self.method.options[k][0]}
     if self.implementation is not None:     # only then: the built-ins' keys stay as they were
       out["implementation"] = dict(self.implementation)
     return out

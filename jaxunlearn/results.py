@@ -185,7 +185,7 @@ def method_settings(req, plan) -> dict:
           "learning_rate": plan.block.learning_rate,
           "forget_batch_size": plan.block.forget_batch_size,
           "hparams": {k: v for k, v in plan.hparams.items() if k != "learning_rate"},
-          "settings": plan.spec(),
+          "settings": {**plan.spec(), "options": dict(plan.method.opts)},  # all, defaults too
           "schedule": {"epochs": shape.epochs, "steps_per_epoch": shape.steps_per_epoch,
                        "steps": shape.epochs * shape.steps_per_epoch,
                        "forget_rows_per_step": shape.forget_batch_size,

@@ -24,12 +24,18 @@ RESID = np.broadcast_to(np.array([[0.4, -0.2, 0.0], [0.0, 0.6, -0.6]], np.float3
                         (3, 2, 3)).copy()
 
 
-def run(steps=3, noise=0.5, weight=4.0, lr=0.1, anchor="logits", resid=RESID, key=0):
-  fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor), linear, epochs=1, n_forget=2,
-                               n_remain=2, forget_batch_size=2, remain_batch_size=2, steps=steps)
+Y_F = np.array([1, 2], np.int32)
+
+
+def run(steps=3, noise=0.5, weight=4.0, lr=0.1, anchor="logits", resid=RESID, key=0,
+        noise_along="logits"):
+  fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor, noise_along=noise_along), linear,
+                               epochs=1, n_forget=2, n_remain=2, forget_batch_size=2,
+                               remain_batch_size=2, steps=steps)
   inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
                           y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
-                          teacher_residuals=jnp.asarray(resid))
+                          teacher_residuals=jnp.asarray(resid),
+                          **({"y_forget": jnp.asarray(Y_F)} if noise_along == "margin" else {}))
   hp = unlearn.default_hparams("matching", lr, forget_weight=weight, noise=noise)
   return fn(linear_params(), inputs, jax.random.key(key), hp)
 
@@ -109,6 +115,40 @@ def test_cost_and_derived_steps():
   assert plan_lib.retrain_steps(0.05, 3900, 20, 64, 64) == 60     # a remain-only method
   with pytest.raises(ConfigError, match="positive"):
     plan_lib.retrain_steps(0.05, 3900, 20, 64, 0)
+
+
+def test_noise_along_the_margin_by_hand():
+  # The residual's change of phi alone, on the label's logit: row 0 (label 1) of TARGET + RESID
+  # has phi 1.5 - log(e^2.4 + e^0.5) against 1.7 - log(e^2 + e^0.5) at the fit.
+  def phi(z, y):
+    others = np.delete(z, y)
+    return z[y] - np.log(np.sum(np.exp(others)))
+  drawn = TARGET + 1.0 * RESID[0]
+  want = TARGET.astype(np.float64).copy()
+  for i, y in enumerate(Y_F):
+    want[i, y] += phi(drawn[i], y) - phi(TARGET[i], y)
+  got = np.asarray(TARGET) + np.asarray(matching.margin_shift(
+      jnp.asarray(TARGET), jnp.asarray(drawn), jnp.asarray(Y_F)))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert np.all(got[[0, 0, 1, 1], [0, 2, 0, 1]] == TARGET[[0, 0, 1, 1], [0, 2, 0, 1]])
+  # Through a run: lr 0, so step 0's forget loss is the distance to those targets.
+  z_f = X_F @ np.asarray(linear_params()["Dense_0"]["kernel"]) + np.asarray(
+      linear_params()["Dense_0"]["bias"])
+  _, m = run(steps=1, lr=0.0, noise=1.0, noise_along="margin")
+  assert float(m["forget_loss"][0, 0]) == pytest.approx(np.mean(np.sum((z_f - want) ** 2, -1)),
+                                                         rel=1e-5)
+  _, m = run(steps=1, lr=0.0, noise=1.0)
+  assert float(m["forget_loss"][0, 0]) == pytest.approx(np.mean(np.sum((z_f - drawn) ** 2, -1)),
+                                                         rel=1e-5)
+
+
+def test_a_newer_option_at_its_default_keeps_the_run_key():
+  import ml_collections
+  block = ml_collections.ConfigDict({**_block(), "method": "matching"})
+  spec = plan_lib.make_plan("m", block).spec()
+  assert "noise_along" not in spec["options"] and spec["options"]["teacher_fit"] == "quadratic"
+  block.matching = {"noise_along": "margin"}
+  assert plan_lib.make_plan("m", block).spec()["options"]["noise_along"] == "margin"
 
 
 def test_inputs_without_a_teacher_are_refused():

@@ -209,6 +209,9 @@ class Method:
   # True: each step's Batch carries forget_index and remain_index, the positions in D_f and D_r
   # of its rows (for a method's own per-example state, e.g. targets drawn once per run).
   reads_forget_index: bool = False
+  # Options added after results were cached: they enter a run's cache key only when set to
+  # other than their default (the first allowed value), so every earlier result keeps its key.
+  keyed_when_set: tuple = ()
   search_space: Mapping[str, tuple] = {}
   """The grid :func:`jaxunlearn.tuning.tune` searches: ``{name: values}`` over
   ``learning_rate`` and the method's hyperparameters, at most

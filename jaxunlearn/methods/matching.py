@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.audits import phi as phi_lib
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.methods import base, erase, helpers, salun
 
@@ -73,6 +74,13 @@ TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual dra
 TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
 TAG_SOLVE_ROWS = 0x6D617473    # the D_r rows the head solve anchors on (solve="head")
 SOLVE_ROWS = (1024, 256, 512, 2048, 4096)
+
+
+def margin_shift(target, drawn, y):
+  """``[n, C]``: the move of the label's logit alone that gives ``target`` the margin of
+  ``drawn`` (the other logits unchanged, so phi moves by exactly that amount)."""
+  move = phi_lib.logit_confidence(drawn, y) - phi_lib.logit_confidence(target, y)
+  return jax.nn.one_hot(y, target.shape[-1], dtype=target.dtype) * move[:, None]
 
 
 def output_head(params) -> str:
@@ -125,19 +133,23 @@ class Matching(base.Method):
   """Logit matching toward a per-example teacher on D_f, anchored on D_r."""
   description = ("fine-tunes the original's logits on D_f toward an attribution teacher's "
                  "(a retrained model's, drawn per run), anchored on D_r")
-  inputs = ("x_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals",
+  inputs = ("x_forget", "y_forget", "x_remain", "y_remain", "teacher_target", "teacher_residuals",
             "teacher_remain_target", "teacher_remain_residuals", "teacher_own_effect")
   hparams = {"forget_weight": 30.0, "noise": 0.8, "own_scale": 10.0, "own_floor": 0.03,
              "solve_weight": 10.0, "solve_ridge": 1e-3, "mask_ratio": 0.3}
   options = {"anchor": ("logits", "labels", "teacher"), "teacher_models": TEACHER_MODELS,
              "teacher_keep": TEACHER_KEEP,
              "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
-             "teacher_spread": ("out", "pooled"),
+             "teacher_spread": ("out", "pooled"), "noise_along": ("logits", "margin"),
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
       "forget_weight": "weight of the squared logit error on D_f against the anchor's, > 0",
       "noise": "scale of the teacher's residual drawn per run and row (0: the fit itself), >= 0",
+      "noise_along": "where the drawn residual goes: 'logits', every class's logit; 'margin', "
+                     "only its change of the row's margin phi (z_y - logsumexp of the others, y "
+                     "the label as trained), put on the label's logit, the others kept at the "
+                     "fit (the spread phi needs, without fitting noise on the other classes)",
       "own_scale": "weight_by='own' or 'own_step': the own-membership effect on phi (in phi "
                    "units) that gets the whole forget_weight, > 0",
       "own_floor": "weight_by='own' or 'own_step': the smallest share of forget_weight a row "
@@ -181,6 +193,7 @@ class Matching(base.Method):
                      "forgets a subset of the pool (attribution.draw_pool_masks)"}
   epoch_over = "steps"
   reads_forget_index = True
+  keyed_when_set = ("noise_along",)
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
                   "forget_weight": (10.0, 30.0, 100.0)}
 
@@ -227,6 +240,8 @@ class Matching(base.Method):
       unread |= {"teacher_remain_target", "teacher_remain_residuals"}
     if self.opts["weight_by"] == "request":
       unread.add("teacher_own_effect")
+    if self.opts["noise_along"] == "logits":
+      unread.add("y_forget")
     return tuple(f for f in self.inputs if f not in unread)
 
   def step_cost(self, forget_batch_size, remain_batch_size):
@@ -251,11 +266,15 @@ class Matching(base.Method):
     anchor = self.opts["anchor"]
     weight_by = self.opts["weight_by"]
 
-    def draw(target, resid, tag):
-      """The run's targets: the fit plus ``noise`` times one model's residual per row."""
+    def draw(target, resid, tag, labels):
+      """The run's targets: the fit plus ``noise`` times one model's residual per row (with
+      ``noise_along="margin"`` only that residual's change of phi, on the label's logit)."""
       n = target.shape[0]
       pick = jax.random.randint(jax.random.fold_in(env.key, tag), (n,), 0, resid.shape[0])
-      return target + hp["noise"] * resid[pick, jnp.arange(n)]
+      drawn = target + hp["noise"] * resid[pick, jnp.arange(n)]
+      if self.opts["noise_along"] == "logits":
+        return drawn
+      return target + margin_shift(target, drawn, labels)
 
     def solved(params, run_target):
       """``solve="head"``: the output layer moved in closed form toward the run's targets."""
@@ -269,9 +288,10 @@ class Matching(base.Method):
                         run_target, feats_r, hp["solve_weight"], hp["solve_ridge"])
 
     def init(params):
-      run_target = draw(inputs.teacher_target, inputs.teacher_residuals, TAG_DRAW)
+      run_target = draw(inputs.teacher_target, inputs.teacher_residuals, TAG_DRAW,
+                        inputs.y_forget)
       run_anchor = draw(inputs.teacher_remain_target, inputs.teacher_remain_residuals,
-                        TAG_DRAW_REMAIN) if anchor == "teacher" else None
+                        TAG_DRAW_REMAIN, inputs.y_remain) if anchor == "teacher" else None
       start = solved(params, run_target) if self.opts["solve"] == "head" else params
       mask = None
       if self.opts["mask"] == "saliency":
