@@ -147,6 +147,12 @@ def test_a_newer_option_at_its_default_keeps_the_run_key():
   block = ml_collections.ConfigDict({**_block(), "method": "matching"})
   spec = plan_lib.make_plan("m", block).spec()
   assert "noise_along" not in spec["options"] and spec["options"]["teacher_fit"] == "quadratic"
+  # The record of a run still names every option, the unkeyed default too.
+  from types import SimpleNamespace
+  from jaxunlearn import results
+  req = SimpleNamespace(splits=SimpleNamespace(n_forget=2, remain_idx=np.arange(40)))
+  record = results.method_settings(req, plan_lib.make_plan("m", block))
+  assert record["settings"]["options"]["noise_along"] == "logits"
   block.matching = {"noise_along": "margin"}
   assert plan_lib.make_plan("m", block).spec()["options"]["noise_along"] == "margin"
 
