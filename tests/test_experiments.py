@@ -364,6 +364,8 @@ def test_fmnist_audit_config_and_teacher_error_on_a_fashion_mnist_work_dir(tmp_p
   with pytest.raises(ConfigError, match="run fmnist_audit.py --forget flip_pool --seed 100"):
     teacher_error.main(["--setting", "fmnist", "--forget", "flip_pool", "--seed", "100",
                         "--store", str(tmp_path), "--root", str(tmp_path / "none")])
+  with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):
+    teacher_error.main(["--setting", "fmnist", "--forget", "backdoor", "--store", str(tmp_path)])
 
 
 def test_fmnist_audit_summary_by_hand(tmp_path):

@@ -153,17 +153,20 @@ def main(argv=None) -> dict:
   from jaxunlearn.errors import ConfigError
   if args.setting == "fmnist":
     from experiments.matching import fmnist_audit
+    if args.forget not in fmnist_audit.FORGET_SETS:
+      raise ConfigError(f"--setting fmnist: unknown --forget {args.forget!r}; use one of "
+                        f"{fmnist_audit.FORGET_SETS}")
     work = Path(args.root or fmnist_audit.default_workdir(args.forget, args.seed))
-    cfg = fmnist_audit.make_config(args.forget, args.seed)
+    make = lambda: fmnist_audit.make_config(args.forget, args.seed)  # noqa: E731
     first = f"fmnist_audit.py --forget {args.forget} --seed {args.seed}"
   else:
     work = Path(args.root or f"runs/step{args.seed}") / args.forget
-    cfg = None
+    make = lambda: lab.make_config(args.seed, args.forget, holdout=0, n_models=32)  # noqa: E731
     first = f"look.py on seed {args.seed}'s {args.forget!r} set"
   phi_dir = work / "phi"
   if not (phi_dir / "retrain.npy").is_file() or not (phi_dir / "oracle.npy").is_file():
     raise ConfigError(f"{phi_dir} holds no retrain and oracle phi; run {first} first")
-  cfg = cfg or lab.make_config(args.seed, args.forget, holdout=0, n_models=32)
+  cfg = make()               # after the check: flip_pool's config writes the pool's index files
   prep = request_lib.prepare(cfg, work)           # validates and loads; writes nothing
   store = attribution.load(args.store)
   pos = store.positions(prep.splits.forget_idx)
