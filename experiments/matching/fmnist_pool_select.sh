@@ -4,7 +4,8 @@
 # every setting of `matching` (0.02 of retraining's examples, the pool store of 64 models) and of
 # `retrain_short` at 0.02 and 0.5 in one audit. Populations are cached in the work dir, so a rerun
 # only recomputes the statistics. The pool store is read from seed 0's work dir (run
-# `fmnist_audit.py --forget flip_pool` there first, or drop --share-stores to build one here).
+# `fmnist_audit.py --forget flip_pool` there first, or drop --share-stores to build one here);
+# the two m_k128 rows build a second pool store of 128 models (about 11 minutes).
 # Scores: python experiments/matching/fmnist_audit.py --score runs/fm_audit_flip_pool_seed100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,4 +65,6 @@ $PY experiments/matching/fmnist_audit.py --forget flip_pool --seed 100 --statist
   "m_lr2e3_w10_mg=$C,learning_rate=0.002,forget_weight=10,noise_along=margin" \
   "m_lr3e3_w50_t11=$C,learning_rate=0.003,forget_weight=50,output_temperature=1.1" \
   "m_lr3e3_w50_t12=$C,learning_rate=0.003,forget_weight=50,output_temperature=1.2" \
+  "m_k128_lr3e3_w50=$C,teacher_models=128,learning_rate=0.003,forget_weight=50" \
+  "m_k128_lr2e3_w10=$C,teacher_models=128,learning_rate=0.002,forget_weight=10" \
   "${E[@]}" "$@"
