@@ -403,6 +403,14 @@ def test_fmnist_audit_score_by_hand(tmp_path):
   assert row["m_b *0.005"].endswith("| -0.1 pt | 0.500 | 0.500 |")
   assert row["m_c"].endswith("| (acc) | (acc) |")
   assert "rs_a *0.02 *0.005" in row
+  # An oracle F of 0 leaves relative F undefined (None): shown as "-", never chosen.
+  for e in (eps_s, eps_q):
+    e["m_a"]["relative_f"] = None
+  (tmp_path / "audit.json").write_text(json.dumps(
+      {"epsilon": {"single": eps_s, "per_seed": eps_q}, "klom": {"single": klom}}))
+  lines = fmnist_audit.score(tmp_path).splitlines()
+  assert "| m_a | - | - | 1.50x | -1.0 pt | (no F) | (no F) |" in lines
+  assert any(ln.startswith("| m_b *0.02 *0.005 |") for ln in lines)
   with pytest.raises(ConfigError, match="no audit.json"):
     fmnist_audit.score(tmp_path / "nowhere")
 

@@ -117,7 +117,8 @@ def summarise(workdirs, labels) -> str:
 def score(workdir, caps=(0.02, 0.005)) -> str:
   """A markdown table of every row in ``workdir``'s ``audit.json``, with the selection's
   objective (``selection.objective``: mean relative F of the two protocols, among rows whose
-  test accuracy is at most ``cap`` below retraining's) at each cap; the best row of each family
+  test accuracy is at most ``cap`` below retraining's; none, and F ``-``, where the oracle's F
+  was 0) at each cap; the best row of each family
   (the label up to its first ``_``) at each cap is marked ``*cap``."""
   from experiments.matching import selection
   from jaxunlearn.errors import ConfigError
@@ -135,10 +136,13 @@ def score(workdir, caps=(0.02, 0.005)) -> str:
       continue
     s, q = eps["single"][label], eps["per_seed"][label]
     k = klom.get(label, {}).get("forget", {}).get("p95")
-    rows.append({"label": label, "family": label.split("_")[0], "single": s["relative_f"],
-                 "per_seed": q["relative_f"], "acc": 100 * (s["test_acc"] - retrain_acc),
+    no_f = s.get("relative_f") is None or q.get("relative_f") is None   # the oracle's F was 0
+    rows.append({"label": label, "family": label.split("_")[0],
+                 "single": s.get("relative_f"), "per_seed": q.get("relative_f"),
+                 "acc": 100 * (s["test_acc"] - retrain_acc),
                  "klom": None if k is None or not floor else k / floor,
-                 "obj": [selection.objective(s, q, retrain_acc, c) for c in caps]})
+                 "obj": [None if no_f else selection.objective(s, q, retrain_acc, c)
+                         for c in caps]})
   marks = {}
   for i, _ in enumerate(caps):
     best = {}
@@ -147,17 +151,19 @@ def score(workdir, caps=(0.02, 0.005)) -> str:
         best[r["family"]] = (r["label"], r["obj"][i])
     for label, _ in best.values():
       marks.setdefault(label, []).append(f"*{caps[i]:g}")
-  rows.sort(key=lambda r: (r["family"], -0.5 * (r["single"] + r["per_seed"])))
+  rows.sort(key=lambda r: (r["family"], -0.5 * ((r["single"] or 0.0) + (r["per_seed"] or 0.0))))
   head = " | ".join(f"objective, acc cap {100 * c:g} pt" for c in caps)
   lines = [f"{workdir}: retrain test acc {retrain_acc:.4f}; KLOM P95 D_f floor "
            f"{floor if floor is None else round(floor, 3)}",
            f"| row | rel. F single | rel. F per seed | KLOM P95 D_f / floor | test acc − retrain "
            f"| {head} |", "|---|---|---|---|---|" + "---|" * len(caps)]
   for r in rows:
-    obj = " | ".join("(acc)" if o is None else f"{o:.3f}" for o in r["obj"])
+    obj = " | ".join("(no F)" if r["single"] is None or r["per_seed"] is None else "(acc)"
+                     if o is None else f"{o:.3f}" for o in r["obj"])
     k = "-" if r["klom"] is None else f"{r['klom']:.2f}x"
     name = r["label"] + (" " + " ".join(marks[r["label"]]) if r["label"] in marks else "")
-    lines.append(f"| {name} | {r['single']:.2f} | {r['per_seed']:.2f} | {k} | "
+    f = ["-" if v is None else f"{v:.2f}" for v in (r["single"], r["per_seed"])]
+    lines.append(f"| {name} | {f[0]} | {f[1]} | {k} | "
                  f"{r['acc']:+.1f} pt | {obj} |")
   return "\n".join(lines)
 
