@@ -330,6 +330,68 @@ def test_teacher_error_counterfactual_by_hand(tmp_path):
     te.counterfactual(tmp_path, ["nope"], retrain, oracle)
 
 
+def test_teacher_error_run_errors_by_hand():
+  from experiments.matching import teacher_error as te
+  from jaxunlearn.audits import epsilon
+  rng = np.random.default_rng(3)
+  retrain, oracle = rng.normal(size=(32, 20)), rng.normal(size=(32, 20))
+  oracle_f = epsilon.forgetting_quality(epsilon.per_example_epsilon(oracle, retrain), 32)
+  sd = retrain.std(0, ddof=1)
+  runs = retrain + 2.0 * sd              # retraining itself, every row 2 of its stds too high
+  got = te.run_errors(runs, retrain, oracle, retrain.mean(0), oracle_f)
+  assert got["bias"] == pytest.approx(2.0) and got["rms_vs_retrain"] == pytest.approx(2.0)
+  assert got["rms_vs_teacher"] == pytest.approx(2.0) and got["sd_ratio_median"] == pytest.approx(1)
+  back = te.relative_f(retrain, retrain, oracle_f)       # the runs moved back onto retraining
+  assert got["bias_removed"] == pytest.approx(back)
+  assert got["mean_to_teacher"] == pytest.approx(back)
+  assert te.relative_f(runs, retrain, oracle_f) < 0.5 * back
+
+
+def test_head_influence_matches_leaving_a_row_out_of_a_softmax_regression():
+  """The output layer's influence predicts the change of phi when a row leaves training: on a
+  softmax regression (its Gauss-Newton matrix is its Hessian) with the damping as its L2 term,
+  against refitting without the row."""
+  from scipy import optimize
+  from experiments.matching import teacher_error as te
+  rng = np.random.default_rng(0)
+  n, d, c = 120, 2, 3
+  feats = rng.normal(size=(n, d))
+  labels = rng.integers(0, c, n)
+  h = np.concatenate([feats, np.ones((n, 1))], 1)
+
+  def fit(rows, lam):
+    def loss(w):
+      z = h[rows] @ w.reshape(d + 1, c)
+      lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+      return np.mean(lse - z[np.arange(rows.size), labels[rows]]) + 0.5 * lam * w @ w
+    return optimize.minimize(loss, np.zeros((d + 1) * c), method="BFGS",
+                             options={"gtol": 1e-12}).x.reshape(d + 1, c)
+
+  def mean_diag(w):                 # of the Gauss-Newton matrix at w, as the influence reads it
+    z = h @ w
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return np.mean((h ** 2).T @ (p * (1 - p)) / n)
+
+  # The influence's damping is relative to that mean diagonal at the fit, so the L2 that makes
+  # it the exact first-order answer is found by iterating fit and diagonal.
+  damping, lam = 0.05, 0.0
+  for _ in range(4):
+    w = fit(np.arange(n), lam)
+    lam = damping * mean_diag(w)
+  w = fit(np.arange(n), lam)
+  z = h @ w
+  f_rows, pool = np.array([0, 1, 2]), np.array([5, 6, 7, 8])
+  u = te.head_ggn_influence(feats, z, f_rows, labels[f_rows], pool, labels[pool], damping)
+  assert u.shape == (3, 4)
+  actual = np.empty_like(u)
+  for b, j in enumerate(pool):
+    z_j = h @ fit(np.setdiff1d(np.arange(n), [j]), lam * n / (n - 1))
+    actual[:, b] = te.phi_of(z_j[f_rows], labels[f_rows]) - te.phi_of(z[f_rows], labels[f_rows])
+  np.testing.assert_allclose(u, actual, rtol=0.15, atol=0.1 * np.abs(actual).max())
+  assert np.corrcoef(u.ravel(), actual.ravel())[0, 1] > 0.95
+
+
 def test_pool_group_slope_read_at_retraining_by_hand():
   from experiments.matching import teacher_variants as tv
   # Six pool rows in two flip pairs; a row's phi (its first logit, label 0 of two classes) is

@@ -28,14 +28,16 @@ Y_F = np.array([1, 2], np.int32)
 
 
 def run(steps=3, noise=0.5, weight=4.0, lr=0.1, anchor="logits", resid=RESID, key=0,
-        noise_along="logits"):
-  fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor, noise_along=noise_along), linear,
+        noise_along="logits", margin_weight=0.0):
+  fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor, noise_along=noise_along,
+                                                 margin_weight=margin_weight), linear,
                                epochs=1, n_forget=2, n_remain=2, forget_batch_size=2,
                                remain_batch_size=2, steps=steps)
   inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
                           y_remain=jnp.asarray(Y_R), teacher_target=jnp.asarray(TARGET),
                           teacher_residuals=jnp.asarray(resid),
-                          **({"y_forget": jnp.asarray(Y_F)} if noise_along == "margin" else {}))
+                          **({"y_forget": jnp.asarray(Y_F)}
+                             if noise_along == "margin" or margin_weight else {}))
   hp = unlearn.default_hparams("matching", lr, forget_weight=weight, noise=noise)
   return fn(linear_params(), inputs, jax.random.key(key), hp)
 
@@ -142,11 +144,48 @@ def test_noise_along_the_margin_by_hand():
                                                          rel=1e-5)
 
 
+def test_margin_weight_by_hand():
+  # Loss on D_f: sum_c (z - t)^2 + 3 (phi(z) - phi(t))^2, phi at the row's label (Y_F); one
+  # full-batch SGD step against numpy's gradient of the whole loss.
+  def phi_and_grad(z, y):
+    others = np.delete(np.arange(z.size), y)
+    q = np.exp(z[others] - z[others].max())
+    q /= q.sum()
+    g = np.zeros_like(z)
+    g[y], g[others] = 1.0, -q
+    return z[y] - (z[others].max() + np.log(np.sum(np.exp(z[others] - z[others].max())))), g
+  w = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  t = TARGET + 0.5 * RESID[0]
+  z_f = X_F @ w + b
+  loss = 0.0
+  g_f = np.zeros_like(z_f)
+  for i, y in enumerate(Y_F):
+    pz, gz = phi_and_grad(z_f[i], y)
+    pt, _ = phi_and_grad(t[i].astype(np.float64), y)
+    loss += np.sum((z_f[i] - t[i]) ** 2) + 3.0 * (pz - pt) ** 2
+    g_f[i] = 2 * (z_f[i] - t[i]) + 3.0 * 2 * (pz - pt) * gz
+  _, m = run(steps=1, lr=0.0, margin_weight=3.0)
+  assert float(m["forget_loss"][0, 0]) == pytest.approx(loss / 2, rel=1e-5)
+  params, _ = run(steps=1, lr=0.1, margin_weight=3.0)
+  g_f *= 4.0 / 2                                 # forget weight, mean over the two rows
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * X_F.T @ g_f,
+                             rtol=1e-5, atol=1e-5)      # the anchor's gradient is 0 at step 0
+  np.testing.assert_allclose(params["Dense_0"]["bias"], b - 0.1 * g_f.sum(0),
+                             rtol=1e-5, atol=1e-5)
+  # 0 is the logits alone, and reads no labels; any other weight needs them.
+  assert "y_forget" not in matching.Matching().used_inputs()
+  assert "y_forget" in matching.Matching(margin_weight=1.0).used_inputs()
+  with pytest.raises(ConfigError, match="margin_weight"):
+    matching.Matching(margin_weight=2.0)
+
+
 def test_a_newer_option_at_its_default_keeps_the_run_key():
   import ml_collections
   block = ml_collections.ConfigDict({**_block(), "method": "matching"})
   spec = plan_lib.make_plan("m", block).spec()
   assert "noise_along" not in spec["options"] and spec["options"]["teacher_fit"] == "quadratic"
+  assert "margin_weight" not in spec["options"]
   # The record of a run still names every option, the unkeyed default too.
   from types import SimpleNamespace
   from jaxunlearn import results

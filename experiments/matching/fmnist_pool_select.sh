@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The selection on Fashion-MNIST's pool at 60,000 images (experiments/matching/README.md, twentieth
-# look): seed 100's request (600 of the 2,400 flipped pool images), N = 16, epsilon and KLOM,
-# every setting of `matching` (0.02 of retraining's examples, the pool store of 64 models) and of
-# `retrain_short` at 0.02 and 0.5 in one audit. Populations are cached in the work dir, so a rerun
+# and twenty-first looks): seed 100's request (600 of the 2,400 flipped pool images), N = 16,
+# epsilon and KLOM, every setting of `matching` (0.02 of retraining's examples, the pool store of
+# 64 models) and of `retrain_short` at 0.02 and 0.5 in one audit. Populations are cached in the work dir, so a rerun
 # only recomputes the statistics. The pool store is read from seed 0's work dir (run
 # `fmnist_audit.py --forget flip_pool` there first, or drop --share-stores to build one here);
 # the two m_k128 rows build a second pool store of 128 models (about 11 minutes).
@@ -67,4 +67,29 @@ $PY experiments/matching/fmnist_audit.py --forget flip_pool --seed 100 --statist
   "m_lr3e3_w50_t12=$C,learning_rate=0.003,forget_weight=50,output_temperature=1.2" \
   "m_k128_lr3e3_w50=$C,teacher_models=128,learning_rate=0.003,forget_weight=50" \
   "m_k128_lr2e3_w10=$C,teacher_models=128,learning_rate=0.002,forget_weight=10" \
+  "m_lr2e3_w10_n12=$C,learning_rate=0.002,forget_weight=10,noise=1.2" \
+  "m_lr2e3_w10_n15=$C,learning_rate=0.002,forget_weight=10,noise=1.5" \
+  "m_lr2e3_w30_n12=$C,learning_rate=0.002,forget_weight=30,noise=1.2" \
+  "m_lr15e4_w30_n12=$C,learning_rate=0.0015,forget_weight=30,noise=1.2" \
+  "m_lr15e4_w50_n12=$C,learning_rate=0.0015,forget_weight=50,noise=1.2" \
+  "m_lr1e3_w100_n12=$C,learning_rate=0.001,forget_weight=100,noise=1.2" \
+  "m_lr2e3_w10_head=$C,learning_rate=0.002,forget_weight=10,solve=head" \
+  "m_lr3e3_w50_sal=$C,learning_rate=0.003,forget_weight=50,mask=saliency" \
+  "m_lr2e3_w10_mw3=$C,learning_rate=0.002,forget_weight=10,margin_weight=3.0" \
+  "m_lr2e3_w10_mw10=$C,learning_rate=0.002,forget_weight=10,margin_weight=10.0" \
+  "m_lr3e3_w50_mw3=$C,learning_rate=0.003,forget_weight=50,margin_weight=3.0" \
+  "m_lr3e3_w50_mw10=$C,learning_rate=0.003,forget_weight=50,margin_weight=10.0" \
+  "m_lr15e4_w30_mw10=$C,learning_rate=0.0015,forget_weight=30,margin_weight=10.0" \
+  "m_lr15e4_w30_mw30=$C,learning_rate=0.0015,forget_weight=30,margin_weight=30.0" \
+  "m_lr1e3_w100_mw10=$C,learning_rate=0.001,forget_weight=100,margin_weight=10.0" \
+  "m_lr1e3_w30_mw30=$C,learning_rate=0.001,forget_weight=30,margin_weight=30.0" \
+  "m_lr1e3_w30_mw10=$C,learning_rate=0.001,forget_weight=30,margin_weight=10.0" \
+  "m_lr15e4_w10_mw30=$C,learning_rate=0.0015,forget_weight=10,margin_weight=30.0" \
+  "m_lr2e3_w10_mw30=$C,learning_rate=0.002,forget_weight=10,margin_weight=30.0" \
+  "m_lr2e3_w30_mw3=$C,learning_rate=0.002,forget_weight=30,margin_weight=3.0" \
+  "m_lr3e3_w10_mw10=$C,learning_rate=0.003,forget_weight=10,margin_weight=10.0" \
+  "m_lr3e3_w50_mw1=$C,learning_rate=0.003,forget_weight=50,margin_weight=1.0" \
+  "m_lr2e3_w10_mw10_mg=$C,learning_rate=0.002,forget_weight=10,margin_weight=10.0,noise_along=margin" \
+  "m_lr3e3_w50_mw3_mg=$C,learning_rate=0.003,forget_weight=50,margin_weight=3.0,noise_along=margin" \
+  "m_lr15e4_w30_mw10_mg=$C,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin" \
   "${E[@]}" "$@"

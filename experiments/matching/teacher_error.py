@@ -22,7 +22,20 @@ rows. Trains and runs nothing. Prints and writes (``--out``):
 * **What a better teacher is worth** (``--runs``): relative F of each row's runs as they are;
   with each D_f row's run mean moved to the oracle population's (the teacher's mean error
   removed, the runs' spread kept); and with mean and standard deviation moved (a teacher right
-  in both). Both protocols (``LABEL`` and ``LABEL_per_seed``).
+  in both). Both protocols (``LABEL`` and ``LABEL_per_seed``). Beside them, where the runs
+  themselves miss: their mean bias and error against retraining and against the teacher (in
+  retraining's standard deviations), their spread against retraining's (the median ratio),
+  and relative F with only their spread moved to the oracle population's (``sd_fixed``), with
+  each row's run mean moved onto the teacher (``mean_to_teacher``: the runs reaching their
+  targets), and with the mean bias taken off every row (``bias_removed``).
+* **An influence correction** (``--influence``, a pool store): the part of the teacher's error
+  that comes from *which* other pool rows a request forgets, predicted by the original model's
+  output-layer influence (Gauss-Newton, damped): ``u_ij`` the change of row ``i``'s phi when
+  pool row ``j`` leaves training. Its scale is fitted on the store (each row's OUT models
+  against the pool rows each left out), then the teacher is moved by
+  ``alpha * sum_j u_ij (1[j in D_f] - share of the row's OUT models without j)``: the within-row
+  R^2 on the store, the teacher's rms before and after, and relative F of the runs moved by the
+  same amount.
 """
 
 from __future__ import annotations
@@ -111,7 +124,7 @@ def relative_f(unlearned, retrain, oracle_f) -> float:
   return epsilon.forgetting_quality(eps, unlearned.shape[0]) / oracle_f
 
 
-def counterfactual(phi_dir: Path, labels, retrain, oracle) -> dict:
+def counterfactual(phi_dir: Path, labels, retrain, oracle, teacher_phi=None, shift=None) -> dict:
   from jaxunlearn.audits import epsilon
   oracle_f = epsilon.forgetting_quality(epsilon.per_example_epsilon(oracle, retrain),
                                         oracle.shape[0])
@@ -131,7 +144,108 @@ def counterfactual(phi_dir: Path, labels, retrain, oracle) -> dict:
                    "mean_fixed": relative_f(dev + oracle.mean(0), retrain, oracle_f),
                    "mean_and_sd_fixed": relative_f(
                        dev / u.std(0) * oracle.std(0) + oracle.mean(0), retrain, oracle_f)}
+      if teacher_phi is not None:
+        out[name].update(run_errors(u, retrain, oracle, teacher_phi, oracle_f))
+      if shift is not None:
+        out[name]["influence_moved"] = relative_f(u + shift, retrain, oracle_f)
   return out
+
+
+def run_errors(u, retrain, oracle, teacher_phi, oracle_f) -> dict:
+  """Where the runs ``u`` ``[N, n]`` miss: mean bias and rms against retraining's mean and the
+  teacher's phi (retraining's stds), the median spread ratio, and relative F with the spread
+  fixed, the means moved onto the teacher, and the bias removed."""
+  mean, sd = retrain.mean(0), retrain.std(0, ddof=1)
+  m, dev = u.mean(0), u - u.mean(0)
+  bias = float(np.mean((m - mean) / sd))
+  return {"bias": bias, "rms_vs_retrain": float(np.sqrt(np.mean(((m - mean) / sd) ** 2))),
+          "rms_vs_teacher": float(np.sqrt(np.mean(((m - teacher_phi) / sd) ** 2))),
+          "sd_ratio_median": float(np.median(u.std(0, ddof=1) / sd)),
+          "sd_fixed": relative_f(dev / u.std(0) * oracle.std(0) + m, retrain, oracle_f),
+          "mean_to_teacher": relative_f(dev + teacher_phi, retrain, oracle_f),
+          "bias_removed": relative_f(u - bias * sd, retrain, oracle_f)}
+
+
+def head_ggn_influence(feats, logits, f_rows, f_labels, pool_rows, pool_labels,
+                       damping: float) -> np.ndarray:
+  """``[|f_rows|, |pool_rows|]``: the change of each D_f row's phi when a pool row leaves the
+  training set, by the output layer's influence function: ``g_i^T (G + d)^{-1} l_j / n``, with
+  ``g_i`` the gradient of row ``i``'s phi and ``l_j`` of row ``j``'s cross-entropy in the output
+  layer's weights and bias, ``G`` the layer's Gauss-Newton matrix over all ``n`` training rows
+  and ``d`` ``damping`` times its mean diagonal."""
+  h = np.concatenate([feats, np.ones((feats.shape[0], 1))], 1).astype(np.float64)
+  z = np.asarray(logits, np.float64)
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  n, d, c = h.shape[0], h.shape[1], z.shape[1]
+  g = np.zeros((d, c, d, c))
+  for a in range(c):
+    for b in range(a, c):
+      w = p[:, a] * (a == b) - p[:, a] * p[:, b]
+      blk = (h * w[:, None]).T @ h / n
+      g[:, a, :, b] = blk
+      g[:, b, :, a] = blk
+  g = g.reshape(d * c, d * c)
+  g += damping * np.trace(g) / g.shape[0] * np.eye(g.shape[0])
+  q = p[f_rows].copy()
+  q[np.arange(f_rows.size), f_labels] = 0.0
+  q /= q.sum(1, keepdims=True)
+  dphi = -q
+  dphi[np.arange(f_rows.size), f_labels] += 1.0
+  dloss = p[pool_rows].copy()
+  dloss[np.arange(pool_rows.size), pool_labels] -= 1.0
+  grad_phi = (h[f_rows][:, :, None] * dphi[:, None, :]).reshape(f_rows.size, -1)
+  grad_loss = (h[pool_rows][:, :, None] * dloss[:, None, :]).reshape(pool_rows.size, -1)
+  return grad_phi @ np.linalg.solve(g, grad_loss.T) / n
+
+
+def influence_shift(work, prep, store, labels, retrain, teacher_phi, damping) -> dict:
+  """``--influence``: the teacher's error predicted from which pool rows D_f holds (see the
+  module's docstring); returns the record and, under ``"shift"``, the phi move per D_f row."""
+  import jax
+  from jaxunlearn import attribution, checkpoint, train
+  from jaxunlearn.errors import ConfigError
+  from jaxunlearn.methods import matching
+  pool = attribution.pool_rows(prep)
+  if pool is None or store.meta.get("forget_rate") != "pool":
+    raise ConfigError("--influence reads a pool store (forget_rate='pool') on a request with a "
+                      "fixed pool (label_flip.index_file); give one")
+  state, _ = checkpoint.restore(work / "checkpoints" / "original")
+  apply_fn = train.eval_apply_fn(prep.model, state.get("batch_stats", {}))
+  params = state["params"]
+  head = matching.output_head(params)
+  x = np.asarray(prep.x_train)
+  feats_fn = jax.jit(lambda xb: (matching.head_features(apply_fn, params, head, xb),
+                                 apply_fn(params, xb)))
+  parts = [feats_fn(x[i:i + 1000]) for i in range(0, x.shape[0], 1000)]
+  feats = np.concatenate([np.asarray(f) for f, _ in parts])
+  logits = np.concatenate([np.asarray(z) for _, z in parts])
+  y = np.asarray(prep.y_train)
+  f_rows = np.asarray(prep.splits.forget_idx)
+  u = head_ggn_influence(feats, logits, f_rows, y[f_rows], pool, y[pool], damping)
+  left = ~np.asarray(store.keep, bool)[:, store.positions(pool)]        # [K, |pool|]
+  f_pos = store.positions(f_rows)
+  z_f = np.asarray(store.logits(), np.float64)[:, f_pos, :]
+  phi_all = phi_of(z_f, np.broadcast_to(labels, z_f.shape[:2]))                   # [K, n_f]
+  in_f = np.isin(pool, f_rows).astype(float)
+  sd = retrain.std(0, ddof=1)
+  xs, ys, moves = [], [], []
+  col = np.searchsorted(pool, f_rows)
+  for a in range(f_rows.size):
+    out = left[:, col[a]]
+    share = left[out].mean(0)
+    xs.append((left[out] - share) @ u[a] / sd[a])
+    ys.append((phi_all[out, a] - phi_all[out, a].mean()) / sd[a])
+    moves.append((in_f - share) @ u[a])
+  xv, yv = np.concatenate(xs), np.concatenate(ys)
+  alpha = float(xv @ yv / (xv @ xv))
+  shift = alpha * np.asarray(moves)
+  err = (teacher_phi - retrain.mean(0)) / sd
+  return {"damping": damping, "alpha": alpha,
+          "r2_within_row": float(1 - np.mean((yv - alpha * xv) ** 2) / np.mean(yv ** 2)),
+          "rms_before": float(np.sqrt(np.mean(err ** 2))),
+          "rms_after": float(np.sqrt(np.mean((err + shift / sd) ** 2))),
+          "corr_error_move": float(np.corrcoef(err, shift)[0, 1]), "shift": shift}
 
 
 def main(argv=None) -> dict:
@@ -146,6 +260,10 @@ def main(argv=None) -> dict:
                  help="mnist5k: a look's work dir (look.py); fmnist: a Fashion-MNIST audit's "
                       "(fmnist_audit.py, at 60,000 images)")
   p.add_argument("--out", default="")
+  p.add_argument("--influence", type=float, default=None, metavar="DAMPING",
+                 help="with a pool store: correct the teacher by the original's output-layer "
+                      "influence, damped by DAMPING x the Gauss-Newton matrix's mean diagonal "
+                      "(e.g. 0.1), its scale fitted on the store; report what it is worth")
   args = p.parse_args(argv)
   from experiments.quality import lab
   from jaxunlearn import attribution
@@ -188,9 +306,14 @@ def main(argv=None) -> dict:
          "oracle_floor": summary((oracle.mean(0) - mean) / sd),
          "sampling_curve": curve, "split": split(curve["curve"]),
          "share_readout": (share_readout(logits, ~out, labels, retrain)
-                           if store.meta.get("forget_rate") in ("uniform", "zero") else None),
-         "counterfactual": counterfactual(phi_dir, [r for r in args.runs.split(",") if r],
-                                          retrain, oracle)}
+                           if store.meta.get("forget_rate") in ("uniform", "zero") else None)}
+  teacher_phi = phi_of(target, labels)
+  influence = (influence_shift(work, prep, store, labels, retrain, teacher_phi, args.influence)
+               if args.influence is not None else None)
+  res["counterfactual"] = counterfactual(phi_dir, [r for r in args.runs.split(",") if r],
+                                         retrain, oracle, teacher_phi,
+                                         influence.pop("shift") if influence else None)
+  res["influence"] = influence
   print(json.dumps(res, indent=1))
   d = Path(args.out or f"out/teacher_error/{'fm_' if args.setting == 'fmnist' else ''}"
                f"{args.forget}{args.seed}")

@@ -48,19 +48,32 @@ def main(argv=None) -> dict:
   p.add_argument("--root", default="runs/matching_ulira")
   p.add_argument("--share-stores", default="", metavar="DIR")
   p.add_argument("--out", default="out/matching_ulira")
+  p.add_argument("--setting", default="mnist5k", choices=("mnist5k", "fmnist"),
+                 help="mnist5k: quick_audit's game on the embedded data; fmnist: the "
+                      "Fashion-MNIST audit at 60,000 images (fmnist_audit.py's config: 8 "
+                      "originals x 2 forget sets; --forget flip, random or flip_pool)")
   args = p.parse_args(argv)
   if not args.entry or any("=" not in e for e in args.entry):
     raise SystemExit("give at least one --entry LABEL=ENTRY")
   from experiments.matching import report
   from experiments.quality import lab
   from jaxunlearn import auditor
+  from jaxunlearn.errors import ConfigError
+  if args.setting == "fmnist":
+    from experiments.matching import fmnist_audit
+    if args.forget not in fmnist_audit.FORGET_SETS:
+      raise ConfigError(f"--setting fmnist: unknown --forget {args.forget!r}; use one of "
+                        f"{fmnist_audit.FORGET_SETS}")
+    make = fmnist_audit.make_config
+  else:
+    make = lambda forget, seed: lab.make_config(seed, forget, holdout=0)  # noqa: E731
   labels = [e.split("=", 1)[0] for e in args.entry]
   runs = {}
   for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
     work = Path(args.root) / f"{args.forget}{seed}"
     if args.share_stores:
       report.share(work, Path(args.share_stores))
-    cfg = lab.make_config(seed, args.forget, holdout=0)
+    cfg = make(args.forget, seed)
     cfg.audit.statistics = ("ulira",)
     cfg.audit.methods = tuple(args.entry)
     t0 = time.time()
@@ -77,9 +90,9 @@ def main(argv=None) -> dict:
              for r in rows}
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  record = {"forget": args.forget, "entries": args.entry, "runs": runs, "summary": summary}
+  record = {"setting": args.setting, "forget": args.forget, "entries": args.entry, "runs": runs, "summary": summary}
   (out / "ulira.json").write_text(json.dumps(record, indent=2))
-  md = [f"# U-LiRA, {args.forget} set, seeds {','.join(map(str, runs))}: mean ± std", "",
+  md = [f"# U-LiRA, {args.setting}, {args.forget} set, seeds {','.join(map(str, runs))}: mean ± std", "",
         "| population | balanced acc | null q99 | AUC | TPR @ 1% FPR |", "|---|---|---|---|---|"]
   for r in rows:
     e = summary[r]
@@ -92,4 +105,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  scripts.run(main)

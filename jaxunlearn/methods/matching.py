@@ -37,6 +37,11 @@ populations, with the paper's reference replaced by a teacher built for D_f:
   label-flipped D_f costs accuracy on clean rows), and every run anchored on them agrees
   with every other on D_r, where retrained models do not.
 
+**The margin itself** (``margin_weight``, 0 by default): the squared logit error on a D_f row
+plus ``margin_weight * (phi(z_i) - phi(t_i))^2``, phi the row's margin at its label as trained
+(what the audits read): the logits' error spreads over every class, so a run that stops short
+of its targets leaves phi short too; this term pulls on phi directly.
+
 Cost per step: ``forget_batch_size + remain_batch_size`` examples, plus a third of
 ``remain_batch_size`` for the original's forward pass on the anchor rows (``"logits"``).
 The retain teacher's fit is numpy over the store's logits, part of the teacher's time.
@@ -74,6 +79,7 @@ TAG_DRAW = 0x6D617463     # fold_in tag of the run key: the per-row residual dra
 TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
 TAG_SOLVE_ROWS = 0x6D617473    # the D_r rows the head solve anchors on (solve="head")
 SOLVE_ROWS = (1024, 256, 512, 2048, 4096)
+MARGIN_WEIGHTS = (0.0, 1.0, 3.0, 10.0, 30.0)
 
 
 def margin_shift(target, drawn, y):
@@ -141,6 +147,7 @@ class Matching(base.Method):
              "teacher_keep": TEACHER_KEEP,
              "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
              "teacher_spread": ("out", "pooled"), "noise_along": ("logits", "margin"),
+             "margin_weight": MARGIN_WEIGHTS,
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
@@ -150,6 +157,9 @@ class Matching(base.Method):
                      "only its change of the row's margin phi (z_y - logsumexp of the others, y "
                      "the label as trained), put on the label's logit, the others kept at the "
                      "fit (the spread phi needs, without fitting noise on the other classes)",
+      "margin_weight": "weight of the squared error of a D_f row's margin phi (at its label as "
+                       "trained) against its target's, added to the logits' squared error "
+                       f"(one of {MARGIN_WEIGHTS}; 0: the logits alone)",
       "own_scale": "weight_by='own' or 'own_step': the own-membership effect on phi (in phi "
                    "units) that gets the whole forget_weight, > 0",
       "own_floor": "weight_by='own' or 'own_step': the smallest share of forget_weight a row "
@@ -193,7 +203,7 @@ class Matching(base.Method):
                      "forgets a subset of the pool (attribution.draw_pool_masks)"}
   epoch_over = "steps"
   reads_forget_index = True
-  keyed_when_set = ("noise_along",)
+  keyed_when_set = ("noise_along", "margin_weight")
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
                   "forget_weight": (10.0, 30.0, 100.0)}
 
@@ -240,7 +250,7 @@ class Matching(base.Method):
       unread |= {"teacher_remain_target", "teacher_remain_residuals"}
     if self.opts["weight_by"] == "request":
       unread.add("teacher_own_effect")
-    if self.opts["noise_along"] == "logits":
+    if self.opts["noise_along"] == "logits" and not self.opts["margin_weight"]:
       unread.add("y_forget")
     return tuple(f for f in self.inputs if f not in unread)
 
@@ -265,6 +275,7 @@ class Matching(base.Method):
     hp, inputs = env.hparams, env.inputs
     anchor = self.opts["anchor"]
     weight_by = self.opts["weight_by"]
+    margin_weight = float(self.opts["margin_weight"])
 
     def draw(target, resid, tag, labels):
       """The run's targets: the fit plus ``noise`` times one model's residual per row (with
@@ -316,7 +327,12 @@ class Matching(base.Method):
         w_f = hp["forget_weight"] * jnp.ones(t_f.shape[:1])
 
       def loss_fn(params):
-        err = jnp.sum((env.apply_fn(params, batch.x_forget) - t_f) ** 2, -1)
+        z_f = env.apply_fn(params, batch.x_forget)
+        err = jnp.sum((z_f - t_f) ** 2, -1)
+        if margin_weight:
+          y_f = inputs.y_forget[batch.forget_index]
+          err = err + margin_weight * (phi_lib.logit_confidence(z_f, y_f)
+                                       - phi_lib.logit_confidence(t_f, y_f)) ** 2
         forget = jnp.mean(err)
         z_r = env.apply_fn(params, batch.x_remain)
         if anchor == "logits":
