@@ -428,6 +428,12 @@ def test_fmnist_audit_config_and_teacher_error_on_a_fashion_mnist_work_dir(tmp_p
                         "--store", str(tmp_path), "--root", str(tmp_path / "none")])
   with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):
     teacher_error.main(["--setting", "fmnist", "--forget", "backdoor", "--store", str(tmp_path)])
+  # U-LiRA with a shared store at 60,000 images: the same refusal, before any work.
+  from experiments.matching import ulira_shared
+  with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):
+    ulira_shared.main(["--setting", "fmnist", "--forget", "backdoor", "--entry", "m=matching",
+                       "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out")])
+  assert not (tmp_path / "root").exists() and not (tmp_path / "out").exists()
 
 
 def test_fmnist_audit_summary_by_hand(tmp_path):

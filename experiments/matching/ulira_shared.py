@@ -5,10 +5,11 @@
         --share-stores runs/shared_attribution --out out/matching_ulira
 
 U-LiRA (the ``ulira`` statistic: quick_audit's 16 originals, each trained on D_r and half of
-D_f, each unlearned twice forgetting half of what it kept) forgets a different subset of D_f
-per member. A teacher fitted to the request's D_f cannot serve that; a store whose rates do not
-depend on D_f can (:func:`jaxunlearn.attribution.member_teachers`), so this is the audit the
-fair table could not run for ``matching``. Per seed and entry: balanced accuracy and AUC with
+D_f, each unlearned twice forgetting half of what it kept; with ``--setting fmnist``,
+Fashion-MNIST at 60,000 images, ``fmnist_audit.py``'s config, 8 originals x 2) forgets a
+different subset of D_f per member. A teacher fitted to the request's D_f cannot serve that; a
+store whose rates do not depend on D_f can (:func:`jaxunlearn.attribution.member_teachers`), so
+this is the audit the fair table could not run for ``matching``. Per seed and entry: balanced accuracy and AUC with
 the permutation null's 99th percentile, TPR at 1% FPR; the retrain control (a model retrained
 without each forget set; chance is 0.5) and the identity control (no unlearning) beside them.
 Mean and standard deviation over seeds. Writes ``ulira.{json,md}`` into ``--out``.
@@ -90,9 +91,11 @@ def main(argv=None) -> dict:
              for r in rows}
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  record = {"setting": args.setting, "forget": args.forget, "entries": args.entry, "runs": runs, "summary": summary}
+  record = {"setting": args.setting, "forget": args.forget, "entries": args.entry, "runs": runs,
+            "summary": summary}
   (out / "ulira.json").write_text(json.dumps(record, indent=2))
-  md = [f"# U-LiRA, {args.setting}, {args.forget} set, seeds {','.join(map(str, runs))}: mean ± std", "",
+  seeds = ",".join(map(str, runs))
+  md = [f"# U-LiRA, {args.setting}, {args.forget} set, seeds {seeds}: mean ± std", "",
         "| population | balanced acc | null q99 | AUC | TPR @ 1% FPR |", "|---|---|---|---|---|"]
   for r in rows:
     e = summary[r]
