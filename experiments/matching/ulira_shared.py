@@ -4,15 +4,15 @@
         --entry "matching_out=matching:...,teacher_fit=out,..." --root runs/matching_ulira \
         --share-stores runs/shared_attribution --out out/matching_ulira
 
-U-LiRA (the ``ulira`` statistic: quick_audit's 16 originals, each trained on D_r and half of
-D_f, each unlearned twice forgetting half of what it kept; with ``--setting fmnist``,
-Fashion-MNIST at 60,000 images, ``fmnist_audit.py``'s config, 8 originals x 2) forgets a
-different subset of D_f per member. A teacher fitted to the request's D_f cannot serve that; a
-store whose rates do not depend on D_f can (:func:`jaxunlearn.attribution.member_teachers`), so
-this is the audit the fair table could not run for ``matching``. Per seed and entry: balanced
-accuracy and AUC with the permutation null's 99th percentile, TPR at 1% FPR; the retrain control (a model retrained
-without each forget set; chance is 0.5) and the identity control (no unlearning) beside them.
-Mean and standard deviation over seeds. Writes ``ulira.{json,md}`` into ``--out``.
+U-LiRA (the ``ulira`` statistic: quick_audit's 16 originals, each trained on D_r and half of D_f,
+each unlearned twice forgetting half of what it kept; with ``--setting fmnist``, Fashion-MNIST at
+60,000 images, ``fmnist_audit.py``'s config, 8 originals x 2) forgets a different subset of D_f per
+member. A teacher fitted to the request's D_f cannot serve that; a store whose rates do not depend
+on D_f can (:func:`jaxunlearn.attribution.member_teachers`), so this is the audit the fair table
+could not run for ``matching``. Per seed and entry: balanced accuracy and AUC with the permutation
+null's 99th percentile, TPR at 1% FPR; the retrain control (a model retrained without each forget
+set; chance is 0.5) and the identity control (no unlearning) beside them. Mean and standard
+deviation over seeds. Writes ``ulira.{json,md}`` into ``--out``.
 """
 
 from __future__ import annotations
