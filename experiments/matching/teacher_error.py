@@ -27,7 +27,9 @@ rows. Trains and runs nothing. Prints and writes (``--out``):
   retraining's standard deviations), their spread against retraining's (the median ratio),
   and relative F with only their spread moved to the oracle population's (``sd_fixed``), with
   each row's run mean moved onto the teacher (``mean_to_teacher``: the runs reaching their
-  targets), and with the mean bias taken off every row (``bias_removed``).
+  targets), and with the mean bias taken off every row (``bias_removed``). "The teacher" is
+  always the store's OUT mean above: for a row that read another fit (``teacher_fit="step"``
+  or ``"quadratic"``) the distance to it is not the distance to its own targets.
 * **An influence correction** (``--influence``, a pool store): the part of the teacher's error
   that comes from *which* other pool rows a request forgets, predicted by the original model's
   output-layer influence (Gauss-Newton, damped): ``u_ij`` the change of row ``i``'s phi when
@@ -206,6 +208,8 @@ def influence_shift(work, prep, store, labels, retrain, teacher_phi, damping) ->
   from jaxunlearn import attribution, checkpoint, train
   from jaxunlearn.errors import ConfigError
   from jaxunlearn.methods import matching
+  if not damping >= 0:
+    raise ConfigError(f"--influence {damping}: the damping must be >= 0 (e.g. 0.1)")
   pool = attribution.pool_rows(prep)
   if pool is None or store.meta.get("forget_rate") != "pool":
     raise ConfigError("--influence reads a pool store (forget_rate='pool') on a request with a "
