@@ -428,6 +428,15 @@ def test_fmnist_audit_config_and_teacher_error_on_a_fashion_mnist_work_dir(tmp_p
                         "--store", str(tmp_path), "--root", str(tmp_path / "none")])
   with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):
     teacher_error.main(["--setting", "fmnist", "--forget", "backdoor", "--store", str(tmp_path)])
+  # teacher_variants reads the same work dirs, with the same refusals.
+  from experiments.matching import teacher_variants
+  with pytest.raises(ConfigError, match="holds no retrain.npy; run fmnist_audit.py --forget "
+                                        "flip_pool --seed 100"):
+    teacher_variants.main(["--setting", "fmnist", "--forget", "flip_pool", "--seed", "100",
+                           "--store", str(tmp_path), "--root", str(tmp_path / "none")])
+  with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):
+    teacher_variants.main(["--setting", "fmnist", "--forget", "backdoor", "--store",
+                           str(tmp_path)])
   # U-LiRA with a shared store at 60,000 images: the same refusal, before any work.
   from experiments.matching import ulira_shared
   with pytest.raises(ConfigError, match="unknown --forget 'backdoor'"):

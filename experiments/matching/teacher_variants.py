@@ -127,21 +127,35 @@ def main(argv=None) -> dict:
   p.add_argument("--runs", default="")
   p.add_argument("--root", default="")
   p.add_argument("--out", default="")
+  p.add_argument("--setting", default="mnist5k", choices=("mnist5k", "fmnist"),
+                 help="mnist5k: a look's work dir (look.py, under --root); fmnist: a "
+                      "Fashion-MNIST audit's (fmnist_audit.py at 60,000 images; --root is the "
+                      "work dir itself)")
   args = p.parse_args(argv)
   from experiments.quality import lab
   from jaxunlearn import attribution
   from jaxunlearn import request as request_lib
   from jaxunlearn.audits import epsilon
   from jaxunlearn.errors import ConfigError
-  work = Path(args.root or f"runs/step{args.seed}") / args.forget
+  if args.setting == "fmnist":
+    from experiments.matching import fmnist_audit
+    if args.forget not in fmnist_audit.FORGET_SETS:
+      raise ConfigError(f"--setting fmnist: unknown --forget {args.forget!r}; use one of "
+                        f"{fmnist_audit.FORGET_SETS}")
+    work = Path(args.root or fmnist_audit.default_workdir(args.forget, args.seed))
+    make = lambda: fmnist_audit.make_config(args.forget, args.seed)  # noqa: E731
+    first = f"fmnist_audit.py --forget {args.forget} --seed {args.seed}"
+  else:
+    work = Path(args.root or f"runs/step{args.seed}") / args.forget
+    make = lambda: lab.make_config(args.seed, args.forget, holdout=0, n_models=32)  # noqa: E731
+    first = f"look.py on seed {args.seed}'s {args.forget!r} set"
   runs = [r for r in args.runs.split(",") if r]
   missing = [f"{n}.npy" for n in ("retrain", "oracle", *runs) if not (work / "phi" /
                                                                       f"{n}.npy").is_file()]
   if missing:
-    raise ConfigError(f"{work / 'phi'} holds no {missing[0]}; run look.py on seed {args.seed}'s "
-                      f"{args.forget!r} set first, and name rows it ran in --runs")
-  prep = request_lib.prepare(lab.make_config(args.seed, args.forget, holdout=0, n_models=32),
-                             work)
+    raise ConfigError(f"{work / 'phi'} holds no {missing[0]}; run {first} first, and name rows "
+                      "it ran in --runs")
+  prep = request_lib.prepare(make(), work)
   store = attribution.load(args.store)
   pos = store.positions(prep.splits.forget_idx)
   z = np.asarray(store.logits(), np.float64)
@@ -186,7 +200,8 @@ def main(argv=None) -> dict:
     shown = " ".join(f"{k} {v['as_run']:.3f}->{v['moved']:.3f}" for k, v in row["runs"].items())
     print(f"{name:12s} rms {row['error']['rms']:.2f} median|e| {row['error']['median_abs']:.2f} "
           f"| {shown}", flush=True)
-  d = Path(args.out or f"out/teacher_variants/{args.forget}{args.seed}")
+  d = Path(args.out or f"out/teacher_variants/{'fm_' if args.setting == 'fmnist' else ''}"
+                       f"{args.forget}{args.seed}")
   d.mkdir(parents=True, exist_ok=True)
   (d / "variants.json").write_text(json.dumps(res, indent=2))
   return res
