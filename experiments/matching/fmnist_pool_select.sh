@@ -92,4 +92,19 @@ $PY experiments/matching/fmnist_audit.py --forget flip_pool --seed 100 --statist
   "m_lr2e3_w10_mw10_mg=$C,learning_rate=0.002,forget_weight=10,margin_weight=10.0,noise_along=margin" \
   "m_lr3e3_w50_mw3_mg=$C,learning_rate=0.003,forget_weight=50,margin_weight=3.0,noise_along=margin" \
   "m_lr15e4_w30_mw10_mg=$C,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin" \
+  "m_k128_lr3e3_w50_mw3=$C,teacher_models=128,learning_rate=0.003,forget_weight=50,margin_weight=3.0" \
+  "m_k128_lr2e3_w30_mw3=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0" \
+  "m_k128_lr2e3_w10_mw10=$C,teacher_models=128,learning_rate=0.002,forget_weight=10,margin_weight=10.0" \
+  "m_k128_lr15e4_w30_mw10_mg=$C,teacher_models=128,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin" \
+  "m_k128_lr25e4_w30_mw3=$C,teacher_models=128,learning_rate=0.0025,forget_weight=30,margin_weight=3.0" \
+  "m_k128_lr2e3_w50_mw3=$C,teacher_models=128,learning_rate=0.002,forget_weight=50,margin_weight=3.0" \
+  "m_k128_lr2e3_w30_mw3_n1=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0,noise=1.0" \
+  "m_k128_lr3e3_w50_mw3_n1=$C,teacher_models=128,learning_rate=0.003,forget_weight=50,margin_weight=3.0,noise=1.0" \
+  "m_k128_lr2e3_w30_mw3_mg=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0,noise_along=margin" \
+  "m_k128_lr2e3_w30_mw10=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=10.0" \
+  "m_k128_lr15e4_w50_mw3=$C,teacher_models=128,learning_rate=0.0015,forget_weight=50,margin_weight=3.0" \
+  "m_k128_lr15e4_w30_mw3=$C,teacher_models=128,learning_rate=0.0015,forget_weight=30,margin_weight=3.0" \
+  "m_k128_lr1e3_w50_mw10_mg=$C,teacher_models=128,learning_rate=0.001,forget_weight=50,margin_weight=10.0,noise_along=margin" \
+  "m_k128_lr2e3_w30_mw3_pooled=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0,teacher_spread=pooled" \
+  "m_k128_lr15e4_w30_mw10_mg_n1=$C,teacher_models=128,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin,noise=1.0" \
   "${E[@]}" "$@"
