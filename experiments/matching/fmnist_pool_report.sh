@@ -27,6 +27,8 @@ ENTRIES=(
   "m_k128_sel=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0,noise_along=margin"
   "m_k128_acc=$C,teacher_models=128,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin"
   "m_k128_alt=$C,teacher_models=128,learning_rate=0.003,forget_weight=50,margin_weight=3.0"
+  "m_k256_sel=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0"
+  "m_k256_acc=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0"
 )
 for seed in ${SEEDS:-0 1 2 3 4}; do
   share=()
@@ -36,4 +38,4 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
 done
 $PY experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
   runs/fm_audit_flip_pool_seed{1,2,3,4} \
-  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,rs2_sel,rs50_sel
+  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,m_k256_sel,m_k256_acc,rs2_sel,rs50_sel

@@ -5,7 +5,8 @@
 # 64 models) and of `retrain_short` at 0.02 and 0.5 in one audit. Populations are cached in the work dir, so a rerun
 # only recomputes the statistics. The pool store is read from seed 0's work dir (run
 # `fmnist_audit.py --forget flip_pool` there first, or drop --share-stores to build one here);
-# the two m_k128 rows build a second pool store of 128 models (about 11 minutes).
+# the m_k128 rows build a second pool store of 128 models (about 11 minutes), the m_k256 rows a
+# third of 256 (about 30 minutes).
 # Scores: python experiments/matching/fmnist_audit.py --score runs/fm_audit_flip_pool_seed100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -107,4 +108,11 @@ $PY experiments/matching/fmnist_audit.py --forget flip_pool --seed 100 --statist
   "m_k128_lr1e3_w50_mw10_mg=$C,teacher_models=128,learning_rate=0.001,forget_weight=50,margin_weight=10.0,noise_along=margin" \
   "m_k128_lr2e3_w30_mw3_pooled=$C,teacher_models=128,learning_rate=0.002,forget_weight=30,margin_weight=3.0,teacher_spread=pooled" \
   "m_k128_lr15e4_w30_mw10_mg_n1=$C,teacher_models=128,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin,noise=1.0" \
+  "m_k256_lr2e3_w30_mw3_mg=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0,noise_along=margin" \
+  "m_k256_lr3e3_w50_mw3=$C,teacher_models=256,learning_rate=0.003,forget_weight=50,margin_weight=3.0" \
+  "m_k256_lr2e3_w30_mw3=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0" \
+  "m_k256_lr15e4_w30_mw10_mg=$C,teacher_models=256,learning_rate=0.0015,forget_weight=30,margin_weight=10.0,noise_along=margin" \
+  "m_k256_lr15e4_w50_mw3=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0" \
+  "m_k256_lr2e3_w50_mw3=$C,teacher_models=256,learning_rate=0.002,forget_weight=50,margin_weight=3.0" \
+  "m_k256_lr3e3_w50_mw3_mg=$C,teacher_models=256,learning_rate=0.003,forget_weight=50,margin_weight=3.0,noise_along=margin" \
   "${E[@]}" "$@"
