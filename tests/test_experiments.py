@@ -347,6 +347,20 @@ def test_teacher_error_run_errors_by_hand():
   assert te.relative_f(runs, retrain, oracle_f) < 0.5 * back
 
 
+def test_teacher_error_influence_refusals():
+  """--influence refuses a negative damping and a store or request without a fixed pool, in one
+  line each and before reading any checkpoint."""
+  from types import SimpleNamespace
+  from experiments.matching import teacher_error as te
+  from jaxunlearn.errors import ConfigError
+  prep = SimpleNamespace(y_train=np.zeros(8, np.int64), transforms=(), cfg=None)
+  store = SimpleNamespace(meta={"forget_rate": ""})
+  with pytest.raises(ConfigError, match=r"--influence -0.1: the damping must be >= 0"):
+    te.influence_shift(None, prep, store, None, None, None, -0.1)
+  with pytest.raises(ConfigError, match=r"reads a pool store \(forget_rate='pool'\)"):
+    te.influence_shift(None, prep, store, None, None, None, 0.1)
+
+
 def test_head_influence_matches_leaving_a_row_out_of_a_softmax_regression():
   """The output layer's influence predicts the change of phi when a row leaves training: on a
   softmax regression (its Gauss-Newton matrix is its Hessian) with the damping as its L2 term,
