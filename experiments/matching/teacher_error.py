@@ -252,6 +252,25 @@ def influence_shift(work, prep, store, labels, retrain, teacher_phi, damping) ->
           "corr_error_move": float(np.corrcoef(err, shift)[0, 1]), "shift": shift}
 
 
+def locate(setting: str, forget: str, seed: int, root: str = ""):
+  """A look's work dir, a function making its config, and the command that makes the work dir:
+  ``mnist5k``, a look's (``look.py``, ``<root or runs/step<seed>>/<forget>``); ``fmnist``, a
+  Fashion-MNIST audit's (``fmnist_audit.py`` at 60,000 images; ``root`` is the work dir)."""
+  from experiments.quality import lab
+  from jaxunlearn.errors import ConfigError
+  if setting == "fmnist":
+    from experiments.matching import fmnist_audit
+    if forget not in fmnist_audit.FORGET_SETS:
+      raise ConfigError(f"--setting fmnist: unknown --forget {forget!r}; use one of "
+                        f"{fmnist_audit.FORGET_SETS}")
+    return (Path(root or fmnist_audit.default_workdir(forget, seed)),
+            lambda: fmnist_audit.make_config(forget, seed),
+            f"fmnist_audit.py --forget {forget} --seed {seed}")
+  return (Path(root or f"runs/step{seed}") / forget,
+          lambda: lab.make_config(seed, forget, holdout=0, n_models=32),
+          f"look.py on seed {seed}'s {forget!r} set")
+
+
 def main(argv=None) -> dict:
   p = scripts.parser(__doc__.splitlines()[0])
   p.add_argument("--seed", type=int, default=100)
@@ -269,22 +288,10 @@ def main(argv=None) -> dict:
                       "influence, damped by DAMPING x the Gauss-Newton matrix's mean diagonal "
                       "(e.g. 0.1), its scale fitted on the store; report what it is worth")
   args = p.parse_args(argv)
-  from experiments.quality import lab
   from jaxunlearn import attribution
   from jaxunlearn import request as request_lib
   from jaxunlearn.errors import ConfigError
-  if args.setting == "fmnist":
-    from experiments.matching import fmnist_audit
-    if args.forget not in fmnist_audit.FORGET_SETS:
-      raise ConfigError(f"--setting fmnist: unknown --forget {args.forget!r}; use one of "
-                        f"{fmnist_audit.FORGET_SETS}")
-    work = Path(args.root or fmnist_audit.default_workdir(args.forget, args.seed))
-    make = lambda: fmnist_audit.make_config(args.forget, args.seed)  # noqa: E731
-    first = f"fmnist_audit.py --forget {args.forget} --seed {args.seed}"
-  else:
-    work = Path(args.root or f"runs/step{args.seed}") / args.forget
-    make = lambda: lab.make_config(args.seed, args.forget, holdout=0, n_models=32)  # noqa: E731
-    first = f"look.py on seed {args.seed}'s {args.forget!r} set"
+  work, make, first = locate(args.setting, args.forget, args.seed, args.root)
   phi_dir = work / "phi"
   if not (phi_dir / "retrain.npy").is_file() or not (phi_dir / "oracle.npy").is_file():
     raise ConfigError(f"{phi_dir} holds no retrain and oracle phi; run {first} first")

@@ -132,23 +132,11 @@ def main(argv=None) -> dict:
                       "Fashion-MNIST audit's (fmnist_audit.py at 60,000 images; --root is the "
                       "work dir itself)")
   args = p.parse_args(argv)
-  from experiments.quality import lab
   from jaxunlearn import attribution
   from jaxunlearn import request as request_lib
   from jaxunlearn.audits import epsilon
   from jaxunlearn.errors import ConfigError
-  if args.setting == "fmnist":
-    from experiments.matching import fmnist_audit
-    if args.forget not in fmnist_audit.FORGET_SETS:
-      raise ConfigError(f"--setting fmnist: unknown --forget {args.forget!r}; use one of "
-                        f"{fmnist_audit.FORGET_SETS}")
-    work = Path(args.root or fmnist_audit.default_workdir(args.forget, args.seed))
-    make = lambda: fmnist_audit.make_config(args.forget, args.seed)  # noqa: E731
-    first = f"fmnist_audit.py --forget {args.forget} --seed {args.seed}"
-  else:
-    work = Path(args.root or f"runs/step{args.seed}") / args.forget
-    make = lambda: lab.make_config(args.seed, args.forget, holdout=0, n_models=32)  # noqa: E731
-    first = f"look.py on seed {args.seed}'s {args.forget!r} set"
+  work, make, first = te.locate(args.setting, args.forget, args.seed, args.root)
   runs = [r for r in args.runs.split(",") if r]
   missing = [f"{n}.npy" for n in ("retrain", "oracle", *runs) if not (work / "phi" /
                                                                       f"{n}.npy").is_file()]
