@@ -4,7 +4,8 @@
 # twenty-first looks): every row chosen on seed 100 (fmnist_pool_select.sh) and the earlier rows,
 # epsilon and KLOM, N = 16, one audit per seed (fmnist_audit.py rewrites a work dir's audit.json
 # with the rows of its call, so every row is named each time; cached populations are reused).
-# Seed 0's work dir holds the pool store the others link to. Then the table over seeds.
+# Seed 0's work dir holds the pool store the others link to. Then the table over seeds. The
+# `_d2` rows repeat a row under a new label: new keys for every run, a second draw.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -29,6 +30,9 @@ ENTRIES=(
   "m_k128_alt=$C,teacher_models=128,learning_rate=0.003,forget_weight=50,margin_weight=3.0"
   "m_k256_sel=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0"
   "m_k256_acc=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0"
+  "m_k256_sel_d2=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0"
+  "m_k256_acc_d2=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0"
+  "rs50_sel_d2=$R,retrain_fraction=0.5,learning_rate=0.005,temperature=1.1"
 )
 for seed in ${SEEDS:-0 1 2 3 4}; do
   share=()
@@ -38,4 +42,4 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
 done
 $PY experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
   runs/fm_audit_flip_pool_seed{1,2,3,4} \
-  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,m_k256_sel,m_k256_acc,rs2_sel,rs50_sel
+  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,m_k256_sel,m_k256_acc,m_k256_sel_d2,m_k256_acc_d2,rs2_sel,rs50_sel,rs50_sel_d2
