@@ -180,6 +180,21 @@ def test_margin_weight_by_hand():
     matching.Matching(margin_weight=2.0)
 
 
+def test_an_option_takes_its_allowed_spelling_so_equal_values_share_a_run_key():
+  import ml_collections
+  specs = []
+  for spelled in (3, 3.0):
+    block = ml_collections.ConfigDict({**_block(), "method": "matching"})
+    block.matching = {"margin_weight": spelled, "teacher_models": 128.0}
+    specs.append(plan_lib.make_plan("m", block).spec())
+  assert specs[0] == specs[1]
+  assert repr(specs[0]["options"]["margin_weight"]) == "3.0"
+  assert repr(specs[0]["options"]["teacher_models"]) == "128"
+  # A bool equals 1 or 0 in Python; a numeric option still refuses it.
+  with pytest.raises(ConfigError, match="margin_weight"):
+    matching.Matching(margin_weight=True)
+
+
 def test_a_newer_option_at_its_default_keeps_the_run_key():
   import ml_collections
   block = ml_collections.ConfigDict({**_block(), "method": "matching"})

@@ -224,8 +224,12 @@ class Method:
       if name not in self.options:
         raise ConfigError(f"{type(self).__name__} has no option {name!r}; it has "
                           f"{sorted(self.options) or 'none'}")
-      if value not in self.options[name]:
-        raise ConfigError(f"option {name!r} must be one of {self.options[name]}, got {value!r}")
+      allowed = self.options[name]
+      if value not in allowed or (isinstance(value, bool) and
+                                  not any(isinstance(a, bool) for a in allowed)):
+        raise ConfigError(f"option {name!r} must be one of {allowed}, got {value!r}")
+      # The allowed spelling of an equal value (3 -> 3.0, 64.0 -> 64): one run, one cache key.
+      options[name] = allowed[allowed.index(value)]
     self.opts = {name: options.get(name, allowed[0]) for name, allowed in self.options.items()}
 
   def used_inputs(self) -> tuple:
