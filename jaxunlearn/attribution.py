@@ -19,7 +19,9 @@ member ``k`` keyed ``fold_in(key, k)``). It stores, under
   deviation (``ddof=1``; NaN below 2 models) of phi and the IN and OUT counts
   (they add to K); per test example the mean and standard deviation over all K;
 * ``attribution.json``: what the store depends on, its sizes and its one-off
-  cost in examples; written last, so its presence says the store is whole.
+  cost in examples; written last, so its presence says the store is whole;
+* ``.lock``: held by the one process building the store; a second builder (a
+  request in another work dir that shares the store) waits, then loads it.
 
 **K and p.** ``p = 0.5`` gives each example as many IN as OUT models on
 average, which makes a difference of IN and OUT means least noisy for a given
@@ -73,9 +75,11 @@ phi, per training row.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -582,6 +586,30 @@ def build(prep, settings: Settings | None = None, *, progress: bool | None = Non
   if (directory / META).is_file():
     return load(directory)
   check_memory(prep, settings)
+  with _one_builder(directory):
+    if (directory / META).is_file():      # another builder finished it while this one waited
+      return load(directory)
+    return _build(prep, settings, directory, progress)
+
+
+@contextlib.contextmanager
+def _one_builder(directory: Path):
+  """One builder per store at a time: a store that several work dirs share has no work-dir
+  lock, so a second process waits for the first (one line says so) and then loads its store.
+  With several processes (a multi-host mesh) they build it together, and no lock is taken."""
+  if jax.process_count() > 1:
+    yield
+    return
+  directory.mkdir(parents=True, exist_ok=True)
+
+  def announce(holder: str) -> None:
+    print(f"attribution store {directory} is being built by pid {holder}; waiting for it",
+          file=sys.stderr, flush=True)
+  with workdir_lib.Lock(directory, wait=True, on_wait=announce):
+    yield
+
+
+def _build(prep, settings: Settings, directory: Path, progress: bool | None) -> Store:
   cfg = prep.cfg
   chunk, _ = _resolved(prep, settings)
   spec = key_spec(prep, settings)

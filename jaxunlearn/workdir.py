@@ -55,9 +55,11 @@ SECRET_BYTES = 32
 class Lock:
   """An exclusive lock on a work directory; use as a context manager."""
 
-  def __init__(self, workdir: Path, *, wait: bool = False):
+  def __init__(self, workdir: Path, *, wait: bool = False,
+               on_wait: Callable[[str], None] | None = None):
     self.path = Path(workdir) / LOCK_NAME
     self.wait = wait
+    self.on_wait = on_wait    # wait=True: called with the holder's pid before waiting
     self._fd = None
 
   def __enter__(self) -> "Lock":
@@ -72,6 +74,8 @@ class Lock:
             f"work directory {self.path.parent} is in use by another jaxunlearn run "
             f"(pid {holder}); wait for it to finish, rerun with --wait, or use another "
             "--workdir") from None
+      if self.on_wait is not None:
+        self.on_wait(holder)
       fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -127,6 +127,39 @@ def test_a_killed_build_resumes_from_its_finished_chunks(setup, tmp_path, monkey
   np.testing.assert_array_equal(again.estimates["in_mean"], resumed.estimates["in_mean"])
 
 
+@pytest.mark.slow
+def test_a_second_builder_waits_for_the_first_and_loads_its_store(setup, tmp_path, monkeypatch,
+                                                                  capsys):
+  import shutil
+  import threading
+  import time
+  from jaxunlearn import workdir as workdir_lib
+  prep, settings, store = setup
+  settings = attribution.Settings(num_models=K, chunk_size=CHUNK, root=str(tmp_path))
+  folder = tmp_path / store.path.name
+  shutil.copytree(store.path, folder)
+  (folder / attribution.META).rename(tmp_path / "meta")     # unfinished, as while it builds
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("the second builder trained")
+  monkeypatch.setattr(pops, "run_population", refuse)
+  got = {}
+  with workdir_lib.Lock(folder):                               # the first builder
+    second = threading.Thread(
+        target=lambda: got.setdefault("store", attribution.build(prep, settings, progress=False)))
+    second.start()
+    said, deadline = "", time.monotonic() + 120
+    while "waiting for it" not in said and second.is_alive() and time.monotonic() < deadline:
+      time.sleep(0.1)
+      said += capsys.readouterr().err
+    assert f"attribution store {folder} is being built by pid" in said
+    assert second.is_alive() and not got                       # it waits while the lock is held
+    (tmp_path / "meta").rename(folder / attribution.META)      # the first one finishes
+  second.join(120)
+  assert not second.is_alive()
+  np.testing.assert_array_equal(got["store"].logits(), store.logits())
+
+
 def test_requests_that_differ_only_in_their_forget_set_share_a_store(prepared, tmp_path):
   prep, settings = prepared
   npz = tiny.write_npz(tmp_path / "tiny.npz")
