@@ -528,11 +528,17 @@ class Store:
     return int(self.keep.shape[0])
 
   def _chunks(self, name: str) -> np.ndarray:
-    parts = []
+    return np.concatenate([part for _, part in self.chunks(name)])
+
+  def chunks(self, name: str):
+    """Yields ``(first_model, array)`` per chunk file of ``name`` (``"phi"``, ``"logits"``,
+    ``"heldout_phi"``, ``"heldout_logits"``): one chunk in memory at a time."""
+    start = 0
     for file in self.meta["chunks"]:
       with np.load(self.path / file) as f:
-        parts.append(f[name])
-    return np.concatenate(parts)
+        part = f[name]
+      yield start, part
+      start += part.shape[0]
 
   def phi(self, heldout: bool = False) -> np.ndarray:
     """``[K, n]`` phi of every model on every training point (``heldout``: ``[K, m]``)."""
@@ -1188,17 +1194,31 @@ def effect_of(store: Store, forget_idx, points=None, *, heldout: bool = False,
                       f"model among {store.num_models}; raise attribution num_models "
                       "(--num-models)")
   c = _contrast(keep_f)
-  values = store.logits(heldout) if on == "logits" else store.phi(heldout)
+  name = ("heldout_" if heldout else "") + ("logits" if on == "logits" else "phi")
+  p = slice(None)
   if points is not None:
     if heldout:
       p = np.asarray(points, np.int64).ravel()
-      if p.size and (p.min() < 0 or p.max() >= values.shape[1]):
-        raise ConfigError(f"held-out points must lie in [0, {values.shape[1]})")
+      m = store.heldout_labels.size
+      if p.size and (p.min() < 0 or p.max() >= m):
+        raise ConfigError(f"held-out points must lie in [0, {m})")
     else:
       p = store.positions(points)
-    values = values[:, p]
-  values = np.asarray(values, np.float64)
-  effect = np.tensordot(c, values, axes=(0, 0))
+  # Chunk by chunk (memory: one chunk, never the whole [K, n, C]); the spread over models from
+  # sums of the values and of their squares about the first chunk's mean (float64).
+  effect = total = squares = shift = None
+  for start, part in store.chunks(name):
+    v = np.asarray(part[:, p], np.float64)
+    term = np.tensordot(c[start:start + v.shape[0]], v, axes=(0, 0))
+    if shift is None:
+      shift = v.mean(0)
+      effect, total, squares = term, np.zeros_like(shift), np.zeros_like(shift)
+    else:
+      effect = effect + term
+    total += (v - shift).sum(0)
+    squares += ((v - shift) ** 2).sum(0)
   if not with_error:
     return effect
-  return effect, np.sqrt(np.sum(c ** 2)) * values.std(0, ddof=1)
+  k = store.num_models
+  var = (squares - total ** 2 / k) / (k - 1)
+  return effect, np.sqrt(np.sum(c ** 2)) * np.sqrt(np.maximum(var, 0.0))

@@ -234,6 +234,32 @@ def test_memorisation_and_effects_by_hand(tmp_path):
   np.testing.assert_allclose(attribution.effect_of(store, [10], on="logits")[:, 0], [-2.5, 0.5])
 
 
+def test_effects_read_the_store_chunk_by_chunk(tmp_path, monkeypatch):
+  whole = _hand_store(tmp_path)
+  folder = tmp_path / "two"
+  folder.mkdir()
+  with np.load(tmp_path / "c0.npz") as f:
+    arrays = dict(f)
+  for i, models in enumerate((slice(0, 1), slice(1, 4))):      # chunks of 1 and 3 models
+    np.savez(folder / f"c{i}.npz", **{k: v[models] for k, v in arrays.items()})
+  split = attribution.Store(folder, {"chunks": ["c0.npz", "c1.npz"]}, whole.keep, whole.rows,
+                            whole.labels, whole.heldout_labels, whole.estimates)
+  expected = [attribution.effect_of(whole, [10]),
+              attribution.effect_of(whole, [10], [20], with_error=True),
+              attribution.effect_of(whole, [10, 20], [1], heldout=True, on="logits")]
+
+  def whole_arrays(self, name):
+    raise AssertionError("effect_of loaded every model at once")
+  monkeypatch.setattr(attribution.Store, "_chunks", whole_arrays)
+  np.testing.assert_allclose(attribution.effect_of(split, [10]), expected[0])
+  np.testing.assert_allclose(attribution.effect_of(split, [10], [20], with_error=True),
+                             expected[1])
+  np.testing.assert_allclose(
+      attribution.effect_of(split, [10, 20], [1], heldout=True, on="logits"), expected[2])
+  with pytest.raises(ConfigError, match=r"held-out points must lie in \[0, 2\)"):
+    attribution.effect_of(split, [10], [2], heldout=True)
+
+
 def test_effects_refuse_rows_it_cannot_estimate(tmp_path):
   store = _hand_store(tmp_path)
   with pytest.raises(ConfigError, match="not training rows"):
