@@ -37,6 +37,7 @@ class WorkdirError(JaxUnlearnError):
 
 class NonFiniteError(JaxUnlearnError):
   """A loss became NaN or infinite during a stage."""
+  exit_status = 1   # a failure during work: the stage ran and diverged
 
 
 class WriteError(JaxUnlearnError):
