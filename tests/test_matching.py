@@ -28,9 +28,10 @@ Y_F = np.array([1, 2], np.int32)
 
 
 def run(steps=3, noise=0.5, weight=4.0, lr=0.1, anchor="logits", resid=RESID, key=0,
-        noise_along="logits", margin_weight=0.0):
+        noise_along="logits", margin_weight=0.0, overshoot=0.0):
   fn = unlearn.make_unlearn_fn(matching.Matching(anchor=anchor, noise_along=noise_along,
-                                                 margin_weight=margin_weight), linear,
+                                                 margin_weight=margin_weight,
+                                                 overshoot=overshoot), linear,
                                epochs=1, n_forget=2, n_remain=2, forget_batch_size=2,
                                remain_batch_size=2, steps=steps)
   inputs = methods.Inputs(x_forget=jnp.asarray(X_F), x_remain=jnp.asarray(X_R),
@@ -195,12 +196,36 @@ def test_an_option_takes_its_allowed_spelling_so_equal_values_share_a_run_key():
     matching.Matching(margin_weight=True)
 
 
+def test_overshoot_moves_each_target_past_itself_by_hand():
+  # t' = t + 0.2 (t - z0), z0 the start's logits on D_f: at step 0 (z = z0) the forget loss is
+  # (1.2)^2 times the plain one, and one SGD step follows the gradient toward t'.
+  w = np.asarray(linear_params()["Dense_0"]["kernel"], np.float64)
+  b = np.asarray(linear_params()["Dense_0"]["bias"], np.float64)
+  t = TARGET + 0.5 * RESID[0]
+  z0 = X_F @ w + b
+  _, plain = run(steps=1, lr=0.0)
+  _, past = run(steps=1, lr=0.0, overshoot=0.2)
+  assert float(past["forget_loss"][0, 0]) == pytest.approx(
+      1.44 * float(plain["forget_loss"][0, 0]), rel=1e-5)
+  params, _ = run(steps=1, lr=0.1, overshoot=0.2)
+  g_f = 4.0 * 2 * (z0 - (t + 0.2 * (t - z0))) / 2
+  np.testing.assert_allclose(params["Dense_0"]["kernel"], w - 0.1 * X_F.T @ g_f,
+                             rtol=1e-5, atol=1e-5)
+  # Its cost: one forward pass over D_f; a value off the list is refused.
+  shape = base.RunShape(n_forget=100, n_remain=3900, forget_batch_size=32, remain_batch_size=8,
+                        epochs=1, steps_per_epoch=90)
+  assert matching.Matching(overshoot=0.05).cost(shape, {}) == pytest.approx(
+      matching.Matching().cost(shape, {}) + 100 / 3)
+  with pytest.raises(ConfigError, match="overshoot"):
+    matching.Matching(overshoot=0.3)
+
+
 def test_a_newer_option_at_its_default_keeps_the_run_key():
   import ml_collections
   block = ml_collections.ConfigDict({**_block(), "method": "matching"})
   spec = plan_lib.make_plan("m", block).spec()
   assert "noise_along" not in spec["options"] and spec["options"]["teacher_fit"] == "quadratic"
-  assert "margin_weight" not in spec["options"]
+  assert "margin_weight" not in spec["options"] and "overshoot" not in spec["options"]
   # The record of a run still names every option, the unkeyed default too.
   from types import SimpleNamespace
   from jaxunlearn import results

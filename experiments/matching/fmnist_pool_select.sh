@@ -6,7 +6,8 @@
 # only recomputes the statistics. The pool store is read from seed 0's work dir (run
 # `fmnist_audit.py --forget flip_pool` there first, or drop --share-stores to build one here);
 # the m_k128 rows build a second pool store of 128 models (about 11 minutes), the m_k256 rows a
-# third of 256 (about 30 minutes).
+# third of 256 (about 30 minutes); the _os rows move each target past itself (`overshoot`, the
+# twenty-third look).
 # Scores: python experiments/matching/fmnist_audit.py --score runs/fm_audit_flip_pool_seed100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -115,4 +116,9 @@ $PY experiments/matching/fmnist_audit.py --forget flip_pool --seed 100 --statist
   "m_k256_lr15e4_w50_mw3=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0" \
   "m_k256_lr2e3_w50_mw3=$C,teacher_models=256,learning_rate=0.002,forget_weight=50,margin_weight=3.0" \
   "m_k256_lr3e3_w50_mw3_mg=$C,teacher_models=256,learning_rate=0.003,forget_weight=50,margin_weight=3.0,noise_along=margin" \
+  "m_k256_lr2e3_w30_mw3_os02=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0,overshoot=0.02" \
+  "m_k256_lr2e3_w30_mw3_os05=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0,overshoot=0.05" \
+  "m_k256_lr2e3_w30_mw3_os10=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0,overshoot=0.1" \
+  "m_k256_lr15e4_w50_mw3_os05=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0,overshoot=0.05" \
+  "m_k256_lr15e4_w50_mw3_os10=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0,overshoot=0.1" \
   "${E[@]}" "$@"

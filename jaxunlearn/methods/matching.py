@@ -42,6 +42,11 @@ plus ``margin_weight * (phi(z_i) - phi(t_i))^2``, phi the row's margin at its la
 (what the audits read): the logits' error spreads over every class, so a run that stops short
 of its targets leaves phi short too; this term pulls on phi directly.
 
+**Past the target** (``overshoot``, 0 by default): a run's target on each D_f row becomes
+``t_i + overshoot * (t_i - z0_i)``, ``z0_i`` the run's starting logits: runs that stop a
+share of the way short of their targets (``experiments/matching/README.md``, twenty-third look)
+land on them. Costs one forward pass over D_f per run (``n_forget / 3`` examples).
+
 Cost per step: ``forget_batch_size + remain_batch_size`` examples, plus a third of
 ``remain_batch_size`` for the original's forward pass on the anchor rows (``"logits"``).
 The retain teacher's fit is numpy over the store's logits, part of the teacher's time.
@@ -80,6 +85,7 @@ TAG_DRAW_REMAIN = 0x6D617472   # and on D_r (anchor="teacher")
 TAG_SOLVE_ROWS = 0x6D617473    # the D_r rows the head solve anchors on (solve="head")
 SOLVE_ROWS = (1024, 256, 512, 2048, 4096)
 MARGIN_WEIGHTS = (0.0, 1.0, 3.0, 10.0, 30.0)
+OVERSHOOTS = (0.0, 0.02, 0.05, 0.1, 0.2)
 
 
 def margin_shift(target, drawn, y):
@@ -147,7 +153,7 @@ class Matching(base.Method):
              "teacher_keep": TEACHER_KEEP,
              "teacher_fit": ("quadratic", "linear", "step", "out", "pool"),
              "teacher_spread": ("out", "pooled"), "noise_along": ("logits", "margin"),
-             "margin_weight": MARGIN_WEIGHTS,
+             "margin_weight": MARGIN_WEIGHTS, "overshoot": OVERSHOOTS,
              "weight_by": ("request", "own", "own_step"), "draw_from": ("all", "none_kept"),
              "solve": ("none", "head"), "solve_rows": SOLVE_ROWS, "mask": ("none", "saliency")}
   hparam_docs = {
@@ -160,6 +166,9 @@ class Matching(base.Method):
       "margin_weight": "weight of the squared error of a D_f row's margin phi (at its label as "
                        "trained) against its target's, added to the logits' squared error "
                        f"(one of {MARGIN_WEIGHTS}; 0: the logits alone)",
+      "overshoot": "each D_f row's target moved past itself, away from the run's starting "
+                   "logits: t + overshoot x (t - z0), for runs that stop short "
+                   f"(one of {OVERSHOOTS}; 0: the target itself)",
       "own_scale": "weight_by='own' or 'own_step': the own-membership effect on phi (in phi "
                    "units) that gets the whole forget_weight, > 0",
       "own_floor": "weight_by='own' or 'own_step': the smallest share of forget_weight a row "
@@ -203,7 +212,7 @@ class Matching(base.Method):
                      "forgets a subset of the pool (attribution.draw_pool_masks)"}
   epoch_over = "steps"
   reads_forget_index = True
-  keyed_when_set = ("noise_along", "margin_weight")
+  keyed_when_set = ("noise_along", "margin_weight", "overshoot")
   search_space = {"learning_rate": (3e-3, 1e-2, 3e-2),
                   "forget_weight": (10.0, 30.0, 100.0)}
 
@@ -268,14 +277,16 @@ class Matching(base.Method):
     del hp
     steps = shape.epochs * shape.steps_per_epoch
     mask = float(shape.n_forget) if self.opts["mask"] == "saliency" else 0.0
+    past = base.FORWARD_ONLY * float(shape.n_forget) if self.opts["overshoot"] else 0.0
     return float(steps) * self.step_cost(shape.forget_batch_size, shape.remain_batch_size) \
-        + self.solve_cost(shape.n_forget, shape.n_remain) + mask
+        + self.solve_cost(shape.n_forget, shape.n_remain) + mask + past
 
   def make(self, env):
     hp, inputs = env.hparams, env.inputs
     anchor = self.opts["anchor"]
     weight_by = self.opts["weight_by"]
     margin_weight = float(self.opts["margin_weight"])
+    overshoot = float(self.opts["overshoot"])
 
     def draw(target, resid, tag, labels):
       """The run's targets: the fit plus ``noise`` times one model's residual per row (with
@@ -301,6 +312,9 @@ class Matching(base.Method):
     def init(params):
       run_target = draw(inputs.teacher_target, inputs.teacher_residuals, TAG_DRAW,
                         inputs.y_forget)
+      if overshoot:
+        z0_f = jax.lax.stop_gradient(env.apply_fn(params, inputs.x_forget))
+        run_target = run_target + overshoot * (run_target - z0_f)
       run_anchor = draw(inputs.teacher_remain_target, inputs.teacher_remain_residuals,
                         TAG_DRAW_REMAIN, inputs.y_remain) if anchor == "teacher" else None
       start = solved(params, run_target) if self.opts["solve"] == "head" else params
