@@ -5,7 +5,8 @@
 # epsilon and KLOM, N = 16, one audit per seed (fmnist_audit.py rewrites a work dir's audit.json
 # with the rows of its call, so every row is named each time; cached populations are reused).
 # Seed 0's work dir holds the pool store the others link to. Then the table over seeds. The
-# `_d2` rows repeat a row under a new label: new keys for every run, a second draw.
+# `_d2` rows repeat a row under a new label: new keys for every run, a second draw;
+# `m_k256_os05` is the twenty-third look's choice (`overshoot`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -33,6 +34,7 @@ ENTRIES=(
   "m_k256_sel_d2=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0"
   "m_k256_acc_d2=$C,teacher_models=256,learning_rate=0.0015,forget_weight=50,margin_weight=3.0"
   "rs50_sel_d2=$R,retrain_fraction=0.5,learning_rate=0.005,temperature=1.1"
+  "m_k256_os05=$C,teacher_models=256,learning_rate=0.002,forget_weight=30,margin_weight=3.0,overshoot=0.05"
 )
 for seed in ${SEEDS:-0 1 2 3 4}; do
   share=()
@@ -42,4 +44,4 @@ for seed in ${SEEDS:-0 1 2 3 4}; do
 done
 $PY experiments/matching/fmnist_audit.py --summarise runs/fm_audit_flip_pool \
   runs/fm_audit_flip_pool_seed{1,2,3,4} \
-  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,m_k256_sel,m_k256_acc,m_k256_sel_d2,m_k256_acc_d2,rs2_sel,rs50_sel,rs50_sel_d2
+  --labels none,m_sel,m_acc,m_mw_sel,m_mw_acc,m_mw_alt,m_k128_sel,m_k128_acc,m_k128_alt,m_k256_sel,m_k256_acc,m_k256_sel_d2,m_k256_acc_d2,m_k256_os05,rs2_sel,rs50_sel,rs50_sel_d2
